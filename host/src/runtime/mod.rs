@@ -1,0 +1,1 @@
+//! The WebAssembly projector runtime and its sandbox. (Being built.)

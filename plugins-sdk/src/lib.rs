@@ -1,0 +1,1 @@
+//! The Refract projector SDK. (Being built.)

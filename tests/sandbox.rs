@@ -1,0 +1,3 @@
+//! Integration tests. (Being built.)
+
+mod support;

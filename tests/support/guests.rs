@@ -1,0 +1,1 @@
+//! Builds the guest components from source for the tests. (Being built.)
