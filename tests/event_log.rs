@@ -1,3 +1,1072 @@
-//! Integration tests. (Being built.)
+//! The event log's library API: offsets, idempotency, optimistic concurrency, atomicity,
+//! every read filter, schema refusal, and the replay path.
 
 mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use refract::log::{
+    Durability, Event, EventField, EventLog, LogError, LogOptions, NewEvent, ReadQuery,
+    SCAN_WINDOW, SCHEMA_VERSION, StreamFilter,
+};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A fresh log in a temporary directory (kept alive by the returned guard).
+fn fresh_log() -> Result<(tempfile::TempDir, EventLog)> {
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::open(&dir.path().join("events.db"), LogOptions::default())?;
+    Ok((dir, log))
+}
+
+/// Fast options for tests that append a lot: durability does not matter to them.
+fn fast() -> LogOptions {
+    LogOptions {
+        durability: Durability::Normal,
+        ..LogOptions::default()
+    }
+}
+
+fn ev(stream: &str, ty: &str, data: &str) -> NewEvent {
+    NewEvent::new(stream, ty, data)
+}
+
+fn all_events(log: &EventLog) -> Result<Vec<Event>> {
+    Ok(log
+        .read(&ReadQuery::default())?
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+fn read(log: &EventLog, query: &ReadQuery) -> Result<Vec<Event>> {
+    Ok(log.read(query)?.collect::<std::result::Result<_, _>>()?)
+}
+
+fn offsets(events: &[Event]) -> Vec<u64> {
+    events.iter().map(|e| e.offset).collect()
+}
+
+/// Asserts offsets are exactly 1..=n in order and every stream's versions are 1..=k in
+/// offset order.
+fn assert_gap_free(events: &[Event]) {
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(offsets(events), expected, "offsets must be exactly 1..=N");
+    let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
+    for event in events {
+        let version = versions.entry(&event.stream).or_insert(0);
+        *version += 1;
+        assert_eq!(
+            event.stream_version, *version,
+            "stream {} at offset {}",
+            event.stream, event.offset
+        );
+    }
+}
+
+#[test]
+fn offsets_are_gap_free_with_eight_concurrent_appenders() -> Result {
+    let (_dir, log) = fresh_log()?;
+    let threads = 8;
+    let calls = 60;
+    let returned: Vec<Vec<u64>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let log = log.clone();
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    for call in 0..calls {
+                        // Batches of 1 to 3 events, on a private and a shared stream.
+                        let batch = (0..=(call % 3))
+                            .map(|i| {
+                                let stream = if i == 1 {
+                                    "shared".to_owned()
+                                } else {
+                                    format!("s-{t}")
+                                };
+                                ev(
+                                    &stream,
+                                    "Tick",
+                                    &format!(r#"{{"t":{t},"call":{call},"i":{i}}}"#),
+                                )
+                            })
+                            .collect();
+                        mine.extend(log.append(batch).expect("append"));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+
+    let events = all_events(&log)?;
+    let total: usize = returned.iter().map(Vec::len).sum();
+    assert_eq!(events.len(), total);
+    assert_gap_free(&events);
+    let mut all_returned: Vec<u64> = returned.concat();
+    all_returned.sort_unstable();
+    assert_eq!(
+        all_returned,
+        offsets(&events),
+        "every offset returned exactly once"
+    );
+    for (t, mine) in returned.iter().enumerate() {
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "thread {t} saw its offsets increase"
+        );
+    }
+    assert_eq!(log.head()?, total as u64);
+    assert_eq!(*log.watch_head().borrow(), total as u64);
+    Ok(())
+}
+
+#[test]
+fn a_second_log_on_the_same_file_appending_concurrently_stays_gap_free() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("events.db");
+    let first = EventLog::open(&path, LogOptions::default())?;
+    let second = EventLog::open(&path, LogOptions::default())?;
+    thread::scope(|scope| {
+        for (n, log) in [&first, &second, &first, &second].into_iter().enumerate() {
+            scope.spawn(move || {
+                for i in 0..40 {
+                    let batch = vec![
+                        ev("both", "E", &format!("[{n},{i}]")),
+                        ev(&format!("w{n}"), "E", "{}"),
+                    ];
+                    log.append(batch).expect("append");
+                }
+            });
+        }
+    });
+    let events = all_events(&first)?;
+    assert_eq!(events.len(), 4 * 40 * 2);
+    assert_gap_free(&events);
+    // Each handle sees the other's appends in `head`, and times never go backwards.
+    assert_eq!(first.head()?, 320);
+    assert_eq!(second.head()?, 320);
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].recorded_at <= w[1].recorded_at)
+    );
+    Ok(())
+}
+
+#[test]
+fn appending_an_existing_id_is_a_no_op_returning_the_original_offset() -> Result {
+    let (_dir, log) = fresh_log()?;
+    log.append(vec![ev("a", "E", "1")])?;
+    let first = log.append(vec![ev("a", "E", "2").with_id("evt-1")])?;
+    assert_eq!(first, vec![2]);
+    let again = log.append(vec![ev("a", "Other", "99").with_id("evt-1")])?;
+    assert_eq!(again, vec![2], "a retry returns the original offset");
+    assert_eq!(log.head()?, 2, "and appends nothing");
+
+    // Retrying a whole batch: same offsets, nothing new, and the stale expected versions of
+    // the duplicates are not checked.
+    let batch = || {
+        vec![
+            ev("b", "E", "1").with_id("b-1").with_expected_version(0),
+            ev("b", "E", "2").with_id("b-2").with_expected_version(1),
+            ev("b", "E", "3").with_id("b-3").with_expected_version(2),
+        ]
+    };
+    let offsets = log.append(batch())?;
+    assert_eq!(offsets, vec![3, 4, 5]);
+    let mut watch = log.watch_head();
+    watch.mark_unchanged();
+    assert_eq!(log.append(batch())?, offsets);
+    assert_eq!(log.head()?, 5);
+    assert!(!watch.has_changed()?, "a pure no-op publishes no new head");
+
+    // A batch mixing duplicates and new events, and an id repeated inside one batch.
+    let mixed = log.append(vec![
+        ev("b", "E", "2").with_id("b-2"),
+        ev("c", "E", r#""x""#).with_id("c-1"),
+        ev("c", "E", r#""y""#).with_id("c-1"),
+    ])?;
+    assert_eq!(mixed, vec![4, 6, 6]);
+    let events = all_events(&log)?;
+    assert_gap_free(&events);
+    assert_eq!(events.len(), 6);
+    assert_eq!(
+        events[5].data, r#""x""#,
+        "the first of two same-id events wins"
+    );
+    Ok(())
+}
+
+#[test]
+fn generated_ids_are_time_ordered_uuid_v7() -> Result {
+    let (_dir, log) = fresh_log()?;
+    log.append((0..5).map(|i| ev("s", "E", &i.to_string())).collect())?;
+    log.append(vec![ev("s", "E", "5")])?;
+    let events = all_events(&log)?;
+    let ids: Vec<uuid::Uuid> = events
+        .iter()
+        .map(|e| uuid::Uuid::parse_str(&e.id))
+        .collect::<std::result::Result<_, _>>()?;
+    assert!(ids.iter().all(|id| id.get_version_num() == 7));
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids grow with offsets: {ids:?}"
+    );
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+    Ok(())
+}
+
+#[test]
+fn expected_version_conflicts_fail_the_whole_batch() -> Result {
+    let (_dir, log) = fresh_log()?;
+    assert_eq!(
+        log.append(vec![ev("acct", "Opened", "{}").with_expected_version(0)])?,
+        vec![1]
+    );
+    log.append(vec![ev("acct", "Deposited", "{}").with_expected_version(1)])?;
+
+    let err = log
+        .append(vec![
+            ev("other", "E", "{}"),
+            ev("acct", "Withdrawn", "{}").with_expected_version(1),
+        ])
+        .unwrap_err();
+    match &err {
+        LogError::VersionConflict {
+            stream,
+            expected,
+            actual,
+        } => {
+            assert_eq!((stream.as_str(), *expected, *actual), ("acct", 1, 2));
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "version conflict on stream `acct`: expected version 1, but it is at 2"
+    );
+    assert_eq!(
+        log.head()?,
+        2,
+        "the event before the conflict was not appended either"
+    );
+    assert_eq!(
+        log.count(&ReadQuery {
+            stream: StreamFilter::Exact("other".into()),
+            ..ReadQuery::default()
+        })?,
+        0
+    );
+
+    // 0 means "must not exist yet".
+    let err = log
+        .append(vec![ev("acct", "Opened", "{}").with_expected_version(0)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::VersionConflict {
+                expected: 0,
+                actual: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Versions advance within a batch.
+    let offsets = log.append(vec![
+        ev("acct", "A", "{}").with_expected_version(2),
+        ev("acct", "B", "{}").with_expected_version(3),
+        ev("new", "C", "{}").with_expected_version(0),
+    ])?;
+    assert_eq!(offsets, vec![3, 4, 5]);
+    let err = log
+        .append(vec![
+            ev("acct", "A", "{}").with_expected_version(4),
+            ev("acct", "B", "{}").with_expected_version(4),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::VersionConflict {
+                expected: 4,
+                actual: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(log.head()?, 5);
+    assert_gap_free(&all_events(&log)?);
+    Ok(())
+}
+
+#[test]
+fn a_failing_request_does_not_fail_the_others_in_its_group() -> Result {
+    let (_dir, log) = fresh_log()?;
+    log.append(vec![ev("hot", "E", "{}")])?;
+    // Many threads race, several rounds each; half of the requests insist, in their second
+    // event, on a version that is long gone (so their first event was already written when
+    // they fail). Whatever the grouping, each request succeeds or fails on its own merits,
+    // and a failed one leaves no gap.
+    let results: Vec<(usize, std::result::Result<Vec<u64>, LogError>)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let log = log.clone();
+                scope.spawn(move || {
+                    let mut second = ev(&format!("t{i}"), "E", "{}");
+                    if i % 2 == 0 {
+                        second = ev("hot", "E", "{}").with_expected_version(0);
+                    }
+                    let mut last = None;
+                    for _ in 0..20 {
+                        let result =
+                            log.append(vec![ev(&format!("s{i}"), "E", "{}"), second.clone()]);
+                        let failed = result.is_err();
+                        last = Some(result);
+                        if failed != (i % 2 == 0) {
+                            break;
+                        }
+                    }
+                    (i, last.expect("at least one round"))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for (i, result) in &results {
+        if i % 2 == 0 {
+            assert!(
+                matches!(result, Err(LogError::VersionConflict { .. })),
+                "request {i}: {result:?}"
+            );
+        } else {
+            assert_eq!(
+                result.as_ref().map(Vec::len).ok(),
+                Some(2),
+                "request {i}: {result:?}"
+            );
+        }
+    }
+    let events = all_events(&log)?;
+    assert_eq!(events.len(), 1 + 8 * 20 * 2);
+    assert_gap_free(&events);
+    Ok(())
+}
+
+#[test]
+fn a_batch_with_a_bad_fifth_event_appends_nothing_and_names_it() -> Result {
+    let (_dir, log) = fresh_log()?;
+    let batch = |bad: NewEvent| {
+        let mut events: Vec<NewEvent> = (0..10)
+            .map(|i| ev("s", "E", &format!(r#"{{"i":{i}}}"#)))
+            .collect();
+        events[4] = bad;
+        events
+    };
+    let long = "x".repeat(201);
+    let cases = [
+        (
+            ev("s", "E", "{not json"),
+            EventField::Data,
+            "is not valid JSON",
+        ),
+        (
+            ev("s", "E", r#"{"a":1} trailing"#),
+            EventField::Data,
+            "is not valid JSON",
+        ),
+        (ev("", "E", "{}"), EventField::Stream, "must not be empty"),
+        (ev(&long, "E", "{}"), EventField::Stream, "201 characters"),
+        (
+            ev("a\nb", "E", "{}"),
+            EventField::Stream,
+            "control characters",
+        ),
+        (ev("s", "", "{}"), EventField::Type, "must not be empty"),
+        (ev("s", &long, "{}"), EventField::Type, "201 characters"),
+        (
+            ev("s", "E", "{}").with_id(""),
+            EventField::Id,
+            "must not be empty",
+        ),
+        (
+            ev("s", "E", "{}").with_metadata("nope"),
+            EventField::Metadata,
+            "is not valid JSON",
+        ),
+        (
+            ev("s", "E", &format!("\"{}\"", "x".repeat(1024 * 1024))),
+            EventField::Data,
+            "the limit is 1048576 bytes",
+        ),
+    ];
+    for (bad, field, reason) in cases {
+        let err = log.append(batch(bad)).unwrap_err();
+        match &err {
+            LogError::InvalidEvent {
+                position,
+                batch_len,
+                field: f,
+                ..
+            } => {
+                assert_eq!((*position, *batch_len, *f), (5, 10, field), "{err}");
+            }
+            other => panic!("expected InvalidEvent, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("event 5 of 10: {field} ")),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{message}");
+    }
+    assert_eq!(log.head()?, 0, "nothing of any bad batch was appended");
+
+    // Exactly at the limits is fine.
+    let at_limit = ev(&"s".repeat(200), &"t".repeat(200), "{}").with_id("i".repeat(200));
+    assert_eq!(log.append(vec![at_limit])?, vec![1]);
+    Ok(())
+}
+
+#[test]
+fn size_limits_are_configurable() -> Result {
+    let dir = tempfile::tempdir()?;
+    let options = LogOptions {
+        max_data_bytes: 10,
+        max_metadata_bytes: 5,
+        ..LogOptions::default()
+    };
+    let log = EventLog::open(&dir.path().join("events.db"), options)?;
+    log.append(vec![ev("s", "E", "[1,2,3,4]").with_metadata("[1,2]")])?;
+    let err = log.append(vec![ev("s", "E", "[1,2,3,4,5]")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("data is 11 bytes; the limit is 10 bytes"),
+        "{err}"
+    );
+    let err = log
+        .append(vec![ev("s", "E", "1").with_metadata("[1,22]")])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::InvalidEvent {
+                field: EventField::Metadata,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// A log with a variety of streams, types and times, and every event read back.
+fn fixture() -> Result<(tempfile::TempDir, EventLog, Vec<Event>)> {
+    let (dir, log) = fresh_log()?;
+    let streams = [
+        "order-1", "order-2", "orderly", "order", "user-1", "ünï-1", "ünï", "z",
+    ];
+    let types = ["Created", "Updated", "Deleted"];
+    for round in 0..6 {
+        let batch = (0..9)
+            .map(|i| {
+                let stream = streams[(round * 3 + i) % streams.len()];
+                let ty = types[(round + i * i) % types.len()];
+                ev(stream, ty, &format!(r#"{{"round":{round},"i":{i}}}"#))
+                    .with_metadata(r#"{"corr":"c"}"#)
+            })
+            .collect();
+        log.append(batch)?;
+        // Distinct recorded_at per round, so time ranges have something to cut.
+        thread::sleep(Duration::from_millis(3));
+    }
+    let events = all_events(&log)?;
+    assert_eq!(events.len(), 54);
+    Ok((dir, log, events))
+}
+
+/// What `query` must return, computed the slow obvious way.
+fn expected(all: &[Event], query: &ReadQuery) -> Vec<u64> {
+    all.iter()
+        .filter(|e| e.offset >= query.from_offset)
+        .filter(|e| query.to_offset.is_none_or(|to| e.offset <= to))
+        .filter(|e| query.from_time.is_none_or(|t| e.recorded_at >= t))
+        .filter(|e| query.until_time.is_none_or(|t| e.recorded_at < t))
+        .filter(|e| query.types.is_empty() || query.types.contains(&e.event_type))
+        .filter(|e| match &query.stream {
+            StreamFilter::Any => true,
+            StreamFilter::Exact(s) => &e.stream == s,
+            StreamFilter::Prefixes(ps) => ps.iter().any(|p| e.stream.starts_with(p.as_str())),
+        })
+        .map(|e| e.offset)
+        .take(query.limit.map_or(usize::MAX, |l| l as usize))
+        .collect()
+}
+
+#[test]
+fn every_read_filter_and_combination_matches_a_plain_filter() -> Result {
+    let (_dir, log, all) = fixture()?;
+    // Cut points in time: the recorded_at of a few events (inclusive for from, exclusive
+    // for until), plus instants between and outside them.
+    let t = |offset: usize| all[offset - 1].recorded_at;
+    let times = [
+        None,
+        Some(t(1)),
+        Some(t(20)),
+        Some(t(40) + Duration::from_micros(1)),
+        // Sub-microsecond instants: the log stores microseconds, the query must not round
+        // an event into or out of the range.
+        Some(t(20) + Duration::from_nanos(1)),
+        Some(t(30) - Duration::from_nanos(1)),
+        Some(t(54)),
+        Some(t(54) + Duration::from_secs(1)),
+        Some(t(1) - Duration::from_secs(1)),
+    ];
+    let type_sets: [&[&str]; 4] = [
+        &[],
+        &["Created"],
+        &["Updated", "Deleted"],
+        &["Created", "Nope", "Created"],
+    ];
+    let stream_filters = [
+        StreamFilter::Any,
+        StreamFilter::Exact("order-1".into()),
+        StreamFilter::Exact("ünï".into()),
+        StreamFilter::Exact("missing".into()),
+        StreamFilter::Prefixes(vec!["order-".into()]),
+        StreamFilter::Prefixes(vec!["order".into(), "order-".into(), "z".into()]),
+        StreamFilter::Prefixes(vec!["ünï".into(), "user".into()]),
+        StreamFilter::Prefixes(vec![String::new()]),
+    ];
+    let offset_ranges = [
+        (0, None),
+        (1, Some(54)),
+        (7, None),
+        (13, Some(41)),
+        (60, None),
+        (30, Some(10)),
+    ];
+    let mut checked = 0;
+    for &(from_offset, to_offset) in &offset_ranges {
+        for from_time in times {
+            for until_time in [None, times[2], times[3], times[4], times[5], times[7]] {
+                for types in type_sets {
+                    for stream in &stream_filters {
+                        for (limit, batch_size) in
+                            [(None, 0), (Some(3), 2), (None, 1), (Some(100), 4)]
+                        {
+                            let query = ReadQuery {
+                                from_offset,
+                                to_offset,
+                                from_time,
+                                until_time,
+                                types: types.iter().map(|s| (*s).to_owned()).collect(),
+                                stream: stream.clone(),
+                                limit,
+                                batch_size,
+                            };
+                            let want = expected(&all, &query);
+                            let got = read(&log, &query)?;
+                            assert_eq!(offsets(&got), want, "{query:?}");
+                            for event in &got {
+                                assert_eq!(
+                                    event,
+                                    &all[event.offset as usize - 1],
+                                    "events come back whole"
+                                );
+                            }
+                            assert_eq!(log.count(&query)?, want.len() as u64, "count of {query:?}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 1000);
+    Ok(())
+}
+
+#[test]
+fn time_ranges_are_half_open() -> Result {
+    let (_dir, log, all) = fixture()?;
+    let first_round = &all[..9];
+    let start = first_round[0].recorded_at;
+    let end = all[9].recorded_at;
+    assert!(
+        first_round.iter().all(|e| e.recorded_at == start),
+        "one batch, one time"
+    );
+    assert!(end > start);
+    let query = ReadQuery {
+        from_time: Some(start),
+        until_time: Some(end),
+        ..ReadQuery::default()
+    };
+    assert_eq!(offsets(&read(&log, &query)?), (1..=9).collect::<Vec<_>>());
+    let empty = ReadQuery {
+        from_time: Some(end),
+        until_time: Some(end),
+        ..ReadQuery::default()
+    };
+    assert_eq!(log.count(&empty)?, 0);
+    Ok(())
+}
+
+#[test]
+fn reads_page_through_a_sparse_filter_on_a_log_larger_than_a_scan_window() -> Result {
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::open(&dir.path().join("events.db"), fast())?;
+    let total = SCAN_WINDOW as usize * 2 + 5000;
+    // A matching event at the very start, in the middle and at the end; noise in between.
+    let rare = [1, SCAN_WINDOW as usize + 17, total];
+    for chunk in (1..=total).collect::<Vec<_>>().chunks(4000) {
+        let batch = chunk
+            .iter()
+            .map(|&n| {
+                if rare.contains(&n) {
+                    ev(&format!("rare-{n}"), "Rare", "{}")
+                } else {
+                    ev(&format!("noise-{}", n % 50), "Noise", "{}")
+                }
+            })
+            .collect();
+        log.append(batch)?;
+    }
+    let queries = [
+        ReadQuery {
+            stream: StreamFilter::Prefixes(vec!["rare-".into()]),
+            ..ReadQuery::default()
+        },
+        ReadQuery {
+            types: vec!["Rare".into(), "Missing".into()],
+            ..ReadQuery::default()
+        },
+        ReadQuery {
+            types: vec!["Rare".into()],
+            stream: StreamFilter::Prefixes(vec!["rare".into()]),
+            batch_size: 1,
+            ..ReadQuery::default()
+        },
+    ];
+    for query in &queries {
+        let got = offsets(&read(&log, query)?);
+        assert_eq!(
+            got,
+            rare.iter().map(|&n| n as u64).collect::<Vec<_>>(),
+            "{query:?}"
+        );
+        assert_eq!(log.count(query)?, 3);
+    }
+    let noise = ReadQuery {
+        stream: StreamFilter::Exact("noise-7".into()),
+        from_offset: 20_000,
+        batch_size: 10,
+        ..ReadQuery::default()
+    };
+    let got = read(&log, &noise)?;
+    assert!(
+        got.iter()
+            .all(|e| e.stream == "noise-7" && e.offset >= 20_000)
+    );
+    assert_eq!(got.len() as u64, log.count(&noise)?);
+    assert_eq!(
+        got.len(),
+        (20_000..=total)
+            .filter(|n| n % 50 == 7 && !rare.contains(n))
+            .count()
+    );
+    Ok(())
+}
+
+#[test]
+fn reads_see_the_log_as_of_the_call() -> Result {
+    let (_dir, log) = fresh_log()?;
+    log.append((0..5).map(|i| ev("s", "E", &i.to_string())).collect())?;
+    let mut iter = log.read(&ReadQuery {
+        batch_size: 2,
+        ..ReadQuery::default()
+    })?;
+    assert_eq!(iter.next().transpose()?.map(|e| e.offset), Some(1));
+    log.append(vec![ev("s", "E", r#""later""#)])?;
+    let rest: Vec<u64> = iter
+        .map(|e| e.map(|e| e.offset))
+        .collect::<std::result::Result<_, _>>()?;
+    assert_eq!(rest, vec![2, 3, 4, 5]);
+    Ok(())
+}
+
+#[test]
+fn filters_are_answered_from_indexes() -> Result {
+    let (_dir, log, _all) = fixture()?;
+    let at = jiff::Timestamp::now();
+    let queries = [
+        ReadQuery {
+            from_time: Some(at - Duration::from_secs(60)),
+            until_time: Some(at),
+            ..ReadQuery::default()
+        },
+        ReadQuery {
+            from_time: Some(at),
+            types: vec!["A".into(), "B".into()],
+            ..ReadQuery::default()
+        },
+        ReadQuery {
+            until_time: Some(at),
+            stream: StreamFilter::Exact("order-1".into()),
+            ..ReadQuery::default()
+        },
+        ReadQuery {
+            from_time: Some(at),
+            stream: StreamFilter::Prefixes(vec!["order-".into(), "user".into()]),
+            ..ReadQuery::default()
+        },
+        ReadQuery {
+            stream: StreamFilter::Exact("order-1".into()),
+            types: vec!["A".into()],
+            ..ReadQuery::default()
+        },
+    ];
+    for query in &queries {
+        let plan = log.explain(query)?;
+        assert!(!plan.is_empty());
+        for line in &plan {
+            assert!(
+                !line.starts_with("SCAN events"),
+                "{query:?} scans the table: {plan:#?}"
+            );
+        }
+        if query.from_time.is_some() || query.until_time.is_some() {
+            assert!(
+                plan.iter().any(|l| l.starts_with("SEARCH events USING")
+                    && l.contains("INDEX events_recorded_at")),
+                "time probes use the recorded_at index: {plan:#?}"
+            );
+        }
+    }
+    // A type filter pages along the (type, offset) index without sorting.
+    let plan = log.explain(&ReadQuery {
+        types: vec!["A".into()],
+        ..ReadQuery::default()
+    })?;
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("INDEX events_type_offset (type=? AND offset>? AND offset<?)")),
+        "{plan:#?}"
+    );
+    assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:#?}");
+    // Several types: one ordered, limited probe of that index per type (each arm is then
+    // sorted for the merge, which costs O(page), not O(log)).
+    let plan = log.explain(&ReadQuery {
+        types: vec!["A".into(), "B".into(), "C".into()],
+        ..ReadQuery::default()
+    })?;
+    let probes = plan.iter().filter(|l| {
+        l.starts_with(
+            "SEARCH events USING INDEX events_type_offset (type=? AND offset>? AND offset<?)",
+        )
+    });
+    assert_eq!(probes.count(), 3, "{plan:#?}");
+    // An exact stream pages along (stream, stream_version).
+    let plan = log.explain(&ReadQuery {
+        stream: StreamFilter::Exact("s".into()),
+        ..ReadQuery::default()
+    })?;
+    assert!(
+        plan.iter().any(|l| l.contains(
+            "INDEX events_stream_version (stream=? AND stream_version>? AND stream_version<?)"
+        )),
+        "{plan:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn read_batch_reports_how_far_it_scanned() -> Result {
+    let (_dir, log) = fresh_log()?;
+    // Offsets 1..=10; types alternate A (odd offsets) and B (even offsets).
+    log.append(
+        (1..=10)
+            .map(|i| {
+                ev(
+                    &format!("s{}", i % 3),
+                    if i % 2 == 1 { "A" } else { "B" },
+                    &format!(r#"{{"n":{i}}}"#),
+                )
+            })
+            .collect(),
+    )?;
+    let mut reader = log.reader()?;
+    let only_b = ReadQuery {
+        types: vec!["B".into()],
+        ..ReadQuery::default()
+    };
+
+    // Fewer matches than max_events: scanned through the head, past unsubscribed events.
+    let mut seen = Vec::new();
+    let scan = reader.read_batch(&only_b, 0, 100, |e| {
+        seen.push((e.offset, e.event_type.to_owned(), e.data.to_owned()));
+        ControlFlow::Continue(())
+    })?;
+    assert_eq!(scan.visited, 5);
+    assert_eq!(scan.scanned_through, 10);
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![2, 4, 6, 8, 10]
+    );
+    assert_eq!(seen[0].2, r#"{"n":2}"#);
+
+    // max_events reached: the last visited event.
+    let scan = reader.read_batch(&only_b, 0, 2, |_| ControlFlow::Continue(()))?;
+    assert_eq!((scan.visited, scan.scanned_through), (2, 4));
+    let scan = reader.read_batch(&only_b, 4, 2, |_| ControlFlow::Continue(()))?;
+    assert_eq!((scan.visited, scan.scanned_through), (2, 8));
+
+    // The visitor breaks: the event it broke on counts.
+    let scan = reader.read_batch(&ReadQuery::default(), 3, 100, |e| {
+        if e.offset == 6 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    assert_eq!((scan.visited, scan.scanned_through), (3, 6));
+
+    // Nothing after `after`: nothing visited, scanned through the head.
+    let scan = reader.read_batch(&only_b, 10, 100, |_| panic!("nothing to visit"))?;
+    assert_eq!((scan.visited, scan.scanned_through), (0, 10));
+    let scan = reader.read_batch(&only_b, 9, 100, |_| ControlFlow::Continue(()))?;
+    assert_eq!((scan.visited, scan.scanned_through), (1, 10));
+
+    // Borrowed rows carry everything.
+    let mut first = None;
+    reader.read_batch(
+        &ReadQuery {
+            stream: StreamFilter::Exact("s1".into()),
+            ..ReadQuery::default()
+        },
+        0,
+        1,
+        |e| {
+            first = Some(e.to_event());
+            ControlFlow::Continue(())
+        },
+    )?;
+    let all = all_events(&log)?;
+    assert_eq!(first.as_ref(), Some(&all[0]));
+
+    // A later append by the log is visible to the next batch.
+    log.append(vec![ev("s", "B", "{}")])?;
+    assert_eq!(reader.head()?, 11);
+    let scan = reader.read_batch(&only_b, 10, 100, |_| ControlFlow::Continue(()))?;
+    assert_eq!((scan.visited, scan.scanned_through), (1, 11));
+    Ok(())
+}
+
+#[test]
+fn events_serialize_as_json_with_embedded_data() -> Result {
+    let (_dir, log) = fresh_log()?;
+    log.append(vec![
+        ev("s", "Made", r#" {"a": [1, 2]} "#)
+            .with_metadata(r#"{"corr":"x"}"#)
+            .with_id("e-1"),
+        ev("s", "Bare", "7"),
+    ])?;
+    let events = all_events(&log)?;
+    let json: serde_json::Value = serde_json::to_value(&events[0])?;
+    assert_eq!(json["offset"], 1);
+    assert_eq!(json["id"], "e-1");
+    assert_eq!(json["stream"], "s");
+    assert_eq!(json["stream_version"], 1);
+    assert_eq!(json["type"], "Made");
+    assert_eq!(json["data"], serde_json::json!({"a": [1, 2]}));
+    assert_eq!(json["metadata"], serde_json::json!({"corr": "x"}));
+    let recorded = json["recorded_at"]
+        .as_str()
+        .ok_or("recorded_at is a string")?;
+    assert_eq!(recorded.parse::<jiff::Timestamp>()?, events[0].recorded_at);
+    assert!(
+        recorded.ends_with('Z') && recorded.len() == "2025-01-01T00:00:00.000000Z".len(),
+        "{recorded}"
+    );
+    let json: serde_json::Value = serde_json::to_value(&events[1])?;
+    assert_eq!(json["data"], 7);
+    assert!(json["metadata"].is_null());
+    Ok(())
+}
+
+#[test]
+fn reopening_keeps_events_and_continues_offsets_and_times() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nested/deeper/events.db");
+    {
+        let log = EventLog::open(&path, LogOptions::default())?;
+        log.append(vec![ev("s", "E", "1"), ev("s", "E", "2")])?;
+    }
+    let log = EventLog::open(&path, LogOptions::default())?;
+    assert_eq!(log.head()?, 2);
+    assert_eq!(*log.watch_head().borrow(), 2);
+    assert_eq!(
+        log.append(vec![ev("s", "E", "3").with_expected_version(2)])?,
+        vec![3]
+    );
+    let events = all_events(&log)?;
+    assert_gap_free(&events);
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].recorded_at <= w[1].recorded_at)
+    );
+    Ok(())
+}
+
+#[test]
+fn watch_head_follows_commits() -> Result {
+    let (_dir, log) = fresh_log()?;
+    let mut watch = log.watch_head();
+    assert_eq!(*watch.borrow_and_update(), 0);
+    log.append(vec![ev("s", "E", "1"), ev("s", "E", "2")])?;
+    assert!(watch.has_changed()?);
+    assert_eq!(*watch.borrow_and_update(), 2);
+    // A failed append publishes nothing.
+    let _ = log.append(vec![ev("s", "E", "3").with_expected_version(0)]);
+    assert!(!watch.has_changed()?);
+    Ok(())
+}
+
+#[test]
+fn a_log_written_by_a_newer_schema_is_refused_and_left_alone() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("events.db");
+    EventLog::open(&path, LogOptions::default())?.append(vec![ev("s", "E", "{}")])?;
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.pragma_update(None, "user_version", 7)?;
+    }
+    let before = std::fs::read(&path)?;
+    let err = EventLog::open(&path, LogOptions::default()).unwrap_err();
+    match &err {
+        LogError::NewerSchema {
+            found,
+            supported,
+            path: p,
+        } => {
+            assert_eq!((*found, *supported), (7, SCHEMA_VERSION));
+            assert_eq!(p, &path);
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains(&format!("was written by a newer Refract (schema 7, this build supports {SCHEMA_VERSION}); upgrade refract")), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert_eq!(std::fs::read(&path)?, before, "the file is not altered");
+    let version: i64 =
+        rusqlite::Connection::open(&path)?
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+    assert_eq!(version, 7);
+    Ok(())
+}
+
+fn assert_refused(path: &Path, check: impl Fn(&LogError) -> bool) -> Result {
+    let before = std::fs::read(path)?;
+    let err = EventLog::open(path, LogOptions::default())
+        .err()
+        .ok_or("opening should have failed")?;
+    assert!(check(&err), "unexpected error: {err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "the error names the file: {err}"
+    );
+    assert_eq!(
+        std::fs::read(path)?,
+        before,
+        "a refused file is not altered"
+    );
+    Ok(())
+}
+
+#[test]
+fn files_that_are_not_refract_logs_are_refused() -> Result {
+    let dir = tempfile::tempdir()?;
+
+    let text: PathBuf = dir.path().join("text.db");
+    std::fs::write(
+        &text,
+        "this is not a database, just some text that is long enough",
+    )?;
+    assert_refused(&text, |e| matches!(e, LogError::NotSqlite { .. }))?;
+    let short = dir.path().join("short.db");
+    std::fs::write(&short, "SQLite")?;
+    assert_refused(&short, |e| matches!(e, LogError::NotSqlite { .. }))?;
+
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)?.execute_batch("CREATE TABLE people (name TEXT)")?;
+    assert_refused(&foreign, |e| matches!(e, LogError::NotRefractLog { .. }))?;
+
+    let other_app = dir.path().join("other-app.db");
+    rusqlite::Connection::open(&other_app)?.pragma_update(None, "application_id", 1234)?;
+    assert_refused(&other_app, |e| matches!(e, LogError::NotRefractLog { .. }))?;
+
+    let err = EventLog::open(dir.path(), LogOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, LogError::Open { .. }),
+        "a directory is not a log file: {err:?}"
+    );
+
+    // An empty file is an empty database: it becomes a log.
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, "")?;
+    assert_eq!(
+        EventLog::open(&empty, LogOptions::default())?.append(vec![ev("s", "E", "1")])?,
+        vec![1]
+    );
+    Ok(())
+}
+
+#[test]
+fn invalid_queries_are_errors() -> Result {
+    let (_dir, log) = fresh_log()?;
+    let query = ReadQuery {
+        stream: StreamFilter::Prefixes(Vec::new()),
+        ..ReadQuery::default()
+    };
+    assert!(matches!(
+        log.read(&query).unwrap_err(),
+        LogError::InvalidQuery { .. }
+    ));
+    assert!(matches!(
+        log.count(&query).unwrap_err(),
+        LogError::InvalidQuery { .. }
+    ));
+    let many = ReadQuery {
+        types: (0..500).map(|i| i.to_string()).collect(),
+        ..ReadQuery::default()
+    };
+    assert!(matches!(
+        log.read(&many).unwrap_err(),
+        LogError::InvalidQuery { .. }
+    ));
+    Ok(())
+}
+
+#[test]
+fn the_log_is_send_sync_and_cheap_to_clone() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<EventLog>();
+    fn assert_send<T: Send>() {}
+    assert_send::<refract::log::LogReader>();
+    assert_send::<refract::log::EventIter>();
+}

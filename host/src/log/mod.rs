@@ -1,1 +1,204 @@
-//! The embedded SQLite event log. (Being built.)
+//! The embedded event log: an append-only SQLite file (`events.db`) in WAL mode.
+//!
+//! Every event gets a global offset (gap-free, from 1), a unique id (client-supplied for
+//! idempotent retries, or a generated UUID v7), a version within its stream (gap-free,
+//! from 1, with optional optimistic concurrency), a type, JSON data and metadata, and a
+//! `recorded_at` in microseconds that never decreases along offsets. This module knows
+//! nothing of wasm or HTTP.
+//!
+//! ```no_run
+//! use refract::log::{EventLog, LogOptions, NewEvent, ReadQuery};
+//!
+//! # fn main() -> Result<(), refract::log::LogError> {
+//! let log = EventLog::open("refract-data/events.db".as_ref(), LogOptions::default())?;
+//! let offsets = log.append(vec![NewEvent::new("order-1", "OrderPlaced", r#"{"total":42}"#)])?;
+//! for event in log.read(&ReadQuery::default())? {
+//!     println!("{}", serde_json::to_string(&event?).unwrap_or_default());
+//! }
+//! # let _ = offsets;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! - `mod.rs`: [`EventLog`], the facade.
+//! - `options.rs`: [`LogOptions`] and every limit, as named constants.
+//! - `model.rs`: [`NewEvent`], [`Event`], [`EventRef`] and the time helpers.
+//! - `error.rs`: [`LogError`].
+//! - `schema.rs`: recognising a Refract log, refusing anything else, migrations.
+//! - `append.rs`: validation and the group-committing writer thread.
+//! - `ids.rs`: generated UUID v7 event ids.
+//! - `query.rs`: [`ReadQuery`] and how each filter maps to an index.
+//! - `read.rs`: [`EventIter`], counts and the [`LogReader`] replay path.
+//!
+//! # Threads and blocking
+//! Every method blocks on SQLite (appends until their group commit is on disk). From async
+//! code, call them through `tokio::task::spawn_blocking`; [`EventLog::watch_head`] is the
+//! async-friendly way to learn about new events.
+
+mod append;
+mod error;
+mod ids;
+mod model;
+mod options;
+mod query;
+mod read;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+pub use error::{EventField, LogError};
+pub use model::{
+    Event, EventRef, NewEvent, format_timestamp, micros_to_timestamp, timestamp_to_micros,
+};
+pub use options::{
+    DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_MAX_DATA_BYTES,
+    DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES, Durability, LogOptions, MAX_BATCH_SIZE,
+    MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS, SCAN_WINDOW,
+};
+pub use query::{ReadQuery, StreamFilter};
+pub use read::{EventIter, LogReader, ScanResult};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+/// The file name of the log inside a data directory.
+pub const LOG_FILE_NAME: &str = "events.db";
+
+/// A handle on an open event log. Cheap to clone (all clones share one writer thread and
+/// one pool of read connections); `Send + Sync`. The writer thread stops, after finishing
+/// what is queued, when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    options: LogOptions,
+    /// The writer's queue; `None` only while dropping.
+    requests: Option<Sender<append::Request>>,
+    writer: Option<JoinHandle<()>>,
+    head: watch::Receiver<u64>,
+    readers: Arc<read::ReaderPool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer drain it and stop; waiting for it means the
+        // write connection is closed (and the WAL checkpointed) when the last handle is gone.
+        drop(self.requests.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl EventLog {
+    /// Opens the log file at `path` (the `events.db` file, see [`LOG_FILE_NAME`]),
+    /// creating it and its parent directories if needed, migrating an older schema.
+    ///
+    /// Refuses, without altering it, a file that is not SQLite, an SQLite database that
+    /// is not a Refract log, and a log written by a newer Refract.
+    pub fn open(path: &Path, options: LogOptions) -> Result<EventLog, LogError> {
+        let conn = schema::open_writer(path, &options)?;
+        let path = path.to_path_buf();
+        let head = read::head(&conn)
+            .map_err(|source| schema::sqlite_error(&path, "reading the head", source))?;
+        let (head_sender, head_receiver) = watch::channel(head);
+        let (requests, writer) =
+            append::spawn_writer(conn, path.clone(), options.max_group_events, head_sender)?;
+        let readers = Arc::new(read::ReaderPool::new(path.clone(), options.clone()));
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                path,
+                options,
+                requests: Some(requests),
+                writer: Some(writer),
+                head: head_receiver,
+                readers,
+            }),
+        })
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &LogOptions {
+        &self.inner.options
+    }
+
+    /// Appends a batch atomically: all events or none. Returns one offset per input event,
+    /// in order, once the batch is durable (see [`Durability`]).
+    ///
+    /// An event whose client-supplied id is already stored (earlier, or earlier in this
+    /// batch) is a no-op that yields the original offset, with no version check; if every
+    /// event is such a duplicate, nothing is written.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidEvent`] (naming the event's position and field) before anything
+    /// is written; [`LogError::VersionConflict`] when an `expected_version` does not hold;
+    /// [`LogError::Write`] when the commit itself failed.
+    pub fn append(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, LogError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        append::validate(&events, &self.inner.options)?;
+        let stopped = || LogError::WriterStopped {
+            path: self.inner.path.clone(),
+        };
+        let requests = self.inner.requests.as_ref().ok_or_else(stopped)?;
+        let (reply, replied) = mpsc::sync_channel(1);
+        requests
+            .send(append::Request { events, reply })
+            .map_err(|_| stopped())?;
+        replied.recv().map_err(|_| stopped())?
+    }
+
+    /// The events matching `query`, in offset order, as of now, read page by page.
+    pub fn read(&self, query: &ReadQuery) -> Result<EventIter, LogError> {
+        EventIter::new(Arc::clone(&self.inner.readers), query)
+    }
+
+    /// How many events match `query` (at most its `limit`), counted from indexes.
+    pub fn count(&self, query: &ReadQuery) -> Result<u64, LogError> {
+        read::count(&self.inner.readers, query)
+    }
+
+    /// The highest offset, 0 when the log is empty. Reads the file, so it sees appends by
+    /// other processes too.
+    pub fn head(&self) -> Result<u64, LogError> {
+        let pool = &self.inner.readers;
+        let conn = pool.take()?;
+        let head = read::head(&conn)
+            .map_err(|source| schema::sqlite_error(&self.inner.path, "reading the head", source));
+        pool.give_back(conn);
+        head
+    }
+
+    /// A receiver of the head, updated after every commit made through this `EventLog`
+    /// (appends by other processes show up in [`head`](EventLog::head), not here).
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.head.clone()
+    }
+
+    /// SQLite's `EXPLAIN QUERY PLAN` detail lines for every statement that reading or
+    /// counting `query` may run, e.g. `SEARCH events USING INDEX events_recorded_at
+    /// (recorded_at>?)`. For diagnostics, and for tests that hold the log to its promise
+    /// that no filter scans the whole table.
+    pub fn explain(&self, query: &ReadQuery) -> Result<Vec<String>, LogError> {
+        read::explain(&self.inner.readers, query)
+    }
+
+    /// A reader with its own read-only connection, for a worker thread.
+    pub fn reader(&self) -> Result<LogReader, LogError> {
+        LogReader::new(&self.inner.readers)
+    }
+}

@@ -1,0 +1,96 @@
+//! [`LogOptions`] and every limit of the log, each a named constant.
+
+use std::time::Duration;
+
+/// Default cap on an event's `data`, in bytes of JSON text. Large enough for any
+/// reasonable domain event, small enough that one runaway payload cannot bloat the log or
+/// stall every projector that replays it.
+pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Default cap on an event's `metadata`, in bytes of JSON text. Metadata is meant for
+/// correlation and causation ids, not payload.
+pub const DEFAULT_MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// Default time a connection waits for another connection's (or process's) lock before
+/// giving up with an error. Group commits are short, so five seconds means something is
+/// badly stuck.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default page-cache size per connection, in KiB (an upper bound, allocated on demand).
+/// Appends update four indexes; a cache that holds their right edges and upper levels keeps
+/// writes off the disk until commit.
+pub const DEFAULT_CACHE_SIZE_KIB: u32 = 64 * 1024;
+
+/// Default cap on how many events one group commit gathers from queued append calls. A
+/// request is never split, so a single larger batch still commits alone; the cap only
+/// bounds how long the requests that came first wait for the ones that came later.
+pub const DEFAULT_MAX_GROUP_EVENTS: usize = 16 * 1024;
+
+/// The longest stream name, event type or client-supplied id, in characters. Names are
+/// keys in several indexes and show up in logs and terminals; they are not payload.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Events per page when a [`ReadQuery`](super::ReadQuery) leaves `batch_size` at 0.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+
+/// The largest page a [`ReadQuery`](super::ReadQuery) may ask for; bigger requests are
+/// clamped. Each page is read in one short read transaction and held in memory, so this
+/// bounds both the transaction's length and the iterator's memory.
+pub const MAX_BATCH_SIZE: usize = 100_000;
+
+/// How many log rows one page examines at most when the query has a filter the driving
+/// index cannot answer (a stream prefix together with types, say). A page may then come
+/// back short, and the iterator moves on to the next window; this keeps every read
+/// transaction short however sparse the matches are.
+pub const SCAN_WINDOW: u64 = 16 * 1024;
+
+/// The most event types, or stream prefixes, one query may filter on. Each becomes an
+/// index probe per page (and SQLite caps a compound query at 500 parts).
+pub const MAX_FILTER_TERMS: usize = 100;
+
+/// How many idle read connections an [`EventLog`](super::EventLog) keeps for reuse.
+pub const MAX_IDLE_READERS: usize = 4;
+
+/// How commits reach the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: an append is on stable storage before it is acknowledged,
+    /// even across a power failure.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: a commit survives a crash of the process, but the last
+    /// commits can be lost on power failure or an OS crash. The log stays consistent
+    /// either way.
+    Normal,
+}
+
+/// How to open an [`EventLog`](super::EventLog). Start from `LogOptions::default()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Cap on an event's `data`, in bytes. Default [`DEFAULT_MAX_DATA_BYTES`].
+    pub max_data_bytes: usize,
+    /// Cap on an event's `metadata`, in bytes. Default [`DEFAULT_MAX_METADATA_BYTES`].
+    pub max_metadata_bytes: usize,
+    /// When commits are considered done. Default [`Durability::Full`].
+    pub durability: Durability,
+    /// How long to wait for a lock held by another connection or process.
+    /// Default [`DEFAULT_BUSY_TIMEOUT`].
+    pub busy_timeout: Duration,
+    /// Page-cache size per connection, in KiB. Default [`DEFAULT_CACHE_SIZE_KIB`].
+    pub cache_size_kib: u32,
+    /// Cap on the events of one group commit. Default [`DEFAULT_MAX_GROUP_EVENTS`].
+    pub max_group_events: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            durability: Durability::Full,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            cache_size_kib: DEFAULT_CACHE_SIZE_KIB,
+            max_group_events: DEFAULT_MAX_GROUP_EVENTS,
+        }
+    }
+}

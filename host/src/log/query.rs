@@ -1,0 +1,579 @@
+//! Read queries, and how each is answered from an index.
+//!
+//! A [`ReadQuery`] becomes a [`Plan`]: one "driving" index that yields matching rows in
+//! log order, plus, when a filter is left that the driving index cannot answer, a residual
+//! condition checked row by row over a bounded window (see [`SCAN_WINDOW`]).
+//!
+//! | Filter | Driving index | Page cost |
+//! |---|---|---|
+//! | none, offsets | the table itself (rowid range) | O(page) |
+//! | time range | two probes on `recorded_at` turn it into an offset range | O(log n) once |
+//! | types | `(type, offset)`: one ordered, limited probe per type, merged | O(types × page) |
+//! | exact stream | `(stream, stream_version)`: offsets become versions by binary search | O(page) |
+//! | stream prefixes | rowid range, prefix checked per row | O(window) |
+//! | types + prefixes | `(type, offset)`, prefix checked per row | O(types × window) |
+//! | stream + types | `(stream, stream_version)`, type checked per row | O(window) |
+//!
+//! `recorded_at` never decreases along offsets (the writer makes sure of it), which is what
+//! lets a time range become an offset range.
+
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use super::model::ceil_micros;
+use super::{LogError, MAX_FILTER_TERMS};
+
+/// Which events to read. `ReadQuery::default()` is the whole log.
+///
+/// All filters combine with AND; `types` and `StreamFilter::Prefixes` are each an OR of
+/// their entries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReadQuery {
+    /// The first offset to return (inclusive). 0 and 1 both mean the start of the log.
+    pub from_offset: u64,
+    /// The last offset to return (inclusive). `None`: up to the head.
+    pub to_offset: Option<u64>,
+    /// Only events recorded at or after this instant.
+    pub from_time: Option<jiff::Timestamp>,
+    /// Only events recorded strictly before this instant: with `from_time`, the range is
+    /// `[from_time, until_time)`.
+    pub until_time: Option<jiff::Timestamp>,
+    /// Only events of any of these types. Empty: every type. At most
+    /// [`MAX_FILTER_TERMS`] distinct types.
+    pub types: Vec<String>,
+    /// Only events of these streams.
+    pub stream: StreamFilter,
+    /// At most this many events in total.
+    pub limit: Option<u64>,
+    /// Events per page, each page read in its own short read transaction. 0 means
+    /// [`DEFAULT_BATCH_SIZE`](super::DEFAULT_BATCH_SIZE); clamped to
+    /// [`MAX_BATCH_SIZE`](super::MAX_BATCH_SIZE).
+    pub batch_size: usize,
+}
+
+/// Which streams a [`ReadQuery`] matches.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum StreamFilter {
+    /// Every stream.
+    #[default]
+    Any,
+    /// Exactly this stream.
+    Exact(String),
+    /// Every stream whose name starts with any of these prefixes (compared byte-wise, as
+    /// SQLite's BINARY collation does). An empty prefix matches every stream; an empty
+    /// list is an error. At most [`MAX_FILTER_TERMS`] prefixes.
+    Prefixes(Vec<String>),
+}
+
+/// The column list every event query selects, in the order [`super::read`] decodes it.
+const COLUMNS: &str = r#""offset", id, stream, stream_version, type, data, metadata, recorded_at"#;
+
+/// The first event recorded at or after `?1` (µs): events are in time order, so every
+/// later offset is too.
+const FIRST_AT_OR_AFTER_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
+    WHERE recorded_at >= ?1 ORDER BY recorded_at, "offset" LIMIT 1"#;
+
+/// The last event recorded before `?1` (µs).
+const LAST_BEFORE_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
+    WHERE recorded_at < ?1 ORDER BY recorded_at DESC, "offset" DESC LIMIT 1"#;
+
+/// The current version of stream `?1`.
+pub(super) const STREAM_VERSION_SQL: &str = "SELECT stream_version FROM events INDEXED BY events_stream_version \
+    WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1";
+
+/// The offset of version `?2` of stream `?1`.
+const VERSION_OFFSET_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_stream_version
+    WHERE stream = ?1 AND stream_version = ?2"#;
+
+/// Events of stream `?1` with versions in `[?2, ?3]` and type `?4`.
+const COUNT_STREAM_TYPE_SQL: &str = "SELECT count(*) FROM events INDEXED BY events_stream_version \
+    WHERE stream = ?1 AND stream_version BETWEEN ?2 AND ?3 AND type = ?4";
+
+/// Events of streams in `[?1, ?2)` with offsets in `[?3, ?4]`.
+const COUNT_STREAM_RANGE_SQL: &str = r#"SELECT count(*) FROM events INDEXED BY events_stream_version
+    WHERE stream >= ?1 AND stream < ?2 AND "offset" BETWEEN ?3 AND ?4"#;
+
+/// Events of streams from `?1` on with offsets in `[?2, ?3]`.
+const COUNT_STREAM_FROM_SQL: &str = r#"SELECT count(*) FROM events INDEXED BY events_stream_version
+    WHERE stream >= ?1 AND "offset" BETWEEN ?2 AND ?3"#;
+
+/// What a page query's cursor counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Key {
+    /// Global offsets.
+    Offset,
+    /// Versions within the one stream the query is about.
+    Version,
+}
+
+/// A query compiled to SQL.
+///
+/// The page SQL takes `?1` = the cursor (exclusive), `?2` = the window end (inclusive),
+/// `?3` = the row limit, and then [`Plan::params`] from `?4` on.
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// What `?1`/`?2` count.
+    pub(super) key: Key,
+    /// The page query.
+    pub(super) sql: String,
+    /// Text parameters bound from `?4` on.
+    pub(super) params: Vec<String>,
+    /// Whether some filter is checked row by row, so pages are limited to windows of
+    /// [`SCAN_WINDOW`] keys.
+    pub(super) windowed: bool,
+    /// The exact stream, for [`Key::Version`] plans.
+    stream: Option<String>,
+    /// Distinct types, sorted.
+    types: Vec<String>,
+    /// Disjoint `[lower, upper)` stream ranges, one per normalised prefix (`None` = no upper bound).
+    prefixes: Vec<(String, Option<String>)>,
+}
+
+/// The part of the log a query covers, in [`Plan::key`] units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    /// Everything at or below this key has been visited (exclusive start).
+    pub(super) cursor: u64,
+    /// The last key to visit (inclusive).
+    pub(super) end: u64,
+}
+
+impl Plan {
+    /// Compiles `query`. Fails only on a query that cannot be answered (too many terms, an
+    /// empty prefix list).
+    pub(super) fn new(query: &ReadQuery) -> Result<Plan, LogError> {
+        let mut types = query.types.clone();
+        types.sort_unstable();
+        types.dedup();
+        if types.len() > MAX_FILTER_TERMS {
+            return Err(LogError::InvalidQuery {
+                reason: format!(
+                    "{} event types given; at most {MAX_FILTER_TERMS} are allowed",
+                    types.len()
+                ),
+            });
+        }
+        let (stream, prefixes) = match &query.stream {
+            StreamFilter::Any => (None, Vec::new()),
+            StreamFilter::Exact(stream) => (Some(stream.clone()), Vec::new()),
+            StreamFilter::Prefixes(list) => (None, prefix_ranges(list)?),
+        };
+
+        let mut params = Vec::new();
+        let mut sql = String::new();
+        let (key, windowed) = if let Some(stream) = &stream {
+            params.push(stream.clone());
+            sql.push_str(&format!(
+                "SELECT {COLUMNS} FROM events INDEXED BY events_stream_version \
+                 WHERE stream = ?4 AND stream_version > ?1 AND stream_version <= ?2"
+            ));
+            if !types.is_empty() {
+                let first = params.len() + 4;
+                params.extend(types.iter().cloned());
+                sql.push_str(" AND type IN (");
+                push_placeholders(&mut sql, first, types.len());
+                sql.push(')');
+            }
+            sql.push_str(" ORDER BY stream_version LIMIT ?3");
+            (Key::Version, !types.is_empty())
+        } else {
+            let residual = prefix_condition(&prefixes, 4, &mut params);
+            if types.is_empty() {
+                sql.push_str(&format!(
+                    r#"SELECT {COLUMNS} FROM events NOT INDEXED WHERE "offset" > ?1 AND "offset" <= ?2{residual} ORDER BY "offset" LIMIT ?3"#
+                ));
+            } else {
+                let first = params.len() + 4;
+                params.extend(types.iter().cloned());
+                let single = |n: usize| {
+                    format!(
+                        r#"SELECT {COLUMNS} FROM events INDEXED BY events_type_offset WHERE type = ?{n} AND "offset" > ?1 AND "offset" <= ?2{residual} ORDER BY "offset" LIMIT ?3"#
+                    )
+                };
+                if types.len() == 1 {
+                    sql.push_str(&single(first));
+                } else {
+                    // One ordered, limited probe per type, so a page costs O(types × page)
+                    // however far the next match of a rare type is; then merge.
+                    let parts: Vec<String> = (0..types.len())
+                        .map(|i| format!("SELECT * FROM ({})", single(first + i)))
+                        .collect();
+                    sql.push_str(&parts.join(" UNION ALL "));
+                    sql.push_str(" ORDER BY 1 LIMIT ?3");
+                }
+            }
+            (Key::Offset, !prefixes.is_empty())
+        };
+        Ok(Plan {
+            key,
+            sql,
+            params,
+            windowed,
+            stream,
+            types,
+            prefixes,
+        })
+    }
+
+    /// Turns the query's bounds into a [`Span`] of keys, as seen by `conn` (call it inside
+    /// the read transaction that will use the span). `after` is an extra exclusive lower
+    /// offset bound. `None`: nothing can match.
+    pub(super) fn span(
+        &self,
+        conn: &Connection,
+        query: &ReadQuery,
+        after: u64,
+        head: u64,
+    ) -> rusqlite::Result<Option<Span>> {
+        let Some((lo, hi)) = offset_bounds(conn, query, after, head)? else {
+            return Ok(None);
+        };
+        match (self.key, &self.stream) {
+            (Key::Version, Some(stream)) => version_bounds(conn, stream, lo, hi, head),
+            _ => Ok(Some(Span {
+                cursor: lo - 1,
+                end: hi,
+            })),
+        }
+    }
+
+    /// Counts the events in `span`, each term answered from an index.
+    pub(super) fn count(&self, conn: &Connection, span: Span) -> rusqlite::Result<u64> {
+        let (lo, hi) = (to_sql_int(span.cursor + 1), to_sql_int(span.end));
+        // Offsets and stream versions are gap-free, so an unfiltered range counts itself.
+        let whole_range = span.end - span.cursor;
+        let query_count = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
+            conn.prepare_cached(sql)?
+                .query_row(params, |row| get_u64(row, 0))
+        };
+        match (self.key, &self.stream) {
+            (Key::Version, Some(stream)) => {
+                if self.types.is_empty() {
+                    return Ok(whole_range);
+                }
+                let mut total = 0;
+                for ty in &self.types {
+                    total += query_count(COUNT_STREAM_TYPE_SQL, &[stream, &lo, &hi, ty])?;
+                }
+                Ok(total)
+            }
+            _ => match (self.types.is_empty(), self.prefixes.is_empty()) {
+                (true, true) => Ok(whole_range),
+                (true, false) => {
+                    let mut total = 0;
+                    for (lower, upper) in &self.prefixes {
+                        total += match upper {
+                            Some(upper) => {
+                                query_count(COUNT_STREAM_RANGE_SQL, &[lower, upper, &lo, &hi])?
+                            }
+                            None => query_count(COUNT_STREAM_FROM_SQL, &[lower, &lo, &hi])?,
+                        };
+                    }
+                    Ok(total)
+                }
+                (false, _) => {
+                    let (sql, params) = self.count_types_sql();
+                    let mut total = 0;
+                    for ty in &self.types {
+                        let mut stmt = conn.prepare_cached(&sql)?;
+                        stmt.raw_bind_parameter(1, ty)?;
+                        stmt.raw_bind_parameter(2, lo)?;
+                        stmt.raw_bind_parameter(3, hi)?;
+                        for (i, p) in params.iter().enumerate() {
+                            stmt.raw_bind_parameter(i + 4, p)?;
+                        }
+                        let mut rows = stmt.raw_query();
+                        if let Some(row) = rows.next()? {
+                            total += get_u64(row, 0)?;
+                        }
+                    }
+                    Ok(total)
+                }
+            },
+        }
+    }
+}
+
+impl Plan {
+    /// The count query for one type (`?1`) in offsets `[?2, ?3]`, with the prefix residual,
+    /// and its parameters from `?4` on.
+    fn count_types_sql(&self) -> (String, Vec<String>) {
+        let mut params = Vec::new();
+        let residual = prefix_condition(&self.prefixes, 4, &mut params);
+        let sql = format!(
+            r#"SELECT count(*) FROM events INDEXED BY events_type_offset
+               WHERE type = ?1 AND "offset" BETWEEN ?2 AND ?3{residual}"#
+        );
+        (sql, params)
+    }
+
+    /// Every SQL statement reading `query` may run (probes, page query, count queries),
+    /// for [`EventLog::explain`](super::EventLog::explain).
+    pub(super) fn statements(&self, query: &ReadQuery) -> Vec<String> {
+        let mut all = Vec::new();
+        if query.from_time.is_some() {
+            all.push(FIRST_AT_OR_AFTER_SQL.to_owned());
+        }
+        if query.until_time.is_some() {
+            all.push(LAST_BEFORE_SQL.to_owned());
+        }
+        if self.stream.is_some() {
+            all.push(STREAM_VERSION_SQL.to_owned());
+            all.push(VERSION_OFFSET_SQL.to_owned());
+        }
+        all.push(self.sql.clone());
+        match (
+            &self.stream,
+            self.types.is_empty(),
+            self.prefixes.is_empty(),
+        ) {
+            (Some(_), false, _) => all.push(COUNT_STREAM_TYPE_SQL.to_owned()),
+            (None, true, false) => {
+                all.push(COUNT_STREAM_RANGE_SQL.to_owned());
+                all.push(COUNT_STREAM_FROM_SQL.to_owned());
+            }
+            (None, false, _) => all.push(self.count_types_sql().0),
+            _ => {}
+        }
+        all
+    }
+}
+
+/// `(?first, ?first+1, ...)` placeholders, without the parentheses.
+fn push_placeholders(sql: &mut String, first: usize, count: usize) {
+    for i in 0..count {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("?{}", first + i));
+    }
+}
+
+/// The residual stream-prefix condition (` AND (...)`, or empty), adding its parameters
+/// to `params`, whose first element is SQL parameter `?first`. `+stream` keeps SQLite from
+/// using the stream index for it: the plan has already chosen its driving index.
+fn prefix_condition(
+    prefixes: &[(String, Option<String>)],
+    first: usize,
+    params: &mut Vec<String>,
+) -> String {
+    if prefixes.is_empty() {
+        return String::new();
+    }
+    let mut terms = Vec::with_capacity(prefixes.len());
+    for (lower, upper) in prefixes {
+        let lower_n = params.len() + first;
+        params.push(lower.clone());
+        match upper {
+            Some(upper) => {
+                let upper_n = params.len() + first;
+                params.push(upper.clone());
+                terms.push(format!("(+stream >= ?{lower_n} AND +stream < ?{upper_n})"));
+            }
+            None => terms.push(format!("+stream >= ?{lower_n}")),
+        }
+    }
+    format!(" AND ({})", terms.join(" OR "))
+}
+
+/// Normalises prefixes into disjoint `[lower, upper)` ranges: sorted, deduplicated, and
+/// without prefixes covered by a shorter one. An empty prefix matches everything, which
+/// is no filter at all.
+fn prefix_ranges(list: &[String]) -> Result<Vec<(String, Option<String>)>, LogError> {
+    if list.is_empty() {
+        return Err(LogError::InvalidQuery {
+            reason: "StreamFilter::Prefixes needs at least one prefix; use StreamFilter::Any to match every stream".to_owned(),
+        });
+    }
+    if list.len() > MAX_FILTER_TERMS {
+        return Err(LogError::InvalidQuery {
+            reason: format!(
+                "{} stream prefixes given; at most {MAX_FILTER_TERMS} are allowed",
+                list.len()
+            ),
+        });
+    }
+    let mut sorted: Vec<&String> = list.iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut kept: Vec<&String> = Vec::with_capacity(sorted.len());
+    for prefix in sorted {
+        // Sorted order puts a prefix right before the strings it covers.
+        if kept.last().is_some_and(|k| prefix.starts_with(k.as_str())) {
+            continue;
+        }
+        kept.push(prefix);
+    }
+    if kept.first().is_some_and(|p| p.is_empty()) {
+        return Ok(Vec::new());
+    }
+    Ok(kept
+        .into_iter()
+        .map(|p| (p.clone(), prefix_upper_bound(p)))
+        .collect())
+}
+
+/// The smallest string greater than every string that starts with `prefix`, in byte-wise
+/// (BINARY) order; `None` if there is none.
+///
+/// UTF-8 preserves code point order byte-wise, so incrementing the last code point does
+/// it: every string in `[prefix, bound)` starts with `prefix`. The increment skips the
+/// surrogate gap, and a last char of `char::MAX` is dropped and the one before it
+/// incremented instead.
+pub(super) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// The query's offset range `[lo, hi]` (with `lo >= 1`, `hi <= head`), or `None` if empty.
+fn offset_bounds(
+    conn: &Connection,
+    query: &ReadQuery,
+    after: u64,
+    head: u64,
+) -> rusqlite::Result<Option<(u64, u64)>> {
+    let mut lo = query.from_offset.max(1).max(after.saturating_add(1));
+    let mut hi = query.to_offset.map_or(head, |to| to.min(head));
+    if lo > hi {
+        return Ok(None);
+    }
+    if let Some(from) = query.from_time {
+        // The first event at or after `from`: events are in time order, so everything
+        // after it is too.
+        let first: Option<u64> = conn
+            .prepare_cached(FIRST_AT_OR_AFTER_SQL)?
+            .query_row([ceil_micros(from)], |row| get_u64(row, 0))
+            .optional()?;
+        match first {
+            Some(first) => lo = lo.max(first),
+            None => return Ok(None),
+        }
+    }
+    if let Some(until) = query.until_time {
+        let last: Option<u64> = conn
+            .prepare_cached(LAST_BEFORE_SQL)?
+            .query_row([ceil_micros(until)], |row| get_u64(row, 0))
+            .optional()?;
+        match last {
+            Some(last) => hi = hi.min(last),
+            None => return Ok(None),
+        }
+    }
+    Ok((lo <= hi).then_some((lo, hi)))
+}
+
+/// Turns the offset range `[lo, hi]` into the versions of `stream` inside it. Offsets grow
+/// with versions within a stream, so a binary search over versions (each probe one lookup
+/// in the unique `(stream, stream_version)` index) finds both ends in O(log² n).
+fn version_bounds(
+    conn: &Connection,
+    stream: &str,
+    lo: u64,
+    hi: u64,
+    head: u64,
+) -> rusqlite::Result<Option<Span>> {
+    let max_version: Option<u64> = conn
+        .prepare_cached(STREAM_VERSION_SQL)?
+        .query_row([stream], |row| get_u64(row, 0))
+        .optional()?;
+    let Some(max_version) = max_version else {
+        return Ok(None);
+    };
+    let offset_of = |version: u64| -> rusqlite::Result<u64> {
+        conn.prepare_cached(VERSION_OFFSET_SQL)?
+            .query_row((stream, to_sql_int(version)), |row| get_u64(row, 0))
+    };
+    // The first version whose offset is >= lo.
+    let first = if lo <= 1 {
+        1
+    } else {
+        partition_point(1, max_version + 1, |v| Ok(offset_of(v)? < lo))?
+    };
+    // One past the last version whose offset is <= hi.
+    let past_last = if hi >= head {
+        max_version + 1
+    } else {
+        partition_point(first, max_version + 1, |v| Ok(offset_of(v)? <= hi))?
+    };
+    Ok((first < past_last).then_some(Span {
+        cursor: first - 1,
+        end: past_last - 1,
+    }))
+}
+
+/// The first `v` in `[lo, hi)` for which `pred(v)` is false, given that `pred` is true
+/// then false along the range; `hi` if it is never false.
+fn partition_point(
+    mut lo: u64,
+    mut hi: u64,
+    mut pred: impl FnMut(u64) -> rusqlite::Result<bool>,
+) -> rusqlite::Result<u64> {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// SQLite integers are i64; offsets and versions beyond that do not exist.
+pub(super) fn to_sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Reads an offset, version or count column, which is never negative in a healthy log.
+pub(super) fn get_u64(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(index)?;
+    u64::try_from(value).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Integer,
+            Box::new(e),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_upper_bounds() {
+        assert_eq!(prefix_upper_bound("order-").as_deref(), Some("order."));
+        assert_eq!(prefix_upper_bound("a\u{7f}").as_deref(), Some("a\u{80}"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("x\u{10FFFF}").as_deref(), Some("y"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper_bound(""), None);
+    }
+
+    #[test]
+    fn prefixes_are_normalised() {
+        let list = ["ab", "a", "b", "b"].map(String::from);
+        let ranges = prefix_ranges(&list).unwrap();
+        assert_eq!(
+            ranges,
+            vec![
+                ("a".to_owned(), Some("b".to_owned())),
+                ("b".to_owned(), Some("c".to_owned()))
+            ]
+        );
+        assert!(
+            prefix_ranges(&[String::new(), "a".to_owned()])
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

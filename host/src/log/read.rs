@@ -1,0 +1,395 @@
+//! Reading: the paging [`EventIter`], counts, and the [`LogReader`] replay hot path.
+//!
+//! Reads never hold the whole log. The iterator reads one page per short read
+//! transaction, so a slow consumer never pins a WAL snapshot (which would stop
+//! checkpoints and let the WAL grow without bound).
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::{Connection, Row, Statement};
+
+use super::model::micros_to_timestamp;
+use super::query::{Key, Plan, Span, get_u64, to_sql_int};
+use super::schema::{open_reader, sqlite_error};
+use super::{
+    DEFAULT_BATCH_SIZE, Event, EventRef, LogError, LogOptions, MAX_BATCH_SIZE, MAX_IDLE_READERS,
+    ReadQuery, SCAN_WINDOW,
+};
+
+/// Idle read-only connections, shared by an [`EventLog`](super::EventLog) and its iterators.
+#[derive(Debug)]
+pub(super) struct ReaderPool {
+    path: PathBuf,
+    options: LogOptions,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    pub(super) fn new(path: PathBuf, options: LogOptions) -> ReaderPool {
+        ReaderPool {
+            path,
+            options,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An idle connection, or a new one.
+    pub(super) fn take(&self) -> Result<Connection, LogError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => self.open(),
+        }
+    }
+
+    /// Opens a new read-only connection that the pool does not keep.
+    pub(super) fn open(&self) -> Result<Connection, LogError> {
+        open_reader(&self.path, &self.options)
+    }
+
+    /// Returns a connection for reuse (closing it if enough are idle already).
+    pub(super) fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
+            idle.push(conn);
+        }
+    }
+
+    fn sqlite(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> LogError + '_ {
+        move |source| sqlite_error(&self.path, operation, source)
+    }
+}
+
+/// The highest offset, 0 when the log is empty, as `conn` sees it now.
+pub(super) fn head(conn: &Connection) -> rusqlite::Result<u64> {
+    // MAX of the rowid is a single b-tree descent.
+    conn.prepare_cached(r#"SELECT coalesce(max("offset"), 0) FROM events"#)?
+        .query_row([], |row| get_u64(row, 0))
+}
+
+/// Counts the events matching `query`.
+pub(super) fn count(pool: &ReaderPool, query: &ReadQuery) -> Result<u64, LogError> {
+    let plan = Plan::new(query)?;
+    let conn = pool.take()?;
+    let result = (|| {
+        let tx = conn.unchecked_transaction()?;
+        let head = head(&tx)?;
+        let total = match plan.span(&tx, query, 0, head)? {
+            Some(span) => plan.count(&tx, span)?,
+            None => 0,
+        };
+        tx.finish()?;
+        Ok(query.limit.map_or(total, |limit| total.min(limit)))
+    })()
+    .map_err(pool.sqlite("counting events"));
+    pool.give_back(conn);
+    result
+}
+
+/// The `EXPLAIN QUERY PLAN` lines of every statement reading `query` may run.
+pub(super) fn explain(pool: &ReaderPool, query: &ReadQuery) -> Result<Vec<String>, LogError> {
+    let plan = Plan::new(query)?;
+    let conn = pool.take()?;
+    let result = (|| {
+        let mut lines = Vec::new();
+        for sql in plan.statements(query) {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            // Unbound parameters are NULL, which is fine for planning.
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next()? {
+                lines.push(row.get::<_, String>(3)?);
+            }
+        }
+        Ok(lines)
+    })()
+    .map_err(pool.sqlite("explaining a query"));
+    pool.give_back(conn);
+    result
+}
+
+/// Decodes the row of an event query (columns in [`super::query`]'s order) as borrowed
+/// strings.
+fn event_ref<'r>(row: &'r Row<'_>) -> rusqlite::Result<EventRef<'r>> {
+    Ok(EventRef {
+        offset: get_u64(row, 0)?,
+        id: row.get_ref(1)?.as_str()?,
+        stream: row.get_ref(2)?.as_str()?,
+        stream_version: get_u64(row, 3)?,
+        event_type: row.get_ref(4)?.as_str()?,
+        data: row.get_ref(5)?.as_str()?,
+        metadata: row.get_ref(6)?.as_str_or_null()?,
+        recorded_at_micros: row.get(7)?,
+    })
+}
+
+/// Decodes the row of an event query into an owned [`Event`].
+fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        offset: get_u64(row, 0)?,
+        id: row.get(1)?,
+        stream: row.get(2)?,
+        stream_version: get_u64(row, 3)?,
+        event_type: row.get(4)?,
+        data: row.get(5)?,
+        metadata: row.get(6)?,
+        recorded_at: micros_to_timestamp(row.get(7)?),
+    })
+}
+
+/// Binds a page query's parameters: `?1` cursor, `?2` window end, `?3` limit, then the
+/// plan's own.
+fn bind_page(
+    stmt: &mut Statement<'_>,
+    plan: &Plan,
+    cursor: u64,
+    end: u64,
+    limit: usize,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(1, to_sql_int(cursor))?;
+    stmt.raw_bind_parameter(2, to_sql_int(end))?;
+    stmt.raw_bind_parameter(3, i64::try_from(limit).unwrap_or(i64::MAX))?;
+    for (i, param) in plan.params.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 4, param)?;
+    }
+    Ok(())
+}
+
+/// The key (offset or stream version) a row is ordered by in `plan`.
+fn row_key(plan: &Plan, event: &EventRef<'_>) -> u64 {
+    match plan.key {
+        Key::Offset => event.offset,
+        Key::Version => event.stream_version,
+    }
+}
+
+/// Events matching a [`ReadQuery`], in offset order, read page by page.
+///
+/// The iterator covers the log as it was when [`EventLog::read`](super::EventLog::read)
+/// was called: later appends are not included. Each page is read in its own short
+/// transaction. After an error the iterator ends.
+pub struct EventIter {
+    pool: Arc<ReaderPool>,
+    /// The connection, returned to the pool on drop.
+    conn: Option<Connection>,
+    plan: Plan,
+    /// What is left to read; `None` once the log range is exhausted.
+    span: Option<Span>,
+    /// How many more events the query's `limit` allows.
+    remaining: u64,
+    page_size: usize,
+    page: VecDeque<Event>,
+}
+
+impl EventIter {
+    pub(super) fn new(pool: Arc<ReaderPool>, query: &ReadQuery) -> Result<EventIter, LogError> {
+        let plan = Plan::new(query)?;
+        let conn = pool.take()?;
+        let span = (|| {
+            let tx = conn.unchecked_transaction()?;
+            let head = head(&tx)?;
+            let span = plan.span(&tx, query, 0, head)?;
+            tx.finish()?;
+            Ok(span)
+        })();
+        let span = match span {
+            Ok(span) => span,
+            Err(e) => {
+                pool.give_back(conn);
+                return Err(pool.sqlite("planning a read")(e));
+            }
+        };
+        let page_size = match query.batch_size {
+            0 => DEFAULT_BATCH_SIZE,
+            n => n.min(MAX_BATCH_SIZE),
+        };
+        Ok(EventIter {
+            pool,
+            conn: Some(conn),
+            plan,
+            span,
+            remaining: query.limit.unwrap_or(u64::MAX),
+            page_size,
+            page: VecDeque::new(),
+        })
+    }
+
+    /// Reads the next page into `self.page`, advancing the span.
+    fn fetch_page(&mut self) -> Result<(), LogError> {
+        let (Some(span), Some(conn)) = (self.span.as_mut(), self.conn.as_ref()) else {
+            return Ok(());
+        };
+        let limit =
+            usize::try_from(self.remaining).map_or(self.page_size, |r| r.min(self.page_size));
+        let window_end = if self.plan.windowed {
+            let window = SCAN_WINDOW.max(self.page_size as u64);
+            span.end.min(span.cursor.saturating_add(window))
+        } else {
+            span.end
+        };
+        let mut last_key = None;
+        let result = (|| {
+            let mut stmt = conn.prepare_cached(&self.plan.sql)?;
+            bind_page(&mut stmt, &self.plan, span.cursor, window_end, limit)?;
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next()? {
+                let event = event(row)?;
+                last_key = Some(row_key(&self.plan, &event.as_event_ref()));
+                self.page.push_back(event);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.span = None;
+            return Err(self.pool.sqlite("reading events")(e));
+        }
+        // A full page may have stopped mid-window; a short one covered the whole window.
+        span.cursor = match last_key {
+            Some(key) if self.page.len() == limit => key,
+            _ => window_end,
+        };
+        self.remaining -= self.page.len() as u64;
+        if span.cursor >= span.end || self.remaining == 0 {
+            self.span = None;
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for EventIter {
+    type Item = Result<Event, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.page.is_empty() {
+            self.span?;
+            if let Err(e) = self.fetch_page() {
+                return Some(Err(e));
+            }
+        }
+        self.page.pop_front().map(Ok)
+    }
+}
+
+impl std::iter::FusedIterator for EventIter {}
+
+impl Drop for EventIter {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.give_back(conn);
+        }
+    }
+}
+
+impl std::fmt::Debug for EventIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventIter")
+            .field("path", &self.pool.path())
+            .field("span", &self.span)
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`LogReader::read_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanResult {
+    /// How many events were handed to the visitor (including one it broke on).
+    pub visited: usize,
+    /// How far the log has been scanned: no event at or below this offset that matches
+    /// the query remains unvisited. Save it as the checkpoint and pass it as `after` next
+    /// time.
+    pub scanned_through: u64,
+}
+
+/// A read-only connection of its own, for a worker thread that replays the log (a
+/// projector): [`read_batch`](LogReader::read_batch) visits borrowed rows without
+/// allocating.
+pub struct LogReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl LogReader {
+    pub(super) fn new(pool: &ReaderPool) -> Result<LogReader, LogError> {
+        Ok(LogReader {
+            conn: pool.open()?,
+            path: pool.path().to_path_buf(),
+        })
+    }
+
+    /// The replay hot path. In ONE short read transaction, visits up to `max_events`
+    /// events matching `query` with offset > `after`, in offset order, as rows borrowed
+    /// from SQLite (no allocation per event).
+    ///
+    /// Returns how far the log was scanned: the offset of the last visited event if the
+    /// visitor stopped early ([`ControlFlow::Break`]; the event it broke on counts as
+    /// visited) or `max_events` was reached; otherwise the head of the log as seen by the
+    /// same transaction, so the checkpoint of a filtered projector advances past events it
+    /// does not subscribe to, and no event at or below the returned offset is ever missed.
+    ///
+    /// The query's `limit` and `batch_size` are ignored: `max_events` is the cap.
+    pub fn read_batch(
+        &mut self,
+        query: &ReadQuery,
+        after: u64,
+        max_events: usize,
+        mut visit: impl FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<ScanResult, LogError> {
+        let plan = Plan::new(query)?;
+        let path = &self.path;
+        let sqlite = |source| sqlite_error(path, "reading a batch of events", source);
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        // The first read fixes the transaction's snapshot; everything below sees the same.
+        let head = head(&tx).map_err(sqlite)?;
+        let mut result = ScanResult {
+            visited: 0,
+            scanned_through: head,
+        };
+        if max_events == 0 {
+            result.scanned_through = after;
+            return Ok(result);
+        }
+        let Some(span) = plan.span(&tx, query, after, head).map_err(sqlite)? else {
+            return Ok(result);
+        };
+        {
+            let mut stmt = tx.prepare_cached(&plan.sql).map_err(sqlite)?;
+            bind_page(&mut stmt, &plan, span.cursor, span.end, max_events).map_err(sqlite)?;
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next().map_err(sqlite)? {
+                let event = event_ref(row).map_err(sqlite)?;
+                let offset = event.offset;
+                result.visited += 1;
+                if visit(event).is_break() || result.visited == max_events {
+                    result.scanned_through = offset;
+                    break;
+                }
+            }
+        }
+        tx.finish().map_err(sqlite)?;
+        Ok(result)
+    }
+
+    /// The highest offset, 0 when the log is empty; sees every process's appends.
+    pub fn head(&mut self) -> Result<u64, LogError> {
+        head(&self.conn).map_err(|source| sqlite_error(&self.path, "reading the head", source))
+    }
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
