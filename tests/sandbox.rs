@@ -1,3 +1,1125 @@
-//! Integration tests. (Being built.)
+//! The projector runtime and its sandbox: real components, built from source, against
+//! real read models. Batches are built directly with `EventBatch`; nothing here depends
+//! on the event log.
 
 mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use refract::runtime::{
+    DbOptions, EventBatch, LoadedProjector, ProjectorError, ProjectorInstance, Runtime,
+    RuntimeConfig, RuntimeError, SandboxLimits, TrapKind,
+};
+use rusqlite::Connection;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The `.wasm` of a guest crate, built from source by the test support.
+fn guest(name: &str) -> Result<Vec<u8>> {
+    Ok(support::guests::guest_bytes(name))
+}
+
+/// A runtime with default limits and no cache.
+fn runtime() -> Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig::default())?)
+}
+
+/// A runtime with these limits.
+fn runtime_with(limits: SandboxLimits) -> Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        limits,
+    })?)
+}
+
+/// The host's checkpoint table, written in the same transaction as each batch, the way
+/// the engine does.
+const CHECKPOINT_SCHEMA: &str = "
+    CREATE TABLE _refract_checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), offset INTEGER NOT NULL);
+    INSERT INTO _refract_checkpoint VALUES (1, 0);
+";
+
+fn create_checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(CHECKPOINT_SCHEMA)
+}
+
+fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT offset FROM _refract_checkpoint", [], |row| {
+        row.get(0)
+    })
+}
+
+/// Loads `name`, instantiates it on a fresh database in `dir`, and runs `init`.
+fn start(
+    runtime: &Runtime,
+    name: &str,
+    dir: &Path,
+) -> Result<(LoadedProjector, ProjectorInstance)> {
+    let loaded = runtime.load(&guest(name)?)?;
+    let mut instance = loaded.instantiate(&dir.join(format!("{name}.db")), DbOptions::live())?;
+    instance.init(create_checkpoint)?;
+    Ok((loaded, instance))
+}
+
+/// Applies `batch` and moves the checkpoint to its last offset, in one transaction.
+fn apply(
+    instance: &mut ProjectorInstance,
+    batch: &EventBatch,
+) -> std::result::Result<(), ProjectorError> {
+    let last = i64::try_from(batch.last_offset().unwrap_or(0)).unwrap_or(i64::MAX);
+    instance.apply(batch, |conn| {
+        conn.execute("UPDATE _refract_checkpoint SET offset = ?1", [last])
+            .map(drop)
+    })
+}
+
+/// A deterministic generator, so a failing run can be repeated.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One balances event: (type, data).
+type Ev = (&'static str, String);
+
+/// `count` balances events over `accounts` accounts.
+fn balances_events(count: usize, accounts: u64, seed: u64) -> Vec<Ev> {
+    let mut rng = Lcg(seed);
+    (0..count)
+        .map(|i| {
+            let account = format!("acc-{}", rng.below(accounts));
+            match rng.below(10) {
+                0 => (
+                    "account.opened",
+                    format!(r#"{{"account":"{account}","owner":"owner {i}"}}"#),
+                ),
+                1..=6 => (
+                    "money.deposited",
+                    format!(
+                        r#"{{"account":"{account}","amount":{}}}"#,
+                        rng.below(100_000)
+                    ),
+                ),
+                _ => (
+                    "money.withdrawn",
+                    format!(
+                        r#"{{"account":"{account}","amount":{}}}"#,
+                        rng.below(50_000)
+                    ),
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Balances computed independently of the projector: account → (owner, balance,
+/// tx_count, last_offset).
+type Expected = BTreeMap<String, (Option<String>, i64, i64, i64)>;
+
+fn expected_balances(events: &[Ev], first_offset: u64) -> Result<Expected> {
+    let mut out = Expected::new();
+    for (i, (ty, data)) in events.iter().enumerate() {
+        let offset = i64::try_from(first_offset)? + i64::try_from(i)?;
+        let json: serde_json::Value = serde_json::from_str(data)?;
+        let account = json["account"].as_str().ok_or("account")?.to_owned();
+        let entry = out.entry(account).or_insert((None, 0, 0, offset));
+        match *ty {
+            "account.opened" => entry.0 = Some(json["owner"].as_str().ok_or("owner")?.to_owned()),
+            "money.deposited" => {
+                entry.1 += json["amount"].as_i64().ok_or("amount")?;
+                entry.2 += 1;
+            }
+            _ => {
+                entry.1 -= json["amount"].as_i64().ok_or("amount")?;
+                entry.2 += 1;
+            }
+        }
+        entry.3 = offset;
+    }
+    Ok(out)
+}
+
+fn actual_balances(conn: &Connection) -> Result<Expected> {
+    let mut statement =
+        conn.prepare("SELECT account, owner, balance, tx_count, last_offset FROM balances")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get(0)?,
+            (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Packs `events` into `batch`, starting at `first_offset`.
+fn fill(batch: &mut EventBatch, events: &[Ev], first_offset: u64) {
+    batch.clear();
+    for (i, (ty, data)) in events.iter().enumerate() {
+        let offset = first_offset + i as u64;
+        let id = format!("id-{offset}");
+        batch.push(
+            offset,
+            &id,
+            "stream",
+            1,
+            ty,
+            data,
+            None,
+            1_700_000_000_000_000,
+        );
+    }
+}
+
+#[test]
+fn balances_equal_an_independent_computation() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, mut instance) = start(&runtime, "balances", dir.path())?;
+    assert_eq!(instance.info(), loaded.info());
+    assert_eq!(loaded.info().name, "balances");
+    assert_eq!(
+        loaded.info().subscriptions.event_types,
+        ["account.opened", "money.deposited", "money.withdrawn"]
+    );
+
+    let events = balances_events(5_000, 200, 7);
+    let mut batch = EventBatch::new();
+    let started = Instant::now();
+    for (chunk_index, chunk) in events.chunks(1_000).enumerate() {
+        fill(&mut batch, chunk, 1 + chunk_index as u64 * 1_000);
+        apply(&mut instance, &batch)?;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "balances: {} events in {elapsed:?} ({:.2} µs/event, debug build of the host)",
+        events.len(),
+        elapsed.as_secs_f64() * 1e6 / events.len() as f64
+    );
+
+    let conn = instance.host_connection();
+    assert_eq!(actual_balances(conn)?, expected_balances(&events, 1)?);
+    assert_eq!(checkpoint(conn)?, 5_000);
+    Ok(())
+}
+
+/// The cache entry files under `dir`.
+fn cache_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for engine_dir in std::fs::read_dir(dir)? {
+        for entry in std::fs::read_dir(engine_dir?.path())? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|ext| ext == "cwasm") {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Loads, instantiates on a fresh database and runs a small batch: the component works.
+fn works(loaded: &LoadedProjector, dir: &Path) -> Result {
+    let db = dir.join(format!("works-{}.db", rand_suffix()));
+    let mut instance = loaded.instantiate(&db, DbOptions::live())?;
+    instance.init(create_checkpoint)?;
+    let mut batch = EventBatch::new();
+    fill(&mut batch, &balances_events(10, 3, 1), 1);
+    apply(&mut instance, &batch)?;
+    Ok(())
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+#[test]
+fn compiled_components_are_cached_and_bad_entries_recompiled() -> Result {
+    let cache = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let config = || RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..RuntimeConfig::default()
+    };
+    let wasm = guest("balances")?;
+
+    let cold = Runtime::new(config())?.load(&wasm)?;
+    assert!(!cold.from_cache(), "the first load compiles");
+    let warm_runtime = Runtime::new(config())?;
+    let warm = warm_runtime.load(&wasm)?;
+    assert!(warm.from_cache(), "the second load hits the cache");
+    assert_eq!(warm.version(), cold.version());
+    assert_eq!(warm.version().len(), 8);
+    assert!(cold.sha256().starts_with(cold.version()));
+    works(&warm, work.path())?;
+    let mut cached_times = Vec::new();
+    for _ in 0..5 {
+        cached_times.push(warm_runtime.load(&wasm)?.load_time());
+    }
+    eprintln!(
+        "load: cold (compile) {:?}, cached {:?} (min of 5)",
+        cold.load_time(),
+        cached_times.iter().min()
+    );
+
+    let entries = cache_entries(cache.path())?;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    let original = std::fs::read(entry)?;
+
+    // Bytes flipped in the middle of the compiled code: never executed, recompiled.
+    let mut flipped = original.clone();
+    let middle = flipped.len() / 2;
+    for byte in &mut flipped[middle..middle + 64] {
+        *byte ^= 0xA5;
+    }
+    std::fs::write(entry, &flipped)?;
+    let reloaded = Runtime::new(config())?.load(&wasm)?;
+    assert!(!reloaded.from_cache(), "a corrupted entry is not used");
+    works(&reloaded, work.path())?;
+    assert_eq!(std::fs::read(entry)?, original, "the entry is rewritten");
+
+    // A truncated entry (a torn write), and a file that is not one of ours at all.
+    for bad in [
+        original[..original.len() / 2].to_vec(),
+        wasm.clone(),
+        Vec::new(),
+    ] {
+        std::fs::write(entry, &bad)?;
+        let reloaded = Runtime::new(config())?.load(&wasm)?;
+        assert!(!reloaded.from_cache());
+        works(&reloaded, work.path())?;
+    }
+    assert!(Runtime::new(config())?.load(&wasm)?.from_cache());
+    Ok(())
+}
+
+#[test]
+fn a_truncated_component_is_refused() -> Result {
+    let wasm = guest("balances")?;
+    let runtime = runtime()?;
+    for len in [9, 100, wasm.len() / 2, wasm.len() - 1] {
+        let err = runtime.load(&wasm[..len]).expect_err("truncated");
+        assert!(
+            matches!(err, RuntimeError::Invalid { .. }),
+            "{len}: {err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with("invalid WebAssembly component: "),
+            "{message}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_bit_flipped_component_is_refused_or_contained() -> Result {
+    let wasm = guest("balances")?;
+    let runtime = runtime()?;
+    let work = tempfile::tempdir()?;
+    let (mut refused, mut ran) = (0, 0);
+    for step in 1..=24 {
+        let mut bytes = wasm.clone();
+        let at = bytes.len() * step / 25;
+        for byte in &mut bytes[at..at + 4] {
+            *byte ^= 0xFF;
+        }
+        match runtime.load(&bytes) {
+            Err(err) => {
+                refused += 1;
+                assert!(!err.to_string().is_empty());
+            }
+            Ok(loaded) => {
+                // It still validates: whatever it does now must be contained.
+                ran += 1;
+                let db = work.path().join(format!("flipped-{step}.db"));
+                if let Ok(mut instance) = loaded.instantiate(&db, DbOptions::live()) {
+                    let mut batch = EventBatch::new();
+                    fill(&mut batch, &balances_events(20, 3, 2), 1);
+                    let _ = instance
+                        .init(create_checkpoint)
+                        .and_then(|()| apply(&mut instance, &batch));
+                }
+            }
+        }
+    }
+    eprintln!("bit flips: {refused} refused at load, {ran} loaded and ran contained");
+    assert!(refused > 0);
+    Ok(())
+}
+
+#[test]
+fn a_core_module_is_refused_as_such() -> Result {
+    let module = wat::parse_str("(module)")?;
+    let err = runtime()?.load(&module).expect_err("core module");
+    assert!(matches!(err, RuntimeError::CoreModule), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn bytes_that_are_not_wasm_are_refused() -> Result {
+    let runtime = runtime()?;
+    for bytes in [&b""[..], b"hello, world", b"(component)"] {
+        let err = runtime.load(bytes).expect_err("not wasm");
+        assert!(matches!(err, RuntimeError::NotWasm { .. }), "{err:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn an_import_outside_the_sandbox_is_refused_by_name() -> Result {
+    let component =
+        wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#)?;
+    let err = runtime()?.load(&component).expect_err("wasi:http");
+    let message = err.to_string();
+    assert!(
+        matches!(&err, RuntimeError::UnsupportedImport { import, .. } if import == "wasi:http/outgoing-handler@0.2.0"),
+        "{err:?}"
+    );
+    assert!(
+        message
+            .contains("imports `wasi:http/outgoing-handler@0.2.0`, which Refract does not provide"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_import_with_the_wrong_shape_fails_to_link_naming_it() -> Result {
+    let component = wat::parse_str(
+        r#"(component (import "refract:projector/sql@0.1.0" (instance (export "prepare" (func)))))"#,
+    )?;
+    let err = runtime()?.load(&component).expect_err("mismatched sql");
+    assert!(matches!(err, RuntimeError::Link { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("refract:projector/sql@0.1.0"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_component_without_the_exports_is_the_wrong_world() -> Result {
+    let component = wat::parse_str("(component)")?;
+    let err = runtime()?.load(&component).expect_err("empty component");
+    assert!(matches!(err, RuntimeError::WrongWorld { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("it lacks `metadata`, `init`, `handle`"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// A batch of events of the given types, with empty JSON objects, from `first_offset`.
+fn typed_batch(types: &[&str], first_offset: u64) -> EventBatch {
+    let mut batch = EventBatch::new();
+    for (i, ty) in types.iter().enumerate() {
+        let offset = first_offset + i as u64;
+        batch.push(offset, &format!("id-{offset}"), "s", 1, ty, "{}", None, 0);
+    }
+    batch
+}
+
+/// Asserts the error names the projector, its version and `at` ("offset 7"), and
+/// returns it as a trap: (kind, message).
+fn expect_trap(
+    err: &ProjectorError,
+    projector: &str,
+    loaded: &LoadedProjector,
+    at: &str,
+) -> (TrapKind, String) {
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "projector `{projector}` (version {}) trapped {at}: ",
+            loaded.version()
+        )),
+        "{text}"
+    );
+    assert!(err.is_poison(), "{text}");
+    match err {
+        ProjectorError::Trap { kind, message, .. } => (*kind, message.clone()),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+/// The `attempts` table of the attack fixtures: attack → (outcome, detail).
+fn attempts(conn: &Connection) -> Result<BTreeMap<String, (String, Option<String>)>> {
+    let mut statement = conn.prepare("SELECT attack, outcome, detail FROM attempts")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[test]
+fn a_handler_error_rolls_the_batch_back_and_names_the_event() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, mut instance) = start(&runtime, "balances", dir.path())?;
+    let events: Vec<Ev> = vec![
+        ("account.opened", r#"{"account":"a","owner":"Ann"}"#.into()),
+        ("money.deposited", r#"{"account":"a","amount":500}"#.into()),
+        (
+            "money.withdrawn",
+            format!(r#"{{"account":"a","amount":{}}}"#, i64::MIN),
+        ),
+    ];
+    let mut batch = EventBatch::new();
+    fill(&mut batch, &events, 41);
+    let err = apply(&mut instance, &batch).expect_err("the withdrawal cannot be negated");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "projector `balances` (version {}) failed at offset 43: ",
+            loaded.version()
+        )),
+        "{text}"
+    );
+    assert!(
+        matches!(err, ProjectorError::Handler { offset: 43, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_poison() && !err.is_transient());
+    assert_eq!(err.offset(), Some(43));
+    assert!(
+        !instance.is_poisoned(),
+        "a handler error keeps the instance"
+    );
+
+    let conn = instance.host_connection();
+    assert!(
+        actual_balances(conn)?.is_empty(),
+        "the whole batch rolled back"
+    );
+    assert_eq!(checkpoint(conn)?, 0, "the checkpoint did not move");
+
+    fill(&mut batch, &events[..2], 41);
+    apply(&mut instance, &batch)?;
+    assert_eq!(actual_balances(instance.host_connection())?.len(), 1);
+    assert_eq!(checkpoint(instance.host_connection())?, 42);
+    Ok(())
+}
+
+#[test]
+fn a_trap_rolls_the_batch_back_and_the_next_attempt_reinstantiates() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, mut instance) = start(&runtime, "memory-bomb", dir.path())?;
+    let probes = |conn: &Connection| -> rusqlite::Result<i64> {
+        conn.query_row("SELECT count(*) FROM probe", [], |row| row.get(0))
+    };
+
+    let err = apply(&mut instance, &typed_batch(&["memory.probe", "bomb"], 1))
+        .expect_err("the bomb traps");
+    expect_trap(
+        &err,
+        "memory-bomb",
+        &loaded,
+        "in the batch at offsets 1..=2",
+    );
+    assert!(instance.is_poisoned());
+    assert_eq!(
+        probes(instance.host_connection())?,
+        0,
+        "the probe rolled back"
+    );
+    assert_eq!(checkpoint(instance.host_connection())?, 0);
+
+    apply(&mut instance, &typed_batch(&["memory.probe"], 3))?;
+    assert!(!instance.is_poisoned(), "a fresh instance took over");
+    assert_eq!(probes(instance.host_connection())?, 1);
+    assert_eq!(checkpoint(instance.host_connection())?, 3);
+    Ok(())
+}
+
+#[test]
+fn loop_forever_is_interrupted_at_the_deadline() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime_with(SandboxLimits {
+        batch_deadline_ms: 200,
+        ..SandboxLimits::default()
+    })?;
+    let (loaded, mut instance) = start(&runtime, "loop-forever", dir.path())?;
+    for (ty, offset) in [("spin", 10), ("loop.sql", 11)] {
+        let started = Instant::now();
+        let err = apply(&mut instance, &typed_batch(&[ty], offset)).expect_err("interrupted");
+        let elapsed = started.elapsed();
+        eprintln!("loop-forever ({ty}) interrupted after {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{ty}: took {elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(150),
+            "{ty}: took {elapsed:?}"
+        );
+        let (kind, message) = expect_trap(
+            &err,
+            "loop-forever",
+            &loaded,
+            &format!("at offset {offset}"),
+        );
+        assert_eq!(kind, TrapKind::Deadline, "{message}");
+        assert!(message.contains("limits.batch_deadline_ms"), "{message}");
+        assert!(instance.is_poisoned());
+        assert_eq!(checkpoint(instance.host_connection())?, 0);
+    }
+    // The next attempt instantiates afresh; with nothing to run, the checkpoint moves.
+    apply(&mut instance, &EventBatch::new())?;
+    assert!(!instance.is_poisoned());
+    Ok(())
+}
+
+#[test]
+fn memory_bombs_trap_at_the_memory_limit() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, mut instance) = start(&runtime, "memory-bomb", dir.path())?;
+    let err = apply(&mut instance, &typed_batch(&["bomb"], 5)).expect_err("bomb");
+    let (kind, message) = expect_trap(&err, "memory-bomb", &loaded, "at offset 5");
+    assert_eq!(kind, TrapKind::Limit("max_memory_bytes"), "{message}");
+    assert!(
+        message.contains("128 MiB (`limits.max_memory_bytes`)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("memory allocation of"),
+        "the guest's stderr: {message}"
+    );
+    eprintln!("memory-bomb (bomb): {err}");
+
+    // One 1.5 GiB block. If the allocation really happens it is refused like the rest;
+    // LLVM may also drop an allocation whose contents are never read, and then the
+    // guest returns its own error without having allocated anything.
+    match apply(&mut instance, &typed_batch(&["memory.huge"], 6)).expect_err("huge") {
+        err @ ProjectorError::Trap { .. } => {
+            let (kind, message) = expect_trap(&err, "memory-bomb", &loaded, "at offset 6");
+            assert_eq!(kind, TrapKind::Limit("max_memory_bytes"), "{message}");
+        }
+        ProjectorError::Handler {
+            offset: 6, message, ..
+        } if message.starts_with("allocated") => {
+            eprintln!("memory-bomb (memory.huge): the guest's allocation was optimised away");
+        }
+        other => panic!("memory.huge: {other}"),
+    }
+    assert!(resident_bytes()? < 2 << 30, "host memory stays bounded");
+    Ok(())
+}
+
+#[test]
+fn fallible_allocation_sees_the_memory_limit_as_a_value() -> Result {
+    let dir = tempfile::tempdir()?;
+    let limit = 48 << 20;
+    let runtime = runtime_with(SandboxLimits {
+        max_memory_bytes: limit,
+        ..SandboxLimits::default()
+    })?;
+    let (_loaded, mut instance) = start(&runtime, "memory-bomb", dir.path())?;
+    apply(&mut instance, &typed_batch(&["memory.probe"], 1))?;
+    let peak: i64 = instance
+        .host_connection()
+        .query_row("SELECT bytes FROM probe", [], |row| row.get(0))?;
+    assert!(peak > 0 && peak < limit as i64, "peak {peak}");
+    Ok(())
+}
+
+/// This process's resident memory, from /proc.
+fn resident_bytes() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .ok_or("no VmRSS")?
+        .trim()
+        .parse::<u64>()?;
+    Ok(kib * 1024)
+}
+
+#[test]
+fn deep_recursion_traps_without_taking_the_host_down() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, mut instance) = start(&runtime, "deep-recursion", dir.path())?;
+
+    let err = apply(&mut instance, &typed_batch(&["dive"], 1)).expect_err("overflow");
+    let (kind, message) = expect_trap(&err, "deep-recursion", &loaded, "at offset 1");
+    assert_eq!(kind, TrapKind::StackOverflow, "{message}");
+    assert!(message.contains("limits.max_wasm_stack_bytes"), "{message}");
+
+    let err = apply(&mut instance, &typed_batch(&["recursion.shadow"], 2)).expect_err("overflow");
+    let (kind, message) = expect_trap(&err, "deep-recursion", &loaded, "at offset 2");
+    assert!(
+        matches!(kind, TrapKind::StackOverflow | TrapKind::Crash),
+        "{kind:?}: {message}"
+    );
+    eprintln!("deep-recursion (shadow stack): {message}");
+    Ok(())
+}
+
+#[test]
+fn huge_output_is_refused_at_the_caps() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, mut instance) = start(&runtime, "huge-output", dir.path())?;
+
+    // A 64 MiB error message: the batch fails with the message cut at the cap.
+    let err = apply(&mut instance, &typed_batch(&["huge.error"], 1)).expect_err("fails");
+    assert!(err.is_poison());
+    let text = err.to_string();
+    assert!(text.len() < 16 << 10, "message of {} bytes", text.len());
+    assert!(
+        text.starts_with(&format!(
+            "projector `huge-output` (version {}) failed at offset 1: ",
+            loaded.version()
+        )),
+        "{}",
+        &text[..200]
+    );
+    assert!(
+        text.contains("limits.max_error_message_bytes"),
+        "{}",
+        &text[..200]
+    );
+
+    // A 64 MiB log line is cut, and the batch goes on.
+    apply(&mut instance, &typed_batch(&["huge.log"], 2))?;
+
+    let attacks = [
+        "huge.sql",
+        "huge.prepare",
+        "huge.param",
+        "huge.param-count",
+        "huge.rows",
+    ];
+    for (i, attack) in attacks.iter().enumerate() {
+        apply(&mut instance, &typed_batch(&[attack], 3 + i as u64))
+            .map_err(|err| format!("{attack}: {err}"))?;
+    }
+    // Two million writes in one call: wasmtime's per-call copy budget stops the list
+    // before the host's own count of writes can; either refusal names its limit.
+    let writes_refused_by_trap = match apply(&mut instance, &typed_batch(&["huge.writes"], 8)) {
+        Ok(()) => false,
+        Err(err) => {
+            let (kind, message) = expect_trap(&err, "huge-output", &loaded, "at offset 8");
+            assert_eq!(kind, TrapKind::Limit("max_hostcall_bytes"), "{message}");
+            true
+        }
+    };
+    let seen = attempts(instance.host_connection())?;
+    assert_eq!(seen.get("huge.log").map(|(o, _)| o.as_str()), Some("ok"));
+    let value_refusals = attacks
+        .iter()
+        .chain((!writes_refused_by_trap).then_some(&"huge.writes"));
+    for attack in value_refusals {
+        let (outcome, _) = seen.get(*attack).ok_or(*attack)?;
+        assert!(
+            outcome.to_ascii_lowercase().starts_with("error:limit: "),
+            "{attack}: {outcome}"
+        );
+        assert!(
+            outcome.contains("limits."),
+            "{attack} names its limit: {outcome}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn sql_attacks_are_denied_or_contained() -> Result {
+    let dir = tempfile::tempdir()?;
+    for file in ["/tmp/refract-attack.db", "/tmp/refract-attack-copy.db"] {
+        let _ = std::fs::remove_file(file);
+    }
+    let runtime = runtime_with(SandboxLimits {
+        statement_deadline_ms: 300,
+        max_page_count: 2_560,
+        ..SandboxLimits::default()
+    })?;
+    let (loaded, mut instance) = start(&runtime, "sql-attacks", dir.path())?;
+
+    // What each attack must see: `ok`, or an error of one of these kinds.
+    let expected: &[(&str, &[&str])] = &[
+        ("control-select", &["ok"]),
+        ("control-pragma-read", &["ok"]),
+        ("attach", &["denied"]),
+        ("attach-script", &["denied"]),
+        ("vacuum-into", &["denied"]),
+        ("load-extension", &["denied"]),
+        ("readfile", &["invalid"]),
+        ("writable-schema", &["denied"]),
+        ("writable-schema-script", &["denied"]),
+        ("pragma-journal-off", &["denied"]),
+        ("pragma-synchronous-off", &["denied"]),
+        ("pragma-max-page-count", &["denied"]),
+        ("sqlite-master-write", &["denied"]),
+        ("checkpoint-read", &["denied"]),
+        ("checkpoint-write", &["denied"]),
+        ("checkpoint-insert", &["denied"]),
+        ("checkpoint-drop", &["denied"]),
+        ("checkpoint-alter", &["denied"]),
+        ("checkpoint-trigger-on", &["denied"]),
+        ("checkpoint-temp-trigger", &["denied"]),
+        ("checkpoint-view", &["ok", "denied"]),
+        ("checkpoint-view-read", &["denied", "invalid"]),
+        ("refract-table-create", &["denied"]),
+        ("begin", &["denied"]),
+        ("commit", &["denied"]),
+        ("rollback", &["denied"]),
+        ("savepoint", &["denied"]),
+        ("release", &["denied"]),
+        ("commit-prepared", &["denied"]),
+        ("recursive-cte", &["interrupted"]),
+        ("zeroblob", &["limit"]),
+        ("randomblob-huge", &["denied", "limit"]),
+        ("string-bomb", &["limit"]),
+        ("fill-disk", &["limit"]),
+        ("deep-expression", &["limit", "invalid"]),
+        ("random", &["denied"]),
+        ("randomblob", &["denied"]),
+        ("clock", &["denied"]),
+        ("clock-current", &["denied"]),
+    ];
+    let mut failed_batches = Vec::new();
+    for (i, (attack, _)) in expected.iter().enumerate() {
+        let offset = 1 + i as u64;
+        let started = Instant::now();
+        if let Err(err) = apply(
+            &mut instance,
+            &typed_batch(&[&format!("attack.{attack}")], offset),
+        ) {
+            assert!(
+                err.to_string()
+                    .contains(&format!("(version {})", loaded.version())),
+                "{err}"
+            );
+            failed_batches.push(format!("{attack}: {err}"));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{attack} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        failed_batches.is_empty(),
+        "batches failed: {failed_batches:#?}"
+    );
+
+    let seen = attempts(instance.host_connection())?;
+    for (attack, (outcome, _)) in &seen {
+        eprintln!(
+            "sql-attacks {attack}: {}",
+            outcome.chars().take(160).collect::<String>()
+        );
+    }
+    let mut wrong = Vec::new();
+    for (attack, kinds) in expected {
+        let outcome = seen
+            .get(*attack)
+            .map_or("(no row)", |(outcome, _)| outcome.as_str());
+        let ok = kinds
+            .iter()
+            .any(|kind| outcome == *kind || outcome.starts_with(&format!("error:{kind}: ")));
+        if !ok {
+            wrong.push(format!("{attack}: expected {kinds:?}, got {outcome}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert_eq!(
+        seen.get("control-select")
+            .and_then(|(_, detail)| detail.as_deref()),
+        Some("1")
+    );
+
+    let conn = instance.host_connection();
+    assert_eq!(
+        checkpoint(conn)?,
+        expected.len() as i64,
+        "the host's table is intact"
+    );
+    let rows: i64 = conn.query_row("SELECT count(*) FROM _refract_checkpoint", [], |row| {
+        row.get(0)
+    })?;
+    assert_eq!(rows, 1);
+    for file in ["/tmp/refract-attack.db", "/tmp/refract-attack-copy.db"] {
+        assert!(!Path::new(file).exists(), "{file} was created");
+    }
+    let journal: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    assert_eq!(journal, "wal");
+    Ok(())
+}
+
+#[test]
+fn wasi_gives_nothing_and_time_and_randomness_are_fixed() -> Result {
+    let _ = std::fs::remove_file("/tmp/refract-wasi-escape.txt");
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let loaded = runtime.load(&guest("wasi-escape")?)?;
+    let harmless = [
+        "fs-read",
+        "fs-read-relative",
+        "fs-write",
+        "fs-read-dir",
+        "fs-cwd",
+        "net-connect",
+        "net-bind",
+        "net-udp",
+        "net-dns",
+        "env-vars",
+        "env-args",
+        "clock-system",
+        "clock-monotonic",
+        "random-hash",
+        "random-hashmap-order",
+        "stdin",
+        "stdout",
+        "stderr",
+    ];
+    // Twice, on separate instances and databases: the answers must not change.
+    let mut runs = Vec::new();
+    for run in 0..2 {
+        let mut instance = loaded.instantiate(
+            &dir.path().join(format!("escape-{run}.db")),
+            DbOptions::live(),
+        )?;
+        instance.init(create_checkpoint)?;
+        let types: Vec<String> = harmless
+            .iter()
+            .map(|name| format!("escape.{name}"))
+            .collect();
+        let types: Vec<&str> = types.iter().map(String::as_str).collect();
+        apply(&mut instance, &typed_batch(&types, 1))?;
+        runs.push(attempts(instance.host_connection())?);
+    }
+    assert_eq!(runs[0], runs[1], "every answer is the same on every run");
+    let seen = &runs[0];
+    let outcome = |name: &str| seen.get(name).cloned().unwrap_or_default();
+    for name in ["fs-read", "fs-read-relative", "fs-write", "fs-read-dir"] {
+        assert!(
+            outcome(name).0.starts_with("error:"),
+            "{name}: {:?}",
+            outcome(name)
+        );
+    }
+    for name in ["net-connect", "net-bind", "net-udp", "net-dns"] {
+        assert!(
+            outcome(name).0.starts_with("error:"),
+            "{name}: {:?}",
+            outcome(name)
+        );
+    }
+    assert!(!Path::new("/tmp/refract-wasi-escape.txt").exists());
+    let cwd = outcome("fs-cwd");
+    assert!(
+        cwd.0.starts_with("error:") || cwd.1.as_deref() == Some("/"),
+        "{cwd:?}"
+    );
+    assert_eq!(outcome("env-vars").1.as_deref(), Some("[]"));
+    assert_eq!(outcome("env-args").1.as_deref(), Some("[]"));
+    assert_eq!(
+        outcome("clock-system").1.as_deref(),
+        Some("0"),
+        "the wall clock is frozen"
+    );
+    assert_eq!(
+        outcome("clock-monotonic").1.as_deref(),
+        Some("0 ns elapsed")
+    );
+    assert_eq!(outcome("random-hash").0, "ok");
+    let stdin = outcome("stdin");
+    assert!(
+        stdin.0.starts_with("error:") || stdin.1.as_deref() == Some("read 0 bytes"),
+        "{stdin:?}"
+    );
+    assert_eq!(outcome("stdout").0, "ok");
+    assert_eq!(outcome("stderr").0, "ok");
+
+    // exit, abort and panic end the instance, never the host.
+    let mut instance = loaded.instantiate(&dir.path().join("fatal.db"), DbOptions::live())?;
+    instance.init(create_checkpoint)?;
+    for (i, (name, needle)) in [
+        ("exit", "called exit("),
+        ("abort", "unreachable"),
+        ("panic", "wasi-escape panics on purpose"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let offset = 100 + i as u64;
+        let err = apply(
+            &mut instance,
+            &typed_batch(&[&format!("escape.{name}")], offset),
+        )
+        .expect_err("fatal");
+        let (kind, message) =
+            expect_trap(&err, "wasi-escape", &loaded, &format!("at offset {offset}"));
+        assert_eq!(kind, TrapKind::Crash, "{name}: {message}");
+        assert!(message.contains(needle), "{name}: {message}");
+        eprintln!("wasi-escape ({name}): {err}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_wrong_world_is_refused_naming_what_is_missing() -> Result {
+    let err = runtime()?
+        .load(&guest("wrong-world")?)
+        .expect_err("not a projector");
+    let message = err.to_string();
+    assert!(matches!(err, RuntimeError::WrongWorld { .. }), "{err:?}");
+    assert!(
+        message.contains("does not implement the world `refract:projector/projector@0.1.0`"),
+        "{message}"
+    );
+    assert!(message.contains("`metadata`"), "{message}");
+    assert!(message.contains("`run`"), "{message}");
+    Ok(())
+}
+
+/// A measurement, not a check: the projector path (batch packing, the component, its
+/// SQL through the sandbox, the checkpoint) against the same work in native Rust.
+/// Run with `cargo test --release -p refract --test sandbox -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run it in release mode"]
+fn balances_cost_against_native() -> Result {
+    const EVENTS: usize = 200_000;
+    const BATCH: usize = 1_000;
+    let padding = "x".repeat(230);
+    let events: Vec<Ev> = balances_events(EVENTS, 10_000, 11)
+        .into_iter()
+        .map(|(ty, data)| {
+            (
+                ty,
+                format!(r#"{},"memo":"{padding}"}}"#, &data[..data.len() - 1]),
+            )
+        })
+        .collect();
+    let options = DbOptions {
+        synchronous: refract::runtime::Synchronous::Normal,
+        cache_size_kib: 64 << 10,
+    };
+    let dir = tempfile::tempdir()?;
+
+    let runtime = runtime()?;
+    let loaded = runtime.load(&guest("balances")?)?;
+    // Alternate the two, on fresh databases, and keep the best of each: disk noise on a
+    // shared machine is larger than the difference being measured.
+    let (mut wasm, mut native) = (Duration::MAX, Duration::MAX);
+    for round in 0..3 {
+        let db = dir.path().join(format!("wasm-{round}.db"));
+        let mut instance = loaded.instantiate(&db, options)?;
+        instance.init(create_checkpoint)?;
+        let mut batch = EventBatch::new();
+        let started = Instant::now();
+        for (i, chunk) in events.chunks(BATCH).enumerate() {
+            fill(&mut batch, chunk, 1 + (i * BATCH) as u64);
+            apply(&mut instance, &batch)?;
+        }
+        wasm = wasm.min(started.elapsed());
+
+        let native_db = dir.path().join(format!("native-{round}.db"));
+        native = native.min(native_balances(&native_db, &events, BATCH)?);
+        assert_eq!(
+            actual_balances(instance.host_connection())?,
+            actual_balances(&Connection::open(&native_db)?)?
+        );
+    }
+    let per_event = |d: Duration| d.as_secs_f64() * 1e6 / EVENTS as f64;
+    eprintln!(
+        "balances, {EVENTS} events of ~300 B in batches of {BATCH}: projector {:.2} µs/event, native {:.2} µs/event, ratio {:.2}",
+        per_event(wasm),
+        per_event(native),
+        native.as_secs_f64() / wasm.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The balances projector written natively against rusqlite, for the baseline.
+fn native_balances(path: &Path, events: &[Ev], batch: usize) -> Result<Duration> {
+    #[derive(serde::Deserialize)]
+    struct Opened<'a> {
+        #[serde(borrow)]
+        account: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        owner: std::borrow::Cow<'a, str>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Movement<'a> {
+        #[serde(borrow)]
+        account: std::borrow::Cow<'a, str>,
+        amount: i64,
+    }
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;
+         CREATE TABLE balances (account TEXT PRIMARY KEY, owner TEXT, balance INTEGER NOT NULL,
+             tx_count INTEGER NOT NULL, last_offset INTEGER NOT NULL);",
+    )?;
+    create_checkpoint(&conn)?;
+    let open = "INSERT INTO balances (account, owner, balance, tx_count, last_offset) VALUES (?1, ?2, 0, 0, ?3)
+        ON CONFLICT (account) DO UPDATE SET owner = excluded.owner, last_offset = excluded.last_offset";
+    let movement = "INSERT INTO balances (account, owner, balance, tx_count, last_offset) VALUES (?1, NULL, ?2, 1, ?3)
+        ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance,
+        tx_count = tx_count + 1, last_offset = excluded.last_offset";
+    let started = Instant::now();
+    for (i, chunk) in events.chunks(batch).enumerate() {
+        let tx = conn.unchecked_transaction()?;
+        let first = (1 + i * batch) as i64;
+        for (j, (ty, data)) in chunk.iter().enumerate() {
+            let offset = first + j as i64;
+            match *ty {
+                "account.opened" => {
+                    let e: Opened<'_> = serde_json::from_str(data)?;
+                    tx.prepare_cached(open)?
+                        .execute(rusqlite::params![e.account, e.owner, offset])?;
+                }
+                "money.deposited" => {
+                    let e: Movement<'_> = serde_json::from_str(data)?;
+                    tx.prepare_cached(movement)?
+                        .execute(rusqlite::params![e.account, e.amount, offset])?;
+                }
+                _ => {
+                    let e: Movement<'_> = serde_json::from_str(data)?;
+                    tx.prepare_cached(movement)?
+                        .execute(rusqlite::params![e.account, -e.amount, offset])?;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE _refract_checkpoint SET offset = ?1",
+            [first + chunk.len() as i64 - 1],
+        )?;
+        tx.commit()?;
+    }
+    Ok(started.elapsed())
+}
+
+#[test]
+fn the_runtime_types_cross_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Runtime>();
+    send_sync::<LoadedProjector>();
+    send::<ProjectorInstance>();
+    send_sync::<EventBatch>();
+    send_sync::<ProjectorError>();
+    send_sync::<RuntimeError>();
+}

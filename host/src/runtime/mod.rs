@@ -1,1 +1,71 @@
-//! The WebAssembly projector runtime and its sandbox. (Being built.)
+//! The WebAssembly projector runtime and its sandbox.
+//!
+//! A projector is a component implementing the WIT world `refract:projector/projector`.
+//! The runtime compiles it (once, cached on disk), links it against a sandbox that grants
+//! only its own read model and a log, and calls it one batch at a time, each batch in a
+//! transaction the host commits together with its checkpoint.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use refract::runtime::{DbOptions, EventBatch, Runtime, RuntimeConfig};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let loaded = runtime.load(&std::fs::read("balances.wasm")?)?;
+//! println!("{} (version {})", loaded.info().name, loaded.version());
+//! let mut projector = loaded.instantiate("balances.db".as_ref(), DbOptions::live())?;
+//! projector.init(|_host| Ok(()))?;
+//!
+//! let mut batch = EventBatch::new();
+//! batch.push(1, "e-1", "account-1", 1, "account.opened", r#"{"account":"a","owner":"Ann"}"#, None, 0);
+//! projector.apply(&batch, |_host| Ok(()))?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! - `projector`: [`Runtime`] and loading — header checks, compile or cache, import and
+//!   export checks, pre-linking — into a [`LoadedProjector`].
+//! - `instance`: [`ProjectorInstance`] — instantiation, `metadata` validation, and the
+//!   `init`/`apply` calls inside host-owned transactions.
+//! - `batch`: the packed [`EventBatch`], with reusable buffers.
+//! - `limits`: every sandbox limit, a documented default and a `[limits]` key.
+//! - `engine`: the wasmtime configuration and the epoch ticker behind deadlines.
+//! - `cache`: compiled components on disk, checksummed, written atomically.
+//! - `wasi`: WASI 0.2 linked deny-by-default, frozen clocks, fixed randomness, captured
+//!   stderr, and the import allowlist.
+//! - `sql`: the read-model connection and its confinement (authorizer, SQLite limits,
+//!   deadlines) and the mapping of SQLite errors to `sql-error` kinds.
+//! - `sql_functions`: the date and time functions, refusing the clock and time zone.
+//! - `host_sql`, `host_log`: the host side of the contract's `sql` and `log` interfaces.
+//! - `store`: the per-instance store data and the memory/table limiter.
+//! - `bindings`: the one `bindgen!` of the WIT world.
+//! - `error`: [`RuntimeError`] (loading) and [`ProjectorError`] (calls), poison or
+//!   transient.
+
+mod batch;
+mod bindings;
+mod cache;
+mod engine;
+mod error;
+mod host_log;
+mod host_sql;
+mod instance;
+mod limits;
+mod projector;
+mod sql;
+mod sql_functions;
+mod store;
+mod wasi;
+
+pub use batch::{BatchEvent, EventBatch};
+pub use engine::EPOCH_TICK;
+pub use error::{Position, ProjectorError, RuntimeError, TrapKind};
+pub use host_log::LOG_TARGET;
+pub use instance::{ProjectorInfo, ProjectorInstance, Subscriptions};
+pub use limits::*;
+pub use projector::{LoadedProjector, Runtime, RuntimeConfig, VERSION_HEX_LEN};
+pub use sql::{
+    DENIED_FUNCTIONS, DbOptions, HOST_TABLE_PREFIX, PRAGMAS_ANY_ARGUMENT, PRAGMAS_READ_ONLY,
+    STATEMENT_CACHE_CAPACITY, Synchronous, VIRTUAL_TABLE_MODULES,
+};
+pub use wasi::{ALLOWED_WASI_PACKAGES, REFRACT_INTERFACES};

@@ -1,0 +1,492 @@
+//! `refract:projector/sql`: the guest's access to its read model.
+//!
+//! The functions are defined directly on the linker rather than through the generated
+//! `Host` trait so that arguments stay in guest memory: a `list<write>` arrives as a
+//! [`WasmList`], each text parameter as a [`WasmStr`], and values are bound to SQLite
+//! straight from the guest's memory. Nothing is copied into host-owned strings, and every
+//! size is checked against its limit before SQLite sees it.
+//!
+//! A failure the guest can handle is returned as an `sql-error` value; only a broken
+//! canonical ABI (invalid UTF-8, say) traps.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::types::{Null, ValueRef};
+use rusqlite::{CachedStatement, Statement};
+use wasmtime::component::{ComponentType, Lift, Linker, WasmList, WasmStr};
+use wasmtime::{AsContext, StoreContext, StoreContextMut};
+
+use super::bindings::refract::projector::sql::{Rows, WriteError};
+use super::bindings::refract::projector::types::{SqlError, SqlErrorKind, SqlValue};
+use super::limits::{SandboxLimits, format_bytes};
+use super::sql::SandboxedDb;
+use super::store::StoreState;
+
+/// The interface name this module implements.
+pub(crate) const INTERFACE: &str = "refract:projector/sql@0.1.0";
+
+/// A `write` as it lies in guest memory.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct RawWrite {
+    #[component(name = "statement")]
+    statement: u32,
+    #[component(name = "params")]
+    params: WasmList<RawValue>,
+}
+
+/// An `sql-value` as it lies in guest memory: text and blobs are not copied.
+#[derive(ComponentType, Lift)]
+#[component(variant)]
+enum RawValue {
+    #[component(name = "null")]
+    Null,
+    #[component(name = "integer")]
+    Integer(i64),
+    #[component(name = "real")]
+    Real(f64),
+    #[component(name = "text")]
+    Text(WasmStr),
+    #[component(name = "blob")]
+    Blob(WasmList<u8>),
+}
+
+/// Bytes charged per returned value on top of its payload: its slot in guest memory.
+const VALUE_OVERHEAD_BYTES: usize = 16;
+
+/// The host side of the `sql` interface for one instance.
+pub(crate) struct SqlHost {
+    db: SandboxedDb,
+    limits: Arc<SandboxLimits>,
+    /// Statement texts by handle.
+    statements: Vec<Box<str>>,
+    /// Handles by statement text, so the same text gets the same handle.
+    handles: HashMap<Box<str>, u32>,
+    /// Whether the host has opened the transaction the guest's SQL runs in.
+    in_transaction: bool,
+    /// The first host-side failure (I/O, busy, full disk) seen during the current call.
+    /// It fails the batch as transient whatever the guest does with its error.
+    host_failure: Cell<Option<rusqlite::Error>>,
+}
+
+/// Why a request failed: an error for the guest, or a trap.
+enum Failure {
+    Sql(SqlError),
+    Trap(wasmtime::Error),
+}
+
+impl From<SqlError> for Failure {
+    fn from(error: SqlError) -> Self {
+        Self::Sql(error)
+    }
+}
+
+fn sql_error(kind: SqlErrorKind, message: impl Into<String>) -> SqlError {
+    SqlError {
+        kind,
+        message: message.into(),
+    }
+}
+
+impl SqlHost {
+    pub(crate) fn new(db: SandboxedDb, limits: Arc<SandboxLimits>) -> Self {
+        Self {
+            db,
+            limits,
+            statements: Vec::new(),
+            handles: HashMap::new(),
+            in_transaction: false,
+            host_failure: Cell::new(None),
+        }
+    }
+
+    /// The sandboxed connection.
+    pub(crate) fn db(&self) -> &SandboxedDb {
+        &self.db
+    }
+
+    /// Marks whether the host's transaction is open for the guest, and forgets the
+    /// previous call's host failure.
+    pub(crate) fn set_in_transaction(&mut self, open: bool) {
+        self.in_transaction = open;
+        self.host_failure.set(None);
+    }
+
+    /// The host-side failure seen during the current call, if any.
+    pub(crate) fn take_host_failure(&self) -> Option<rusqlite::Error> {
+        self.host_failure.take()
+    }
+
+    /// Turns a SQLite failure into the guest's error, remembering host-side failures.
+    fn fail(&self, err: rusqlite::Error) -> Failure {
+        let (error, host_side) = self.db.classify(&err);
+        if host_side {
+            let first = self.host_failure.take().unwrap_or(err);
+            self.host_failure.set(Some(first));
+        }
+        Failure::Sql(error)
+    }
+
+    fn ensure_transaction(&self) -> Result<(), SqlError> {
+        if !self.in_transaction {
+            return Err(sql_error(
+                SqlErrorKind::Denied,
+                "SQL runs only inside `init` and `handle`, in the host's transaction",
+            ));
+        }
+        if self.db.conn().is_autocommit() {
+            return Err(sql_error(
+                SqlErrorKind::Other,
+                "SQLite rolled back this call's transaction after an earlier failure; no more SQL runs in this call",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_sql_len(&self, len: usize) -> Result<(), SqlError> {
+        if len > self.limits.max_sql_bytes {
+            return Err(sql_error(
+                SqlErrorKind::Limit,
+                format!(
+                    "the SQL text is {len} bytes; the limit is {} (`limits.max_sql_bytes`)",
+                    format_bytes(self.limits.max_sql_bytes)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `prepare`: the existing handle for this text, or the compiled text to register.
+    fn prepare(&self, sql: &str) -> Result<Result<u32, Box<str>>, Failure> {
+        self.check_sql_len(sql.len())?;
+        self.ensure_transaction()?;
+        if let Some(&handle) = self.handles.get(sql) {
+            return Ok(Ok(handle));
+        }
+        if self.statements.len() >= self.limits.max_statements {
+            return Err(sql_error(
+                SqlErrorKind::Limit,
+                format!(
+                    "this instance already prepared {} statements, the limit (`limits.max_statements`)",
+                    self.limits.max_statements
+                ),
+            )
+            .into());
+        }
+        // Compile now, so a denial or a syntax error is reported by `prepare` itself; the
+        // compiled statement stays in the connection's cache for the first use.
+        self.db
+            .conn()
+            .prepare_cached(sql)
+            .map_err(|err| self.fail(err))?;
+        Ok(Err(sql.into()))
+    }
+
+    fn register(&mut self, sql: Box<str>) -> wasmtime::Result<u32> {
+        let handle = u32::try_from(self.statements.len())?;
+        self.statements.push(sql.clone());
+        self.handles.insert(sql, handle);
+        Ok(handle)
+    }
+
+    fn statement(&self, handle: u32) -> Result<CachedStatement<'_>, Failure> {
+        let Some(text) = usize::try_from(handle)
+            .ok()
+            .and_then(|index| self.statements.get(index))
+        else {
+            return Err(sql_error(
+                SqlErrorKind::UnknownStatement,
+                format!("statement handle {handle} was never returned by `prepare`"),
+            )
+            .into());
+        };
+        self.ensure_transaction()?;
+        self.db.start_statement();
+        self.db
+            .conn()
+            .prepare_cached(text)
+            .map_err(|err| self.fail(err))
+    }
+
+    /// Binds `params` straight from guest memory.
+    fn bind(
+        &self,
+        statement: &mut Statement<'_>,
+        params: &[RawValue],
+        store: &StoreContext<'_, StoreState>,
+    ) -> Result<(), Failure> {
+        let expected = statement.parameter_count();
+        if params.len() != expected {
+            return Err(sql_error(
+                SqlErrorKind::Invalid,
+                format!(
+                    "the statement takes {expected} parameters, but {} were given",
+                    params.len()
+                ),
+            )
+            .into());
+        }
+        let max = self.limits.max_value_bytes;
+        let too_big = |position: usize, what: &str, len: usize| {
+            Failure::Sql(sql_error(
+                SqlErrorKind::Limit,
+                format!(
+                    "parameter {position} is a {what} of {len} bytes; the limit is {} (`limits.max_value_bytes`)",
+                    format_bytes(max)
+                ),
+            ))
+        };
+        for (index, value) in params.iter().enumerate() {
+            let position = index + 1;
+            let bound = match value {
+                RawValue::Null => statement.raw_bind_parameter(position, Null),
+                RawValue::Integer(value) => statement.raw_bind_parameter(position, value),
+                RawValue::Real(value) => statement.raw_bind_parameter(position, value),
+                RawValue::Text(text) => {
+                    let text = text.to_str(store).map_err(Failure::Trap)?;
+                    if text.len() > max {
+                        return Err(too_big(position, "text", text.len()));
+                    }
+                    statement.raw_bind_parameter(position, &*text)
+                }
+                RawValue::Blob(blob) => {
+                    let bytes = blob.as_le_slice(store);
+                    if bytes.len() > max {
+                        return Err(too_big(position, "blob", bytes.len()));
+                    }
+                    statement.raw_bind_parameter(position, bytes)
+                }
+            };
+            bound.map_err(|err| self.fail(err))?;
+        }
+        Ok(())
+    }
+
+    /// `execute` of one statement with lifted parameters.
+    fn execute(
+        &self,
+        handle: u32,
+        params: &[RawValue],
+        store: &StoreContext<'_, StoreState>,
+    ) -> Result<u64, Failure> {
+        let mut statement = self.statement(handle)?;
+        self.bind(&mut statement, params, store)?;
+        let changed = statement.raw_execute().map_err(|err| self.fail(err))?;
+        Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+    }
+
+    /// `query`, capped in rows and bytes.
+    fn query(
+        &self,
+        handle: u32,
+        params: &[RawValue],
+        store: &StoreContext<'_, StoreState>,
+    ) -> Result<Rows, Failure> {
+        let mut statement = self.statement(handle)?;
+        self.bind(&mut statement, params, store)?;
+        let columns = statement
+            .column_names()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let (max_rows, max_bytes) = (self.limits.max_query_rows, self.limits.max_query_bytes);
+        let mut bytes = columns.iter().map(String::len).sum::<usize>();
+        let mut out = Vec::new();
+        let mut rows = statement.raw_query();
+        while let Some(row) = rows.next().map_err(|err| self.fail(err))? {
+            if out.len() == max_rows {
+                return Err(sql_error(
+                    SqlErrorKind::Limit,
+                    format!(
+                        "the query returns more than {max_rows} rows (`limits.max_query_rows`); add a LIMIT or page through the results"
+                    ),
+                )
+                .into());
+            }
+            let mut values = Vec::with_capacity(columns.len());
+            for index in 0..columns.len() {
+                let value = row.get_ref(index).map_err(|err| self.fail(err))?;
+                let (value, size) = match value {
+                    ValueRef::Null => (SqlValue::Null, 0),
+                    ValueRef::Integer(value) => (SqlValue::Integer(value), 8),
+                    ValueRef::Real(value) => (SqlValue::Real(value), 8),
+                    ValueRef::Text(text) => (
+                        SqlValue::Text(String::from_utf8_lossy(text).into_owned()),
+                        text.len(),
+                    ),
+                    ValueRef::Blob(blob) => (SqlValue::Blob(blob.to_vec()), blob.len()),
+                };
+                bytes = bytes.saturating_add(size + VALUE_OVERHEAD_BYTES);
+                values.push(value);
+            }
+            if bytes > max_bytes {
+                return Err(sql_error(
+                    SqlErrorKind::Limit,
+                    format!(
+                        "the query returns more than {} (`limits.max_query_bytes`); select fewer columns or rows",
+                        format_bytes(max_bytes)
+                    ),
+                )
+                .into());
+            }
+            out.push(values);
+        }
+        Ok(Rows { columns, rows: out })
+    }
+
+    /// `execute-script`: several statements, no parameters.
+    fn execute_script(&self, sql: &str) -> Result<(), Failure> {
+        self.check_sql_len(sql.len())?;
+        self.ensure_transaction()?;
+        self.db.start_statement();
+        self.db
+            .conn()
+            .execute_batch(sql)
+            .map_err(|err| self.fail(err))
+    }
+
+    fn too_many_params(&self, count: usize) -> Option<SqlError> {
+        let max = self.limits.max_params_per_statement;
+        (count > max).then(|| {
+            sql_error(
+                SqlErrorKind::Limit,
+                format!(
+                    "{count} parameters exceed the limit of {max} (`limits.max_params_per_statement`)"
+                ),
+            )
+        })
+    }
+}
+
+/// Links the `sql` interface.
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    let mut sql = linker.instance(INTERFACE)?;
+    sql.func_wrap("prepare", prepare)?;
+    sql.func_wrap("execute-batch", execute_batch)?;
+    sql.func_wrap("execute", execute)?;
+    sql.func_wrap("query", query)?;
+    sql.func_wrap("execute-script", |store, params| {
+        execute_script(&store, params)
+    })?;
+    Ok(())
+}
+
+/// Splits a request's outcome into the guest's result and a trap.
+fn settle<T>(outcome: Result<T, Failure>) -> wasmtime::Result<(Result<T, SqlError>,)> {
+    match outcome {
+        Ok(value) => Ok((Ok(value),)),
+        Err(Failure::Sql(error)) => Ok((Err(error),)),
+        Err(Failure::Trap(trap)) => Err(trap),
+    }
+}
+
+fn prepare(
+    mut store: StoreContextMut<'_, StoreState>,
+    (sql,): (WasmStr,),
+) -> wasmtime::Result<(Result<u32, SqlError>,)> {
+    let outcome = {
+        let context = store.as_context();
+        let text = sql.to_str(&context)?;
+        context.data().sql.prepare(&text)
+    };
+    match outcome {
+        Ok(Ok(handle)) => Ok((Ok(handle),)),
+        Ok(Err(text)) => Ok((Ok(store.data_mut().sql.register(text)?),)),
+        Err(failure) => settle(Err(failure)),
+    }
+}
+
+fn execute_batch(
+    mut store: StoreContextMut<'_, StoreState>,
+    (writes,): (WasmList<RawWrite>,),
+) -> wasmtime::Result<(Result<(), WriteError>,)> {
+    let write_error = |index: usize, error: SqlError| -> wasmtime::Result<_> {
+        Ok((Err(WriteError {
+            index: u32::try_from(index)?,
+            error,
+        }),))
+    };
+    let max_writes = store.data().sql.limits.max_writes_per_call;
+    if writes.len() > max_writes {
+        return write_error(
+            0,
+            sql_error(
+                SqlErrorKind::Limit,
+                format!(
+                    "execute-batch got {} writes; the limit is {max_writes} (`limits.max_writes_per_call`). Nothing was applied; send smaller batches",
+                    writes.len()
+                ),
+            ),
+        );
+    }
+    let writes = writes
+        .iter(&mut store)?
+        .collect::<wasmtime::Result<Vec<RawWrite>>>()?;
+    let mut params = Vec::new();
+    for (index, write) in writes.iter().enumerate() {
+        if let Some(error) = store.data().sql.too_many_params(write.params.len()) {
+            return write_error(index, error);
+        }
+        params.clear();
+        for value in write.params.iter(&mut store)? {
+            params.push(value?);
+        }
+        let context = store.as_context();
+        match context
+            .data()
+            .sql
+            .execute(write.statement, &params, &context)
+        {
+            Ok(_) => {}
+            Err(Failure::Sql(error)) => return write_error(index, error),
+            Err(Failure::Trap(trap)) => return Err(trap),
+        }
+    }
+    Ok((Ok(()),))
+}
+
+/// Lifts a parameter list, checking its length first.
+fn lift_params(
+    store: &mut StoreContextMut<'_, StoreState>,
+    params: &WasmList<RawValue>,
+) -> Result<Vec<RawValue>, Failure> {
+    if let Some(error) = store.data().sql.too_many_params(params.len()) {
+        return Err(error.into());
+    }
+    params
+        .iter(store)
+        .and_then(Iterator::collect)
+        .map_err(Failure::Trap)
+}
+
+fn execute(
+    mut store: StoreContextMut<'_, StoreState>,
+    (statement, params): (u32, WasmList<RawValue>),
+) -> wasmtime::Result<(Result<u64, SqlError>,)> {
+    let outcome = lift_params(&mut store, &params).and_then(|params| {
+        let context = store.as_context();
+        context.data().sql.execute(statement, &params, &context)
+    });
+    settle(outcome)
+}
+
+fn query(
+    mut store: StoreContextMut<'_, StoreState>,
+    (statement, params): (u32, WasmList<RawValue>),
+) -> wasmtime::Result<(Result<Rows, SqlError>,)> {
+    let outcome = lift_params(&mut store, &params).and_then(|params| {
+        let context = store.as_context();
+        context.data().sql.query(statement, &params, &context)
+    });
+    settle(outcome)
+}
+
+fn execute_script(
+    store: &StoreContextMut<'_, StoreState>,
+    (sql,): (WasmStr,),
+) -> wasmtime::Result<(Result<(), SqlError>,)> {
+    let context = store.as_context();
+    let text = sql.to_str(&context)?;
+    settle(context.data().sql.execute_script(&text))
+}

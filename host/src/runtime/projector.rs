@@ -1,0 +1,336 @@
+//! Loading: from `.wasm` bytes to a validated, compiled, pre-linked projector version.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::bindings::ProjectorPre;
+use super::cache::CompileCache;
+use super::engine::{self, TickClock, Ticker};
+use super::error::RuntimeError;
+use super::instance::{self, ProjectorInfo};
+use super::limits::SandboxLimits;
+use super::sql::{DbOptions, SandboxedDb};
+use super::store::StoreState;
+use super::{host_log, host_sql, wasi};
+
+/// Hex digits of the sha256 used as a projector's version: 32 bits, enough to tell a
+/// deployment's versions apart, short enough for file names and messages.
+pub const VERSION_HEX_LEN: usize = 8;
+
+/// How the runtime is set up.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached. `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// The sandbox limits for every projector.
+    pub limits: SandboxLimits,
+}
+
+/// The WebAssembly runtime: the engine, the epoch ticker, the compile cache and the
+/// limits. Cheap to clone; the ticker thread stops when the last clone (and every
+/// projector loaded from it) is dropped.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<StoreState>,
+    pub(crate) limits: Arc<SandboxLimits>,
+    cache: Option<CompileCache>,
+    ticker: Ticker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.inner.limits)
+            .field("cache", &self.inner.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine, starts the epoch ticker and opens the compile cache.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let RuntimeConfig { cache_dir, limits } = config;
+        limits.validate()?;
+        let engine_error = |message: String| RuntimeError::Engine { message };
+        let engine = engine::build(&limits).map_err(|err| engine_error(format!("{err:#}")))?;
+        let linker = build_linker(&engine).map_err(|err| engine_error(format!("{err:#}")))?;
+        let cache = cache_dir
+            .map(|dir| {
+                CompileCache::open(&dir, &engine)
+                    .map_err(|source| RuntimeError::Cache { path: dir, source })
+            })
+            .transpose()?;
+        let ticker = Ticker::start(&engine)
+            .map_err(|err| engine_error(format!("cannot start the epoch thread: {err}")))?;
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                limits: Arc::new(limits),
+                cache,
+                ticker,
+            }),
+        })
+    }
+
+    /// The sandbox limits in force.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.inner.limits
+    }
+
+    /// Validates, compiles (or loads from the cache), checks imports and exports,
+    /// pre-links a component, and starts it once on a scratch database to read its
+    /// metadata. The version is the first [`VERSION_HEX_LEN`] hex digits of
+    /// the sha256 of `wasm`.
+    pub fn load(&self, wasm: &[u8]) -> Result<LoadedProjector, RuntimeError> {
+        let started = Instant::now();
+        check_header(wasm)?;
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let version = sha256[..VERSION_HEX_LEN].to_owned();
+        let engine = &self.inner.engine;
+
+        let cached = self
+            .inner
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get(engine, &sha256));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => Component::new(engine, wasm).map_err(|err| RuntimeError::Invalid {
+                message: format!("{err:#}"),
+            })?,
+        };
+
+        for (name, _) in component.component_type().imports(engine) {
+            if let Some(message) = wasi::refuse_import(name) {
+                return Err(RuntimeError::UnsupportedImport {
+                    import: name.to_owned(),
+                    message,
+                });
+            }
+        }
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|err| RuntimeError::Link {
+                message: format!("{err:#}"),
+            })?;
+        let component_type = component.component_type();
+        let exports: Vec<&str> = component_type
+            .exports(engine)
+            .map(|(name, _)| name)
+            .collect();
+        let missing: Vec<&str> = WORLD_EXPORTS
+            .iter()
+            .copied()
+            .filter(|name| !exports.contains(name))
+            .collect();
+        if !missing.is_empty() {
+            let list = |names: &[&str]| {
+                names
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(RuntimeError::WrongWorld {
+                message: format!(
+                    "it lacks {}; it exports {}",
+                    list(&missing),
+                    if exports.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        list(&exports)
+                    }
+                ),
+            });
+        }
+        let pre = ProjectorPre::new(instance_pre).map_err(|err| RuntimeError::WrongWorld {
+            message: format!("{err:#}"),
+        })?;
+
+        // Start it once on a scratch database: the instance's start-up code and
+        // `metadata` run now, and a projector with a bad name is refused at load time.
+        let scratch = SandboxedDb::open(
+            Path::new(":memory:"),
+            DbOptions::live(),
+            &self.inner.limits,
+            self.clock().clone(),
+        )
+        .map_err(|source| RuntimeError::OpenDb {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        let version: Arc<str> = Arc::from(version);
+        let info = instance::start(self, &pre, &version, scratch)?.info;
+
+        if !from_cache && let Some(cache) = &self.inner.cache {
+            // A cache that cannot be written costs only speed; the projector still loads.
+            if let Err(err) = cache.put(&sha256, &component) {
+                tracing::warn!(
+                    path = %cache.path(&sha256).display(),
+                    "cannot cache the compiled component: {err}"
+                );
+            }
+        }
+        Ok(LoadedProjector {
+            inner: Arc::new(LoadedInner {
+                runtime: self.clone(),
+                pre,
+                sha256,
+                version,
+                info,
+                from_cache,
+                load_time: started.elapsed(),
+            }),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &RuntimeInner {
+        &self.inner
+    }
+
+    pub(crate) fn clock(&self) -> &TickClock {
+        self.inner.ticker.clock()
+    }
+}
+
+/// The host's imports: WASI (denied by default) and the contract's `sql` and `log`.
+fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasi::add_to_linker(&mut linker)?;
+    // `types` holds only types; a component that imports it needs the instance to exist.
+    linker.instance("refract:projector/types@0.1.0")?;
+    host_sql::add_to_linker(&mut linker)?;
+    host_log::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+/// The functions the `projector` world exports.
+const WORLD_EXPORTS: &[&str] = &["metadata", "init", "handle"];
+
+/// The WebAssembly binary magic, `\0asm`.
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+/// Version and layer of a core module (version 1, layer 0).
+const CORE_MODULE_HEADER: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+/// Version and layer of a component (version 0xd, layer 1).
+const COMPONENT_HEADER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+
+/// Refuses, with a clear reason, anything that is not a component binary.
+fn check_header(wasm: &[u8]) -> Result<(), RuntimeError> {
+    let not_wasm = |reason: String| Err(RuntimeError::NotWasm { reason });
+    if wasm.is_empty() {
+        return not_wasm("the file is empty".into());
+    }
+    if wasm.len() < 8 || &wasm[..4] != WASM_MAGIC {
+        let hint = if wasm.starts_with(b"(") || wasm.starts_with(b";;") {
+            " (it looks like WebAssembly text; compile it to a binary component)"
+        } else {
+            ""
+        };
+        return not_wasm(format!(
+            "it does not start with the WebAssembly magic bytes `\\0asm`{hint}"
+        ));
+    }
+    match <[u8; 4]>::try_from(&wasm[4..8]) {
+        Ok(CORE_MODULE_HEADER) => Err(RuntimeError::CoreModule),
+        Ok(COMPONENT_HEADER) => Ok(()),
+        _ => not_wasm(format!(
+            "unknown WebAssembly version/layer {:02x?} (a component has {COMPONENT_HEADER:02x?})",
+            &wasm[4..8]
+        )),
+    }
+}
+
+/// A validated, compiled and pre-linked projector version, ready to instantiate. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct LoadedProjector {
+    pub(crate) inner: Arc<LoadedInner>,
+}
+
+pub(crate) struct LoadedInner {
+    pub(crate) runtime: Runtime,
+    pub(crate) pre: ProjectorPre<StoreState>,
+    sha256: String,
+    pub(crate) version: Arc<str>,
+    pub(crate) info: ProjectorInfo,
+    from_cache: bool,
+    load_time: Duration,
+}
+
+impl std::fmt::Debug for LoadedProjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedProjector")
+            .field("name", &self.inner.info.name)
+            .field("version", &self.version())
+            .field("sha256", &self.sha256())
+            .field("from_cache", &self.from_cache())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedProjector {
+    /// The version: a short hex prefix of the component's sha256.
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// The full sha256 of the component, in hex.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// Whether the compiled code came from the cache rather than from Cranelift.
+    pub fn from_cache(&self) -> bool {
+        self.inner.from_cache
+    }
+
+    /// How long [`Runtime::load`] took: compiling, or reading the cache.
+    pub fn load_time(&self) -> Duration {
+        self.inner.load_time
+    }
+
+    /// The runtime this projector was loaded by.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(matches!(
+            check_header(b""),
+            Err(RuntimeError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header(b"(module)"),
+            Err(RuntimeError::NotWasm { reason }) if reason.contains("text")
+        ));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(RuntimeError::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(
+            check_header(b"\0asm\x02\0\0\0"),
+            Err(RuntimeError::NotWasm { .. })
+        ));
+    }
+}
