@@ -1,0 +1,283 @@
+//! `refract.toml`: the optional configuration file.
+//!
+//! Every section and key is optional; a missing file means every default. Unknown keys
+//! are errors, never ignored, so a typo such as `on_posion` fails loudly at startup
+//! instead of silently running with the default policy.
+//!
+//! ```toml
+//! data_dir = "refract-data"          # default ./refract-data; --data-dir and REFRACT_DATA win
+//! plugins_dir = "refract-data/plugins"
+//!
+//! [log]
+//! durability = "full"                # "full" (fsync before every acknowledgement) or "normal"
+//! max_data_bytes = 1048576
+//! max_metadata_bytes = 65536
+//!
+//! [engine]
+//! batch_size = 1000                  # events per call into a projector
+//! batch_bytes = 8388608              # a batch closes early at this much event text
+//! external_poll_ms = 200             # appends by other processes are seen within this
+//! retry_initial_ms = 250             # first retry after a failure; doubles up to retry_max_ms
+//! retry_max_ms = 30000
+//!
+//! [limits]                           # the sandbox: see `refract::runtime::SandboxLimits`
+//! batch_deadline_ms = 10000
+//!
+//! [projectors.balances]
+//! on_poison = "skip"                 # "stop" (default) or "skip" (dead-letter and continue)
+//! batch_size = 500
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::projection::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS};
+use crate::log::{Durability, LogOptions};
+use crate::runtime::SandboxLimits;
+
+/// The file name looked for in the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "refract.toml";
+
+/// How often a caught-up worker checks for appends made by other processes. Appends
+/// made through this process wake workers at once; this bounds only the other case.
+pub const DEFAULT_EXTERNAL_POLL: Duration = Duration::from_millis(200);
+
+/// The first pause after a failed batch; it doubles on every further failure.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(250);
+
+/// The longest pause between retries of a failing batch, so a stalled projector
+/// keeps trying without flooding the log.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong kind.
+    /// The message names the key, the line, and the accepted keys or values.
+    #[error("invalid configuration file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The parser's description: key, position and what was expected.
+        message: String,
+    },
+    /// A value parsed but is out of range.
+    #[error("invalid configuration file {path}: `{key}` {problem}")]
+    OutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key, e.g. `projectors.balances.batch_size`.
+        key: String,
+        /// What is wrong and what is accepted.
+        problem: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The data directory (event log, control database, read models).
+    pub data_dir: Option<PathBuf>,
+    /// The folder of projector components; defaults to `<data_dir>/plugins`.
+    pub plugins_dir: Option<PathBuf>,
+    /// The event log.
+    pub log: LogSection,
+    /// The projection engine.
+    pub engine: EngineSection,
+    /// The sandbox limits applied to every projector.
+    pub limits: SandboxLimits,
+    /// Settings for individual projectors, by projector name.
+    pub projectors: BTreeMap<String, ProjectorSection>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// When an append is acknowledged.
+    pub durability: DurabilitySetting,
+    /// The largest event `data`, in bytes.
+    pub max_data_bytes: usize,
+    /// The largest event `metadata`, in bytes.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        let defaults = LogOptions::default();
+        Self {
+            durability: DurabilitySetting::Full,
+            max_data_bytes: defaults.max_data_bytes,
+            max_metadata_bytes: defaults.max_metadata_bytes,
+        }
+    }
+}
+
+/// `log.durability`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    /// fsync before acknowledging every append (`synchronous=FULL`).
+    Full,
+    /// Acknowledge once written to the WAL; a power cut may lose the last appends,
+    /// never corrupt the log (`synchronous=NORMAL`).
+    Normal,
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Events per call into a projector.
+    pub batch_size: usize,
+    /// A batch closes early once its event text reaches this many bytes.
+    pub batch_bytes: usize,
+    /// Milliseconds between checks for appends made by other processes.
+    pub external_poll_ms: u64,
+    /// Milliseconds before the first retry of a failed batch.
+    pub retry_initial_ms: u64,
+    /// The longest pause between retries, in milliseconds.
+    pub retry_max_ms: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            batch_size: DEFAULT_BATCH_EVENTS,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            external_poll_ms: millis(DEFAULT_EXTERNAL_POLL),
+            retry_initial_ms: millis(DEFAULT_RETRY_INITIAL),
+            retry_max_ms: millis(DEFAULT_RETRY_MAX),
+        }
+    }
+}
+
+/// `[projectors.<name>]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorSection {
+    /// What to do with an event the projector cannot apply.
+    pub on_poison: PoisonPolicy,
+    /// Overrides `engine.batch_size` for this projector.
+    pub batch_size: Option<usize>,
+}
+
+/// `projectors.<name>.on_poison`: what happens when a projector deterministically
+/// fails on an event (a handler error or a trap). Host failures such as a busy or full
+/// disk are always retried, whatever the policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoisonPolicy {
+    /// Stall at the event and retry with capped exponential backoff until an operator
+    /// acts (deploys a fix, or switches the policy).
+    #[default]
+    Stop,
+    /// Record the event as a dead letter and continue with the next one.
+    Skip,
+}
+
+impl Config {
+    /// Reads the configuration: `path` if given (it must exist), otherwise
+    /// `refract.toml` in the working directory if present, otherwise all defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(path) => (path.to_owned(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path),
+            Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parses and checks configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: error.to_string().trim_end().to_owned(),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let out_of_range = |key: String, problem: &str| ConfigError::OutOfRange {
+            path: path.to_owned(),
+            key,
+            problem: problem.to_owned(),
+        };
+        if self.engine.batch_size == 0 {
+            return Err(out_of_range(
+                "engine.batch_size".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.engine.batch_bytes == 0 {
+            return Err(out_of_range(
+                "engine.batch_bytes".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.engine.external_poll_ms == 0 {
+            return Err(out_of_range(
+                "engine.external_poll_ms".into(),
+                "must be at least 1 (milliseconds)",
+            ));
+        }
+        if self.engine.retry_initial_ms == 0
+            || self.engine.retry_max_ms < self.engine.retry_initial_ms
+        {
+            return Err(out_of_range(
+                "engine.retry_max_ms".into(),
+                "must be at least engine.retry_initial_ms, which must be at least 1",
+            ));
+        }
+        for (name, section) in &self.projectors {
+            if section.batch_size == Some(0) {
+                return Err(out_of_range(
+                    format!("projectors.{name}.batch_size"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The event-log options this configuration asks for.
+    pub fn log_options(&self) -> LogOptions {
+        LogOptions {
+            durability: match self.log.durability {
+                DurabilitySetting::Full => Durability::Full,
+                DurabilitySetting::Normal => Durability::Normal,
+            },
+            max_data_bytes: self.log.max_data_bytes,
+            max_metadata_bytes: self.log.max_metadata_bytes,
+            ..LogOptions::default()
+        }
+    }
+
+    /// The settings for one projector (defaults if it has no section).
+    pub fn projector(&self, name: &str) -> ProjectorSection {
+        self.projectors.get(name).cloned().unwrap_or_default()
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

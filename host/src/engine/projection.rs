@@ -1,0 +1,347 @@
+//! One projector version driven through the log, a batch at a time.
+//!
+//! A [`Projection`] owns a sandboxed instance, its read-model database and a log
+//! reader. Each [`Projection::step`] reads the next batch of subscribed events after
+//! the checkpoint, hands it to the guest, and commits the guest's writes together with
+//! the new checkpoint in one transaction. That single transaction is the whole
+//! exactly-once argument: a crash before the commit loses both, a crash after keeps both.
+//!
+//! The one-shot `refract project`, the live workers and shadow replays all drive this
+//! same type; they differ only in how they wait and what they do with failures.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use crate::engine::checkpoint::{self, Identity};
+use crate::log::{LogError, LogReader, ReadQuery, StreamFilter};
+use crate::runtime::{
+    DbOptions, EventBatch, LoadedProjector, ProjectorError, ProjectorInstance, RuntimeError,
+};
+
+/// Events handed to a projector in one call when nothing else is configured.
+pub const DEFAULT_BATCH_EVENTS: usize = 1000;
+
+/// Text bytes (ids, streams, types, payloads) in one batch. A batch closes early when
+/// it reaches this size, so a run of large events cannot exhaust the guest's memory;
+/// a single event larger than this still travels alone.
+pub const DEFAULT_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// How a [`Projection`] batches its work.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// At most this many events per call into the guest.
+    pub max_events: usize,
+    /// A batch closes once its text reaches this many bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_events: DEFAULT_BATCH_EVENTS,
+            max_bytes: DEFAULT_BATCH_BYTES,
+        }
+    }
+}
+
+/// Why a projection could not be opened or advanced.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// The guest failed: a handler error, a trap, a deadline or a limit breach (see
+    /// [`ProjectorError::is_poison`]), or the host failed around it.
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
+    /// The component could not be instantiated.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The event log could not be read.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The host's own tables in the read model could not be read or written.
+    #[error("read model {path}: the host's checkpoint tables failed: {source}")]
+    Checkpoint {
+        /// The read-model database.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// Host state around the projection (for example `control.db`) failed.
+    #[error("{0}")]
+    Host(String),
+    /// The database at the path was built by another projector or version.
+    #[error(
+        "read model {path} belongs to projector `{found_projector}` version {found_version}, \
+         not `{projector}` version {version}; give each version its own database file"
+    )]
+    WrongReadModel {
+        /// The read-model database.
+        path: PathBuf,
+        /// The projector being opened.
+        projector: String,
+        /// The version being opened.
+        version: String,
+        /// The projector recorded in the database.
+        found_projector: String,
+        /// The version recorded in the database.
+        found_version: String,
+    },
+}
+
+/// What one [`Projection::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A batch was applied and the checkpoint moved to `through`.
+    Applied {
+        /// Events handed to the projector.
+        events: usize,
+        /// The new checkpoint.
+        through: u64,
+    },
+    /// No subscribed events, but the checkpoint moved past events the projector does
+    /// not subscribe to.
+    Skipped {
+        /// The new checkpoint.
+        through: u64,
+    },
+    /// The checkpoint is at the log head (or the end bound): nothing to do.
+    CaughtUp,
+}
+
+/// A projector version bound to its read model and a log reader.
+pub struct Projection {
+    loaded: LoadedProjector,
+    db_path: PathBuf,
+    db_options: DbOptions,
+    instance: Option<ProjectorInstance>,
+    reader: LogReader,
+    query: ReadQuery,
+    checkpoint: u64,
+    batch: EventBatch,
+    limits: BatchLimits,
+    /// The first and last offsets of the last batch handed to the guest.
+    last_batch: Option<(u64, u64)>,
+}
+
+impl Projection {
+    /// Opens the read model at `db_path`, creating and initialising it if it is new,
+    /// and resumes from its checkpoint.
+    pub fn open(
+        loaded: LoadedProjector,
+        db_path: &Path,
+        db_options: DbOptions,
+        reader: LogReader,
+        limits: BatchLimits,
+    ) -> Result<Self, ProjectionError> {
+        let mut instance = loaded.instantiate(db_path, db_options)?;
+        let info = instance.info().clone();
+        let stored = checkpoint::load(instance.host_connection()).map_err(|source| {
+            ProjectionError::Checkpoint {
+                path: db_path.to_owned(),
+                source,
+            }
+        })?;
+        let checkpoint = match stored {
+            Some(stored) => {
+                if stored.projector != info.name || stored.version != loaded.version() {
+                    return Err(ProjectionError::WrongReadModel {
+                        path: db_path.to_owned(),
+                        projector: info.name.clone(),
+                        version: loaded.version().to_owned(),
+                        found_projector: stored.projector,
+                        found_version: stored.version,
+                    });
+                }
+                stored.checkpoint
+            }
+            None => {
+                let identity = Identity {
+                    projector: &info.name,
+                    version: loaded.version(),
+                    sha256: loaded.sha256(),
+                };
+                instance.init(|conn| checkpoint::create(conn, &identity))?;
+                0
+            }
+        };
+        let query = ReadQuery {
+            types: info.subscriptions.event_types.clone(),
+            stream: if info.subscriptions.stream_prefixes.is_empty() {
+                StreamFilter::Any
+            } else {
+                StreamFilter::Prefixes(info.subscriptions.stream_prefixes.clone())
+            },
+            ..ReadQuery::default()
+        };
+        Ok(Self {
+            loaded,
+            db_path: db_path.to_owned(),
+            db_options,
+            instance: Some(instance),
+            reader,
+            query,
+            checkpoint,
+            batch: EventBatch::new(),
+            limits,
+            last_batch: None,
+        })
+    }
+
+    /// The last log offset reflected in the read model.
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    /// The projector version being run.
+    pub fn loaded(&self) -> &LoadedProjector {
+        &self.loaded
+    }
+
+    /// The read-model database.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The current log head, as this projection's reader sees it.
+    pub fn log_head(&mut self) -> Result<u64, ProjectionError> {
+        Ok(self.reader.head()?)
+    }
+
+    /// Changes how later steps batch events; used to replay a failed batch one event
+    /// at a time.
+    pub fn set_limits(&mut self, limits: BatchLimits) {
+        self.limits = limits;
+    }
+
+    /// The first and last offsets of the last batch handed to the guest, successful or
+    /// not: after a failure that does not name its event, this bounds the search.
+    pub fn last_batch(&self) -> Option<(u64, u64)> {
+        self.last_batch
+    }
+
+    /// Moves a fresh projection's checkpoint forward to `offset` without applying the
+    /// events before it, so a replay starts in the middle of the log. A checkpoint
+    /// never moves backwards.
+    pub fn fast_forward(&mut self, offset: u64) -> Result<(), ProjectionError> {
+        if offset > self.checkpoint {
+            self.commit_checkpoint_only(offset)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable, whatever the synchronous mode the
+    /// database was opened with: a replay runs with `synchronous=OFF` for speed and
+    /// calls this before its read model is trusted.
+    pub fn sync(&mut self) -> Result<(), ProjectionError> {
+        let conn = self.host_connection()?;
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA wal_checkpoint(TRUNCATE); PRAGMA synchronous = NORMAL;",
+        )
+        .map_err(|source| ProjectionError::Checkpoint {
+            path: self.db_path.clone(),
+            source,
+        })
+    }
+
+    /// The live instance's host connection, instantiating again after a trap.
+    fn host_connection(&mut self) -> Result<&rusqlite::Connection, ProjectionError> {
+        Ok(self.instance_mut()?.host_connection())
+    }
+
+    fn instance_mut(&mut self) -> Result<&mut ProjectorInstance, ProjectionError> {
+        live_instance(
+            &mut self.instance,
+            &self.loaded,
+            &self.db_path,
+            self.db_options,
+        )
+    }
+
+    /// Moves the checkpoint in a transaction of its own, for stretches of the log with
+    /// no subscribed events.
+    fn commit_checkpoint_only(&mut self, through: u64) -> Result<(), ProjectionError> {
+        let path = self.db_path.clone();
+        let conn = self.host_connection()?;
+        let advance = || -> rusqlite::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            checkpoint::write(&tx, through)?;
+            tx.commit()
+        };
+        advance().map_err(|source| ProjectionError::Checkpoint { path, source })?;
+        self.checkpoint = through;
+        Ok(())
+    }
+
+    /// Applies the next batch after the checkpoint, reading no further than
+    /// `until` (inclusive) when given. A trap discards the instance; the next step
+    /// instantiates afresh from the same read model.
+    pub fn step(&mut self, until: Option<u64>) -> Result<Step, ProjectionError> {
+        if until.is_some_and(|until| self.checkpoint >= until) {
+            return Ok(Step::CaughtUp);
+        }
+        let mut query_bound = self.query.clone();
+        query_bound.to_offset = until;
+        let batch = &mut self.batch;
+        batch.clear();
+        let max_bytes = self.limits.max_bytes;
+        let scan = self.reader.read_batch(
+            &query_bound,
+            self.checkpoint,
+            self.limits.max_events,
+            |event| {
+                batch.push(
+                    event.offset,
+                    event.id,
+                    event.stream,
+                    event.stream_version,
+                    event.event_type,
+                    event.data,
+                    event.metadata,
+                    event.recorded_at_micros,
+                );
+                if batch.byte_len() >= max_bytes {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
+        let through = until.map_or(scan.scanned_through, |until| {
+            scan.scanned_through.min(until)
+        });
+        if through <= self.checkpoint {
+            return Ok(Step::CaughtUp);
+        }
+
+        let events = batch.len();
+        if events == 0 {
+            self.commit_checkpoint_only(through)?;
+            return Ok(Step::Skipped { through });
+        }
+        self.last_batch = self.batch.first_offset().zip(self.batch.last_offset());
+        let instance = live_instance(
+            &mut self.instance,
+            &self.loaded,
+            &self.db_path,
+            self.db_options,
+        )?;
+        instance.apply(&self.batch, |conn| checkpoint::write(conn, through))?;
+        self.checkpoint = through;
+        Ok(Step::Applied { events, through })
+    }
+}
+
+/// The instance in `slot`, or a fresh one if there is none or the last one trapped.
+/// A poisoned instance is dropped (closing its connection) before the new one opens.
+fn live_instance<'a>(
+    slot: &'a mut Option<ProjectorInstance>,
+    loaded: &LoadedProjector,
+    db_path: &Path,
+    db_options: DbOptions,
+) -> Result<&'a mut ProjectorInstance, ProjectionError> {
+    let instance = match slot.take().filter(|instance| !instance.is_poisoned()) {
+        Some(instance) => instance,
+        None => loaded.instantiate(db_path, db_options)?,
+    };
+    Ok(slot.insert(instance))
+}
