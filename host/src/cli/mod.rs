@@ -1,6 +1,149 @@
-//! The `refract` command line. (Being built.)
+//! The `refract` command line.
+//!
+//! Each command lives in its own file with its clap `Args` struct and a `run` function
+//! that takes the data directory; this file holds the parser, the dispatch and the one
+//! place errors are printed. A new command is a new file plus one [`Command`] variant.
+//!
+//! Exit codes: 0 on success (also when stdout is closed early, as by `| head`), 1 on an
+//! error (one line on stderr: `error: ` and the cause chain), 2 on a usage error (clap).
 
-/// Runs the command line.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod append;
+mod events;
+mod project;
+mod run;
+mod status;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::data_dir::{DEFAULT_DATA_DIR, DataDir};
+use crate::log::EventLog;
+
+/// The environment variable that overrides the default data directory.
+pub const DATA_DIR_ENV: &str = "REFRACT_DATA";
+
+/// The environment variable that names the configuration file.
+pub const CONFIG_ENV: &str = "REFRACT_CONFIG";
+
+/// Refract: an event log with sandboxed WebAssembly projections.
+#[derive(Debug, Parser)]
+#[command(name = "refract", version, max_term_width = 100)]
+pub struct Cli {
+    /// Where Refract keeps its data; the event log is `<DIR>/events.db`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = DATA_DIR_ENV,
+        default_value = DEFAULT_DATA_DIR
+    )]
+    pub data_dir: PathBuf,
+
+    /// The configuration file (default: `refract.toml` in the working directory, if
+    /// present).
+    #[arg(long, global = true, value_name = "FILE", env = CONFIG_ENV)]
+    pub config: Option<PathBuf>,
+
+    /// Log level or filter, such as `debug` or `refract=debug,wasmtime=warn` (default:
+    /// `RUST_LOG`, else `info` for `run` and `warn` for other commands).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append events to the log and print their offsets, one per line.
+    Append(append::AppendArgs),
+    /// Print events from the log as JSON Lines, or count them.
+    Events(events::EventsArgs),
+    /// Replay the log through one projector into a fresh read-model database.
+    Project(project::ProjectArgs),
+    /// Run the host: keep every projector in the plugins folder up to date.
+    Run(run::RunArgs),
+    /// Show every projector version: state, checkpoint, lag, errors.
+    Status(status::StatusArgs),
+}
+
+/// Runs the command line: parses the arguments, runs the command, prints any error.
+pub fn main() -> ExitCode {
+    // Usage errors exit with 2, --help and --version with 0, both printed by clap.
+    let cli = Cli::parse();
+    if let Err(error) = init_logging(&cli) {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    // --data-dir and REFRACT_DATA win over the configuration file; clap cannot tell a
+    // default from an explicit value, so the default is compared by value.
+    let data_dir = match &config.data_dir {
+        Some(configured) if cli.data_dir == Path::new(DEFAULT_DATA_DIR) => configured.clone(),
+        _ => cli.data_dir.clone(),
+    };
+    let data = DataDir::new(data_dir);
+    match cli.command {
+        Command::Append(args) => append::run(&data, &config, &args),
+        Command::Events(args) => events::run(&data, &config, &args),
+        Command::Project(args) => project::run(&data, &config, &args),
+        Command::Run(args) => run::run(&data, config, &args),
+        Command::Status(args) => status::run(&data, &args),
+    }
+}
+
+/// Sends `tracing` output to stderr, filtered by `--log`, else `RUST_LOG`, else a
+/// default that keeps one-shot commands quiet.
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match (&cli.log, std::env::var("RUST_LOG")) {
+        (Some(filter), _) => EnvFilter::try_new(filter).with_context(|| {
+            format!("invalid --log filter `{filter}`; try `info` or `refract=debug`")
+        })?,
+        (None, Ok(filter)) => EnvFilter::try_new(&filter).with_context(|| {
+            format!("invalid RUST_LOG filter `{filter}`; try `info` or `refract=debug`")
+        })?,
+        (None, Err(_)) if matches!(cli.command, Command::Run(_)) => EnvFilter::new("info"),
+        (None, Err(_)) => EnvFilter::new("warn"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+    Ok(())
+}
+
+/// Opens (creating if needed) the event log of a data directory.
+pub fn open_log(data: &DataDir, config: &Config) -> anyhow::Result<EventLog> {
+    EventLog::open(&data.events_db(), config.log_options())
+        .with_context(|| format!("cannot use the data directory `{}`", data.root().display()))
+}
+
+/// Whether an error is stdout having been closed by the reader (`refract events | head`),
+/// which ends the output early but is not a failure.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
 }

@@ -1,0 +1,88 @@
+//! `refract events`: read the log as JSON Lines, or count.
+
+use std::io::{self, BufWriter, Write};
+
+use clap::Args;
+use jiff::Timestamp;
+
+use crate::config::Config;
+use crate::data_dir::DataDir;
+use crate::log::{ReadQuery, StreamFilter};
+
+/// Print events from the log.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Start at this offset (inclusive).
+    #[arg(long, value_name = "N")]
+    pub from_offset: Option<u64>,
+
+    /// Stop at this offset (inclusive).
+    #[arg(long, value_name = "N")]
+    pub to_offset: Option<u64>,
+
+    /// Only events recorded at or after this time (RFC 3339, e.g. 2025-01-31T12:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub from_time: Option<Timestamp>,
+
+    /// Only events recorded before this time (RFC 3339; exclusive).
+    #[arg(long, value_name = "TIME")]
+    pub until_time: Option<Timestamp>,
+
+    /// Only events of this type; repeat for any of several types.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+
+    /// Only events of this stream.
+    #[arg(long, conflicts_with = "stream_prefix")]
+    pub stream: Option<String>,
+
+    /// Only events of streams starting with this prefix; repeat for any of several.
+    #[arg(long, value_name = "PREFIX")]
+    pub stream_prefix: Vec<String>,
+
+    /// At most this many events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Print only the number of matching events.
+    #[arg(long)]
+    pub count: bool,
+}
+
+impl EventsArgs {
+    fn query(&self) -> ReadQuery {
+        let stream = match (&self.stream, self.stream_prefix.is_empty()) {
+            (Some(stream), _) => StreamFilter::Exact(stream.clone()),
+            (None, false) => StreamFilter::Prefixes(self.stream_prefix.clone()),
+            (None, true) => StreamFilter::Any,
+        };
+        ReadQuery {
+            from_offset: self.from_offset.unwrap_or(0),
+            to_offset: self.to_offset,
+            from_time: self.from_time,
+            until_time: self.until_time,
+            types: self.types.clone(),
+            stream,
+            limit: self.limit,
+            batch_size: 0,
+        }
+    }
+}
+
+/// Runs `refract events`.
+pub fn run(data: &DataDir, config: &Config, args: &EventsArgs) -> anyhow::Result<()> {
+    let log = super::open_log(data, config)?;
+    let query = args.query();
+    let mut out = BufWriter::new(io::stdout().lock());
+    if args.count {
+        writeln!(out, "{}", log.count(&query)?)?;
+    } else {
+        for event in log.read(&query)? {
+            // Through io::Error, so that a closed stdout is recognisable as one.
+            serde_json::to_writer(&mut out, &event?).map_err(io::Error::from)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
