@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 
@@ -107,6 +109,7 @@ pub(super) fn spawn_writer(
     path: PathBuf,
     max_group_events: usize,
     head: watch::Sender<u64>,
+    appended: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Request>, JoinHandle<()>), LogError> {
     let (sender, receiver) = mpsc::channel();
     let thread_path = path.clone();
@@ -118,6 +121,7 @@ pub(super) fn spawn_writer(
                 path: thread_path,
                 max_group_events: max_group_events.max(1),
                 head,
+                appended,
                 versions: HashMap::new(),
                 ids: IdGenerator::new(),
             };
@@ -133,6 +137,8 @@ struct Writer {
     path: PathBuf,
     max_group_events: usize,
     head: watch::Sender<u64>,
+    /// Events this writer has committed (new ones, not idempotent repeats).
+    appended: Arc<AtomicU64>,
     /// Stream versions written or read in the current group. Cleared at the start of every
     /// group (another process may have appended since) and whenever a request rolls back.
     versions: HashMap<String, u64>,
@@ -174,7 +180,10 @@ impl Writer {
     /// Writes and commits one group, then answers every request in it (draining `group`).
     fn commit_group(&mut self, group: &mut Vec<Request>) {
         match self.write_group(group) {
-            Ok((replies, head)) => {
+            Ok((replies, before, head)) => {
+                // Inside the group's write transaction nobody else appends, so the
+                // head's move is exactly what this group added.
+                self.appended.fetch_add(head - before, Ordering::Relaxed);
                 self.head.send_if_modified(|current| {
                     let changed = *current != head;
                     *current = head;
@@ -203,7 +212,10 @@ impl Writer {
     /// Transaction control goes through cached statements (rusqlite's `Transaction` and
     /// `Savepoint` re-parse `BEGIN`/`SAVEPOINT`/`RELEASE`/`COMMIT` on every use, which is
     /// a visible cost at thousands of small groups per second).
-    fn write_group(&mut self, group: &[Request]) -> Result<(Vec<Reply>, u64), rusqlite::Error> {
+    fn write_group(
+        &mut self,
+        group: &[Request],
+    ) -> Result<(Vec<Reply>, u64, u64), rusqlite::Error> {
         self.versions.clear();
         let conn = &self.conn;
         let control = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
@@ -241,11 +253,11 @@ impl Writer {
             if reply.is_err() {
                 control("ROLLBACK")?;
                 open.finished = true;
-                return Ok((vec![reply], head));
+                return Ok((vec![reply], head, head));
             }
             control("COMMIT")?;
             open.finished = true;
-            return Ok((vec![reply], state.next_offset - 1));
+            return Ok((vec![reply], head, state.next_offset - 1));
         }
 
         let mut replies = Vec::with_capacity(group.len());
@@ -270,7 +282,7 @@ impl Writer {
         }
         control("COMMIT")?;
         open.finished = true;
-        Ok((replies, state.next_offset - 1))
+        Ok((replies, head, state.next_offset - 1))
     }
 }
 

@@ -47,6 +47,7 @@ mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
@@ -54,12 +55,13 @@ use tokio::sync::watch;
 
 pub use error::{EventField, LogError};
 pub use model::{
-    Event, EventRef, NewEvent, format_timestamp, micros_to_timestamp, timestamp_to_micros,
+    Event, EventRef, NewEvent, correlation_id, format_timestamp, micros_to_timestamp,
+    timestamp_to_micros,
 };
 pub use options::{
     DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_MAX_DATA_BYTES,
     DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES, Durability, LogOptions, MAX_BATCH_SIZE,
-    MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS, SCAN_WINDOW,
+    MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS, READER_CACHE_SIZE_KIB, SCAN_WINDOW,
 };
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};
@@ -85,6 +87,8 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     head: watch::Receiver<u64>,
     readers: Arc<read::ReaderPool>,
+    /// Events appended through this handle's writer since it opened.
+    appended: Arc<AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -110,8 +114,14 @@ impl EventLog {
         let head = read::head(&conn)
             .map_err(|source| schema::sqlite_error(&path, "reading the head", source))?;
         let (head_sender, head_receiver) = watch::channel(head);
-        let (requests, writer) =
-            append::spawn_writer(conn, path.clone(), options.max_group_events, head_sender)?;
+        let appended = Arc::new(AtomicU64::new(0));
+        let (requests, writer) = append::spawn_writer(
+            conn,
+            path.clone(),
+            options.max_group_events,
+            head_sender,
+            appended.clone(),
+        )?;
         let readers = Arc::new(read::ReaderPool::new(path.clone(), options.clone()));
         Ok(EventLog {
             inner: Arc::new(Inner {
@@ -121,8 +131,15 @@ impl EventLog {
                 writer: Some(writer),
                 head: head_receiver,
                 readers,
+                appended,
             }),
         })
+    }
+
+    /// Events appended through this `EventLog` (and its clones) since it was opened;
+    /// repeats of an already stored id are not counted.
+    pub fn appended_total(&self) -> u64 {
+        self.inner.appended.load(Ordering::Relaxed)
     }
 
     /// The log file.

@@ -221,3 +221,16 @@ pub(crate) fn ceil_micros(timestamp: Timestamp) -> i64 {
 fn clamp_i128(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
+
+/// The `correlation_id` string in an event's JSON metadata, if there is one, so log
+/// lines about the event can carry it.
+pub fn correlation_id(metadata: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    #[derive(serde::Deserialize)]
+    struct Metadata<'a> {
+        #[serde(borrow)]
+        correlation_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Metadata<'_>>(metadata?)
+        .ok()?
+        .correlation_id
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::{Durability, LogError, LogOptions};
+use super::{Durability, LogError, LogOptions, READER_CACHE_SIZE_KIB};
 
 /// The `PRAGMA application_id` of every Refract log: "RFCT" in ASCII.
 pub const APPLICATION_ID: i32 = 0x5246_4354;
@@ -119,6 +119,9 @@ pub(super) fn open_reader(path: &Path, options: &LogOptions) -> Result<Connectio
     conn.busy_timeout(options.busy_timeout)
         .map_err(sqlite("setting the busy timeout"))?;
     configure_common(&conn, path, options)?;
+    let cache_kib = options.cache_size_kib.min(READER_CACHE_SIZE_KIB);
+    conn.pragma_update(None, "cache_size", -i64::from(cache_kib))
+        .map_err(sqlite("setting the cache size"))?;
     Ok(conn)
 }
 
