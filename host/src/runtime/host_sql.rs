@@ -277,6 +277,35 @@ impl SqlHost {
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
     }
 
+    /// `execute` for `execute-batch`: keeps each statement it uses in `held`, by handle,
+    /// for the next write of the same call.
+    fn execute_held<'c>(
+        &'c self,
+        held: &mut Vec<Option<CachedStatement<'c>>>,
+        handle: u32,
+        params: &[RawValue],
+        store: &StoreContext<'_, StoreState>,
+    ) -> Result<u64, Failure> {
+        let slot = usize::try_from(handle).unwrap_or(usize::MAX);
+        let statement = match held.get_mut(slot) {
+            Some(Some(statement)) => {
+                self.ensure_transaction()?;
+                self.db.start_statement();
+                statement
+            }
+            _ => {
+                let statement = self.statement(handle)?;
+                if held.len() <= slot {
+                    held.resize_with(slot + 1, || None);
+                }
+                held[slot].insert(statement)
+            }
+        };
+        self.bind(statement, params, store)?;
+        let changed = statement.raw_execute().map_err(|err| self.fail(err))?;
+        Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+    }
+
     /// `query`, capped in rows and bytes.
     fn query(
         &self,
@@ -423,27 +452,38 @@ fn execute_batch(
     let writes = writes
         .iter(&mut store)?
         .collect::<wasmtime::Result<Vec<RawWrite>>>()?;
+    // Lift every write's parameters first, into one flat list, so that the statements
+    // below can be held from one write to the next: taking a statement out of the
+    // connection's cache and putting it back hashes its SQL text twice, per write.
     let mut params = Vec::new();
+    let mut ranges = Vec::with_capacity(writes.len());
+    let mut refused = None;
     for (index, write) in writes.iter().enumerate() {
         if let Some(error) = store.data().sql.too_many_params(write.params.len()) {
-            return write_error(index, error);
+            // The writes before it still run, as the contract says.
+            refused = Some((index, error));
+            break;
         }
-        params.clear();
+        let start = params.len();
         for value in write.params.iter(&mut store)? {
             params.push(value?);
         }
-        let context = store.as_context();
-        match context
-            .data()
-            .sql
-            .execute(write.statement, &params, &context)
-        {
+        ranges.push(start..params.len());
+    }
+    let context = store.as_context();
+    let sql = &context.data().sql;
+    let mut held = Vec::new();
+    for (index, (write, range)) in writes.iter().zip(ranges).enumerate() {
+        match sql.execute_held(&mut held, write.statement, &params[range], &context) {
             Ok(_) => {}
             Err(Failure::Sql(error)) => return write_error(index, error),
             Err(Failure::Trap(trap)) => return Err(trap),
         }
     }
-    Ok((Ok(()),))
+    match refused {
+        Some((index, error)) => write_error(index, error),
+        None => Ok((Ok(()),)),
+    }
 }
 
 /// Lifts a parameter list, checking its length first.
