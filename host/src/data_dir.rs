@@ -4,6 +4,7 @@
 //! <data-dir>/
 //!   events.db                      the event log
 //!   control.db                     projectors, versions, active version, dead letters
+//!   projections/<name>.db          symlink to the active version's read model
 //!   projections/<name>/<version>.db  one read model per projector version
 //!   projections/<name>/<version>.wasm  the component that builds it (kept for rollback)
 //!   plugins/                       the watched folder of projector components
@@ -49,6 +50,12 @@ impl DataDir {
     /// The folder holding every projector's read models.
     pub fn projections(&self) -> PathBuf {
         self.root.join("projections")
+    }
+
+    /// The stable path of a projector's read model: a symlink to the active
+    /// version's database, re-pointed atomically at every swap.
+    pub fn stable_db(&self, projector: &str) -> PathBuf {
+        self.projections().join(format!("{projector}.db"))
     }
 
     /// The folder of one projector's versions.

@@ -5,3 +5,4 @@
 )]
 
 pub mod guests;
+pub mod host;

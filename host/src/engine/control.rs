@@ -4,6 +4,8 @@
 //! - `versions`: every deployed component: its content hash, its role (active,
 //!   shadow, previous, retired) and its last known state and error.
 //! - `dead_letters`: events a projector could not apply under the `skip` policy.
+//! - `plugin_files`: the content last deployed from each file in the plugins folder,
+//!   so a file is deployed when it changes, not again after every restart or rollback.
 //!
 //! Checkpoints are deliberately NOT here: each lives inside its read model, in the same
 //! transaction as the writes it covers (see `checkpoint`).
@@ -21,7 +23,8 @@ pub const CONTROL_APPLICATION_ID: i32 = 0x5246_4354;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order; `PRAGMA user_version` counts how many have run.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE projectors (
         name TEXT PRIMARY KEY,
         active_version TEXT,
@@ -46,7 +49,20 @@ const MIGRATIONS: &[&str] = &["
         recorded_at INTEGER NOT NULL,
         PRIMARY KEY (projector, version, log_offset)
     );
-"];
+",
+    "
+    CREATE TABLE plugin_files (
+        path TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        seen_at INTEGER NOT NULL
+    );
+",
+    "
+    ALTER TABLE versions ADD COLUMN rollback INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE versions ADD COLUMN role_changed_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE versions SET role_changed_at = updated_at;
+",
+];
 
 /// Why the control database failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +103,8 @@ pub enum ControlError {
 }
 
 /// The role a version plays for its projector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Serving reads; kept up to date with the log.
     Active,
@@ -139,6 +156,9 @@ pub struct VersionRecord {
     pub state: String,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// A shadow that is a rollback target: it swaps in when caught up, whatever the
+    /// promote mode and diff gate say, and an abort returns it to `previous`.
+    pub rollback: bool,
 }
 
 /// The open control database.
@@ -230,7 +250,8 @@ impl Control {
     }
 
     /// Makes `version` the active version of `projector`, in one transaction: the old
-    /// active version becomes `previous`, and an older `previous` becomes `retired`.
+    /// active version becomes `previous`. Which previous versions are kept is the
+    /// engine's pruning decision (`keep_versions`), not this one.
     pub fn activate(&mut self, projector: &str, version: &str) -> Result<(), ControlError> {
         let now = now_micros();
         let path = self.path.clone();
@@ -240,19 +261,13 @@ impl Control {
         };
         let tx = self.conn.transaction().map_err(wrap)?;
         tx.execute(
-            "UPDATE versions SET role = 'retired', updated_at = ?2
-              WHERE projector = ?1 AND role = 'previous' AND version <> ?3",
-            params![projector, now, version],
-        )
-        .map_err(wrap)?;
-        tx.execute(
-            "UPDATE versions SET role = 'previous', updated_at = ?2
+            "UPDATE versions SET role = 'previous', role_changed_at = ?2, updated_at = ?2
               WHERE projector = ?1 AND role = 'active' AND version <> ?3",
             params![projector, now, version],
         )
         .map_err(wrap)?;
         tx.execute(
-            "UPDATE versions SET role = 'active', updated_at = ?3
+            "UPDATE versions SET role = 'active', rollback = 0, role_changed_at = ?3, updated_at = ?3
               WHERE projector = ?1 AND version = ?2",
             params![projector, version, now],
         )
@@ -276,6 +291,78 @@ impl Control {
             .optional()
             .map(Option::flatten)
             .map_err(self.wrap())
+    }
+
+    /// Changes a version's role.
+    pub fn set_role(&self, projector: &str, version: &str, role: Role) -> Result<(), ControlError> {
+        self.set_role_as(projector, version, role, false)
+    }
+
+    /// Changes a version's role, marking whether it is a rollback target.
+    pub fn set_role_as(
+        &self,
+        projector: &str,
+        version: &str,
+        role: Role,
+        rollback: bool,
+    ) -> Result<(), ControlError> {
+        self.conn
+            .execute(
+                "UPDATE versions SET role = ?3, rollback = ?4, role_changed_at = ?5, updated_at = ?5
+                  WHERE projector = ?1 AND version = ?2",
+                params![projector, version, role.as_str(), rollback, now_micros()],
+            )
+            .map_err(self.wrap())?;
+        Ok(())
+    }
+
+    /// A projector's `previous` versions, the most recently replaced first.
+    pub fn previous_versions(&self, projector: &str) -> Result<Vec<String>, ControlError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT version FROM versions WHERE projector = ?1 AND role = 'previous'
+                  ORDER BY role_changed_at DESC, version",
+            )
+            .map_err(self.wrap())?;
+        let rows = statement
+            .query_map([projector], |row| row.get(0))
+            .map_err(self.wrap())?;
+        rows.collect::<Result<_, _>>().map_err(self.wrap())
+    }
+
+    /// The versions of one projector, most recently deployed first.
+    pub fn versions_of(&self, projector: &str) -> Result<Vec<VersionRecord>, ControlError> {
+        Ok(self
+            .versions()?
+            .into_iter()
+            .filter(|record| record.projector == projector)
+            .rev()
+            .collect())
+    }
+
+    /// The content last deployed from a plugins-folder file.
+    pub fn plugin_sha(&self, path: &Path) -> Result<Option<String>, ControlError> {
+        self.conn
+            .query_row(
+                "SELECT sha256 FROM plugin_files WHERE path = ?1",
+                [path.to_string_lossy()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.wrap())
+    }
+
+    /// Records the content deployed (or refused) from a plugins-folder file.
+    pub fn record_plugin(&self, path: &Path, sha256: &str) -> Result<(), ControlError> {
+        self.conn
+            .execute(
+                "INSERT INTO plugin_files (path, sha256, seen_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (path) DO UPDATE SET sha256 = excluded.sha256, seen_at = excluded.seen_at",
+                params![path.to_string_lossy(), sha256, now_micros()],
+            )
+            .map_err(self.wrap())?;
+        Ok(())
     }
 
     /// Records a version's state and last error, for `refract status` when no server runs.
@@ -357,7 +444,7 @@ impl Control {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT projector, version, sha256, role, state, last_error FROM versions
+                "SELECT projector, version, sha256, role, state, last_error, rollback FROM versions
                   ORDER BY projector, deployed_at, version",
             )
             .map_err(self.wrap())?;
@@ -370,6 +457,7 @@ impl Control {
                     role: Role::parse(&row.get::<_, String>(3)?),
                     state: row.get(4)?,
                     last_error: row.get(5)?,
+                    rollback: row.get(6)?,
                 })
             })
             .map_err(self.wrap())?;

@@ -207,6 +207,12 @@ impl Projection {
         Ok(self.reader.head()?)
     }
 
+    /// Changes how the read model is opened when the instance is next created (after
+    /// a trap): a shadow that becomes active moves from replay to live settings.
+    pub fn set_db_options(&mut self, options: DbOptions) {
+        self.db_options = options;
+    }
+
     /// Changes how later steps batch events; used to replay a failed batch one event
     /// at a time.
     pub fn set_limits(&mut self, limits: BatchLimits) {

@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+
+use serde::{Serialize, Serializer};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,11 @@ pub enum State {
         /// Why.
         message: String,
     },
+    /// A shadow that cannot finish its replay; the active version is untouched.
+    Failed {
+        /// Why.
+        message: String,
+    },
     /// Stopped for good.
     Retired,
 }
@@ -33,6 +40,7 @@ impl State {
             State::CatchingUp => "catching-up",
             State::Live => "live",
             State::Stalled { .. } => "stalled",
+            State::Failed { .. } => "failed",
             State::Retired => "retired",
         }
     }
@@ -42,19 +50,71 @@ impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             State::Stalled { at, message } => write!(f, "stalled at {at}: {message}"),
+            State::Failed { message } => write!(f, "failed: {message}"),
             other => f.write_str(other.name()),
         }
     }
 }
 
+/// The upper bounds, in seconds, of the batch-latency histogram's buckets.
+pub const BATCH_LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How long batches took, from reading the log to committing: cumulative counts per
+/// bucket of [`BATCH_LATENCY_BUCKETS`], plus the overflow, the sum and the count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    /// `counts[i]`: batches that took at most `BATCH_LATENCY_BUCKETS[i]` seconds and
+    /// more than the bucket before (not cumulative).
+    pub counts: [u64; BATCH_LATENCY_BUCKETS.len()],
+    /// Batches slower than the last bucket.
+    pub overflow: u64,
+    /// Total seconds.
+    pub sum_seconds: f64,
+    /// Batches observed.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one batch.
+    pub fn observe(&mut self, seconds: f64) {
+        match BATCH_LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+        {
+            Some(bucket) => self.counts[bucket] += 1,
+            None => self.overflow += 1,
+        }
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+}
+
+/// Progress of a replay from the start of the log, for shadows and first versions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ReplayProgress {
+    /// Log offsets processed (the checkpoint).
+    pub done: u64,
+    /// The log head.
+    pub total: u64,
+    /// `done / total`, 0 to 100.
+    pub percent: f64,
+    /// Events per second over the last few seconds.
+    pub events_per_second: f64,
+    /// Seconds left at that rate, if it is moving.
+    pub eta_seconds: Option<f64>,
+}
+
 /// A snapshot of one version's status.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct VersionStatus {
     /// The projector's name.
     pub projector: String,
     /// The version's short content hash.
     pub version: String,
     /// What it is doing.
+    #[serde(serialize_with = "display")]
     pub state: State,
     /// The last log offset reflected in its read model.
     pub checkpoint: u64,
@@ -66,6 +126,17 @@ pub struct VersionStatus {
     pub last_error: Option<String>,
     /// Events recorded as dead letters.
     pub dead_letters: u64,
+    /// Events applied since the host started.
+    pub events_projected: u64,
+    /// Batches that trapped (a crash inside the guest) since the host started.
+    pub traps: u64,
+    /// Batch latencies since the host started.
+    #[serde(skip)]
+    pub batch_latency: LatencyHistogram,
+}
+
+fn display<S: Serializer>(value: &impl fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 impl VersionStatus {
@@ -92,6 +163,9 @@ impl StatusCell {
             events_per_second: 0.0,
             last_error: None,
             dead_letters: 0,
+            events_projected: 0,
+            traps: 0,
+            batch_latency: LatencyHistogram::default(),
         };
         StatusCell {
             inner: Arc::new(Mutex::new((status, RateMeter::default()))),
@@ -112,10 +186,31 @@ impl StatusCell {
         change(&mut guard.0);
     }
 
-    /// Counts applied events towards events per second.
-    pub(crate) fn record_events(&self, events: usize) {
+    /// Counts an applied batch: events per second, totals and latency.
+    pub(crate) fn record_batch(&self, events: usize, took: Duration) {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         guard.1.record(Instant::now(), events as u64);
+        guard.0.events_projected += events as u64;
+        guard.0.batch_latency.observe(took.as_secs_f64());
+    }
+
+    /// Progress towards the log head, for a version replaying from the start.
+    pub fn replay_progress(&self) -> ReplayProgress {
+        let status = self.snapshot();
+        let percent = if status.head == 0 {
+            100.0
+        } else {
+            status.checkpoint as f64 * 100.0 / status.head as f64
+        };
+        let eta_seconds = (status.events_per_second > 0.0)
+            .then(|| status.lag() as f64 / status.events_per_second);
+        ReplayProgress {
+            done: status.checkpoint,
+            total: status.head,
+            percent,
+            events_per_second: status.events_per_second,
+            eta_seconds,
+        }
     }
 }
 
@@ -161,6 +256,20 @@ mod tests {
         assert_eq!(meter.rate(start + Duration::from_secs(6)), 500.0 / 5.0);
         meter.record(start + Duration::from_secs(20), 10);
         assert_eq!(meter.samples.len(), 1);
+    }
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let mut histogram = LatencyHistogram::default();
+        histogram.observe(0.0001);
+        histogram.observe(0.001);
+        histogram.observe(0.003);
+        histogram.observe(60.0);
+        assert_eq!(histogram.counts[0], 1);
+        assert_eq!(histogram.counts[1], 1);
+        assert_eq!(histogram.counts[3], 1);
+        assert_eq!(histogram.overflow, 1);
+        assert_eq!(histogram.count, 4);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -18,8 +18,8 @@ use crate::config::PoisonPolicy;
 use crate::engine::control::Control;
 use crate::engine::projection::{BatchLimits, Projection, ProjectionError, Step};
 use crate::engine::status::{State, StatusCell};
-use crate::log::EventLog;
-use crate::runtime::{DbOptions, LoadedProjector};
+use crate::log::{EventLog, ReadQuery, correlation_id};
+use crate::runtime::{DbOptions, LoadedProjector, ProjectorError};
 
 /// Everything a worker needs to run one projector version.
 pub(crate) struct WorkerSpec {
@@ -41,31 +41,130 @@ pub(crate) struct WorkerSpec {
     pub retry: (Duration, Duration),
     /// How often to look for appends made by other processes.
     pub external_poll: Duration,
+    /// The role this worker starts in.
+    pub mode: Mode,
+    /// Events per second a shadow may apply while replaying; 0 = no limit.
+    pub replay_rate_limit: u64,
 }
 
-/// Starts a worker thread. It runs until `shutdown` turns true, finishing (committing
-/// or rolling back) the batch in flight first.
+/// What a worker is running for; it changes how failures and pacing are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Serving reads: a poison event under `stop` stalls it.
+    Active,
+    /// Replaying towards a swap: a poison event under `stop` fails it, leaving the
+    /// active version untouched; its replay may be rate-limited.
+    Shadow,
+    /// The first version of a projector, replaying with nothing active yet: paced like
+    /// a shadow, but a poison event under `stop` stalls and retries it like an active
+    /// version, since there is nothing else to fall back on.
+    Initial,
+    /// A replaced version kept tailing for an instant rollback.
+    Warm,
+}
+
+/// Requests from the engine's controller to a running worker.
+enum Command {
+    /// Make everything committed durable (before a swap), then answer.
+    Sync(std::sync::mpsc::Sender<Result<u64, String>>),
+    /// Change role, after a swap or rollback.
+    SetMode(Mode),
+}
+
+/// The engine's handle on a worker thread.
+pub(crate) struct WorkerHandle {
+    thread: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    /// The worker's live status.
+    pub status: StatusCell,
+    /// The version it runs.
+    pub version: String,
+    /// The component it runs.
+    pub loaded: LoadedProjector,
+}
+
+impl WorkerHandle {
+    /// Stops the worker after its batch in flight and waits for it.
+    pub fn stop(mut self) {
+        self.stop_in_place();
+    }
+
+    fn stop_in_place(&mut self) {
+        self.stop.send_replace(true);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(version = %self.version, "worker thread panicked");
+        }
+    }
+
+    /// Asks the worker to make its read model durable; returns its checkpoint then.
+    pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.commands
+            .send(Command::Sync(reply))
+            .map_err(|_| "the worker has stopped".to_owned())?;
+        answer
+            .recv_timeout(timeout)
+            .map_err(|_| format!("the worker did not sync within {timeout:?}"))?
+    }
+
+    /// Changes the worker's role.
+    pub fn set_mode(&self, mode: Mode) {
+        // A stopped worker has no mode to change; nothing to report.
+        let _ = self.commands.send(Command::SetMode(mode));
+    }
+
+    /// Whether the thread has ended (a failed shadow ends by itself).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop_in_place();
+    }
+}
+
+/// Starts a worker thread. It runs until stopped through its handle, finishing
+/// (committing or rolling back) the batch in flight first.
 pub(crate) fn spawn(
     spec: WorkerSpec,
     log: &EventLog,
-    status: StatusCell,
-    shutdown: watch::Receiver<bool>,
     runtime: Handle,
-) -> std::io::Result<JoinHandle<()>> {
-    let name = format!("refract-{}-{}", spec.projector, spec.loaded.version());
+) -> std::io::Result<WorkerHandle> {
+    let version = spec.loaded.version().to_owned();
+    let loaded = spec.loaded.clone();
+    let status = StatusCell::new(&spec.projector, &version);
+    let (stop, stop_rx) = watch::channel(false);
+    let (commands, commands_rx) = tokio::sync::mpsc::unbounded_channel();
+    let name = format!("refract-{}-{version}", spec.projector);
     let worker = Worker {
         head: log.watch_head(),
         log: log.clone(),
+        mode: spec.mode,
         spec,
-        status,
-        shutdown,
+        status: status.clone(),
+        shutdown: stop_rx,
+        commands: commands_rx,
         runtime,
         control: None,
         recorded_state: None,
+        pace: Pace::default(),
     };
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(name)
-        .spawn(move || worker.run())
+        .spawn(move || worker.run())?;
+    Ok(WorkerHandle {
+        thread: Some(thread),
+        stop,
+        commands,
+        status,
+        version,
+        loaded,
+    })
 }
 
 struct Worker {
@@ -74,10 +173,13 @@ struct Worker {
     status: StatusCell,
     head: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
+    commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
     runtime: Handle,
     control: Option<Control>,
     /// The state last written to `control.db`, to write only changes.
     recorded_state: Option<(String, Option<String>)>,
+    mode: Mode,
+    pace: Pace,
 }
 
 /// What the worker is doing about a poison event under the `skip` policy.
@@ -87,9 +189,13 @@ enum Isolation {
     /// A batch failed without saying which event: replay it one event at a time,
     /// up to and including this offset, to find the culprit.
     SingleEventsThrough(u64),
-    /// The event at this offset is poison: apply everything before it, then record it
-    /// as a dead letter and move past it.
-    DeadLetter { offset: u64, error: String },
+    /// The event at this offset is poison: apply everything before it first; then,
+    /// under `skip`, record it as a dead letter and move past it (under `stop`, the
+    /// next step fails on it alone and stalls there).
+    Before {
+        offset: u64,
+        dead_letter: Option<String>,
+    },
 }
 
 impl Worker {
@@ -102,18 +208,27 @@ impl Worker {
         tracing::info!(projector = %self.spec.projector, %version, checkpoint = projection.checkpoint(), "projector started");
         let mut isolation = Isolation::None;
         while !self.stopping() {
+            while let Ok(command) = self.commands.try_recv() {
+                self.obey(command, &mut projection);
+            }
             // Mark the head as seen *before* reading, so an append that lands during
             // the step wakes the wait below instead of being slept through.
             self.head.borrow_and_update();
+            let started = Instant::now();
             let result = match &isolation {
                 Isolation::None => projection.step(None),
                 Isolation::SingleEventsThrough(_) => projection.step(None),
-                Isolation::DeadLetter { offset, error } => {
+                Isolation::Before {
+                    offset,
+                    dead_letter,
+                } => {
                     if projection.checkpoint() + 1 >= *offset {
-                        let (offset, error) = (*offset, error.clone());
+                        let (offset, dead_letter) = (*offset, dead_letter.clone());
                         isolation = Isolation::None;
                         projection.set_limits(self.spec.batch);
-                        if let Err(failure) = self.dead_letter(&mut projection, offset, &error) {
+                        if let Some(error) = dead_letter
+                            && let Err(failure) = self.dead_letter(&mut projection, offset, &error)
+                        {
                             self.transient(&failure, &mut backoff);
                         }
                         continue;
@@ -124,8 +239,14 @@ impl Worker {
             match result {
                 Ok(Step::Applied { events, through }) => {
                     backoff.reset();
-                    self.status.record_events(events);
+                    self.status.record_batch(events, started.elapsed());
                     self.progress(&mut projection, through);
+                    if matches!(self.mode, Mode::Shadow | Mode::Initial)
+                        && self.spec.replay_rate_limit > 0
+                    {
+                        let pause = self.pace.admit(events, self.spec.replay_rate_limit);
+                        self.pace_for(pause, &mut projection);
+                    }
                     if let Isolation::SingleEventsThrough(last) = isolation
                         && through >= last
                     {
@@ -139,27 +260,54 @@ impl Worker {
                 }
                 Ok(Step::CaughtUp) => {
                     backoff.reset();
+                    self.pace = Pace::default();
                     let checkpoint = projection.checkpoint();
                     self.progress(&mut projection, checkpoint);
-                    self.wait_for_work();
+                    if let Some(command) = self.wait_for_work() {
+                        self.obey(command, &mut projection);
+                    }
                 }
                 Err(ProjectionError::Projector(error)) if error.is_poison() => {
                     let message = describe(&error);
+                    if matches!(error, ProjectorError::Trap { .. }) {
+                        self.status.update(|status| status.traps += 1);
+                    }
                     let known = error.offset().or_else(|| {
                         projection
                             .last_batch()
                             .filter(|(first, last)| first == last)
                             .map(|(first, _)| first)
                     });
-                    match (self.spec.policy, known) {
-                        (PoisonPolicy::Skip, Some(offset)) => {
-                            tracing::warn!(projector = %self.spec.projector, %version, offset, "poison event will be dead-lettered: {message}");
-                            isolation = Isolation::DeadLetter {
+                    if self.mode == Mode::Shadow && self.spec.policy == PoisonPolicy::Stop {
+                        let at = known.unwrap_or(projection.checkpoint() + 1);
+                        self.fail(&format!("at offset {at}: {message}"));
+                        break;
+                    }
+                    match known {
+                        // The events before the poison one are good: apply them first,
+                        // so the read model stops exactly before it, under either policy.
+                        Some(offset) if projection.checkpoint() + 1 < offset => {
+                            isolation = Isolation::Before {
                                 offset,
-                                error: message,
+                                dead_letter: (self.spec.policy == PoisonPolicy::Skip)
+                                    .then(|| message.clone()),
                             };
                         }
-                        (PoisonPolicy::Skip, None) => {
+                        Some(offset) => match self.spec.policy {
+                            PoisonPolicy::Skip => {
+                                let correlation_id = self.correlation_id(offset);
+                                tracing::warn!(projector = %self.spec.projector, %version, offset, correlation_id, "poison event dead-lettered: {message}");
+                                if let Err(failure) =
+                                    self.dead_letter(&mut projection, offset, &message)
+                                {
+                                    self.transient(&failure, &mut backoff);
+                                }
+                            }
+                            PoisonPolicy::Stop => self.stall(offset, &message, &mut backoff),
+                        },
+                        // A trap in a batch of several events does not say which one:
+                        // replay the batch one event at a time to find it.
+                        None => {
                             let last = projection
                                 .last_batch()
                                 .map_or(projection.checkpoint() + 1, |(_, last)| last);
@@ -170,10 +318,6 @@ impl Worker {
                             });
                             isolation = Isolation::SingleEventsThrough(last);
                         }
-                        (PoisonPolicy::Stop, _) => {
-                            let at = known.unwrap_or(projection.checkpoint() + 1);
-                            self.stall(at, &message, &mut backoff);
-                        }
                     }
                 }
                 Err(failure) => self.transient(&failure, &mut backoff),
@@ -181,6 +325,54 @@ impl Worker {
         }
         let checkpoint = projection.checkpoint();
         tracing::info!(projector = %self.spec.projector, %version, checkpoint, "projector stopped");
+    }
+
+    /// Carries out a request from the controller.
+    fn obey(&mut self, command: Command, projection: &mut Projection) {
+        match command {
+            Command::Sync(reply) => {
+                let synced = projection
+                    .sync()
+                    .map(|()| projection.checkpoint())
+                    .map_err(|error| describe(&error));
+                // The controller may have given up waiting; nothing to tell it then.
+                let _ = reply.send(synced);
+            }
+            Command::SetMode(mode) => {
+                self.mode = mode;
+                if matches!(mode, Mode::Active | Mode::Warm) {
+                    // A re-instantiation after a trap must not reopen the read model
+                    // with the replay's `synchronous=OFF`.
+                    projection.set_db_options(DbOptions::live());
+                }
+            }
+        }
+    }
+
+    /// A shadow that cannot complete: record why and end the thread. The controller
+    /// sees the failed state and drops the shadow; the active version is untouched.
+    fn fail(&mut self, message: &str) {
+        tracing::error!(projector = %self.spec.projector, version = %self.spec.loaded.version(), "shadow replay failed {message}");
+        let state = State::Failed {
+            message: message.to_owned(),
+        };
+        self.status.update(|status| {
+            status.state = state.clone();
+            status.last_error = Some(message.to_owned());
+        });
+        self.record_state(&state, Some(message));
+    }
+
+    /// The `correlation_id` in the metadata of the event at `offset`, for log lines
+    /// about it. Read only on failure paths, never per batch.
+    fn correlation_id(&self, offset: u64) -> Option<String> {
+        let query = ReadQuery {
+            from_offset: offset,
+            to_offset: Some(offset),
+            ..ReadQuery::default()
+        };
+        let event = self.log.read(&query).ok()?.next()?.ok()?;
+        correlation_id(event.metadata.as_deref()).map(std::borrow::Cow::into_owned)
     }
 
     /// Opens the projection, retrying with backoff (a full disk, a locked file) until
@@ -238,7 +430,8 @@ impl Worker {
             message: message.to_owned(),
         };
         if backoff.failures() == 1 {
-            tracing::error!(projector = %self.spec.projector, version = %self.spec.loaded.version(), offset = at, "projector stalled: {message}");
+            let correlation_id = self.correlation_id(at);
+            tracing::error!(projector = %self.spec.projector, version = %self.spec.loaded.version(), offset = at, correlation_id, "projector stalled: {message}");
         } else {
             tracing::debug!(projector = %self.spec.projector, offset = at, retry_in = ?pause, "still stalled: {message}");
         }
@@ -321,17 +514,40 @@ impl Worker {
         }
     }
 
-    /// Waits for an append through this process, the external-poll interval, or shutdown.
-    fn wait_for_work(&mut self) {
+    /// Waits for an append through this process, the external-poll interval, a
+    /// command (returned, for the loop to carry out), or shutdown.
+    fn wait_for_work(&mut self) -> Option<Command> {
         let poll = self.spec.external_poll;
-        let (head, shutdown) = (&mut self.head, &mut self.shutdown);
+        let (head, shutdown, commands) = (&mut self.head, &mut self.shutdown, &mut self.commands);
         self.runtime.block_on(async {
             tokio::select! {
-                _ = head.changed() => {}
-                _ = shutdown.changed() => {}
-                () = tokio::time::sleep(poll) => {}
+                _ = head.changed() => None,
+                _ = shutdown.changed() => None,
+                command = commands.recv() => command,
+                () = tokio::time::sleep(poll) => None,
             }
-        });
+        })
+    }
+
+    /// A rate limit's pause: sleeps, but carries out any command that arrives meanwhile
+    /// (a swap waits on this worker's sync) and stops pacing once it is no longer
+    /// replaying.
+    fn pace_for(&mut self, pause: Duration, projection: &mut Projection) {
+        let until = tokio::time::Instant::now() + pause;
+        while matches!(self.mode, Mode::Shadow | Mode::Initial) && !self.stopping() {
+            let (shutdown, commands) = (&mut self.shutdown, &mut self.commands);
+            let command = self.runtime.block_on(async {
+                tokio::select! {
+                    _ = shutdown.changed() => None,
+                    command = commands.recv() => command,
+                    () = tokio::time::sleep_until(until) => None,
+                }
+            });
+            match command {
+                Some(command) => self.obey(command, projection),
+                None => return,
+            }
+        }
     }
 
     /// Sleeps for `pause`, waking early on shutdown.
@@ -359,6 +575,23 @@ fn describe(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Paces a rate-limited replay: how long to pause so that events applied since the
+/// replay (re)started stay within the rate.
+#[derive(Debug, Default)]
+struct Pace {
+    started: Option<Instant>,
+    events: u64,
+}
+
+impl Pace {
+    fn admit(&mut self, events: usize, per_second: u64) -> Duration {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        self.events += events as u64;
+        let due = Duration::from_secs_f64(self.events as f64 / per_second as f64);
+        due.saturating_sub(started.elapsed())
+    }
 }
 
 /// Capped exponential backoff.
@@ -399,6 +632,15 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pace_holds_a_replay_to_its_rate() {
+        let mut pace = Pace::default();
+        let first = pace.admit(1000, 1000);
+        assert!(first > Duration::from_millis(900), "{first:?}");
+        let second = pace.admit(1000, 1000);
+        assert!(second > Duration::from_millis(1900), "{second:?}");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets() {
