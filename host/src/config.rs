@@ -23,9 +23,27 @@
 //! [limits]                           # the sandbox: see `refract::runtime::SandboxLimits`
 //! batch_deadline_ms = 10000
 //!
+//! [server]                           # the HTTP API: see `refract::api::ServerConfig`
+//! bind = "127.0.0.1:7070"            # a non-loopback address also needs --allow-remote
+//! max_body_bytes = 16777216
+//! max_upload_bytes = 67108864
+//! default_page_rows = 1000
+//! max_page_rows = 10000
+//! max_query_rows = 10000
+//! max_query_result_bytes = 16777216
+//! query_timeout_ms = 5000
+//! max_subscribers = 64
+//! health_max_lag = 10000             # /health is degraded when an active version lags more
+//!
 //! [projectors.balances]
 //! on_poison = "skip"                 # "stop" (default) or "skip" (dead-letter and continue)
 //! batch_size = 500
+//! promote = "manual"                 # "auto" (default): swap when the shadow has caught up;
+//!                                    # "manual": keep it tailing until `refract promote`
+//! keep_previous = true               # keep the replaced version tailing, for instant rollback
+//! keep_versions = 2                  # read models kept on disk (active included)
+//! replay_rate_limit = 50000          # events/s cap for a shadow replay; 0 = no cap
+//! diff_gate = "gates/balances.sql"   # refuse an automatic swap if these assertions fail
 //! ```
 
 use std::collections::BTreeMap;
@@ -101,6 +119,8 @@ pub struct Config {
     pub limits: SandboxLimits,
     /// Settings for individual projectors, by projector name.
     pub projectors: BTreeMap<String, ProjectorSection>,
+    /// The HTTP API: address and limits (see [`crate::api::limits`]).
+    pub server: crate::api::ServerConfig,
 }
 
 /// `[log]`
@@ -165,14 +185,61 @@ impl Default for EngineSection {
     }
 }
 
+/// Read models kept on disk per projector, the active one included, when nothing
+/// else is configured: the active version and one to roll back to.
+pub const DEFAULT_KEEP_VERSIONS: usize = 2;
+
 /// `[projectors.<name>]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProjectorSection {
     /// What to do with an event the projector cannot apply.
     pub on_poison: PoisonPolicy,
     /// Overrides `engine.batch_size` for this projector.
     pub batch_size: Option<usize>,
+    /// When a caught-up shadow replaces the active version.
+    pub promote: PromoteMode,
+    /// After a swap, keep the replaced version tailing the log, so a rollback is
+    /// instant instead of a catch-up.
+    pub keep_previous: bool,
+    /// How many versions' read models stay on disk, the active one included (a
+    /// replaying shadow is kept on top); older ones are deleted after a swap. At
+    /// least 1; with 1, the replaced read model is deleted right after the swap, so a
+    /// reader that opened the old path just before may fail: keep the default, 2.
+    pub keep_versions: usize,
+    /// The most events per second a shadow replay may apply, so a rebuild cannot
+    /// starve the live workload. 0: no limit.
+    pub replay_rate_limit: u64,
+    /// A file of SQL queries, each returning the rows that violate an assertion; an
+    /// automatic swap is refused while any returns a row. Runs against the shadow, with
+    /// the active read model attached read-only as `active`. Relative paths are taken
+    /// from the working directory.
+    pub diff_gate: Option<PathBuf>,
+}
+
+impl Default for ProjectorSection {
+    fn default() -> Self {
+        Self {
+            on_poison: PoisonPolicy::default(),
+            batch_size: None,
+            promote: PromoteMode::default(),
+            keep_previous: false,
+            keep_versions: DEFAULT_KEEP_VERSIONS,
+            replay_rate_limit: 0,
+            diff_gate: None,
+        }
+    }
+}
+
+/// `projectors.<name>.promote`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromoteMode {
+    /// Swap as soon as the shadow has caught up with the active version.
+    #[default]
+    Auto,
+    /// Keep the caught-up shadow tailing at lag zero until `refract promote`.
+    Manual,
 }
 
 /// `projectors.<name>.on_poison`: what happens when a projector deterministically
@@ -253,6 +320,12 @@ impl Config {
                 return Err(out_of_range(
                     format!("projectors.{name}.batch_size"),
                     "must be at least 1",
+                ));
+            }
+            if section.keep_versions == 0 {
+                return Err(out_of_range(
+                    format!("projectors.{name}.keep_versions"),
+                    "must be at least 1 (the active version)",
                 ));
             }
         }

@@ -20,6 +20,17 @@ pub struct EventsArgs {
     #[arg(long, value_name = "N")]
     pub to_offset: Option<u64>,
 
+    #[command(flatten)]
+    pub filter: EventFilter,
+
+    /// Print only the number of matching events.
+    #[arg(long)]
+    pub count: bool,
+}
+
+/// The event filters shared by `refract events` and `refract tail`.
+#[derive(Debug, Args)]
+pub struct EventFilter {
     /// Only events recorded at or after this time (RFC 3339, e.g. 2025-01-31T12:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub from_time: Option<Timestamp>,
@@ -43,27 +54,30 @@ pub struct EventsArgs {
     /// At most this many events.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+}
 
-    /// Print only the number of matching events.
-    #[arg(long)]
-    pub count: bool,
+impl EventFilter {
+    /// The stream part of the filter.
+    pub fn stream_filter(&self) -> StreamFilter {
+        match (&self.stream, self.stream_prefix.is_empty()) {
+            (Some(stream), _) => StreamFilter::Exact(stream.clone()),
+            (None, false) => StreamFilter::Prefixes(self.stream_prefix.clone()),
+            (None, true) => StreamFilter::Any,
+        }
+    }
 }
 
 impl EventsArgs {
     fn query(&self) -> ReadQuery {
-        let stream = match (&self.stream, self.stream_prefix.is_empty()) {
-            (Some(stream), _) => StreamFilter::Exact(stream.clone()),
-            (None, false) => StreamFilter::Prefixes(self.stream_prefix.clone()),
-            (None, true) => StreamFilter::Any,
-        };
+        let filter = &self.filter;
         ReadQuery {
             from_offset: self.from_offset.unwrap_or(0),
             to_offset: self.to_offset,
-            from_time: self.from_time,
-            until_time: self.until_time,
-            types: self.types.clone(),
-            stream,
-            limit: self.limit,
+            from_time: filter.from_time,
+            until_time: filter.until_time,
+            types: filter.types.clone(),
+            stream: filter.stream_filter(),
+            limit: filter.limit,
             batch_size: 0,
         }
     }

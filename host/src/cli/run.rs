@@ -1,11 +1,14 @@
 //! `refract run`: the long-running host. Keeps every projector in the plugins folder
-//! up to date with the log until SIGINT or SIGTERM.
+//! up to date with the log and serves the HTTP API until SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
+use crate::api::{self, ApiState, Token};
 use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::engine::{Engine, EngineOptions};
@@ -18,44 +21,92 @@ pub struct RunArgs {
     /// `plugins_dir` in the configuration file).
     #[arg(long, value_name = "DIR")]
     pub plugins: Option<PathBuf>,
+
+    /// The address to serve the HTTP API on (default: `server.bind` in the
+    /// configuration file, else 127.0.0.1:7070).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+
+    /// Allow binding an address other than loopback, which makes the API reachable
+    /// from the network (every endpoint but /health still needs the token).
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
-/// Runs the host until a shutdown signal.
-pub fn run(data: &DataDir, config: Config, args: &RunArgs) -> Result<()> {
+/// Runs the host until a shutdown signal. `token` is `--token` / `REFRACT_TOKEN`;
+/// without it the data directory's token file is used, generated on the first start.
+pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) -> Result<()> {
     let plugins_dir = args
         .plugins
         .clone()
         .or_else(|| config.plugins_dir.clone())
         .unwrap_or_else(|| data.plugins());
+    config
+        .server
+        .validate()
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: {problem}"))?;
+    let bind = args
+        .bind
+        .clone()
+        .unwrap_or_else(|| config.server.bind.clone());
     let _lock = data.lock_host()?;
+    let token = match token {
+        Some(secret) => Token::new(secret).context("invalid --token / REFRACT_TOKEN")?,
+        None => {
+            let (token, created) =
+                Token::load_or_create(data).context("cannot set up the API token file")?;
+            if created {
+                tracing::info!(path = %Token::file(data).display(), "generated the API token");
+            }
+            token
+        }
+    };
     let log = EventLog::open(&data.events_db(), config.log_options())
         .with_context(|| format!("cannot use the data directory `{}`", data.root().display()))?;
-    // The async runtime only waits (signals, worker wake-ups); guest calls and SQLite run
-    // on each projector's own thread.
+    // The async runtime waits (signals, worker wake-ups) and serves HTTP; guest calls
+    // run on each projector's own thread and SQLite on the blocking pool.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("refract-async")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Signals are caught from here on: a SIGTERM during startup still ends in an
+    // orderly shutdown instead of killing the process mid-write.
+    let signal = {
+        let _context = runtime.enter();
+        shutdown_signal()?
+    };
+    let listener = runtime.block_on(bind_listener(&bind, args.allow_remote))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the address the API listens on")?;
+    let server_config = config.server.clone();
     let options = EngineOptions {
         data_dir: data.clone(),
         plugins_dir: plugins_dir.clone(),
         config,
     };
-    let engine = Engine::start(&options, &log, runtime.handle())
-        .context("cannot start the projection engine")?;
+    let engine = Arc::new(
+        Engine::start(&options, &log, runtime.handle())
+            .context("cannot start the projection engine")?,
+    );
 
     println!("refract is running on {}", data.root().display());
     println!("  event log:   {}", data.events_db().display());
     println!("  plugins:     {}", plugins_dir.display());
-    for status in engine.status() {
+    println!("  http api:    http://{address}");
+    match Token::read_file(data) {
+        Ok(Some(file)) if file.secret() == token.secret() => {
+            println!("  api token:   {}", Token::file(data).display());
+        }
+        _ => println!("  api token:   from --token / REFRACT_TOKEN"),
+    }
+    for projector in engine.projectors() {
         println!(
-            "  projector:   {} (version {}) -> {}",
-            status.projector,
-            status.version,
-            data.version_db(&status.projector, &status.version)
-                .display()
+            "  projector:   {} (active version {})",
+            projector.name,
+            projector.active_version.as_deref().unwrap_or("none yet")
         );
     }
     for rejected in engine.rejected() {
@@ -65,21 +116,63 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs) -> Result<()> {
             rejected.reason
         );
     }
-    println!("Stop with Ctrl-C. In another terminal: `refract status`, `refract append ...`.");
+    println!(
+        "Stop with Ctrl-C. In another terminal: `refract status`, `refract tail`, `refract deploy ...`."
+    );
 
-    runtime.block_on(shutdown_signal())?;
+    let state = ApiState::new(log, Arc::clone(&engine), server_config, token);
+    let served = runtime.block_on(async {
+        api::serve(listener, state, signal)
+            .await
+            .context("the HTTP API failed")
+    });
     tracing::info!("shutting down: finishing the batches in flight");
     engine.shutdown();
-    Ok(())
+    served
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() -> Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
-        _ = terminate.recv() => {}
+/// Binds the API's listener, refusing a non-loopback address unless allowed.
+async fn bind_listener(bind: &str, allow_remote: bool) -> Result<tokio::net::TcpListener> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(bind)
+        .await
+        .with_context(|| {
+            format!("cannot resolve the API address `{bind}`; use host:port, e.g. 127.0.0.1:7070")
+        })?
+        .collect();
+    let Some(first) = addresses.first().copied() else {
+        bail!("the API address `{bind}` resolves to nothing; use host:port, e.g. 127.0.0.1:7070");
+    };
+    let remote = addresses.iter().any(|address| !address.ip().is_loopback());
+    if remote && !allow_remote {
+        bail!(
+            "refusing to serve the API on {first}, which other machines can reach; \
+             pass --allow-remote to do it anyway, or bind 127.0.0.1"
+        );
     }
-    Ok(())
+    if remote {
+        tracing::warn!(
+            address = %first,
+            "the HTTP API is reachable from the network: keep the token secret, and put TLS in front of it"
+        );
+        eprintln!(
+            "warning: the HTTP API listens on {first}, reachable from the network; keep the token secret and put TLS in front of it"
+        );
+    }
+    tokio::net::TcpListener::bind(first)
+        .await
+        .with_context(|| format!("cannot listen on {first} (is another host running there?)"))
+}
+
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. Installs the handlers now, so
+/// a failure to do so is reported before the host starts serving.
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

@@ -1,13 +1,16 @@
 //! `refract status`: every projector version, as a table.
 //!
-//! With no host running, the figures come straight from `control.db`, each read
-//! model's checkpoint and the log head; events/s needs a running host and shows `-`.
+//! With a host running (see `--url`) that accepts the token, the figures come from its
+//! API, live. Otherwise they come straight from `control.db`, each read model's
+//! checkpoint and the log head; events/s needs a running host and shows `-`.
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use serde::Serialize;
 
+use super::client::{Client, ClientError, wire};
 use crate::data_dir::DataDir;
-use crate::engine::offline_status;
+use crate::engine::{StatusRow, offline_status};
 
 /// Show the status of every projector version.
 #[derive(Debug, Args)]
@@ -17,10 +20,76 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// One version's row: the fields of [`StatusRow`], with the figures a stopped version
+/// does not have left empty.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    projector: String,
+    version: String,
+    role: String,
+    state: String,
+    checkpoint: Option<u64>,
+    head: Option<u64>,
+    lag: Option<u64>,
+    events_per_second: Option<f64>,
+    dead_letters: Option<u64>,
+    last_error: Option<String>,
+}
+
+impl From<StatusRow> for Row {
+    fn from(row: StatusRow) -> Row {
+        Row {
+            projector: row.projector,
+            version: row.version,
+            role: row.role,
+            state: row.state,
+            checkpoint: Some(row.checkpoint),
+            head: Some(row.head),
+            lag: Some(row.lag),
+            events_per_second: row.events_per_second,
+            dead_letters: Some(row.dead_letters),
+            last_error: row.last_error,
+        }
+    }
+}
+
 /// Runs `refract status`.
-pub fn run(data: &DataDir, args: &StatusArgs) -> Result<()> {
-    let rows = offline_status(data)
-        .with_context(|| format!("cannot read the status of `{}`", data.root().display()))?;
+///
+/// The host at `--url` is asked only with a token (from `--token`, `REFRACT_TOKEN` or
+/// this data directory's token file); one that refuses it is some other data
+/// directory's host, so the status then comes from disk, as with no host at all.
+pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
+    let live = if client.has_token() {
+        match client.get::<wire::Projectors>("/v1/projectors", &[]) {
+            Ok(answer) => Some(live_rows(answer)),
+            Err(ClientError::Unreachable { .. }) => None,
+            Err(ClientError::Api { status: 401, .. }) => {
+                eprintln!(
+                    "note: the host at {} does not accept this data directory's token; \
+                     showing the status read from disk",
+                    client.url()
+                );
+                None
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "the host at {} answered, but not with the status (check --url)",
+                    client.url()
+                )));
+            }
+        }
+    } else {
+        None
+    };
+    let (rows, rejected) = match live {
+        Some(live) => live,
+        None => {
+            let rows = offline_status(data).with_context(|| {
+                format!("cannot read the status of `{}`", data.root().display())
+            })?;
+            (rows.into_iter().map(Row::from).collect(), Vec::new())
+        }
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         for row in &rows {
@@ -28,6 +97,9 @@ pub fn run(data: &DataDir, args: &StatusArgs) -> Result<()> {
             std::io::Write::write_all(&mut out, b"\n")?;
         }
         return Ok(());
+    }
+    for file in &rejected {
+        eprintln!("refused plugin file {}: {}", file.path, file.reason);
     }
     if rows.is_empty() {
         println!(
@@ -48,6 +120,7 @@ pub fn run(data: &DataDir, args: &StatusArgs) -> Result<()> {
         "DEAD",
         "LAST ERROR",
     ];
+    let number = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
     let table: Vec<[String; 10]> = rows
         .iter()
         .map(|row| {
@@ -56,12 +129,12 @@ pub fn run(data: &DataDir, args: &StatusArgs) -> Result<()> {
                 row.version.clone(),
                 row.role.clone(),
                 row.state.clone(),
-                row.checkpoint.to_string(),
-                row.head.to_string(),
-                row.lag.to_string(),
+                number(row.checkpoint),
+                number(row.head),
+                number(row.lag),
                 row.events_per_second
                     .map_or_else(|| "-".to_owned(), |rate| format!("{rate:.0}")),
-                row.dead_letters.to_string(),
+                number(row.dead_letters),
                 row.last_error.clone().unwrap_or_default(),
             ]
         })
@@ -70,19 +143,50 @@ pub fn run(data: &DataDir, args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
+/// The rows of a running host's answer, one per version.
+fn live_rows(answer: wire::Projectors) -> (Vec<Row>, Vec<wire::Rejected>) {
+    let mut rows = Vec::new();
+    for projector in answer.projectors {
+        for version in projector.versions {
+            let status = version.status.as_ref();
+            rows.push(Row {
+                projector: projector.name.clone(),
+                role: version.role.clone(),
+                state: status.map_or_else(|| "stopped".to_owned(), |s| s.state.clone()),
+                checkpoint: status.map(|s| s.checkpoint),
+                head: status.map(|s| s.head),
+                lag: status.map(wire::Status::lag),
+                events_per_second: status.map(|s| s.events_per_second),
+                dead_letters: status.map(|s| s.dead_letters),
+                last_error: status.and_then(|s| s.last_error.clone()),
+                version: version.version,
+            });
+        }
+    }
+    (rows, answer.rejected)
+}
+
 /// Left-aligned columns, two spaces apart; the last column is not padded.
 pub(crate) fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.to_vec()).collect();
+    render_rows(&header, &rows)
+}
+
+/// [`render_table`] for a number of columns known only at run time.
+pub(crate) fn render_rows(header: &[String], rows: &[Vec<String>]) -> String {
+    let columns = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+    let mut line = |cells: &[String]| {
         let mut text = String::new();
-        for (index, cell) in cells.enumerate() {
-            if index + 1 == N {
+        for (index, cell) in cells.iter().enumerate().take(columns) {
+            if index + 1 == columns {
                 text.push_str(cell);
             } else {
                 text.push_str(&format!("{cell:<width$}  ", width = widths[index]));
@@ -91,9 +195,9 @@ pub(crate) fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; 
         out.push_str(text.trim_end());
         out.push('\n');
     };
-    line(&mut header.iter().copied());
+    line(header);
     for row in rows {
-        line(&mut row.iter().map(String::as_str));
+        line(row);
     }
     out
 }

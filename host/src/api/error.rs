@@ -1,0 +1,233 @@
+//! [`ApiError`]: every failure the API answers with, as one JSON shape and one status.
+//!
+//! ```json
+//! {"error": {"code": "version_conflict", "message": "version conflict on stream `order-1`: ..."}}
+//! ```
+//!
+//! A client error is always a 4xx with a stable `code` and a message that names the
+//! thing and the fix; only host failures are 5xx, and their details go to the log, not
+//! to the client.
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::http::header::{HeaderValue, WWW_AUTHENTICATE};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::engine::EngineError;
+use crate::log::LogError;
+
+/// An API failure: a status, a stable machine-readable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable snake-case code, e.g. `version_conflict`.
+    pub code: &'static str,
+    /// What went wrong and, where there is one, the fix.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with any status.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed (a bad parameter, a bad name).
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404: no such projector, or no such route.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 500: a host failure. The details are logged here; the client gets a generic
+    /// message, since they may name files and internals.
+    pub fn internal(context: &str, error: &dyn std::error::Error) -> ApiError {
+        tracing::error!(error = %DisplayChain(error), "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context} failed on the host; its log has the details"),
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Formats an error with its whole `source` chain, `: `-separated.
+struct DisplayChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(error: LogError) -> ApiError {
+        match error {
+            LogError::InvalidEvent { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                error.to_string(),
+            ),
+            LogError::VersionConflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "version_conflict", error.to_string())
+            }
+            LogError::InvalidQuery { .. } => {
+                ApiError::bad_request("invalid_query", error.to_string())
+            }
+            // A group commit that could not take the write lock or hit a full disk is
+            // worth retrying (appends with ids are idempotent); say so with 503.
+            LogError::Write { .. } => {
+                tracing::error!(error = %DisplayChain(&error), "append failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "log_unavailable",
+                    "the event log could not commit the append; nothing was written, retry later \
+                     (the host's log has the details)",
+                )
+            }
+            other => ApiError::internal("the event log", &other),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        match error {
+            EngineError::UnknownProjector(name) => ApiError::not_found(
+                "unknown_projector",
+                format!("no projector named `{name}`; `GET /v1/projectors` lists them"),
+            ),
+            EngineError::InvalidComponent(reason) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_component",
+                format!("the component was refused: {reason}"),
+            ),
+            EngineError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            error @ EngineError::NameMismatch { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "name_mismatch",
+                error.to_string(),
+            ),
+            other => ApiError::internal("the projection engine", &other),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        let code = match &rejection {
+            JsonRejection::JsonDataError(_) => "invalid_body",
+            JsonRejection::JsonSyntaxError(_) => "invalid_json",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            JsonRejection::BytesRejection(_) => "body_unreadable",
+            _ => "invalid_body",
+        };
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            code
+        };
+        let mut message = rejection.body_text();
+        if code == "unsupported_media_type" {
+            message.push_str(" (send `Content-Type: application/json`)");
+        }
+        ApiError::new(client_status(status), code, message)
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "body_unreadable"
+        };
+        ApiError::new(client_status(status), code, rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request("invalid_parameter", rejection.body_text())
+    }
+}
+
+/// A rejection's status, kept only if it is a client error: an extractor failing is
+/// never the host's fault as far as the client is concerned.
+fn client_status(status: StatusCode) -> StatusCode {
+    if status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+/// A JSON error response for a panic caught by the server, so that a host bug costs one
+/// request, not the connection.
+pub(crate) fn panic_response(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked; the host's log above has the panic message");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the host failed while handling the request; its log has the details",
+    )
+    .into_response()
+}

@@ -1,0 +1,314 @@
+//! `POST /v1/streams/{stream}/events`, `GET /v1/events` and `GET /v1/events/count`,
+//! and the filters they share with the subscription endpoint.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::State;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tracing::Instrument as _;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, Params};
+use super::server::{ApiState, blocking};
+use crate::log::{Event, NewEvent, ReadQuery, StreamFilter, correlation_id};
+
+/// The query parameters that select events, shared by read, count and subscribe.
+pub(crate) const FILTER_KEYS: &[&str] = &[
+    "from_offset",
+    "to_offset",
+    "from_time",
+    "until_time",
+    "type",
+    "stream",
+    "stream_prefix",
+    "limit",
+];
+
+/// Events a page holds in memory while it is read from the log: pages are read in
+/// chunks of at most this many, so a page of large events is cut by the byte budget
+/// before much more than one chunk is held.
+const READ_CHUNK_EVENTS: usize = 256;
+
+/// Default cap on the `data` and `metadata` bytes of one `GET /v1/events` page. A page
+/// closes early (with `next_from_offset` set) rather than grow past it, because a row
+/// cap alone does not bound memory when events can be up to a megabyte each.
+pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Builds the log query the filter parameters describe (the `limit` is left to the
+/// caller). Unknown parameters are refused by the caller, with `Params::only`.
+pub(crate) fn filters(params: &Params) -> Result<ReadQuery, ApiError> {
+    let time = |key: &str| -> Result<Option<Timestamp>, ApiError> {
+        params
+            .one(key)?
+            .map(|text| {
+                text.parse::<Timestamp>().map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!(
+                            "`{key}` must be an RFC 3339 time such as 2025-01-31T12:00:00Z: {e}"
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let prefixes: Vec<String> = params.all("stream_prefix").map(str::to_owned).collect();
+    let stream = match (params.one("stream")?, prefixes.is_empty()) {
+        (Some(_), false) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "give either `stream` or `stream_prefix`, not both",
+            ));
+        }
+        (Some(stream), true) => StreamFilter::Exact(stream.to_owned()),
+        (None, false) => StreamFilter::Prefixes(prefixes),
+        (None, true) => StreamFilter::Any,
+    };
+    Ok(ReadQuery {
+        from_offset: params.number("from_offset")?.unwrap_or(0),
+        to_offset: params.number("to_offset")?,
+        from_time: time("from_time")?,
+        until_time: time("until_time")?,
+        types: params.all("type").map(str::to_owned).collect(),
+        stream,
+        limit: None,
+        batch_size: 0,
+    })
+}
+
+/// One event of an append request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendEvent {
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// The object form of an append request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendBatch {
+    events: Vec<AppendEvent>,
+    #[serde(default)]
+    expected_version: Option<u64>,
+}
+
+/// The answer to an append.
+#[derive(Debug, Serialize)]
+pub(crate) struct Appended {
+    /// One offset per event, in order (an idempotent retry gets the original offsets).
+    offsets: Vec<u64>,
+}
+
+/// `POST /v1/streams/{stream}/events`: appends a batch atomically.
+///
+/// The body is either an array of `{type, data, metadata?, id?}` or an object
+/// `{"events": [...], "expected_version": N}`; with `expected_version` the stream must
+/// be at version N just before the batch (0: it must not exist yet), else 409.
+pub(crate) async fn append(
+    State(state): State<ApiState>,
+    ApiPath(stream): ApiPath<String>,
+    ApiJson(body): ApiJson<Box<RawValue>>,
+) -> Result<Json<Appended>, ApiError> {
+    let batch = parse_batch(body.get())?;
+    if batch.events.is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            "the batch is empty; send at least one event",
+        ));
+    }
+    let events: Vec<NewEvent> = batch
+        .events
+        .into_iter()
+        .zip(0u64..)
+        .map(|(event, index)| NewEvent {
+            id: event.id,
+            stream: stream.clone(),
+            event_type: event.event_type,
+            data: Box::<str>::from(event.data).into(),
+            metadata: event.metadata.map(|m| Box::<str>::from(m).into()),
+            // Each event of the batch follows the one before it in the same stream.
+            expected_version: batch.expected_version.map(|v| v.saturating_add(index)),
+        })
+        .collect();
+
+    let correlation_ids: BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| correlation_id(e.metadata.as_deref()).map(Cow::into_owned))
+        .collect();
+    let span = match correlation_ids.len() {
+        0 => tracing::info_span!("append", %stream),
+        1 => tracing::info_span!("append", %stream, correlation_id = %first(&correlation_ids)),
+        _ => tracing::info_span!(
+            "append", %stream, correlation_ids = ?correlation_ids
+        ),
+    };
+
+    let log = state.log().clone();
+    let (offsets, described) = blocking(move || {
+        // Described before `events` moves into the log, for the per-event log lines.
+        let described: Vec<(String, Option<String>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.event_type.clone(),
+                    correlation_id(e.metadata.as_deref()).map(Cow::into_owned),
+                )
+            })
+            .collect();
+        let offsets = log.append(events)?;
+        Ok((offsets, described))
+    })
+    .instrument(span.clone())
+    .await
+    .inspect_err(|error| {
+        span.in_scope(|| tracing::warn!(code = error.code, "append refused: {}", error.message));
+    })?;
+
+    span.in_scope(|| {
+        for (offset, (event_type, correlation_id)) in offsets.iter().zip(&described) {
+            // An absent correlation id is simply left out of the line.
+            let correlation_id = correlation_id.as_deref();
+            tracing::debug!(offset, %event_type, correlation_id, "event appended");
+        }
+        tracing::info!(events = offsets.len(), "appended");
+    });
+    Ok(Json(Appended { offsets }))
+}
+
+fn first(set: &BTreeSet<String>) -> &str {
+    set.iter().next().map_or("", String::as_str)
+}
+
+/// Reads either body form; JSON that parses but has the wrong shape is a 422 naming
+/// what is wrong.
+fn parse_batch(body: &str) -> Result<AppendBatch, ApiError> {
+    let shape = |e: serde_json::Error| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!(
+                "{e}; the body is a JSON array of {{\"type\", \"data\", \"metadata\"?, \"id\"?}} \
+                 or {{\"events\": [...], \"expected_version\"?: N}}"
+            ),
+        )
+    };
+    match body.trim_start().as_bytes().first() {
+        Some(b'[') => Ok(AppendBatch {
+            events: serde_json::from_str(body).map_err(shape)?,
+            expected_version: None,
+        }),
+        Some(b'{') => serde_json::from_str(body).map_err(shape),
+        _ => Err(shape(serde::de::Error::custom(
+            "expected an array or an object",
+        ))),
+    }
+}
+
+/// A page of events.
+#[derive(Debug, Serialize)]
+pub(crate) struct Page {
+    /// The events, in offset order.
+    events: Vec<Event>,
+    /// Where the next page starts, when this one was cut short by its limit or byte
+    /// budget; `null` when it reached the end of the log as of the request.
+    next_from_offset: Option<u64>,
+}
+
+/// `GET /v1/events`: a page of events matching the filters.
+pub(crate) async fn read(
+    State(state): State<ApiState>,
+    params: Params,
+) -> Result<Json<Page>, ApiError> {
+    params.only(FILTER_KEYS)?;
+    let config = state.config();
+    let limit = params.limit(config.default_page_rows, config.max_page_rows)?;
+    let mut query = filters(&params)?;
+    query.limit = Some(limit);
+    query.batch_size =
+        usize::try_from(limit).map_or(READ_CHUNK_EVENTS, |l| l.min(READ_CHUNK_EVENTS));
+    let log = state.log().clone();
+    let page = blocking(move || {
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        let mut cut = false;
+        for event in log.read(&query)? {
+            let event = event?;
+            bytes += event.data.len() + event.metadata.as_ref().map_or(0, String::len);
+            events.push(event);
+            if bytes >= MAX_PAGE_BYTES {
+                cut = true;
+                break;
+            }
+        }
+        let full = cut || events.len() as u64 == limit;
+        let next_from_offset = events.last().filter(|_| full).map(|e| e.offset + 1);
+        Ok(Page {
+            events,
+            next_from_offset,
+        })
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+/// The answer to a count.
+#[derive(Debug, Serialize)]
+pub(crate) struct Count {
+    /// Matching events (at most `limit`, if one was given).
+    count: u64,
+}
+
+/// `GET /v1/events/count`: how many events match the filters, counted from indexes.
+pub(crate) async fn count(
+    State(state): State<ApiState>,
+    params: Params,
+) -> Result<Json<Count>, ApiError> {
+    params.only(FILTER_KEYS)?;
+    let mut query = filters(&params)?;
+    query.limit = params.number("limit")?;
+    let log = state.log().clone();
+    let count = blocking(move || Ok(log.count(&query)?)).await?;
+    Ok(Json(Count { count }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_come_from_object_metadata_only() {
+        assert_eq!(
+            correlation_id(Some(r#"{"correlation_id":"c-1","x":2}"#)).as_deref(),
+            Some("c-1")
+        );
+        assert_eq!(correlation_id(Some(r#"{"x":2}"#)), None);
+        assert_eq!(correlation_id(Some("[1]")), None);
+        assert_eq!(correlation_id(Some(r#"{"correlation_id":5}"#)), None);
+        assert_eq!(correlation_id(None), None);
+    }
+
+    #[test]
+    fn both_body_forms_parse() {
+        let array = parse_batch(r#"[{"type":"A","data":{}}]"#).unwrap();
+        assert_eq!(array.events.len(), 1);
+        assert_eq!(array.expected_version, None);
+        let object =
+            parse_batch(r#"{"events":[{"type":"A","data":1,"id":"x"}],"expected_version":0}"#)
+                .unwrap();
+        assert_eq!(object.expected_version, Some(0));
+        let wrong = parse_batch(r#"[{"type":5,"data":{}}]"#).unwrap_err();
+        assert_eq!(wrong.code, "invalid_body");
+        assert_eq!(parse_batch("7").unwrap_err().status.as_u16(), 422);
+    }
+}

@@ -1,0 +1,187 @@
+//! Every limit of the HTTP API, as a named default and a key of the `[server]` section
+//! of `refract.toml`.
+//!
+//! ```toml
+//! [server]
+//! bind = "127.0.0.1:7070"           # a non-loopback address also needs --allow-remote
+//! max_body_bytes = 16777216         # JSON request bodies (appends, queries)
+//! max_upload_bytes = 67108864       # uploaded projector components
+//! default_page_rows = 1000          # events or dead letters per list without `limit`
+//! max_page_rows = 10000             # the largest `limit` a list accepts
+//! max_query_rows = 10000            # rows one read-model query returns at most
+//! max_query_result_bytes = 16777216 # text and blob bytes one query returns at most
+//! query_timeout_ms = 5000           # a read-model query is interrupted after this
+//! max_subscribers = 64              # concurrent event subscriptions (SSE)
+//! health_max_lag = 10000            # /health degrades when an active version lags more
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The port the host listens on by default.
+pub const DEFAULT_PORT: u16 = 7070;
+
+/// The address the host listens on by default: loopback only, so a fresh install is not
+/// reachable from the network until someone decides it should be.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7070";
+
+/// The URL the CLI talks to by default.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
+
+/// Default cap on a JSON request body. An append batch is held in memory whole (it is
+/// committed atomically), so this bounds the memory one request can pin; the log's own
+/// per-event caps (1 MiB of data by default) still apply inside it.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default cap on an uploaded component. Real projectors are a few hundred KiB to a few
+/// MiB; this leaves room for debug builds while refusing a runaway upload early.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Events (or dead letters) a list returns when the request names no `limit`.
+pub const DEFAULT_PAGE_ROWS: u64 = 1000;
+
+/// The largest `limit` a list accepts. A page is built in memory before it is sent, so
+/// this bounds the memory of one request; page with `from_offset` for more.
+pub const DEFAULT_MAX_PAGE_ROWS: u64 = 10_000;
+
+/// Rows a read-model query returns at most; the answer says `truncated` beyond it.
+pub const DEFAULT_MAX_QUERY_ROWS: usize = 10_000;
+
+/// Text and blob bytes a read-model query returns at most, so a handful of huge rows
+/// cannot exhaust memory where the row cap would not.
+pub const DEFAULT_MAX_QUERY_RESULT_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a read-model query may run before it is interrupted. Queries run on the
+/// blocking thread pool; a runaway one must give its thread back.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Concurrent event subscriptions. Each holds one read connection on the log and one
+/// page of events, so this bounds both.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 64;
+
+/// The lag, in events, above which an active version makes `/health` report degraded.
+pub const DEFAULT_HEALTH_MAX_LAG: u64 = 10_000;
+
+/// Events a subscription reads per page: the most it holds in memory at once. The
+/// connection only asks for the next page once the client has taken this one, which is
+/// the backpressure: a slow consumer slows its own reads, and nothing queues up.
+pub const SUBSCRIBE_PAGE_EVENTS: usize = 256;
+
+/// How often a caught-up subscription looks at the log head even without a wake-up,
+/// to see appends made by other processes (this process's appends wake it at once).
+pub const SUBSCRIBE_POLL: Duration = Duration::from_secs(1);
+
+/// How often an idle subscription sends a comment line, so proxies and clients can tell
+/// a quiet stream from a dead connection.
+pub const SUBSCRIBE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The progress handler of a read-model query runs every this many SQLite VM
+/// instructions: often enough to stop within a millisecond or so of the deadline.
+pub const QUERY_PROGRESS_OPS: i32 = 1_000;
+
+/// `[server]`: the HTTP API. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The address to listen on; `--bind` wins.
+    pub bind: String,
+    /// Cap on a JSON request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Cap on an uploaded component, in bytes.
+    pub max_upload_bytes: usize,
+    /// Rows a list returns when the request names no `limit`.
+    pub default_page_rows: u64,
+    /// The largest `limit` a list accepts.
+    pub max_page_rows: u64,
+    /// Rows a read-model query returns at most.
+    pub max_query_rows: usize,
+    /// Text and blob bytes a read-model query returns at most.
+    pub max_query_result_bytes: usize,
+    /// Milliseconds a read-model query may run.
+    pub query_timeout_ms: u64,
+    /// Concurrent event subscriptions.
+    pub max_subscribers: usize,
+    /// The lag, in events, above which an active version makes `/health` degraded.
+    pub health_max_lag: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: DEFAULT_BIND.to_owned(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            default_page_rows: DEFAULT_PAGE_ROWS,
+            max_page_rows: DEFAULT_MAX_PAGE_ROWS,
+            max_query_rows: DEFAULT_MAX_QUERY_ROWS,
+            max_query_result_bytes: DEFAULT_MAX_QUERY_RESULT_BYTES,
+            query_timeout_ms: u64::try_from(DEFAULT_QUERY_TIMEOUT.as_millis()).unwrap_or(5000),
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            health_max_lag: DEFAULT_HEALTH_MAX_LAG,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The query time limit.
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms)
+    }
+
+    /// Checks that every limit is usable; the error names the key and what it accepts.
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least_one = [
+            ("server.max_body_bytes", self.max_body_bytes as u64),
+            ("server.max_upload_bytes", self.max_upload_bytes as u64),
+            ("server.default_page_rows", self.default_page_rows),
+            ("server.max_page_rows", self.max_page_rows),
+            ("server.max_query_rows", self.max_query_rows as u64),
+            (
+                "server.max_query_result_bytes",
+                self.max_query_result_bytes as u64,
+            ),
+            ("server.query_timeout_ms", self.query_timeout_ms),
+            ("server.max_subscribers", self.max_subscribers as u64),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(format!("`{key}` must be at least 1"));
+            }
+        }
+        if self.default_page_rows > self.max_page_rows {
+            return Err(format!(
+                "`server.default_page_rows` ({}) must not exceed `server.max_page_rows` ({})",
+                self.default_page_rows, self.max_page_rows
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_zero_is_refused() {
+        ServerConfig::default().validate().unwrap();
+        let zero = ServerConfig {
+            max_query_rows: 0,
+            ..ServerConfig::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .contains("server.max_query_rows")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let parsed: Result<ServerConfig, _> = toml::from_str("max_rows = 3");
+        assert!(parsed.is_err());
+        let parsed: ServerConfig = toml::from_str("query_timeout_ms = 250").unwrap();
+        assert_eq!(parsed.query_timeout(), Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,48 @@
+//! The HTTP API that `refract run` serves: events, projectors, read-model queries,
+//! subscriptions, health and metrics. Versioned under `/v1`; every endpoint but
+//! `/health` needs the bearer token.
+//!
+//! | Method and path | What it does |
+//! |---|---|
+//! | `POST /v1/streams/{stream}/events` | append a batch, optionally with `expected_version` |
+//! | `GET /v1/events` | read a page of events (filters: offsets, times, `type`, `stream`, `stream_prefix`, `limit`) |
+//! | `GET /v1/events/count` | count them |
+//! | `GET /v1/events/subscribe` | follow them as Server-Sent Events, resumable with `Last-Event-ID` |
+//! | `GET /v1/projectors` | every projector and refused plugin file |
+//! | `GET /v1/projectors/{name}` | one projector's versions, status and replay progress |
+//! | `POST /v1/projectors/{name}/versions` | deploy a component (the body is the `.wasm`) |
+//! | `POST /v1/projectors/{name}/promote`, `/rollback`, `/abort` | change which version serves |
+//! | `GET /v1/projectors/{name}/dead-letters` | events the projector skipped |
+//! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
+//! | `GET /health` | `ok` (200) or `degraded` (503) with the reasons |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! # Layout
+//! - [`server`]: [`ApiState`], the router and [`serve`].
+//! - [`auth`]: the bearer [`Token`], its file, the middleware.
+//! - [`error`]: [`ApiError`], the one error shape and its statuses.
+//! - [`extract`]: extractors that turn bad input into [`ApiError`]s.
+//! - [`limits`]: every limit, and the `[server]` configuration section.
+//! - `events`: append, read and count. `sse`: subscriptions.
+//! - `projectors`: projector management. `query`: read-model queries.
+//! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
+//!
+//! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
+//! and the [`Engine`](crate::engine::Engine) only.
+
+pub mod auth;
+pub mod error;
+mod events;
+pub mod extract;
+pub mod limits;
+mod metrics;
+mod operations;
+mod projectors;
+mod query;
+pub mod server;
+mod sse;
+
+pub use auth::Token;
+pub use error::ApiError;
+pub use limits::ServerConfig;
+pub use server::{ApiState, router, serve};

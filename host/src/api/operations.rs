@@ -1,0 +1,188 @@
+//! `GET /health` and `GET /metrics`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::metrics::{self, EngineSnapshot};
+use super::server::{ApiState, blocking};
+use crate::engine::State as VersionState;
+use crate::engine::control::Role;
+use crate::engine::{ProjectorView, Rejected};
+
+/// The body of `/health`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Health {
+    /// `ok` or `degraded`.
+    status: &'static str,
+    /// Why it is degraded; empty when ok.
+    reasons: Vec<String>,
+}
+
+/// `GET /health`: 200 `ok`, or 503 `degraded` with the reasons: a version stalled or
+/// failed, a refused plugin file, or an active version lagging more than
+/// `server.health_max_lag` events.
+pub(crate) async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let engine = std::sync::Arc::clone(state.engine());
+    // The engine's views are behind locks its controller may hold for a while.
+    let (projectors, rejected) =
+        blocking(move || Ok((engine.projectors(), engine.rejected()))).await?;
+    let reasons = degraded_reasons(&projectors, &rejected, state.config().health_max_lag);
+    let (status, code) = if reasons.is_empty() {
+        ("ok", StatusCode::OK)
+    } else {
+        ("degraded", StatusCode::SERVICE_UNAVAILABLE)
+    };
+    Ok((code, Json(Health { status, reasons })).into_response())
+}
+
+/// Everything that makes the host degraded, one sentence each.
+fn degraded_reasons(
+    projectors: &[ProjectorView],
+    rejected: &[Rejected],
+    max_lag: u64,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for projector in projectors {
+        for version in &projector.versions {
+            let name = &projector.name;
+            let id = &version.version;
+            if version.role == Role::Failed {
+                let why = version
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_error.clone())
+                    .unwrap_or_else(|| "see `refract status`".to_owned());
+                reasons.push(format!("projector `{name}` version {id} failed: {why}"));
+            }
+            let Some(status) = &version.status else {
+                continue;
+            };
+            if let VersionState::Stalled { .. } = status.state {
+                reasons.push(format!(
+                    "projector `{name}` version {id} ({}) is {}",
+                    version.role.as_str(),
+                    status.state
+                ));
+            }
+            if version.role == Role::Active && status.lag() > max_lag {
+                reasons.push(format!(
+                    "projector `{name}` version {id} (active) is {} events behind the log, \
+                     above server.health_max_lag = {max_lag}",
+                    status.lag()
+                ));
+            }
+        }
+    }
+    for file in rejected {
+        reasons.push(format!(
+            "plugin file `{}` was refused: {}",
+            file.path.display(),
+            file.reason
+        ));
+    }
+    reasons
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let engine = std::sync::Arc::clone(state.engine());
+    let snapshot = blocking(move || {
+        Ok(EngineSnapshot {
+            projectors: engine.projectors(),
+            rejected: engine.rejected().len(),
+            swaps: engine.swaps_total(),
+            appended: engine.log().appended_total(),
+        })
+    })
+    .await?;
+    let text = state
+        .metrics()
+        .render(snapshot)
+        .map_err(|e| ApiError::internal("encoding the metrics", &e))?;
+    Ok(([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::engine::VersionView;
+    use crate::engine::status::LatencyHistogram;
+
+    fn version(role: Role, state: VersionState, checkpoint: u64, head: u64) -> VersionView {
+        VersionView {
+            version: "v1".into(),
+            role,
+            status: Some(crate::engine::VersionStatus {
+                projector: "p".into(),
+                version: "v1".into(),
+                state,
+                checkpoint,
+                head,
+                events_per_second: 0.0,
+                last_error: Some("boom".into()),
+                dead_letters: 0,
+                events_projected: 0,
+                traps: 0,
+                batch_latency: LatencyHistogram::default(),
+            }),
+            replay: None,
+        }
+    }
+
+    fn projector(versions: Vec<VersionView>) -> ProjectorView {
+        ProjectorView {
+            name: "p".into(),
+            active_version: Some("v1".into()),
+            versions,
+        }
+    }
+
+    #[test]
+    fn healthy_versions_give_no_reasons() {
+        let views = [projector(vec![version(
+            Role::Active,
+            VersionState::Live,
+            10,
+            10,
+        )])];
+        assert!(degraded_reasons(&views, &[], 100).is_empty());
+    }
+
+    #[test]
+    fn stalls_failures_lag_and_refused_files_are_reasons() {
+        let stalled = VersionState::Stalled {
+            at: 7,
+            message: "trap".into(),
+        };
+        let views = [projector(vec![
+            version(Role::Active, VersionState::CatchingUp, 0, 500),
+            version(Role::Shadow, stalled, 6, 500),
+            version(Role::Failed, VersionState::Retired, 0, 500),
+        ])];
+        let rejected = [Rejected {
+            path: PathBuf::from("plugins/bad.wasm"),
+            reason: "not a component".into(),
+        }];
+        let reasons = degraded_reasons(&views, &rejected, 100);
+        assert_eq!(reasons.len(), 4, "{reasons:#?}");
+        assert!(reasons[0].contains("500 events behind"), "{}", reasons[0]);
+        assert!(reasons[1].contains("stalled at 7: trap"), "{}", reasons[1]);
+        assert!(reasons[2].contains("failed: boom"), "{}", reasons[2]);
+        assert!(reasons[3].contains("bad.wasm"), "{}", reasons[3]);
+        // At the threshold is still fine.
+        let views = [projector(vec![version(
+            Role::Active,
+            VersionState::Live,
+            0,
+            100,
+        )])];
+        assert!(degraded_reasons(&views, &[], 100).is_empty());
+    }
+}
