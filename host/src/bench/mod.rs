@@ -1,0 +1,638 @@
+//! `refract bench`: Refract measured against a native-Rust baseline, side by side, in
+//! one process and one run.
+//!
+//! Every figure is the median over `reps` repetitions. The headline is `replay_ratio`:
+//! the WASM `balances` projector replayed through the engine's own loop, against the
+//! same logic written natively ([`native`]), each repetition running both back to back
+//! (alternating which goes first) on the same log; the ratio is the median of the
+//! repetitions' ratios. Before any figure is reported, the two read models must be
+//! identical by checksum; if they are not, [`run`] fails.
+//!
+//! Figures that need parts of Refract not built yet (the HTTP API, hot swap) are listed
+//! as not measured, with what they wait for, and never given a value. Besides the
+//! issue's figures, a run reports the diagnostics that explain them: the two replay
+//! floors, `append_batch_one_stream_eps` (what the per-stream index costs),
+//! `append_single_events_per_commit` (how well group commit batches) and
+//! `disk_fsync_ms` (what each commit waits for).
+//!
+//! # Layout
+//! - `mod.rs`: options, the groups of figures and the order of the run.
+//! - [`report`]: figures, targets, the table and the JSON Lines.
+//! - [`guest_build`]: building example projectors from the source tree (shared with
+//!   `refract demo`).
+//! - [`native`]: the native-Rust `balances` baseline.
+//! - `append`: append throughput, batched and single events from 16 threads, and the
+//!   disk's fsync latency that bounds them.
+//! - `replay`: WASM and native replays, the read-model checksum, the two floors.
+//! - `live`: append-to-visible latency through the real engine.
+//! - `cold_start`: time to first event, with and without the compile cache.
+//! - [`memory`]: peak RSS of a replay, measured in a child process.
+
+mod append;
+mod cold_start;
+pub mod guest_build;
+mod live;
+pub mod memory;
+pub mod native;
+mod replay;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+
+pub use append::{APPEND_BATCH_EVENTS, SINGLE_APPEND_MAX_EVENTS, SINGLE_APPEND_THREADS};
+pub use replay::{Checksum, checksum};
+pub use report::{Figure, Measurement, Report, Target, median, quantile};
+
+use crate::config::Config;
+use crate::engine::BatchLimits;
+use crate::log::{EventLog, LogOptions};
+use crate::runtime::{LoadedProjector, Runtime, RuntimeConfig, SandboxLimits};
+
+/// Events in the benchmark's log when `--events` is not given.
+pub const DEFAULT_EVENTS: usize = 100_000;
+
+/// Repetitions of each measurement when `--reps` is not given.
+pub const DEFAULT_REPS: usize = 3;
+
+/// The workload's seed: the same seed gives the same events on every machine.
+pub const DEFAULT_SEED: u64 = 42;
+
+/// The log sizes of the two memory figures.
+pub const RSS_EVENTS: [(u64, &str); 2] = [(100_000, "rss_100k_mb"), (1_000_000, "rss_1m_mb")];
+
+/// Live-latency samples per repetition: one per hundred events of the run, within these
+/// bounds, so a quick run stays quick and a full run has a meaningful p99.
+pub const LIVE_SAMPLES: (usize, usize) = (200, 2_000);
+
+/// A group of figures, measured together; `--only` picks some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// `append_batch_eps`, `append_single_eps`, `append_http_eps`.
+    Append,
+    /// `replay_wasm_eps`, `replay_native_eps`, `replay_ratio`.
+    Replay,
+    /// `floor_scan_ns_per_event`, `floor_upsert_ns_per_event`.
+    Floors,
+    /// `live_p50_ms`, `live_p99_ms`.
+    Live,
+    /// `swap_ms`, `swap_failed_reads`.
+    Swap,
+    /// `rss_100k_mb`, `rss_1m_mb`.
+    Memory,
+    /// `cold_start_ms`, `cold_start_cached_ms`.
+    ColdStart,
+}
+
+impl Group {
+    /// Every group, in the order a run measures them.
+    pub const ALL: [Group; 7] = [
+        Group::Append,
+        Group::Replay,
+        Group::Floors,
+        Group::Live,
+        Group::Swap,
+        Group::Memory,
+        Group::ColdStart,
+    ];
+
+    /// The group's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Append => "append",
+            Group::Replay => "replay",
+            Group::Floors => "floors",
+            Group::Live => "live",
+            Group::Swap => "swap",
+            Group::Memory => "memory",
+            Group::ColdStart => "cold-start",
+        }
+    }
+}
+
+impl FromStr for Group {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Group::ALL
+            .into_iter()
+            .find(|group| group.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Group::ALL.iter().map(|group| group.name()).collect();
+                format!(
+                    "unknown group `{text}`; the groups are {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// How a run is set up.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Events in the log that is replayed (and appended in batches).
+    pub events: usize,
+    /// Repetitions of each measurement; figures are medians.
+    pub reps: usize,
+    /// The groups to measure; empty means all. The replay check runs regardless.
+    pub only: Vec<Group>,
+    /// The `balances` component; `None` builds it from the source tree.
+    pub plugin: Option<PathBuf>,
+    /// Where the scratch directory goes (default: the system's temp directory). It
+    /// should be on the disk being measured: a tmpfs makes fsync free.
+    pub work_dir: Option<PathBuf>,
+    /// The workload seed.
+    pub seed: u64,
+    /// Log options, sandbox limits and batch sizes.
+    pub config: Config,
+    /// The `refract` binary, re-executed for the memory figures; `None` skips them.
+    pub exe: Option<PathBuf>,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            events: DEFAULT_EVENTS,
+            reps: DEFAULT_REPS,
+            only: Vec::new(),
+            plugin: None,
+            work_dir: None,
+            seed: DEFAULT_SEED,
+            config: Config::default(),
+            exe: None,
+        }
+    }
+}
+
+/// The scratch directory of one run, removed when dropped.
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn create(parent: Option<&Path>) -> Result<Self> {
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let root = parent.join(format!("refract-bench-{}", std::process::id()));
+        if root.exists() {
+            std::fs::remove_dir_all(&root)
+                .with_context(|| format!("cannot clear {}", root.display()))?;
+        }
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+        Ok(Self { root })
+    }
+
+    /// A folder inside the scratch directory, created.
+    fn dir(&self, relative: &str) -> Result<PathBuf> {
+        let path = self.root.join(relative);
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// A file path inside the scratch directory, creating its parent folders.
+    fn path(&self, relative: &str) -> Result<PathBuf> {
+        let path = self.root.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        Ok(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Removes a read-model database and its WAL files.
+fn remove_db(path: &Path) -> Result<()> {
+    append::remove_log(path)
+}
+
+/// Finds the `balances` component: `plugin`, or built from the source tree.
+fn balances_component(plugin: Option<&Path>, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    if let Some(path) = plugin {
+        return Ok(path.to_owned());
+    }
+    progress("building the balances component from the source tree");
+    guest_build::build_example_guests(&["balances"])?
+        .pop()
+        .ok_or_else(|| anyhow!("the guest build returned no component"))
+}
+
+/// Checks that the component is the `balances` the native baseline mirrors.
+fn check_balances(loaded: &LoadedProjector) -> Result<()> {
+    let info = loaded.info();
+    let mut types = info.subscriptions.event_types.clone();
+    types.sort();
+    let mut expected: Vec<String> = native::SUBSCRIBED_TYPES
+        .iter()
+        .map(|&t| t.to_owned())
+        .collect();
+    expected.sort();
+    ensure!(
+        info.name == "balances"
+            && types == expected
+            && info.subscriptions.stream_prefixes.is_empty(),
+        "the component is `{}` subscribed to {types:?} (stream prefixes {:?}); the native \
+         baseline mirrors `balances` subscribed to {expected:?}: pass the `balances` \
+         example projector",
+        info.name,
+        info.subscriptions.stream_prefixes
+    );
+    Ok(())
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// One run's state: what every group needs.
+struct Harness<'a> {
+    options: &'a BenchOptions,
+    progress: &'a mut dyn FnMut(&str),
+    scratch: Scratch,
+    plugin: PathBuf,
+    wasm: Vec<u8>,
+    loaded: LoadedProjector,
+    /// The warm compile cache of `loaded`.
+    cache: PathBuf,
+    log_options: LogOptions,
+    limits: SandboxLimits,
+    batch: BatchLimits,
+    /// The log every replay reads: the workload's first `events` events.
+    log_path: PathBuf,
+    figures: Vec<Figure>,
+}
+
+impl Harness<'_> {
+    fn wants(&self, group: Group) -> bool {
+        self.options.only.is_empty() || self.options.only.contains(&group)
+    }
+
+    fn note(&mut self, line: &str) {
+        (self.progress)(line);
+    }
+
+    /// Each repetition's value of `measure`, with a progress line per repetition.
+    fn repeat(
+        &mut self,
+        what: &str,
+        mut measure: impl FnMut(&mut Self, usize) -> Result<f64>,
+    ) -> Result<Vec<f64>> {
+        let reps = self.options.reps;
+        let mut values = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!("{what} (rep {rep}/{reps})"));
+            values.push(measure(self, rep)?);
+        }
+        Ok(values)
+    }
+
+    /// Append throughput. The last batched log stays as the log every replay reads; a
+    /// run without this group still writes it once, untimed.
+    fn append(&mut self) -> Result<()> {
+        let (events, seed) = (self.options.events, self.options.seed);
+        let path = self.log_path.clone();
+        if !self.wants(Group::Append) {
+            self.note(&format!("writing a log of {events} events"));
+            append::batch_eps(&path, &self.log_options, seed, events, false)?;
+            return Ok(());
+        }
+        let batch = self.repeat(
+            &format!("append: {events} events in batches of {APPEND_BATCH_EVENTS}"),
+            |h, _| append::batch_eps(&path, &h.log_options, seed, events, false),
+        )?;
+        self.figures
+            .push(Figure::measured("append_batch_eps", "events/s", 0, batch));
+        let one_path = self.scratch.path("one-stream/events.db")?;
+        let one_stream = self.repeat(
+            &format!("append: the same {events} events, all in one stream"),
+            |h, _| append::batch_eps(&one_path, &h.log_options, seed, events, true),
+        )?;
+        append::remove_log(&one_path)?;
+        self.figures.push(Figure::measured(
+            "append_batch_one_stream_eps",
+            "events/s",
+            0,
+            one_stream,
+        ));
+
+        let single_events = events.min(SINGLE_APPEND_MAX_EVENTS);
+        let single_path = self.scratch.path("single/events.db")?;
+        let mut per_commit = Vec::new();
+        let single = self.repeat(
+            &format!("append: {single_events} single events from {SINGLE_APPEND_THREADS} threads"),
+            |h, _| {
+                let run = append::single_eps(&single_path, &h.log_options, seed, single_events)?;
+                per_commit.push(run.events_per_commit);
+                Ok(run.events_per_second)
+            },
+        )?;
+        append::remove_log(&single_path)?;
+        self.figures
+            .push(Figure::measured("append_single_eps", "events/s", 0, single));
+        self.figures.push(Figure::measured(
+            "append_single_events_per_commit",
+            "events",
+            1,
+            per_commit,
+        ));
+        let dir = self.scratch.dir("fsync")?;
+        let fsync = self.repeat("disk: 8 KiB write + fdatasync, median of 200", |_, _| {
+            append::fsync_ms(&dir)
+        })?;
+        self.figures
+            .push(Figure::measured("disk_fsync_ms", "ms", 3, fsync));
+        self.figures.push(Figure::not_measured(
+            "append_http_eps",
+            "events/s",
+            "needs the HTTP API, host/src/api",
+        ));
+        Ok(())
+    }
+
+    /// WASM and native replays side by side, checked against each other every time.
+    /// Runs once, untimed, when the group is not wanted: the check is not optional.
+    fn replay(&mut self, log: &EventLog, head: u64) -> Result<Checksum> {
+        let timed = self.wants(Group::Replay);
+        let reps = if timed { self.options.reps } else { 1 };
+        let (mut wasm_eps, mut native_eps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut agreed: Option<Checksum> = None;
+        for rep in 1..=reps {
+            self.note(&format!(
+                "replay: {head} events, WASM and native (rep {rep}/{reps})"
+            ));
+            let wasm_db = self.scratch.path(&format!("replay/wasm-{rep}.db"))?;
+            let native_db = self.scratch.path(&format!("replay/native-{rep}.db"))?;
+            let run_wasm = || replay::replay_wasm(&self.loaded, log, &wasm_db, self.batch, head);
+            let run_native =
+                || replay::replay_native(log, &native_db, &self.limits, self.batch, head);
+            // Alternate which goes first, so neither always gets the warmer caches.
+            let (wasm_time, native_time) = if rep % 2 == 1 {
+                let wasm_time = run_wasm()?;
+                (wasm_time, run_native()?)
+            } else {
+                let native_time = run_native()?;
+                (run_wasm()?, native_time)
+            };
+            let checksum = replay::verify_identical(&wasm_db, &native_db)?;
+            if let Some(first) = &agreed
+                && *first != checksum
+            {
+                bail!(
+                    "repetition {rep} built a different read model ({checksum}) than the first ({first})"
+                );
+            }
+            ensure!(
+                checksum.checkpoint == head,
+                "the read models stop at {}, not at the head {head}",
+                checksum.checkpoint
+            );
+            agreed = Some(checksum);
+            remove_db(&wasm_db)?;
+            remove_db(&native_db)?;
+            let wasm_rate = head as f64 / wasm_time.as_secs_f64();
+            let native_rate = head as f64 / native_time.as_secs_f64();
+            wasm_eps.push(wasm_rate);
+            native_eps.push(native_rate);
+            ratios.push(wasm_rate / native_rate);
+        }
+        if timed {
+            self.figures
+                .push(Figure::measured("replay_wasm_eps", "events/s", 0, wasm_eps));
+            self.figures.push(Figure::measured(
+                "replay_native_eps",
+                "events/s",
+                0,
+                native_eps,
+            ));
+            self.figures
+                .push(Figure::measured("replay_ratio", "ratio", 3, ratios));
+        }
+        agreed.ok_or_else(|| anyhow!("no replay ran"))
+    }
+
+    /// The log-scan and upsert floors.
+    fn floors(&mut self, log: &EventLog, head: u64) -> Result<()> {
+        let batch_events = self.batch.max_events;
+        let scan = self.repeat("floor: log scan only", |_, _| {
+            replay::scan_floor_ns(log, batch_events, head)
+        })?;
+        let upsert = self.repeat("floor: upserts only", |h, rep| {
+            let db = h.scratch.path(&format!("floor/upsert-{rep}.db"))?;
+            let ns = replay::upsert_floor_ns(log, &db, &h.limits, batch_events, head)?;
+            remove_db(&db)?;
+            Ok(ns)
+        })?;
+        self.figures.push(Figure::measured(
+            "floor_scan_ns_per_event",
+            "ns/event",
+            0,
+            scan,
+        ));
+        self.figures.push(Figure::measured(
+            "floor_upsert_ns_per_event",
+            "ns/event",
+            0,
+            upsert,
+        ));
+        Ok(())
+    }
+
+    /// Append-to-visible latency through the real engine.
+    fn live(&mut self) -> Result<()> {
+        let samples = (self.options.events / 100).clamp(LIVE_SAMPLES.0, LIVE_SAMPLES.1);
+        let reps = self.options.reps;
+        let (mut p50, mut p99) = (Vec::new(), Vec::new());
+        for rep in 1..=reps {
+            self.note(&format!(
+                "live: {samples} events appended one at a time through the engine (rep {rep}/{reps})"
+            ));
+            let root = self.scratch.dir(&format!("live-{rep}"))?;
+            let run = live::run(
+                &root,
+                &self.wasm,
+                &self.options.config,
+                self.options.seed,
+                samples,
+            )?;
+            let millis: Vec<f64> = run.latencies.iter().copied().map(millis).collect();
+            p50.push(quantile(&millis, 0.50));
+            p99.push(quantile(&millis, 0.99));
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        self.figures
+            .push(Figure::measured("live_p50_ms", "ms", 2, p50));
+        self.figures
+            .push(Figure::measured("live_p99_ms", "ms", 2, p99));
+        Ok(())
+    }
+
+    /// Swap time and failed reads during a deploy: waiting for hot swap.
+    fn swap(&mut self) {
+        let why = "needs hot swap, host/src/engine";
+        self.figures
+            .push(Figure::not_measured("swap_ms", "ms", why));
+        self.figures
+            .push(Figure::not_measured("swap_failed_reads", "reads", why));
+    }
+
+    /// Peak RSS of replays of 100k and 1M events, each in a process of its own.
+    fn memory(&mut self, head: u64) -> Result<()> {
+        for (size, name) in RSS_EVENTS {
+            let figure = match self.options.exe.clone() {
+                None => Figure::not_measured(name, "MiB", "needs the refract binary to re-execute"),
+                Some(_) if memory::peak_rss_kib().is_none() => {
+                    Figure::not_measured(name, "MiB", "needs Linux's /proc/self/status")
+                }
+                Some(_) if head < size => {
+                    Figure::not_measured(name, "MiB", format!("needs --events {size} or more"))
+                }
+                Some(exe) => {
+                    let mib = self.repeat(
+                        &format!("memory: replaying {size} events in a child process"),
+                        |h, rep| {
+                            let out = h.scratch.path(&format!("rss/{size}-{rep}.db"))?;
+                            let probe = memory::Probe {
+                                log: h.log_path.clone(),
+                                until: size,
+                                plugin: h.plugin.clone(),
+                                cache: h.cache.clone(),
+                                out: out.clone(),
+                            };
+                            let mib = memory::measure(&exe, &probe)?;
+                            remove_db(&out)?;
+                            Ok(mib)
+                        },
+                    )?;
+                    Figure::measured(name, "MiB", 1, mib)
+                }
+            };
+            self.figures.push(figure);
+        }
+        Ok(())
+    }
+
+    /// Time to first event from a fresh runtime: on an empty compile cache, and on a
+    /// warm one.
+    fn cold_start(&mut self, log: &EventLog) -> Result<()> {
+        let warm_cache = self.scratch.dir("cold/warm-cache")?;
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(warm_cache.clone()),
+            limits: self.limits.clone(),
+        })?
+        .load(&self.wasm)?;
+        let (mut cold, mut cached) = (Vec::new(), Vec::new());
+        let reps = self.options.reps;
+        for rep in 1..=reps {
+            self.note(&format!(
+                "cold start: without and with the compile cache (rep {rep}/{reps})"
+            ));
+            let empty_cache = self.scratch.dir(&format!("cold/empty-cache-{rep}"))?;
+            let db = self.scratch.path(&format!("cold/uncached-{rep}.db"))?;
+            cold.push(millis(cold_start::time_to_first_event(
+                &self.wasm,
+                log,
+                &self.limits,
+                &empty_cache,
+                &db,
+                false,
+            )?));
+            let db = self.scratch.path(&format!("cold/cached-{rep}.db"))?;
+            cached.push(millis(cold_start::time_to_first_event(
+                &self.wasm,
+                log,
+                &self.limits,
+                &warm_cache,
+                &db,
+                true,
+            )?));
+        }
+        self.figures
+            .push(Figure::measured("cold_start_ms", "ms", 1, cold));
+        self.figures
+            .push(Figure::measured("cold_start_cached_ms", "ms", 2, cached));
+        Ok(())
+    }
+}
+
+/// Runs the measurements `options` asks for and returns the report. Progress goes to
+/// `progress`, one line per step.
+///
+/// # Errors
+/// Any failure of the system under test, and above all WASM and native read models
+/// that differ: then no figure is reported.
+pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Report> {
+    ensure!(options.events >= 1, "--events must be at least 1");
+    ensure!(options.reps >= 1, "--reps must be at least 1");
+    let config = &options.config;
+    let plugin = balances_component(options.plugin.as_deref(), progress)?;
+    let wasm =
+        std::fs::read(&plugin).with_context(|| format!("cannot read {}", plugin.display()))?;
+    let scratch = Scratch::create(options.work_dir.as_deref())?;
+    let cache = scratch.dir("cache")?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        limits: config.limits.clone(),
+    })?;
+    let loaded = runtime
+        .load(&wasm)
+        .with_context(|| format!("cannot load {}", plugin.display()))?;
+    check_balances(&loaded)?;
+    let log_path = scratch.path("log/events.db")?;
+    let mut harness = Harness {
+        options,
+        progress,
+        scratch,
+        plugin,
+        wasm,
+        loaded,
+        cache,
+        log_options: config.log_options(),
+        limits: config.limits.clone(),
+        batch: BatchLimits {
+            max_events: config.engine.batch_size,
+            max_bytes: config.engine.batch_bytes,
+        },
+        log_path,
+        figures: Vec::new(),
+    };
+
+    harness.append()?;
+    let log = EventLog::open(&harness.log_path, harness.log_options.clone())?;
+    let head = log.head()?;
+    let checksum = harness.replay(&log, head)?;
+    if harness.wants(Group::Floors) {
+        harness.floors(&log, head)?;
+    }
+    if harness.wants(Group::Live) {
+        harness.live()?;
+    }
+    if harness.wants(Group::Swap) {
+        harness.swap();
+    }
+    if harness.wants(Group::Memory) {
+        harness.memory(head)?;
+    }
+    if harness.wants(Group::ColdStart) {
+        harness.cold_start(&log)?;
+    }
+
+    Ok(Report {
+        figures: harness.figures,
+        checksum,
+        events: options.events,
+        reps: options.reps,
+        seed: options.seed,
+        durability: harness.log_options.durability,
+        batch_events: harness.batch.max_events,
+        plugin: harness.plugin,
+    })
+}
