@@ -11,13 +11,21 @@
 //!   writes, one worker thread per version, poison policy, status, `control.db`.
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
+//! - [`guest_build`]: builds the example projectors from this source tree (for
+//!   `refract demo` and `refract bench`; tests use the same build).
 //! - [`workload`]: seeded event generators for the demo and the benchmark.
+//! - [`bench`]: `refract bench`, Refract measured against a native-Rust baseline.
+//! - [`api`]: the HTTP API `refract run` serves: events, projectors, queries,
+//!   subscriptions, health and metrics.
 //! - [`cli`]: the `refract` command line.
 
+pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod engine;
+pub mod guest_build;
 pub mod log;
 pub mod runtime;
 pub mod workload;

@@ -3,7 +3,6 @@
 //! example projectors and the hostile fixtures) for `wasm32-wasip2`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every guest crate, by package name.
@@ -20,19 +19,6 @@ pub const GUESTS: &[&str] = &[
     "wasi-escape",
     "wrong-world",
 ];
-
-/// The guests' own target directory, so building them never waits on, or
-/// invalidates, the host's build.
-pub fn target_dir() -> PathBuf {
-    workspace_root().join("target").join("guests")
-}
-
-/// The workspace root: these tests are compiled as part of package `refract` in
-/// `host/`.
-pub fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
-}
 
 /// The path of guest `name`'s component (for example `"balances"`,
 /// `"cars-v1"`, `"sql-attacks"`). The first call in a process builds all guests.
@@ -74,31 +60,11 @@ fn build_all() -> &'static Result<PathBuf, String> {
 }
 
 fn build() -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target_dir = target_dir();
-    let mut command = Command::new(&cargo);
-    command
-        .current_dir(workspace_root())
-        .args(["build", "--profile", "guest", "--target", "wasm32-wasip2"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // Flags meant for the host build (coverage instrumentation, a native
-        // target-cpu) break or slow the wasm build, and would change its cache key.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    for guest in GUESTS {
-        command.args(["-p", guest]);
-    }
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "building the guest components failed ({}): {command:?}\n\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(target_dir.join("wasm32-wasip2").join("guest"))
+    // The same build `refract demo` and `refract bench` use.
+    let paths = refract::guest_build::build_guests(GUESTS).map_err(|error| error.to_string())?;
+    paths
+        .first()
+        .and_then(|path| path.parent())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "no guest was built".to_owned())
 }

@@ -18,8 +18,6 @@
 //! # Layout
 //! - `mod.rs`: options, the groups of figures and the order of the run.
 //! - [`report`]: figures, targets, the table and the JSON Lines.
-//! - [`guest_build`]: building example projectors from the source tree (shared with
-//!   `refract demo`).
 //! - [`native`]: the native-Rust `balances` baseline.
 //! - `append`: append throughput, batched and single events from 16 threads, and the
 //!   disk's fsync latency that bounds them.
@@ -30,7 +28,6 @@
 
 mod append;
 mod cold_start;
-pub mod guest_build;
 mod live;
 pub mod memory;
 pub mod native;
@@ -221,7 +218,7 @@ fn balances_component(plugin: Option<&Path>, progress: &mut dyn FnMut(&str)) -> 
         return Ok(path.to_owned());
     }
     progress("building the balances component from the source tree");
-    guest_build::build_example_guests(&["balances"])?
+    crate::guest_build::build_guests(&["balances"])?
         .pop()
         .ok_or_else(|| anyhow!("the guest build returned no component"))
 }

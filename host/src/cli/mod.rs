@@ -8,10 +8,18 @@
 //! error (one line on stderr: `error: ` and the cause chain), 2 on a usage error (clap).
 
 mod append;
+mod bench;
+mod client;
+mod demo;
+mod deploy;
+mod diff;
 mod events;
+mod manage;
 mod project;
+mod query;
 mod run;
 mod status;
+mod tail;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,6 +28,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::api::limits::DEFAULT_URL;
 use crate::config::Config;
 use crate::data_dir::{DEFAULT_DATA_DIR, DataDir};
 use crate::log::EventLog;
@@ -54,6 +63,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// The running host's HTTP API, for status, deploy, promote, rollback, abort,
+    /// query and tail.
+    #[arg(long, global = true, value_name = "URL", env = client::URL_ENV, default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// The API token: the one `run` serves with, and the one other commands send
+    /// (default: the file `token` in the data directory). Prefer `REFRACT_TOKEN` to the
+    /// flag, which other users can see in the process list.
+    #[arg(long, global = true, value_name = "TOKEN", env = client::TOKEN_ENV, hide_env_values = true)]
+    pub token: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -62,16 +82,35 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Drop the shadow version of a projector that is replaying (running host).
+    Abort(manage::ManageArgs),
     /// Append events to the log and print their offsets, one per line.
     Append(append::AppendArgs),
+    /// Measure Refract against a native-Rust baseline; print a table or JSON Lines.
+    Bench(bench::BenchArgs),
+    /// Deploy a projector component to the running host (or, with none running, into
+    /// the plugins folder).
+    Deploy(deploy::DeployArgs),
+    /// Build the example projectors, seed a demo log, and start the host.
+    Demo(demo::DemoArgs),
+    /// Compare a projector's shadow or previous version with the active one.
+    Diff(diff::DiffArgs),
     /// Print events from the log as JSON Lines, or count them.
     Events(events::EventsArgs),
     /// Replay the log through one projector into a fresh read-model database.
     Project(project::ProjectArgs),
+    /// Swap a projector's caught-up shadow version in now (running host).
+    Promote(manage::ManageArgs),
+    /// Run one read-only SQL query against a projector's read model (running host).
+    Query(query::QueryArgs),
+    /// Reactivate a projector's previous version (running host).
+    Rollback(manage::ManageArgs),
     /// Run the host: keep every projector in the plugins folder up to date.
     Run(run::RunArgs),
     /// Show every projector version: state, checkpoint, lag, errors.
     Status(status::StatusArgs),
+    /// Follow the event stream of the running host, as JSON Lines.
+    Tail(tail::TailArgs),
 }
 
 /// Runs the command line: parses the arguments, runs the command, prints any error.
@@ -102,12 +141,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         _ => cli.data_dir.clone(),
     };
     let data = DataDir::new(data_dir);
+    let connect = || client::Client::new(&cli.url, cli.token.as_deref(), &data);
     match cli.command {
         Command::Append(args) => append::run(&data, &config, &args),
+        Command::Bench(args) => bench::run(&config, &args),
+        Command::Demo(args) => demo::run(&data, config, &args, cli.token.as_deref()),
+        Command::Diff(args) => diff::run(&data, &args),
         Command::Events(args) => events::run(&data, &config, &args),
         Command::Project(args) => project::run(&data, &config, &args),
-        Command::Run(args) => run::run(&data, config, &args),
-        Command::Status(args) => status::run(&data, &args),
+        Command::Run(args) => run::run(&data, config, &args, cli.token.as_deref()),
+        Command::Status(args) => status::run(&data, &args, &connect()?),
+        Command::Deploy(args) => deploy::run(&data, &config, &args, &connect()?),
+        Command::Promote(args) => manage::run(&connect()?, manage::Action::Promote, &args),
+        Command::Rollback(args) => manage::run(&connect()?, manage::Action::Rollback, &args),
+        Command::Abort(args) => manage::run(&connect()?, manage::Action::Abort, &args),
+        Command::Query(args) => query::run(&connect()?, &args),
+        Command::Tail(args) => tail::run(&connect()?, &args),
     }
 }
 
@@ -122,7 +171,9 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         (None, Ok(filter)) => EnvFilter::try_new(&filter).with_context(|| {
             format!("invalid RUST_LOG filter `{filter}`; try `info` or `refract=debug`")
         })?,
-        (None, Err(_)) if matches!(cli.command, Command::Run(_)) => EnvFilter::new("info"),
+        (None, Err(_)) if matches!(cli.command, Command::Run(_) | Command::Demo(_)) => {
+            EnvFilter::new("info")
+        }
         (None, Err(_)) => EnvFilter::new("warn"),
     };
     tracing_subscriber::fmt()

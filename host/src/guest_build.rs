@@ -18,6 +18,10 @@ pub const GUEST_TARGET: &str = "wasm32-wasip2";
 /// The folder of example projector crates, relative to the workspace root.
 pub const EXAMPLES_DIR: &str = "example-plugins";
 
+/// Every folder of guest crates, relative to the workspace root: the examples, and the
+/// hostile fixtures the tests build.
+pub const GUEST_DIRS: [&str; 2] = [EXAMPLES_DIR, "tests/fixtures"];
+
 /// Why the example projectors could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -75,15 +79,17 @@ pub fn workspace_root() -> PathBuf {
 /// fraction of a second.
 ///
 /// ```no_run
-/// let paths = refract::bench::guest_build::build_example_guests(&["balances"])?;
+/// let paths = refract::guest_build::build_guests(&["balances"])?;
 /// println!("{}", paths[0].display());
-/// # Ok::<(), refract::bench::guest_build::GuestBuildError>(())
+/// # Ok::<(), refract::guest_build::GuestBuildError>(())
 /// ```
-pub fn build_example_guests(packages: &[&str]) -> Result<Vec<PathBuf>, GuestBuildError> {
+pub fn build_guests(packages: &[&str]) -> Result<Vec<PathBuf>, GuestBuildError> {
     let root = workspace_root();
     for package in packages {
-        let manifest = root.join(EXAMPLES_DIR).join(package).join("Cargo.toml");
-        if !manifest.is_file() {
+        let found = GUEST_DIRS
+            .iter()
+            .any(|dir| root.join(dir).join(package).join("Cargo.toml").is_file());
+        if !found {
             return Err(GuestBuildError::NoSourceTree {
                 root,
                 package: (*package).to_owned(),
