@@ -8,8 +8,8 @@
 //! repetitions' ratios. Before any figure is reported, the two read models must be
 //! identical by checksum; if they are not, [`run`] fails.
 //!
-//! Figures that need parts of Refract not built yet (the HTTP API, hot swap) are listed
-//! as not measured, with what they wait for, and never given a value. Besides the
+//! A figure that cannot be measured in a run (too few events for it, no binary to
+//! re-execute) is listed as not measured, with why, and never given a value. Besides the
 //! issue's figures, a run reports the diagnostics that explain them: the two replay
 //! floors, `append_batch_one_stream_eps` (what the per-stream index costs),
 //! `append_single_events_per_commit` (how well group commit batches) and
@@ -24,15 +24,19 @@
 //! - `replay`: WASM and native replays, the read-model checksum, the two floors.
 //! - `live`: append-to-visible latency through the real engine.
 //! - `cold_start`: time to first event, with and without the compile cache.
+//! - `http`: append throughput through the HTTP API, 32 concurrent clients.
+//! - [`swap`]: a deploy through the engine: swap time and failed or stale reads.
 //! - [`memory`]: peak RSS of a replay, measured in a child process.
 
 mod append;
 mod cold_start;
+mod http;
 mod live;
 pub mod memory;
 pub mod native;
 mod replay;
 pub mod report;
+pub mod swap;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -64,6 +68,10 @@ pub const RSS_EVENTS: [(u64, &str); 2] = [(100_000, "rss_100k_mb"), (1_000_000, 
 /// Live-latency samples per repetition: one per hundred events of the run, within these
 /// bounds, so a quick run stays quick and a full run has a meaningful p99.
 pub const LIVE_SAMPLES: (usize, usize) = (200, 2_000);
+
+/// The most events the swap figure replays: enough for a replay that takes a while
+/// under a query loop, without doubling the run at 1M events.
+pub const SWAP_MAX_EVENTS: usize = 200_000;
 
 /// A group of figures, measured together; `--only` picks some.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,11 +355,21 @@ impl Harness<'_> {
         })?;
         self.figures
             .push(Figure::measured("disk_fsync_ms", "ms", 3, fsync));
-        self.figures.push(Figure::not_measured(
-            "append_http_eps",
-            "events/s",
-            "needs the HTTP API, host/src/api",
-        ));
+        let http_events = events.min(SINGLE_APPEND_MAX_EVENTS);
+        let http = self.repeat(
+            &format!(
+                "append: {http_events} single events through the HTTP API from {} clients",
+                http::CLIENTS
+            ),
+            |h, rep| {
+                let root = h.scratch.dir(&format!("http-{rep}"))?;
+                let eps = http::run(&root, &h.options.config, http_events);
+                let _ = std::fs::remove_dir_all(&root);
+                eps
+            },
+        )?;
+        self.figures
+            .push(Figure::measured("append_http_eps", "events/s", 0, http));
         Ok(())
     }
 
@@ -472,13 +490,36 @@ impl Harness<'_> {
         Ok(())
     }
 
-    /// Swap time and failed reads during a deploy: waiting for hot swap.
-    fn swap(&mut self) {
-        let why = "needs hot swap, host/src/engine";
+    /// Swap time and failed or stale reads during a whole deploy, through the engine.
+    fn swap(&mut self) -> Result<()> {
+        let events = self.options.events.min(SWAP_MAX_EVENTS);
+        let mut failed = Vec::new();
+        let mut reads = Vec::new();
+        let took = self.repeat(
+            &format!(
+                "swap: deploying a new balances version over {events} events while a reader queries"
+            ),
+            |h, rep| {
+                let root = h.scratch.dir(&format!("swap-{rep}"))?;
+                let run = swap::run(&root, &h.wasm, &h.options.config, h.options.seed, events);
+                let _ = std::fs::remove_dir_all(&root);
+                let run = run?;
+                failed.push(run.failed_reads as f64);
+                reads.push(run.reads as f64);
+                Ok(millis(run.swap))
+            },
+        )?;
         self.figures
-            .push(Figure::not_measured("swap_ms", "ms", why));
+            .push(Figure::measured("swap_ms", "ms", 2, took));
         self.figures
-            .push(Figure::not_measured("swap_failed_reads", "reads", why));
+            .push(Figure::measured("swap_failed_reads", "reads", 0, failed));
+        self.figures.push(Figure::measured(
+            "swap_reads_during_deploy",
+            "reads",
+            0,
+            reads,
+        ));
+        Ok(())
     }
 
     /// Peak RSS of replays of 100k and 1M events, each in a process of its own.
@@ -613,7 +654,7 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
         harness.live()?;
     }
     if harness.wants(Group::Swap) {
-        harness.swap();
+        harness.swap()?;
     }
     if harness.wants(Group::Memory) {
         harness.memory(head)?;

@@ -214,6 +214,9 @@ struct Shared {
     views: RwLock<BTreeMap<String, Vec<VersionEntry>>>,
     rejected: RwLock<BTreeMap<PathBuf, String>>,
     swaps_total: AtomicU64,
+    /// How long the last swap took, from the shadow being found caught up to the new
+    /// version serving.
+    last_swap: Mutex<Option<Duration>>,
 }
 
 /// A version as published for readers; `status` is live while a worker runs it.
@@ -271,6 +274,7 @@ impl Engine {
             views: RwLock::new(BTreeMap::new()),
             rejected: RwLock::new(BTreeMap::new()),
             swaps_total: AtomicU64::new(0),
+            last_swap: Mutex::new(None),
         });
         let mut controller = Controller {
             shared: shared.clone(),
@@ -361,6 +365,12 @@ impl Engine {
     /// The read model serving a projector's queries: the active version's database.
     pub fn read_model(&self, name: &str) -> Option<ReadModel> {
         read(&self.shared.routes).get(name).cloned()
+    }
+
+    /// How long the last swap took: from the shadow being found caught up (the
+    /// active worker is stopped then) to the new version serving.
+    pub fn last_swap_duration(&self) -> Option<Duration> {
+        *lock(&self.shared.last_swap)
     }
 
     /// Swaps completed since the host started.
@@ -1050,6 +1060,7 @@ impl Controller {
         if old_loaded.is_some() {
             // A first version's activation replaces nothing: not a swap.
             self.shared.swaps_total.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.shared.last_swap) = Some(started.elapsed());
         }
         self.dirty = true;
         self.prune(name);
