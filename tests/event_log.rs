@@ -128,6 +128,49 @@ fn offsets_are_gap_free_with_eight_concurrent_appenders() -> Result {
 }
 
 #[test]
+fn async_appends_from_many_tasks_are_gap_free_and_atomic() -> Result {
+    let (_dir, log) = fresh_log()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    // 64 tasks on ONE thread: each awaits its group commit without holding the thread.
+    let offsets = runtime.block_on(async {
+        let tasks: Vec<_> = (0..64)
+            .map(|task| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let batch = (0..3)
+                        .map(|n| ev(&format!("async-{task}"), "t", &format!("{{\"n\":{n}}}")))
+                        .collect();
+                    log.append_async(batch).await
+                })
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for task in tasks {
+            offsets.push(task.await.map_err(|e| e.to_string())??);
+        }
+        Ok::<_, Box<dyn std::error::Error>>(offsets)
+    })?;
+    for batch in &offsets {
+        assert_eq!(batch.len(), 3);
+        assert!(
+            batch.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "a batch stays contiguous: {batch:?}"
+        );
+    }
+    let events = all_events(&log)?;
+    assert_eq!(events.len(), 64 * 3);
+    assert_gap_free(&events);
+    // An invalid event fails the whole batch before anything is queued.
+    let bad = vec![ev("s", "t", "{}"), ev("s", "t", "not json")];
+    let error = runtime
+        .block_on(log.append_async(bad))
+        .expect_err("invalid JSON must fail");
+    assert!(error.to_string().contains("event 2 of 2"), "{error}");
+    assert_eq!(log.head()?, 64 * 3);
+    Ok(())
+}
+
+#[test]
 fn a_second_log_on_the_same_file_appending_concurrently_stays_gap_free() -> Result {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("events.db");

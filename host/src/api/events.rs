@@ -154,26 +154,29 @@ pub(crate) async fn append(
         ),
     };
 
-    let log = state.log().clone();
-    let (offsets, described) = blocking(move || {
-        // Described before `events` moves into the log, for the per-event log lines.
-        let described: Vec<(String, Option<String>)> = events
-            .iter()
-            .map(|e| {
-                (
-                    e.event_type.clone(),
-                    correlation_id(e.metadata.as_deref()).map(Cow::into_owned),
-                )
-            })
-            .collect();
-        let offsets = log.append(events)?;
-        Ok((offsets, described))
-    })
-    .instrument(span.clone())
-    .await
-    .inspect_err(|error| {
-        span.in_scope(|| tracing::warn!(code = error.code, "append refused: {}", error.message));
-    })?;
+    // Described before `events` moves into the log, for the per-event log lines.
+    let described: Vec<(String, Option<String>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.clone(),
+                correlation_id(e.metadata.as_deref()).map(Cow::into_owned),
+            )
+        })
+        .collect();
+    // Awaited, not on the blocking pool: the task waits for the group commit without
+    // holding a thread, so many concurrent appends cost no thread each.
+    let offsets = state
+        .log()
+        .append_async(events)
+        .instrument(span.clone())
+        .await
+        .map_err(ApiError::from)
+        .inspect_err(|error| {
+            span.in_scope(|| {
+                tracing::warn!(code = error.code, "append refused: {}", error.message)
+            });
+        })?;
 
     span.in_scope(|| {
         for (offset, (event_type, correlation_id)) in offsets.iter().zip(&described) {

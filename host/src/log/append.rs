@@ -38,7 +38,31 @@ pub(super) struct Request {
     /// The validated batch.
     pub(super) events: Vec<NewEvent>,
     /// Where the writer sends the outcome, after the commit.
-    pub(super) reply: SyncSender<Reply>,
+    pub(super) reply: ReplyTo,
+}
+
+/// Where an appender waits for its outcome: a blocked thread, or an async task (which
+/// then needs no thread of its own while the group commits).
+pub(super) enum ReplyTo {
+    /// [`EventLog::append`](super::EventLog::append), on a thread that blocks.
+    Blocking(SyncSender<Reply>),
+    /// [`EventLog::append_async`](super::EventLog::append_async).
+    Async(tokio::sync::oneshot::Sender<Reply>),
+}
+
+impl ReplyTo {
+    /// Hands over the outcome. The appender may have gone away; its events are
+    /// committed anyway.
+    fn send(self, reply: Reply) {
+        match self {
+            ReplyTo::Blocking(sender) => {
+                let _ = sender.send(reply);
+            }
+            ReplyTo::Async(sender) => {
+                let _ = sender.send(reply);
+            }
+        }
+    }
 }
 
 /// Checks a batch before it goes to the writer, so that an invalid event costs the writer
@@ -190,14 +214,13 @@ impl Writer {
                     changed
                 });
                 for (request, reply) in group.drain(..).zip(replies) {
-                    // The appender may have gone away; its events are committed anyway.
-                    let _ = request.reply.send(reply);
+                    request.reply.send(reply);
                 }
             }
             Err(e) => {
                 let reason = e.to_string();
                 for request in group.drain(..) {
-                    let _ = request.reply.send(Err(LogError::Write {
+                    request.reply.send(Err(LogError::Write {
                         path: self.path.clone(),
                         reason: reason.clone(),
                     }));

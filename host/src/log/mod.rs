@@ -174,9 +174,36 @@ impl EventLog {
         let requests = self.inner.requests.as_ref().ok_or_else(stopped)?;
         let (reply, replied) = mpsc::sync_channel(1);
         requests
-            .send(append::Request { events, reply })
+            .send(append::Request {
+                events,
+                reply: append::ReplyTo::Blocking(reply),
+            })
             .map_err(|_| stopped())?;
         replied.recv().map_err(|_| stopped())?
+    }
+
+    /// [`EventLog::append`] for async callers: the same batch semantics, but the task
+    /// awaits the group commit instead of a thread blocking on it, so a server with many
+    /// concurrent appends needs no thread per append. The batch is validated (its JSON
+    /// parsed) on the calling task before it is queued.
+    pub async fn append_async(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, LogError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        append::validate(&events, &self.inner.options)?;
+        let stopped = || LogError::WriterStopped {
+            path: self.inner.path.clone(),
+        };
+        let requests = self.inner.requests.as_ref().ok_or_else(stopped)?;
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        // The queue is unbounded: sending never blocks the task.
+        requests
+            .send(append::Request {
+                events,
+                reply: append::ReplyTo::Async(reply),
+            })
+            .map_err(|_| stopped())?;
+        replied.await.map_err(|_| stopped())?
     }
 
     /// The events matching `query`, in offset order, as of now, read page by page.
