@@ -174,7 +174,7 @@ pub(crate) async fn append(
         .map_err(ApiError::from)
         .inspect_err(|error| {
             span.in_scope(|| {
-                tracing::warn!(code = error.code, "append refused: {}", error.message)
+                tracing::warn!(code = error.code, "append refused: {}", error.message);
             });
         })?;
 
