@@ -73,26 +73,7 @@ fn guest(name: &str) -> (Vec<u8>, String) {
 /// Another version of the component `wasm`: the same code with a custom section
 /// appended, so another content hash. Returns the bytes and the version.
 fn retagged(wasm: &[u8], tag: &str) -> (Vec<u8>, String) {
-    fn leb128(mut value: usize, out: &mut Vec<u8>) {
-        loop {
-            let low = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(low);
-                return;
-            }
-            out.push(low | 0x80);
-        }
-    }
-    let name = b"refract-test";
-    let mut section = Vec::new();
-    leb128(name.len(), &mut section);
-    section.extend_from_slice(name);
-    section.extend_from_slice(tag.as_bytes());
-    let mut bytes = wasm.to_vec();
-    bytes.push(0); // a custom section
-    leb128(section.len(), &mut bytes);
-    bytes.extend_from_slice(&section);
+    let bytes = refract::bench::swap::retag(wasm, tag);
     let version = version_of(&bytes);
     (bytes, version)
 }
