@@ -21,22 +21,16 @@
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use rusqlite::config::DbConfig;
-use rusqlite::limits::Limit;
-use rusqlite::{CachedStatement, Connection, OpenFlags, params};
+use rusqlite::{CachedStatement, Connection, params};
 use serde::Deserialize;
 
 use crate::log::{EventRef, LogReader, ReadQuery};
-use crate::runtime::{DbOptions, STATEMENT_CACHE_CAPACITY, SandboxLimits, Synchronous};
+use crate::runtime::{DbOptions, SandboxLimits};
 
 /// The event types `balances` subscribes to, as its `info()` declares them.
 pub const SUBSCRIBED_TYPES: [&str; 3] = ["account.opened", "money.deposited", "money.withdrawn"];
-
-/// The busy timeout of the sandboxed read model (`runtime::sql`).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The guest's schema, verbatim.
 const SCHEMA: &str = "
@@ -96,52 +90,16 @@ pub(super) struct Movement<'a> {
     pub(super) amount: i64,
 }
 
-/// Opens (creating) a read-model database with the settings the sandbox gives a
-/// projector's (`runtime::sql::SandboxedDb::open`): the same flags, `DEFENSIVE` and
-/// untrusted schema, WAL, `synchronous` and cache size from `options`, foreign keys,
-/// the page budget, SQLite's limits and the statement cache. The authorizer and the
+/// Opens (creating) a read-model database through the runtime's own opener
+/// ([`crate::runtime::open_read_model`]), so the baseline gets every setting the
+/// sandbox gives a projector's database by construction. The authorizer and the
 /// progress handler are left out: they are the sandbox's cost.
 pub fn open_read_model(
     path: &Path,
     options: DbOptions,
     limits: &SandboxLimits,
 ) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE, false)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    let synchronous = match options.synchronous {
-        Synchronous::Off => "OFF",
-        Synchronous::Normal => "NORMAL",
-        Synchronous::Full => "FULL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "cache_size", -i64::from(options.cache_size_kib))?;
-    conn.pragma_update(None, "foreign_keys", true)?;
-    conn.pragma_update(
-        None,
-        "max_page_count",
-        i64::try_from(limits.max_page_count).unwrap_or(i64::MAX),
-    )?;
-    let int = |value: usize| i32::try_from(value).unwrap_or(i32::MAX);
-    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, int(limits.max_value_bytes))?;
-    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, int(limits.max_sql_bytes))?;
-    conn.set_limit(Limit::SQLITE_LIMIT_EXPR_DEPTH, int(limits.max_expr_depth))?;
-    conn.set_limit(
-        Limit::SQLITE_LIMIT_VARIABLE_NUMBER,
-        int(limits.max_params_per_statement),
-    )?;
-    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
-    conn.set_limit(Limit::SQLITE_LIMIT_WORKER_THREADS, 0)?;
-    conn.set_limit(Limit::SQLITE_LIMIT_TRIGGER_DEPTH, 100)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-    Ok(conn)
+    crate::runtime::open_read_model(path, options, limits)
 }
 
 /// Creates the guest's schema and the host's tables in one transaction, as the

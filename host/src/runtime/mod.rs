@@ -66,6 +66,6 @@ pub use limits::*;
 pub use projector::{LoadedProjector, Runtime, RuntimeConfig, VERSION_HEX_LEN};
 pub use sql::{
     DENIED_FUNCTIONS, DbOptions, HOST_TABLE_PREFIX, PRAGMAS_ANY_ARGUMENT, PRAGMAS_READ_ONLY,
-    STATEMENT_CACHE_CAPACITY, Synchronous, VIRTUAL_TABLE_MODULES,
+    STATEMENT_CACHE_CAPACITY, Synchronous, VIRTUAL_TABLE_MODULES, open_read_model,
 };
 pub use wasi::{ALLOWED_WASI_PACKAGES, REFRACT_INTERFACES};

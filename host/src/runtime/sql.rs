@@ -235,6 +235,52 @@ impl Drop for GuestScope<'_> {
     }
 }
 
+/// Opens (creating if needed) a read model with every setting the sandbox uses: the
+/// flags, `DEFENSIVE` and an untrusted schema, WAL, `synchronous` and the cache size
+/// from `options`, foreign keys, the page budget, SQLite's limits and the statement
+/// cache; everything but the authorizer and the progress handler, which
+/// [`SandboxedDb::open`] adds. The benchmark's native baseline opens its database
+/// with this too, so the two compare on the same settings by construction.
+pub fn open_read_model(
+    path: &Path,
+    options: DbOptions,
+    limits: &SandboxLimits,
+) -> rusqlite::Result<Connection> {
+    // No SQLITE_OPEN_URI: the path is a path, never `file:...?vfs=...`.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", options.synchronous.pragma_value())?;
+    conn.pragma_update(None, "cache_size", -i64::from(options.cache_size_kib))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(
+        None,
+        "max_page_count",
+        i64::try_from(limits.max_page_count).unwrap_or(i64::MAX),
+    )?;
+
+    let int = |value: usize| i32::try_from(value).unwrap_or(i32::MAX);
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, int(limits.max_value_bytes))?;
+    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, int(limits.max_sql_bytes))?;
+    conn.set_limit(Limit::SQLITE_LIMIT_EXPR_DEPTH, int(limits.max_expr_depth))?;
+    conn.set_limit(
+        Limit::SQLITE_LIMIT_VARIABLE_NUMBER,
+        int(limits.max_params_per_statement),
+    )?;
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_WORKER_THREADS, 0)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_TRIGGER_DEPTH, 100)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    Ok(conn)
+}
+
 /// A read-model connection with the sandbox installed.
 #[derive(Debug)]
 pub(crate) struct SandboxedDb {
@@ -253,38 +299,7 @@ impl SandboxedDb {
         limits: &SandboxLimits,
         clock: TickClock,
     ) -> rusqlite::Result<Self> {
-        // No SQLITE_OPEN_URI: the path is a path, never `file:...?vfs=...`.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE, false)?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", options.synchronous.pragma_value())?;
-        conn.pragma_update(None, "cache_size", -i64::from(options.cache_size_kib))?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        conn.pragma_update(
-            None,
-            "max_page_count",
-            i64::try_from(limits.max_page_count).unwrap_or(i64::MAX),
-        )?;
-
-        let int = |value: usize| i32::try_from(value).unwrap_or(i32::MAX);
-        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, int(limits.max_value_bytes))?;
-        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, int(limits.max_sql_bytes))?;
-        conn.set_limit(Limit::SQLITE_LIMIT_EXPR_DEPTH, int(limits.max_expr_depth))?;
-        conn.set_limit(
-            Limit::SQLITE_LIMIT_VARIABLE_NUMBER,
-            int(limits.max_params_per_statement),
-        )?;
-        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
-        conn.set_limit(Limit::SQLITE_LIMIT_WORKER_THREADS, 0)?;
-        conn.set_limit(Limit::SQLITE_LIMIT_TRIGGER_DEPTH, 100)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        let mut conn = open_read_model(path, options, limits)?;
 
         let guard = Arc::new(Guard::new());
         {
