@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use refract::config::Config;
 use refract::data_dir::DataDir;
-use refract::engine::{Engine, EngineOptions};
+use refract::engine::Engine;
 use refract::log::{EventLog, LogOptions, NewEvent, ReadQuery};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
@@ -46,17 +46,12 @@ fn start(plugins: &[(&str, &str)], config: &str) -> Result<Host> {
         std::fs::copy(support::guests::guest(guest), data.plugins().join(file))?;
     }
     let config = Config::parse(config, Path::new("refract.toml"))?;
-    let log = EventLog::open(&data.events_db(), config.log_options())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let options = EngineOptions {
-        data_dir: data.clone(),
-        plugins_dir: data.plugins(),
-        config,
-    };
-    let engine = Engine::start(&options, &log, runtime.handle())?;
+    let support::host::InProcess {
+        log,
+        engine,
+        runtime,
+        ..
+    } = support::host::start_engine(&data, config)?;
     Ok(Host {
         data,
         log,
@@ -64,18 +59,6 @@ fn start(plugins: &[(&str, &str)], config: &str) -> Result<Host> {
         _runtime: runtime,
         _dir: dir,
     })
-}
-
-/// Polls `condition` until it holds, failing with `what` after `timeout`.
-fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Result {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }
 
 /// The active version of `projector` is live at the log head.
@@ -297,11 +280,11 @@ fn three_projectors_keep_up_with_four_appenders() -> Result {
         appender.join().map_err(|_| "appender panicked")??;
     }
     for projector in ["balances", "cars", "order-summary"] {
-        wait_until(
+        support::host::wait_until(
             Duration::from_secs(60),
             &format!("{projector} to reach the log head"),
             || caught_up(&host, projector),
-        )?;
+        );
     }
 
     let balances = actual_balances(&host.data.stable_db("balances"))?;
@@ -465,11 +448,11 @@ fn kill_9_during_projection_then_restart_equals_a_clean_run() -> Result {
     let mut host = spawn_host(&data)?;
     wait_for_banner(&mut host)?;
     let head = log.head()?;
-    wait_until(
+    support::host::wait_until(
         Duration::from_secs(60),
         "the restarted host to catch up",
         || checkpoint_of(&data.stable_db("balances")) == head,
-    )?;
+    );
     // SIGTERM: the host finishes its batch, records checkpoints and exits 0.
     let status = Command::new("kill")
         .arg("-TERM")
@@ -566,7 +549,7 @@ fn a_poison_event_stalls_the_projector_under_stop() -> Result {
     )?;
     let poison = append_with_poison(&host.log)?;
     assert_eq!(poison, 11);
-    wait_until(
+    support::host::wait_until(
         Duration::from_secs(30),
         "balances to stall at the poison event",
         || {
@@ -575,7 +558,7 @@ fn a_poison_event_stalls_the_projector_under_stop() -> Result {
                 .iter()
                 .any(|status| status.state.to_string().starts_with("stalled at 11: "))
         },
-    )?;
+    );
     let status = host.engine.status().remove(0);
     assert_eq!(
         status.checkpoint, 10,
@@ -609,11 +592,11 @@ fn a_poison_event_is_dead_lettered_under_skip() -> Result {
         "[projectors.balances]\non_poison = \"skip\"\n",
     )?;
     append_with_poison(&host.log)?;
-    wait_until(
+    support::host::wait_until(
         Duration::from_secs(30),
         "balances to skip past the poison event",
         || caught_up(&host, "balances"),
-    )?;
+    );
     let letters = host.engine.dead_letters("balances", 10)?;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].offset, 11);
@@ -645,12 +628,12 @@ fn a_looping_projector_does_not_hold_up_the_others() -> Result {
     }
     // Generous: catching up takes milliseconds; the looping projector burns a whole
     // deadline on every retry, on the same two cores.
-    wait_until(
+    support::host::wait_until(
         Duration::from_secs(20),
         "balances to catch up beside a looping projector",
         || caught_up(&host, "balances"),
-    )?;
-    wait_until(
+    );
+    support::host::wait_until(
         Duration::from_secs(20),
         "the looping projector to be reported stalled",
         || {
@@ -659,7 +642,7 @@ fn a_looping_projector_does_not_hold_up_the_others() -> Result {
                 .and_then(|view| view.versions.into_iter().find_map(|version| version.status))
                 .is_some_and(|status| status.state.to_string().starts_with("stalled at 1: "))
         },
-    )?;
+    );
     let looping = host
         .engine
         .projector("loop-forever")

@@ -109,20 +109,16 @@ impl Host {
         }
         let text = config.replace("{dir}", &dir.path().display().to_string());
         let config = Config::parse(&text, Path::new("refract.toml"))?;
-        let log = EventLog::open(&data.events_db(), config.log_options())?;
         if !events.is_empty() {
-            log.append(events)?;
+            // Logged before the engine starts, as a host finds an existing log.
+            EventLog::open(&data.events_db(), config.log_options())?.append(events)?;
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let options = EngineOptions {
-            data_dir: data.clone(),
-            plugins_dir: data.plugins(),
-            config,
-        };
-        let engine = Engine::start(&options, &log, runtime.handle())?;
+        let support::host::InProcess {
+            log,
+            engine,
+            options,
+            runtime,
+        } = support::host::start_engine(&data, config)?;
         Ok(Host {
             data,
             engine,

@@ -1,5 +1,6 @@
-//! Driving a host from a test: waiting for a condition with a liveness bound, running
-//! `refract run` as a child process (to `kill -9` it), and copying data directories.
+//! Driving a host from a test: waiting for a condition with a liveness bound, starting
+//! an engine in this process, running `refract run` as a child process (to `kill -9`
+//! it), and copying data directories.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -7,6 +8,43 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// An engine started in this process on `data`, with the log it appends through and
+/// the async runtime it waits on (keep the runtime alive as long as the engine).
+pub struct InProcess {
+    /// The log; appends through it wake the workers at once.
+    pub log: refract::log::EventLog,
+    /// The engine.
+    pub engine: refract::engine::Engine,
+    /// What it was started with, to start it again.
+    pub options: refract::engine::EngineOptions,
+    /// Its async runtime.
+    pub runtime: tokio::runtime::Runtime,
+}
+
+/// Starts an engine on `data` (its plugins folder as the watched folder) with `config`.
+pub fn start_engine(
+    data: &refract::data_dir::DataDir,
+    config: refract::config::Config,
+) -> Result<InProcess, Box<dyn std::error::Error>> {
+    let log = refract::log::EventLog::open(&data.events_db(), config.log_options())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let options = refract::engine::EngineOptions {
+        data_dir: data.clone(),
+        plugins_dir: data.plugins(),
+        config,
+    };
+    let engine = refract::engine::Engine::start(&options, &log, runtime.handle())?;
+    Ok(InProcess {
+        log,
+        engine,
+        options,
+        runtime,
+    })
+}
 
 /// How often [`wait_until`] and [`wait_for`] look again.
 const POLL: Duration = Duration::from_millis(5);
