@@ -817,16 +817,26 @@ impl Controller {
         Ok(self.control.previous_versions(name)?.into_iter().next())
     }
 
-    fn promote(&mut self, name: &str) -> Result<String, EngineError> {
+    /// The projector's slot and its shadow, or why `action` cannot apply.
+    fn slot_with_shadow(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> Result<(&Slot, &WorkerHandle), EngineError> {
         let slot = self
             .slots
             .get(name)
             .ok_or_else(|| EngineError::UnknownProjector(name.to_owned()))?;
-        let Some(shadow) = &slot.shadow else {
-            return Err(EngineError::Conflict(format!(
-                "projector `{name}` has no shadow to promote; deploy a new version first"
-            )));
-        };
+        let shadow = slot.shadow.as_ref().ok_or_else(|| {
+            EngineError::Conflict(format!(
+                "projector `{name}` has no shadow to {action}; deploy a new version first"
+            ))
+        })?;
+        Ok((slot, shadow))
+    }
+
+    fn promote(&mut self, name: &str) -> Result<String, EngineError> {
+        let (slot, shadow) = self.slot_with_shadow(name, "promote")?;
         let status = shadow.status.snapshot();
         let active_checkpoint = slot
             .active
@@ -876,16 +886,7 @@ impl Controller {
     }
 
     fn abort(&mut self, name: &str) -> Result<String, EngineError> {
-        let slot = self
-            .slots
-            .get(name)
-            .ok_or_else(|| EngineError::UnknownProjector(name.to_owned()))?;
-        let Some(shadow) = &slot.shadow else {
-            return Err(EngineError::Conflict(format!(
-                "projector `{name}` has no shadow to abort"
-            )));
-        };
-        let version = shadow.version.clone();
+        let version = self.slot_with_shadow(name, "abort")?.1.version.clone();
         // An aborted rollback leaves the previous version as it was.
         self.drop_shadow(name, "aborted by an operator")?;
         tracing::info!(projector = %name, %version, "shadow aborted");

@@ -167,19 +167,9 @@ impl EventLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        append::validate(&events, &self.inner.options)?;
-        let stopped = || LogError::WriterStopped {
-            path: self.inner.path.clone(),
-        };
-        let requests = self.inner.requests.as_ref().ok_or_else(stopped)?;
         let (reply, replied) = mpsc::sync_channel(1);
-        requests
-            .send(append::Request {
-                events,
-                reply: append::ReplyTo::Blocking(reply),
-            })
-            .map_err(|_| stopped())?;
-        replied.recv().map_err(|_| stopped())?
+        self.queue(events, append::ReplyTo::Blocking(reply))?;
+        replied.recv().map_err(|_| self.writer_stopped())?
     }
 
     /// [`EventLog::append`] for async callers: the same batch semantics, but the task
@@ -190,20 +180,29 @@ impl EventLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        append::validate(&events, &self.inner.options)?;
-        let stopped = || LogError::WriterStopped {
-            path: self.inner.path.clone(),
-        };
-        let requests = self.inner.requests.as_ref().ok_or_else(stopped)?;
         let (reply, replied) = tokio::sync::oneshot::channel();
-        // The queue is unbounded: sending never blocks the task.
+        self.queue(events, append::ReplyTo::Async(reply))?;
+        replied.await.map_err(|_| self.writer_stopped())?
+    }
+
+    /// Validates a batch and hands it to the writer, which answers through `reply`
+    /// after the group commit. The queue is unbounded: this never blocks.
+    fn queue(&self, events: Vec<NewEvent>, reply: append::ReplyTo) -> Result<(), LogError> {
+        append::validate(&events, &self.inner.options)?;
+        let requests = self
+            .inner
+            .requests
+            .as_ref()
+            .ok_or_else(|| self.writer_stopped())?;
         requests
-            .send(append::Request {
-                events,
-                reply: append::ReplyTo::Async(reply),
-            })
-            .map_err(|_| stopped())?;
-        replied.await.map_err(|_| stopped())?
+            .send(append::Request { events, reply })
+            .map_err(|_| self.writer_stopped())
+    }
+
+    fn writer_stopped(&self) -> LogError {
+        LogError::WriterStopped {
+            path: self.inner.path.clone(),
+        }
     }
 
     /// The events matching `query`, in offset order, as of now, read page by page.
