@@ -1,13 +1,13 @@
 //! `refract diff <name>`: compares a projector's shadow (or previous version) with its
-//! active version, table by table. It reads the databases directly, so it works
-//! whether or not a host is running.
+//! active version, table by table, and runs its diff gate on the pair. It reads the
+//! databases directly, so it works whether or not a host is running.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
+use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::control::{Control, Role};
-use crate::engine::diff::compare;
+use crate::engine::diff::{ComparedVersion, DiffError, DiffRequest, diff_versions};
 
 /// Compare two versions' read models.
 #[derive(Debug, Args)]
@@ -27,69 +27,35 @@ pub struct DiffArgs {
 }
 
 /// Runs `refract diff`.
-pub fn run(data: &DataDir, args: &DiffArgs) -> Result<()> {
+pub fn run(data: &DataDir, config: &Config, args: &DiffArgs) -> Result<()> {
     if !data.control_db().exists() {
         bail!(
             "no projectors in `{}` yet: start `refract run` with a projector first",
             data.root().display()
         );
     }
-    let control = Control::open(&data.control_db())?;
-    let versions = control.versions_of(&args.name)?;
-    if versions.is_empty() {
-        bail!(
-            "no projector named `{}`; `refract status` lists the projectors",
-            args.name
-        );
-    }
-    let active = versions
-        .iter()
-        .find(|record| record.role == Role::Active)
-        .with_context(|| {
-            format!(
-                "projector `{}` has no active version to compare with",
-                args.name
-            )
-        })?;
-    let other = match &args.version {
-        Some(version) => versions
-            .iter()
-            .find(|record| &record.version == version)
-            .with_context(|| format!("projector `{}` has no version `{version}`", args.name))?,
-        None => versions
-            .iter()
-            .find(|record| record.role == Role::Shadow)
-            .or_else(|| versions.iter().find(|record| record.role == Role::Previous))
-            .with_context(|| {
-                format!(
-                    "projector `{}` has no shadow or previous version; name one with --version",
-                    args.name
-                )
-            })?,
+    let gate = config.projector(&args.name).diff_gate;
+    let request = DiffRequest {
+        projector: &args.name,
+        version: args.version.as_deref(),
+        sample: args.sample,
+        gate: gate.as_deref(),
+        deadline: None,
     };
-    let base_db = data.version_db(&args.name, &active.version);
-    let other_db = data.version_db(&args.name, &other.version);
-    if !other_db.exists() {
-        bail!(
-            "the read model of version {} was deleted ({})",
-            other.version,
-            other_db.display()
-        );
-    }
-    let diffs = compare(&base_db, &other_db, args.sample).with_context(|| {
-        format!(
-            "cannot compare {} with {}",
-            base_db.display(),
-            other_db.display()
-        )
-    })?;
+    let compared = match diff_versions(data, &request) {
+        Err(DiffError::NothingToCompare(name)) => {
+            bail!("projector `{name}` has no shadow or previous version; name one with --version")
+        }
+        other => other?,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&diffs)?);
+        println!("{}", serde_json::to_string_pretty(&compared)?);
         return Ok(());
     }
-    let label = |role: Role, version: &str| format!("{} {version}", role.as_str());
-    let base_label = label(active.role, &active.version);
-    let other_label = label(other.role, &other.version);
+    let diffs = &compared.tables;
+    let label = |side: &ComparedVersion| format!("{} {}", side.role.as_str(), side.version);
+    let base_label = label(&compared.base);
+    let other_label = label(&compared.other);
     println!("{}: {base_label} vs {other_label}", args.name);
     let rows: Vec<[String; 4]> = diffs
         .iter()
@@ -129,6 +95,12 @@ pub fn run(data: &DataDir, args: &DiffArgs) -> Result<()> {
         }
         for row in &diff.only_in_other {
             println!("  only in {other_label}: ({})", row.join(", "));
+        }
+    }
+    if let Some(gate) = &compared.gate {
+        match &gate.reason {
+            None => println!("\ndiff gate {}: passed", gate.file.display()),
+            Some(reason) => println!("\ndiff gate {}: refused: {reason}", gate.file.display()),
         }
     }
     Ok(())

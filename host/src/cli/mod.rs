@@ -146,7 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Append(args) => append::run(&data, &config, &args),
         Command::Bench(args) => bench::run(&config, &args),
         Command::Demo(args) => demo::run(&data, config, &args, cli.token.as_deref()),
-        Command::Diff(args) => diff::run(&data, &args),
+        Command::Diff(args) => diff::run(&data, &config, &args),
         Command::Events(args) => events::run(&data, &config, &args),
         Command::Project(args) => project::run(&data, &config, &args),
         Command::Run(args) => run::run(&data, config, &args, cli.token.as_deref()),

@@ -1,13 +1,20 @@
-//! Comparing two read models table by table, for `refract diff`: row counts, a content
-//! checksum, and a sample of the rows only one side has.
+//! Comparing two read models table by table, for `refract diff` and
+//! `GET /v1/projectors/{name}/diff`: row counts, a content checksum, a sample of the
+//! rows only one side has, and the projector's diff gate run on the pair.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ErrorCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::engine::swap::{open_read_only, read_only_uri, value_text};
+use crate::data_dir::DataDir;
+use crate::engine::control::{Control, ControlError, Role};
+use crate::engine::swap::{self, open_read_only, read_only_uri, value_text};
+
+/// How often (in SQLite VM instructions) a comparison with a deadline checks the clock.
+const DEADLINE_CHECK_OPS: std::ffi::c_int = 10_000;
 
 /// One table compared across two read models.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,10 +46,195 @@ impl TableDiff {
     }
 }
 
+/// One side of a [`VersionDiff`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComparedVersion {
+    /// The version's short content hash.
+    pub version: String,
+    /// Its role when compared.
+    pub role: Role,
+}
+
+/// What the projector's diff gate (`projectors.<name>.diff_gate`) says about the pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateVerdict {
+    /// The gate's SQL file.
+    pub file: PathBuf,
+    /// No assertion returned a violating row.
+    pub passed: bool,
+    /// Why it refused (the assertion and its first violating row), when it did.
+    pub reason: Option<String>,
+}
+
+/// A projector's version compared with its active version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionDiff {
+    /// The projector.
+    pub projector: String,
+    /// The active version, the base of the comparison.
+    pub base: ComparedVersion,
+    /// The version compared with it: the shadow, the previous version, or the one named.
+    pub other: ComparedVersion,
+    /// Every table, by name.
+    pub tables: Vec<TableDiff>,
+    /// The diff gate's verdict on swapping `other` in, when the projector has a gate.
+    pub gate: Option<GateVerdict>,
+}
+
+/// What to compare, for [`diff_versions`].
+#[derive(Debug, Clone, Default)]
+pub struct DiffRequest<'a> {
+    /// The projector.
+    pub projector: &'a str,
+    /// The version to compare with the active one; by default the shadow, else the
+    /// previous version.
+    pub version: Option<&'a str>,
+    /// Differing rows to sample per table and side.
+    pub sample: usize,
+    /// The projector's diff gate file, if it has one.
+    pub gate: Option<&'a Path>,
+    /// Give up (with [`DiffError::TimedOut`]) if the comparison runs past this.
+    pub deadline: Option<Instant>,
+}
+
+/// Why two versions could not be compared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiffError {
+    /// No projector of that name has ever been deployed.
+    #[error("no projector named `{0}`; `refract status` lists the projectors")]
+    UnknownProjector(String),
+    /// The projector has no active version to compare with.
+    #[error("projector `{0}` has no active version to compare with")]
+    NoActiveVersion(String),
+    /// No version was named and the projector has neither a shadow nor a previous version.
+    #[error("projector `{0}` has no shadow or previous version; name the version to compare")]
+    NothingToCompare(String),
+    /// The named version is not one of the projector's.
+    #[error("projector `{projector}` has no version `{version}`")]
+    UnknownVersion {
+        /// The projector.
+        projector: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// The version's read model is gone (an old version, pruned by `keep_versions`).
+    #[error("the read model of version {version} was deleted ({})", path.display())]
+    Deleted {
+        /// The version.
+        version: String,
+        /// Where its read model was.
+        path: PathBuf,
+    },
+    /// The comparison ran past its deadline.
+    #[error("the comparison took too long and was stopped; compare fewer or smaller tables")]
+    TimedOut,
+    /// `control.db` failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A read model could not be read.
+    #[error("cannot compare {} with {}: {source}", base.display(), other.display())]
+    Sqlite {
+        /// The active version's read model.
+        base: PathBuf,
+        /// The other read model.
+        other: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+}
+
+/// Compares a projector's version (by default its shadow, else its previous version)
+/// with its active version, reading `control.db` and both read models read-only, and
+/// runs the projector's diff gate on the pair.
+pub fn diff_versions(data: &DataDir, request: &DiffRequest<'_>) -> Result<VersionDiff, DiffError> {
+    let name = request.projector;
+    if !data.control_db().exists() {
+        return Err(DiffError::UnknownProjector(name.to_owned()));
+    }
+    let versions = Control::open(&data.control_db())?.versions_of(name)?;
+    if versions.is_empty() {
+        return Err(DiffError::UnknownProjector(name.to_owned()));
+    }
+    let active = versions
+        .iter()
+        .find(|record| record.role == Role::Active)
+        .ok_or_else(|| DiffError::NoActiveVersion(name.to_owned()))?;
+    let other = match request.version {
+        Some(version) => versions
+            .iter()
+            .find(|record| record.version == version)
+            .ok_or_else(|| DiffError::UnknownVersion {
+                projector: name.to_owned(),
+                version: version.to_owned(),
+            })?,
+        None => versions
+            .iter()
+            .find(|record| record.role == Role::Shadow)
+            .or_else(|| versions.iter().find(|record| record.role == Role::Previous))
+            .ok_or_else(|| DiffError::NothingToCompare(name.to_owned()))?,
+    };
+    let base_db = data.version_db(name, &active.version);
+    let other_db = data.version_db(name, &other.version);
+    for (version, path) in [(&active.version, &base_db), (&other.version, &other_db)] {
+        if !path.exists() {
+            return Err(DiffError::Deleted {
+                version: version.clone(),
+                path: path.clone(),
+            });
+        }
+    }
+    let tables =
+        compare_until(&base_db, &other_db, request.sample, request.deadline).map_err(|source| {
+            match source.sqlite_error_code() {
+                Some(ErrorCode::OperationInterrupted) => DiffError::TimedOut,
+                _ => DiffError::Sqlite {
+                    base: base_db.clone(),
+                    other: other_db.clone(),
+                    source,
+                },
+            }
+        })?;
+    let gate = request.gate.map(|file| {
+        let verdict = swap::run_gate(file, &other_db, Some(&base_db));
+        GateVerdict {
+            file: file.to_owned(),
+            passed: verdict.is_ok(),
+            reason: verdict.err(),
+        }
+    });
+    Ok(VersionDiff {
+        projector: name.to_owned(),
+        base: ComparedVersion {
+            version: active.version.clone(),
+            role: active.role,
+        },
+        other: ComparedVersion {
+            version: other.version.clone(),
+            role: other.role,
+        },
+        tables,
+        gate,
+    })
+}
+
 /// Compares every projector table (not SQLite's, not the host's `_refract_` tables)
 /// of `base` and `other`, both opened read-only.
 pub fn compare(base: &Path, other: &Path, sample: usize) -> rusqlite::Result<Vec<TableDiff>> {
-    let conn = open_read_only(base)?;
+    compare_until(base, other, sample, None)
+}
+
+/// [`compare`], interrupted (SQLite's `OperationInterrupted`) once past `deadline`.
+pub fn compare_until(
+    base: &Path,
+    other: &Path,
+    sample: usize,
+    deadline: Option<Instant>,
+) -> rusqlite::Result<Vec<TableDiff>> {
+    let mut conn = open_read_only(base)?;
+    if let Some(deadline) = deadline {
+        conn.progress_handler(DEADLINE_CHECK_OPS, Some(move || Instant::now() >= deadline))?;
+    }
     conn.execute("ATTACH DATABASE ?1 AS other", [read_only_uri(other)])?;
     let mut tables = table_names(&conn, "main")?;
     for table in table_names(&conn, "other")? {
@@ -164,7 +356,7 @@ fn quote(identifier: &str) -> String {
 mod tests {
     use super::*;
 
-    fn db(dir: &Path, name: &str, sql: &str) -> std::path::PathBuf {
+    fn db(dir: &Path, name: &str, sql: &str) -> PathBuf {
         let path = dir.join(name);
         Connection::open(&path).unwrap().execute_batch(sql).unwrap();
         path
@@ -216,5 +408,28 @@ mod tests {
         assert_eq!(diffs[0].base_rows, None);
         assert_eq!(diffs[2].other_rows, None);
         assert!(diffs[2].schema_differs);
+    }
+
+    #[test]
+    fn a_comparison_past_its_deadline_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows =
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000)";
+        let a = db(
+            dir.path(),
+            "a.db",
+            &format!("CREATE TABLE t(k); INSERT INTO t {rows} SELECT i FROM n;"),
+        );
+        let b = db(dir.path(), "b.db", "CREATE TABLE t(k);");
+        let error = compare_until(&a, &b, 5, Some(Instant::now())).unwrap_err();
+        assert_eq!(
+            error.sqlite_error_code(),
+            Some(ErrorCode::OperationInterrupted),
+            "{error}"
+        );
+        assert_eq!(
+            compare_until(&a, &b, 5, None).unwrap()[0].base_rows,
+            Some(50000)
+        );
     }
 }

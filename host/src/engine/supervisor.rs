@@ -209,6 +209,8 @@ pub struct Engine {
 /// State readable without the controller.
 struct Shared {
     data: DataDir,
+    /// The configuration the engine started with.
+    config: Config,
     log: EventLog,
     routes: RwLock<BTreeMap<String, ReadModel>>,
     views: RwLock<BTreeMap<String, Vec<VersionEntry>>>,
@@ -269,6 +271,7 @@ impl Engine {
         let control = Control::open(&data.control_db())?;
         let shared = Arc::new(Shared {
             data: data.clone(),
+            config: options.config.clone(),
             log: log.clone(),
             routes: RwLock::new(BTreeMap::new()),
             views: RwLock::new(BTreeMap::new()),
@@ -311,6 +314,16 @@ impl Engine {
     /// The event log; appends made through it wake the workers at once.
     pub fn log(&self) -> &EventLog {
         &self.shared.log
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.shared.data
+    }
+
+    /// The configuration the engine started with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
     }
 
     /// Every projector, by name.
