@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use refract::api::{self, ApiState, ServerConfig, Token};
-use refract::config::Config;
+use refract::config::{Config, ProjectorSection, PromoteMode};
 use refract::data_dir::DataDir;
 use refract::engine::{Engine, EngineOptions};
 use refract::log::{Durability, EventLog, LogOptions};
@@ -96,6 +96,16 @@ impl Host {
         config: ServerConfig,
         prepare: impl FnOnce(&DataDir) -> Result,
     ) -> Result<Host> {
+        Host::start_configured(guests, config, Config::default(), prepare)
+    }
+
+    /// As [`Host::start_with`], with the engine's configuration too.
+    fn start_configured(
+        guests: &[&str],
+        config: ServerConfig,
+        engine_config: Config,
+        prepare: impl FnOnce(&DataDir) -> Result,
+    ) -> Result<Host> {
         let dir = tempfile::tempdir()?;
         let data = DataDir::new(dir.path().join("data"));
         std::fs::create_dir_all(data.plugins())?;
@@ -119,7 +129,7 @@ impl Host {
             &EngineOptions {
                 data_dir: data.clone(),
                 plugins_dir: data.plugins(),
-                config: Config::default(),
+                config: engine_config,
             },
             &log,
             runtime.handle(),
@@ -393,6 +403,7 @@ fn every_endpoint_but_health_needs_the_bearer_token() -> Result {
         "/v1/events",
         "/v1/events/count",
         "/v1/projectors",
+        "/v1/projectors/cars/diff",
         "/metrics",
         "/v1/no-such-thing",
     ] {
@@ -910,6 +921,115 @@ fn deploying_a_new_version_swaps_it_in_and_rollback_returns() -> Result {
         host.get("/v1/projectors/cars")
             .is_ok_and(|a| a.json["active_version"] == v1)
     })?;
+    Ok(())
+}
+
+#[test]
+fn the_diff_compares_the_shadow_with_the_active_version_and_runs_the_gate() -> Result {
+    let gates = tempfile::tempdir()?;
+    let gate = gates.path().join("no-charlie.sql");
+    std::fs::write(
+        &gate,
+        "-- a sold car keeps its buyer's old name\nSELECT car_id FROM cars WHERE customer_name = 'Charlie';\n",
+    )?;
+    let mut config = Config::default();
+    config.projectors.insert(
+        "cars".into(),
+        ProjectorSection {
+            promote: PromoteMode::Manual,
+            diff_gate: Some(gate.clone()),
+            ..ProjectorSection::default()
+        },
+    );
+    let host = Host::start_configured(&["cars-v1"], ServerConfig::default(), config, |_| Ok(()))?;
+    host.log.append(refract::workload::cars_story(1))?;
+    host.wait_caught_up("cars")?;
+    host.get("/v1/projectors/cars/diff")?
+        .expect_error(409, "nothing_to_compare");
+
+    let deployed = host.post_raw(
+        "/v1/projectors/cars/versions",
+        Some("application/wasm"),
+        &support::guests::guest_bytes("cars-v2"),
+    )?;
+    assert_eq!(deployed.status, 202, "{}", deployed.text);
+    let v2 = deployed.json["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let v1 = host.get("/v1/projectors/cars")?.json["active_version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let head = host.log.head()?;
+    wait_until(Duration::from_secs(60), "the shadow to catch up", || {
+        host.engine.projector("cars").is_some_and(|view| {
+            view.versions.iter().any(|version| {
+                version.version == v2
+                    && version
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.checkpoint >= head)
+            })
+        })
+    })?;
+
+    let diff = host.get("/v1/projectors/cars/diff")?;
+    assert_eq!(diff.status, 200, "{}", diff.text);
+    let json = &diff.json;
+    assert_eq!(json["projector"], "cars");
+    assert_eq!(json["base"], json!({"version": v1, "role": "active"}));
+    assert_eq!(json["other"], json!({"version": v2, "role": "shadow"}));
+    let table = |name: &str| {
+        json["tables"]
+            .as_array()
+            .and_then(|tables| tables.iter().find(|t| t["table"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let cars = table("cars");
+    assert_eq!(
+        (cars["base_rows"].clone(), cars["other_rows"].clone()),
+        (json!(2), json!(2))
+    );
+    assert_ne!(cars["base_checksum"], cars["other_checksum"]);
+    let row_with = |rows: &Value, name: &str| {
+        rows.as_array()
+            .is_some_and(|rows| rows.iter().any(|row| row.to_string().contains(name)))
+    };
+    assert!(row_with(&cars["only_in_base"], "'Bob'"), "{cars}");
+    assert!(row_with(&cars["only_in_other"], "'Charlie'"), "{cars}");
+    assert_eq!(table("customers")["schema_differs"], false);
+    // The gate, run on the pair even though promotion is manual: it refuses.
+    assert_eq!(json["gate"]["file"], gate.display().to_string());
+    assert_eq!(json["gate"]["passed"], false);
+    let reason = json["gate"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("assertion 1") && reason.contains("hrxs21"),
+        "{reason}"
+    );
+
+    // Another version, fewer sample rows; refusals name the problem.
+    let same = host.get(&format!("/v1/projectors/cars/diff?version={v1}&sample=0"))?;
+    assert_eq!(same.status, 200, "{}", same.text);
+    assert_eq!(same.json["other"]["version"], v1);
+    assert!(same.json["tables"].as_array().is_some_and(|tables| {
+        tables
+            .iter()
+            .all(|t| t["base_checksum"] == t["other_checksum"])
+    }));
+    let unsampled = host.get("/v1/projectors/cars/diff?sample=0")?;
+    assert_eq!(unsampled.json["tables"][0]["only_in_base"], json!([]));
+    host.get("/v1/projectors/cars/diff?sample=101")?
+        .expect_error(400, "invalid_parameter");
+    host.get("/v1/projectors/cars/diff?version=ffffffff")?
+        .expect_error(404, "unknown_version");
+    host.get("/v1/projectors/cars/diff?colour=red")?
+        .expect_error(400, "invalid_parameter");
+    host.get("/v1/projectors/nope/diff")?
+        .expect_error(404, "unknown_projector");
+    host.get("/v1/projectors/No%2FPe/diff")?
+        .expect_error(400, "invalid_name");
     Ok(())
 }
 

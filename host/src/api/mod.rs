@@ -14,6 +14,7 @@
 //! | `POST /v1/projectors/{name}/promote`, `/rollback`, `/abort` | change which version serves |
 //! | `GET /v1/projectors/{name}/dead-letters` | events the projector skipped |
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
+//! | `GET /v1/projectors/{name}/diff` | the shadow (or previous) version against the active one: tables, sample rows, the diff gate |
 //! | `GET /health` | `ok` (200) or `degraded` (503) with the reasons |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -24,13 +25,15 @@
 //! - [`extract`]: extractors that turn bad input into [`ApiError`]s.
 //! - [`limits`]: every limit, and the `[server]` configuration section.
 //! - `events`: append, read and count. `sse`: subscriptions.
-//! - `projectors`: projector management. `query`: read-model queries.
+//! - `projectors`: projector management. `query`: read-model queries. `diff`: two
+//!   versions compared.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
 //!
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
 //! and the [`Engine`](crate::engine::Engine) only.
 
 pub mod auth;
+pub mod diff;
 pub mod error;
 mod events;
 pub mod extract;

@@ -19,7 +19,7 @@ use super::auth::{self, Token};
 use super::error::{ApiError, panic_response};
 use super::limits::ServerConfig;
 use super::metrics::Metrics;
-use super::{events, operations, projectors, query, sse};
+use super::{diff, events, operations, projectors, query, sse};
 use crate::engine::Engine;
 use crate::log::EventLog;
 
@@ -125,6 +125,7 @@ pub fn router(state: ApiState) -> Router {
             get(projectors::dead_letters),
         )
         .route("/v1/projectors/{name}/query", post(query::run))
+        .route("/v1/projectors/{name}/diff", get(diff::diff))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(body_limit)
