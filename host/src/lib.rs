@@ -17,12 +17,15 @@
 //! - [`bench`]: `refract bench`, Refract measured against a native-Rust baseline.
 //! - [`api`]: the HTTP API `refract run` serves: events, projectors, queries,
 //!   subscriptions, health and metrics.
+//! - [`console`]: the web console `refract run` serves at `/`, embedded in the binary;
+//!   a client of the public API only.
 //! - [`cli`]: the `refract` command line.
 
 pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod data_dir;
 pub mod engine;
 pub mod guest_build;

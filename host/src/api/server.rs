@@ -133,6 +133,9 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // The console's page and scripts load before sign-in and hold no data: outside
+        // the token check, which covers only the routes above.
+        .merge(crate::console::router())
         .layer(CatchPanicLayer::custom(panic_response))
         // The span names the path only: query strings can hold anything a client
         // pasted, including a token this server refuses to read from there.

@@ -96,7 +96,12 @@ pub fn run(data: &DataDir, config: Config, args: &DemoArgs, token: Option<&str>)
          replays the log into a shadow read model and swaps it in with no downtime:\n\
          \x20 cp {v2} {plugins}/cars.wasm\n\
          \x20 sqlite3 {cars} 'SELECT car_id, color, customer_name FROM cars'   # now Charlie\n\
-         \x20 {exe} --data-dir {dir} diff cars                                # v2 against v1\n",
+         \x20 {exe} --data-dir {dir} diff cars                                # v2 against v1\n\
+         \n\
+         Or do all of this in the web console: open the `console:` address printed\n\
+         below and sign in with the token in {dir}/token. Its Deploy page uploads\n\
+         \x20 {v2}\n\
+         and shows the replay, the diff (Bob becomes Charlie) and the swap.\n",
         balances = stable("balances"),
         cars = stable("cars"),
         v2 = cars_v2.display(),

@@ -96,6 +96,7 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     println!("  event log:   {}", data.events_db().display());
     println!("  plugins:     {}", plugins_dir.display());
     println!("  http api:    http://{address}");
+    println!("  console:     http://{address}/  (sign in with the api token)");
     match Token::read_file(data) {
         Ok(Some(file)) if file.secret() == token.secret() => {
             println!("  api token:   {}", Token::file(data).display());
