@@ -499,7 +499,7 @@ impl Fixture {
                     "--disable-quic", "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     format!("--user-data-dir={}", profile.display()),
-                    "--window-size=1360,900",
+                    "--window-size=1360,1060",
                 ],
             }),
         );
