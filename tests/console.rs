@@ -6,7 +6,8 @@
 //!   replay reach lag zero, read the diff (Bob → Charlie), promote, see v2 active and
 //!   the query console return the new rows;
 //! - guest-controlled strings with markup (an event's stream and data, a projector's
-//!   error) are shown as text and never become elements;
+//!   error, a stall and the health reason that quotes it) are shown as text and never
+//!   become elements; a stalled projector is shown in red;
 //! - without the token, or with a wrong one, only the sign-in page shows, with no data;
 //! - every console response carries the strict Content-Security-Policy, and the browser
 //!   enforces it.
@@ -321,6 +322,25 @@ fn guest_strings_with_markup_are_shown_as_text(f: &mut Fixture) -> Result {
     );
     f.assert_inert()?;
     f.screenshot("dead-letters");
+
+    // A stalled projector (order-summary, `on_poison = "stop"`) is red, and its stall
+    // message, which quotes the data, is text on the projectors and health pages.
+    f.api_post(
+        "/v1/streams/order-9/events",
+        &json!([{"type": "order.placed", "data": MARKUP_DATA}]),
+    )?;
+    f.click("nav a[href='#/projectors']")?;
+    let stalled = "section.projector[data-projector='order-summary'] tr.bad[data-role='active']";
+    f.wait_text(&format!("{stalled} .badge.bad"), "stalled at")?;
+    let error = f.wait_text(&format!("{stalled} .error-text"), MARKUP_DATA)?;
+    assert!(error.contains("order-summary"), "{error}");
+    f.assert_inert()?;
+    f.screenshot("projectors-stalled");
+    f.click("nav a[href='#/health']")?;
+    f.wait_text("#health-status", "degraded")?;
+    let reasons = f.wait_text("#health-body ul.reasons", "order-summary")?;
+    assert!(reasons.contains(MARKUP_DATA), "{reasons}");
+    f.assert_inert()?;
     Ok(())
 }
 
@@ -718,6 +738,17 @@ impl Fixture {
         )?)
     }
 
+    /// A POST of JSON on the API with the token; the answer must be a success.
+    fn api_post(&self, path: &str, body: &Value) -> Result<Value> {
+        let mut response = ureq::post(&format!("{}{path}", self.url))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())?;
+        Ok(serde_json::from_str(
+            &response.body_mut().read_to_string()?,
+        )?)
+    }
+
     /// The log head.
     fn head(&self) -> Result<u64> {
         let count = self.api_get("/v1/events/count")?;
@@ -731,14 +762,18 @@ impl Fixture {
         self.wait_for("cars and balances to catch up with the seeded log", || {
             let projectors = self.api_get("/v1/projectors").ok()?;
             let all = projectors["projectors"].as_array()?;
-            let caught_up = all.len() == 2
-                && all.iter().all(|projector| {
-                    projector["versions"].as_array().is_some_and(|versions| {
-                        versions.iter().any(|version| {
-                            version["role"] == "active" && version["status"]["checkpoint"] == head
+            let caught_up = all.len() == 3
+                && all
+                    .iter()
+                    .filter(|projector| projector["name"] != "order-summary")
+                    .all(|projector| {
+                        projector["versions"].as_array().is_some_and(|versions| {
+                            versions.iter().any(|version| {
+                                version["role"] == "active"
+                                    && version["status"]["checkpoint"] == head
+                            })
                         })
-                    })
-                });
+                    });
             caught_up.then_some(())
         })
     }
@@ -788,6 +823,10 @@ fn seed(data: &Path) -> Result {
     std::fs::copy(
         support::guests::guest("balances"),
         plugins.join("balances.wasm"),
+    )?;
+    std::fs::copy(
+        support::guests::guest("order-summary"),
+        plugins.join("order-summary.wasm"),
     )?;
     let log = EventLog::open(&data.join("events.db"), LogOptions::default())?;
     let mut events = refract::workload::cars_story(1);

@@ -91,7 +91,8 @@ function versionRow(projector, version) {
   const cells = [
     el('code', {}, version.version),
     el('span', { className: `role role-${version.role}` }, version.role),
-    el('span', { className: bad ? 'badge bad' : `badge state-${state.split(' ')[0]}` }, state),
+    // The badge names the state (`stalled at 34`); its message is the last error.
+    el('span', { className: bad ? 'badge bad' : `badge state-${state.split(' ')[0]}`, title: state }, state.split(':')[0]),
     count(status?.checkpoint),
     count(status?.head),
     count(lag),
