@@ -306,6 +306,26 @@ fn guest_strings_with_markup_are_shown_as_text(f: &mut Fixture) -> Result {
     assert_eq!(event["stream"], MARKUP_STREAM);
     assert_eq!(event["data"], MARKUP_DATA);
     f.assert_inert()?;
+
+    // The live tail (SSE read through fetch, with the token in a header) shows a new
+    // event of the filtered stream as it is appended, as text too.
+    f.click("#ev-tail")?;
+    f.wait_text("#ev-status", "Live: following the log")?;
+    let path = format!(
+        "/v1/streams/{}/events",
+        MARKUP_STREAM
+            .bytes()
+            .map(|b| format!("%{b:02X}"))
+            .collect::<String>()
+    );
+    f.api_post(
+        &path,
+        &json!([{"type": "note.added", "data": {"note": MARKUP_DATA}}]),
+    )?;
+    let tailed = f.wait_text("#ev-results tbody tr:last-child", "note.added")?;
+    assert!(tailed.contains(MARKUP_DATA), "{tailed}");
+    f.assert_inert()?;
+    f.click("#ev-tail")?;
     f.screenshot("events");
 
     // Dead letters: the error and the event, literally.
