@@ -541,11 +541,11 @@ fn append_read_and_count_events() -> Result {
     assert_eq!(past.json["events"], json!([]));
 
     let count = host.get("/v1/events/count?stream=order-1")?;
-    assert_eq!(count.json, json!({"count": 3}));
+    assert_eq!(count.json, json!({"count": 3, "head": 5}));
     let count = host.get("/v1/events/count?type=OrderPlaced")?;
-    assert_eq!(count.json, json!({"count": 2}));
+    assert_eq!(count.json, json!({"count": 2, "head": 5}));
     let count = host.get("/v1/events/count")?;
-    assert_eq!(count.json, json!({"count": 5}));
+    assert_eq!(count.json, json!({"count": 5, "head": 5}));
     Ok(())
 }
 

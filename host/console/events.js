@@ -111,10 +111,10 @@ export function mount(main, { showBanner }) {
     nextButton.disabled = true;
     applyButton.disabled = true;
     try {
-      // Offsets are gap-free from 1, so the unfiltered count is the head.
-      const { count } = await api.get('/v1/events/count');
-      replace(status, el('p', { className: 'live' }, `Live: following the log from offset ${count + 1}.`));
-      await api.subscribe({ ...filters(), from_offset: count + 1 }, (event) => {
+      // The head, not the count: once retention has removed events, the two part.
+      const { head } = await api.get('/v1/events/count');
+      replace(status, el('p', { className: 'live' }, `Live: following the log from offset ${head + 1}.`));
+      await api.subscribe({ ...filters(), from_offset: head + 1 }, (event) => {
         shown.push(event);
         if (shown.length > TAIL_ROWS) shown.splice(0, shown.length - TAIL_ROWS);
         renderRows();

@@ -121,6 +121,8 @@ pub struct Config {
     pub projectors: BTreeMap<String, ProjectorSection>,
     /// The HTTP API: address and limits (see [`crate::api::limits`]).
     pub server: crate::api::ServerConfig,
+    /// Limits on consumer replays (see [`crate::replay`]).
+    pub replay: crate::replay::ReplayConfig,
 }
 
 /// `[log]`
@@ -315,6 +317,9 @@ impl Config {
                 "must be at least engine.retry_initial_ms, which must be at least 1",
             ));
         }
+        self.replay
+            .validate()
+            .map_err(|(key, problem)| out_of_range(key.into(), &problem))?;
         for (name, section) in &self.projectors {
             if section.batch_size == Some(0) {
                 return Err(out_of_range(

@@ -9,6 +9,8 @@
 //! - [`runtime`]: compiles and runs projector components in a wasmtime sandbox.
 //! - [`engine`]: drives projectors through the log: checkpoints committed with their
 //!   writes, one worker thread per version, poison policy, status, `control.db`.
+//! - [`replay`]: pacing and progress of consumer replays (`GET /v1/events/subscribe`,
+//!   `refract tail`).
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
 //! - [`guest_build`]: builds the example projectors from this source tree (for
@@ -30,5 +32,6 @@ pub mod data_dir;
 pub mod engine;
 pub mod guest_build;
 pub mod log;
+pub mod replay;
 pub mod runtime;
 pub mod workload;

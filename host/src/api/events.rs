@@ -270,6 +270,10 @@ pub(crate) async fn read(
 pub(crate) struct Count {
     /// Matching events (at most `limit`, if one was given).
     count: u64,
+    /// The log's head: the offset of the newest event, 0 for an empty log. Offsets are
+    /// never reused; once retention has removed events, the count of the whole log is
+    /// below the head, so a client that wants to start "from now" starts after this.
+    head: u64,
 }
 
 /// `GET /v1/events/count`: how many events match the filters, counted from indexes.
@@ -281,8 +285,8 @@ pub(crate) async fn count(
     let mut query = filters(&params)?;
     query.limit = params.number("limit")?;
     let log = state.log().clone();
-    let count = blocking(move || Ok(log.count(&query)?)).await?;
-    Ok(Json(Count { count }))
+    let (count, head) = blocking(move || Ok((log.count(&query)?, log.head()?))).await?;
+    Ok(Json(Count { count, head }))
 }
 
 #[cfg(test)]
