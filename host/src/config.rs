@@ -123,6 +123,10 @@ pub struct Config {
     pub server: crate::api::ServerConfig,
     /// Limits on consumer replays (see [`crate::replay`]).
     pub replay: crate::replay::ReplayConfig,
+    /// Limits on consumer groups and their defaults (see [`crate::groups`]).
+    pub consumers: crate::groups::ConsumersConfig,
+    /// Declared consumer groups, by name (see [`crate::groups::config`]).
+    pub groups: BTreeMap<String, crate::groups::GroupSection>,
 }
 
 /// `[log]`
@@ -320,6 +324,10 @@ impl Config {
         self.replay
             .validate()
             .map_err(|(key, problem)| out_of_range(key.into(), &problem))?;
+        self.consumers
+            .validate()
+            .and_then(|()| crate::groups::config::validate_groups(&self.groups, &self.consumers))
+            .map_err(|(key, problem)| out_of_range(key, &problem))?;
         for (name, section) in &self.projectors {
             if section.batch_size == Some(0) {
                 return Err(out_of_range(

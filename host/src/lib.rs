@@ -11,6 +11,8 @@
 //!   writes, one worker thread per version, poison policy, status, `control.db`.
 //! - [`replay`]: pacing and progress of consumer replays (`GET /v1/events/subscribe`,
 //!   `refract tail`).
+//! - [`groups`]: consumer groups: members, partitions, leases, acks, dead letters and
+//!   committed positions (in `control.db`).
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
 //! - [`guest_build`]: builds the example projectors from this source tree (for
@@ -30,6 +32,7 @@ pub mod config;
 pub mod console;
 pub mod data_dir;
 pub mod engine;
+pub mod groups;
 pub mod guest_build;
 pub mod log;
 pub mod replay;

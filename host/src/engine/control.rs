@@ -6,6 +6,8 @@
 //! - `dead_letters`: events a projector could not apply under the `skip` policy.
 //! - `plugin_files`: the content last deployed from each file in the plugins folder,
 //!   so a file is deployed when it changes, not again after every restart or rollback.
+//! - `consumer_groups`, `consumer_group_dead_letters`: consumer groups' committed
+//!   positions and dead letters (see `crate::groups`).
 //!
 //! Checkpoints are deliberately NOT here: each lives inside its read model, in the same
 //! transaction as the writes it covers (see `checkpoint`).
@@ -62,6 +64,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE versions ADD COLUMN role_changed_at INTEGER NOT NULL DEFAULT 0;
     UPDATE versions SET role_changed_at = updated_at;
 ",
+    // 4: consumer groups, owned by `crate::groups`.
+    crate::groups::store::MIGRATION,
 ];
 
 /// Why the control database failed.
