@@ -21,6 +21,8 @@
 //! | `refract_swaps_total` | counter | |
 //! | `refract_rejected_plugins` | gauge | |
 //! | `refract_subscribers` | gauge | |
+//!
+//! Consumer groups and retention add theirs (`consumer_metrics`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,6 +61,8 @@ pub(crate) struct EngineSnapshot {
     /// Events appended through the host's log (API and engine alike) since it started;
     /// idempotent repeats are not counted.
     pub appended: u64,
+    /// Consumer groups and retention, when the host serves them.
+    pub consumers: Option<super::consumer_metrics::ConsumerSnapshot>,
 }
 
 impl Metrics {
@@ -75,8 +79,11 @@ impl Metrics {
     }
 
     /// The whole exposition, ending with `# EOF`.
-    pub(crate) fn render(&self, engine: EngineSnapshot) -> Result<String, fmt::Error> {
+    pub(crate) fn render(&self, mut engine: EngineSnapshot) -> Result<String, fmt::Error> {
         let mut registry = Registry::default();
+        if let Some(consumers) = engine.consumers.take() {
+            registry.register_collector(Box::new(consumers));
+        }
         let open = self.max_subscribers - self.subscribers.available_permits();
         registry.register_collector(Box::new(Scrape {
             engine,

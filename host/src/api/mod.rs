@@ -15,6 +15,7 @@
 //! | `GET /v1/projectors/{name}/dead-letters` | events the projector skipped |
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
 //! | `GET /v1/projectors/{name}/diff` | the shadow (or previous) version against the active one: tables, sample rows, the diff gate |
+//! | `GET /v1/groups`, `/v1/groups/{group}/...` | consumer groups: poll, subscribe, ack, nack, reset, delete, dead letters (see `groups`) |
 //! | `GET /health` | `ok` (200) or `degraded` (503) with the reasons |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -24,7 +25,8 @@
 //! - [`error`]: [`ApiError`], the one error shape and its statuses.
 //! - [`extract`]: extractors that turn bad input into [`ApiError`]s.
 //! - [`limits`]: every limit, and the `[server]` configuration section.
-//! - `events`: append, read and count. `sse`: subscriptions.
+//! - `events`: append, read and count. `sse`: subscriptions, with rate, window and
+//!   progress. `groups`: consumer groups.
 //! - `projectors`: projector management. `query`: read-model queries. `diff`: two
 //!   versions compared.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
@@ -33,10 +35,12 @@
 //! and the [`Engine`](crate::engine::Engine) only.
 
 pub mod auth;
+mod consumer_metrics;
 pub mod diff;
 pub mod error;
 mod events;
 pub mod extract;
+mod groups;
 pub mod limits;
 mod metrics;
 mod operations;

@@ -31,13 +31,34 @@ pub(crate) async fn health(State(state): State<ApiState>) -> Result<Response, Ap
     // The engine's views are behind locks its controller may hold for a while.
     let (projectors, rejected) =
         blocking(move || Ok((engine.projectors(), engine.rejected()))).await?;
-    let reasons = degraded_reasons(&projectors, &rejected, state.config().health_max_lag);
+    let mut reasons = degraded_reasons(&projectors, &rejected, state.config().health_max_lag);
+    reasons.extend(consumer_reasons(&state).await?);
     let (status, code) = if reasons.is_empty() {
         ("ok", StatusCode::OK)
     } else {
         ("degraded", StatusCode::SERVICE_UNAVAILABLE)
     };
     Ok((code, Json(Health { status, reasons })).into_response())
+}
+
+/// Consumer groups lagging past their `lag_alert`, one sentence each.
+async fn consumer_reasons(state: &ApiState) -> Result<Vec<String>, ApiError> {
+    let Some(groups) = state.groups_if_any().cloned() else {
+        return Ok(Vec::new());
+    };
+    let views = blocking(move || Ok(groups.views(std::time::Instant::now())?)).await?;
+    Ok(views
+        .iter()
+        .filter_map(|group| {
+            let alert = group.lag_alert?;
+            (group.lag > alert).then(|| {
+                format!(
+                    "consumer group `{}` is {} offsets behind the log, above groups.{}.lag_alert = {alert}",
+                    group.name, group.lag, group.name
+                )
+            })
+        })
+        .collect())
 }
 
 /// Everything that makes the host degraded, one sentence each.
@@ -91,12 +112,20 @@ fn degraded_reasons(
 /// `GET /metrics`: the Prometheus text format.
 pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let engine = std::sync::Arc::clone(state.engine());
+    let groups = state.groups_if_any().cloned();
     let snapshot = blocking(move || {
+        let consumers = match groups {
+            Some(groups) => Some(super::consumer_metrics::ConsumerSnapshot {
+                groups: groups.views(std::time::Instant::now())?,
+            }),
+            None => None,
+        };
         Ok(EngineSnapshot {
             projectors: engine.projectors(),
             rejected: engine.rejected().len(),
             swaps: engine.swaps_total(),
             appended: engine.log().appended_total(),
+            consumers,
         })
     })
     .await?;

@@ -4,7 +4,7 @@
 //! tests start the real server in-process on an ephemeral port.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -19,7 +19,7 @@ use super::auth::{self, Token};
 use super::error::{ApiError, panic_response};
 use super::limits::ServerConfig;
 use super::metrics::Metrics;
-use super::{diff, events, operations, projectors, query, sse};
+use super::{diff, events, groups, operations, projectors, query, sse};
 use crate::engine::Engine;
 use crate::log::EventLog;
 
@@ -40,6 +40,8 @@ struct Shared {
     /// Set once the server starts shutting down, so that subscriptions (which would
     /// otherwise stream forever) end and the graceful shutdown can finish.
     shutdown: watch::Sender<bool>,
+    /// Consumer groups, once attached ([`ApiState::attach_groups`]).
+    groups: OnceLock<Arc<crate::groups::Groups>>,
 }
 
 impl ApiState {
@@ -61,8 +63,31 @@ impl ApiState {
                 metrics,
                 subscribers,
                 shutdown: watch::channel(false).0,
+                groups: OnceLock::new(),
             }),
         }
+    }
+
+    /// Serves consumer groups (`/v1/groups/...`) from `groups`. Without it those routes
+    /// answer 503. A second call is ignored.
+    pub fn attach_groups(&self, groups: Arc<crate::groups::Groups>) {
+        let _ = self.shared.groups.set(groups);
+    }
+
+    /// The consumer groups, if attached.
+    pub(crate) fn groups(&self) -> Result<&Arc<crate::groups::Groups>, ApiError> {
+        self.shared.groups.get().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "groups_unavailable",
+                "this host serves no consumer groups (it was started without them)",
+            )
+        })
+    }
+
+    /// The consumer groups, if attached, for health and metrics.
+    pub(crate) fn groups_if_any(&self) -> Option<&Arc<crate::groups::Groups>> {
+        self.shared.groups.get()
     }
 
     /// The event log.
@@ -126,6 +151,19 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/projectors/{name}/query", post(query::run))
         .route("/v1/projectors/{name}/diff", get(diff::diff))
+        .route("/v1/groups", get(groups::list))
+        .route(
+            "/v1/groups/{group}",
+            get(groups::show).delete(groups::delete),
+        )
+        .route("/v1/groups/{group}/reset", post(groups::reset))
+        .route("/v1/groups/{group}/poll", post(groups::poll))
+        .route("/v1/groups/{group}/subscribe", get(groups::subscribe))
+        .route("/v1/groups/{group}/ack", post(groups::ack))
+        .route("/v1/groups/{group}/nack", post(groups::nack))
+        .route("/v1/groups/{group}/heartbeat", post(groups::heartbeat))
+        .route("/v1/groups/{group}/leave", post(groups::leave))
+        .route("/v1/groups/{group}/dead-letters", get(groups::dead_letters))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(body_limit)
