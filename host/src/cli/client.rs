@@ -141,6 +141,15 @@ impl Client {
         self.answer(request.send(body.to_string()))
     }
 
+    /// `DELETE path`, decoded from JSON.
+    pub(crate) fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let mut request = self.agent.delete(format!("{}{path}", self.base));
+        if let Some(auth) = self.authorization() {
+            request = request.header("Authorization", auth);
+        }
+        self.answer(request.call())
+    }
+
     /// `POST path` with a binary body, decoded from JSON.
     pub(crate) fn post_bytes<T: DeserializeOwned>(
         &self,

@@ -10,10 +10,12 @@
 mod append;
 mod bench;
 mod client;
+mod consume;
 mod demo;
 mod deploy;
 mod diff;
 mod events;
+mod groups;
 mod manage;
 mod project;
 mod query;
@@ -64,7 +66,7 @@ pub struct Cli {
     pub log: Option<String>,
 
     /// The running host's HTTP API, for status, deploy, promote, rollback, abort,
-    /// query and tail.
+    /// query, tail, groups and consume.
     #[arg(long, global = true, value_name = "URL", env = client::URL_ENV, default_value = DEFAULT_URL)]
     pub url: String,
 
@@ -91,12 +93,18 @@ pub enum Command {
     /// Deploy a projector component to the running host (or, with none running, into
     /// the plugins folder).
     Deploy(deploy::DeployArgs),
+    /// Be a member of a consumer group: print its share of the events as JSON Lines,
+    /// acking each once printed (running host).
+    Consume(consume::ConsumeArgs),
     /// Build the example projectors, seed a demo log, and start the host.
     Demo(demo::DemoArgs),
     /// Compare a projector's shadow or previous version with the active one.
     Diff(diff::DiffArgs),
     /// Print events from the log as JSON Lines, or count them.
     Events(events::EventsArgs),
+    /// List consumer groups (members, partitions, committed offset, lag), or reset or
+    /// delete one.
+    Groups(groups::GroupsArgs),
     /// Replay the log through one projector into a fresh read-model database.
     Project(project::ProjectArgs),
     /// Swap a projector's caught-up shadow version in now (running host).
@@ -157,6 +165,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Abort(args) => manage::run(&connect()?, manage::Action::Abort, &args),
         Command::Query(args) => query::run(&connect()?, &args),
         Command::Tail(args) => tail::run(&connect()?, &args),
+        Command::Groups(args) => groups::run(&data, &config, &args, &connect()?),
+        Command::Consume(args) => {
+            consume::check(&args)?;
+            consume::run(&connect()?, &args)
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::api::{self, ApiState, Token};
 use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::engine::{Engine, EngineOptions};
+use crate::groups::Groups;
 use crate::log::EventLog;
 
 /// Run the host.
@@ -121,13 +122,17 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         "Stop with Ctrl-C. In another terminal: `refract status`, `refract tail`, `refract deploy ...`."
     );
 
+    let groups = Groups::start(&log, &data.control_db(), engine.config())
+        .context("cannot start the consumer groups")?;
     let state = ApiState::new(log, Arc::clone(&engine), server_config, token);
+    state.attach_groups(Arc::clone(&groups));
     let served = runtime.block_on(async {
         api::serve(listener, state, signal)
             .await
             .context("the HTTP API failed")
     });
     tracing::info!("shutting down: finishing the batches in flight");
+    groups.shutdown();
     engine.shutdown();
     served
 }
