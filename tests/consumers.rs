@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use refract::api::{self, ApiState, ServerConfig, Token};
+use refract::api::{self, ApiState, Token};
 use refract::config::Config;
 use refract::data_dir::DataDir;
 use refract::engine::{Engine, EngineOptions};
@@ -55,6 +55,7 @@ impl Host {
 
     /// Starts a host on `dir` (a fresh one, or one a stopped host left behind).
     fn start_in(dir: tempfile::TempDir, config: Config) -> Result<Host> {
+        let server_config = config.server.clone();
         let data = DataDir::new(dir.path().join("data"));
         std::fs::create_dir_all(data.plugins())?;
         let options = LogOptions {
@@ -82,7 +83,7 @@ impl Host {
         let state = ApiState::new(
             log.clone(),
             Arc::clone(&engine),
-            ServerConfig::default(),
+            server_config,
             token.clone(),
         );
         state.attach_groups(Arc::clone(&groups));
@@ -185,6 +186,11 @@ impl Host {
 
     /// Opens `GET /v1/events/subscribe?{query}`; `last_event_id` resumes after it.
     fn subscribe(&self, query: &str, last_event_id: Option<u64>) -> Result<Sse> {
+        self.open_sse(&format!("/v1/events/subscribe?{query}"), last_event_id)
+    }
+
+    /// Opens the SSE stream at `path`, expecting 200.
+    fn open_sse(&self, path: &str, last_event_id: Option<u64>) -> Result<Sse> {
         let agent = Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
@@ -192,13 +198,13 @@ impl Host {
             .build()
             .new_agent();
         let mut request = agent
-            .get(format!("{}/v1/events/subscribe?{query}", self.url))
+            .get(format!("{}{path}", self.url))
             .header("Authorization", self.bearer());
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
         let response = request.call()?;
-        assert_eq!(response.status(), 200, "subscribe?{query}");
+        assert_eq!(response.status(), 200, "{path}");
         Ok(Sse {
             lines: BufReader::new(Box::new(response.into_body().into_reader())),
         })
@@ -871,6 +877,85 @@ fn a_group_resets_to_an_offset_and_a_time() -> Result {
     assert_eq!(host.group("rewind")?["committed"], json!(89));
     let again = host.poll("rewind", "m", 1, 0)?;
     assert_eq!(again.first().map(offset_of), Some(90));
+    host.stop()?;
+    Ok(())
+}
+
+#[test]
+fn an_sse_member_gets_its_events_and_held_connections_are_bounded() -> Result {
+    let mut config = Config::default();
+    config.server.max_subscribers = 1;
+    config.consumers.max_poll_wait_ms = 300;
+    config.consumers.session_timeout_ms = 1500;
+    let host = Host::start(config)?;
+    let appended = append_batch(&host.log, "sse", 10, 3)?;
+    let mut member = host.open_sse("/v1/groups/live/subscribe?member=s", None)?;
+    let mut received = Vec::new();
+    while received.len() < appended.len() {
+        let message = member.next()?.ok_or("the member's stream ended")?;
+        assert_eq!(message.event, "message", "{:?}", message.data);
+        assert_eq!(message.id, message.data["offset"].as_u64());
+        assert_eq!(message.data["delivery"], json!(1));
+        let offset = offset_of(&message.data);
+        host.post_ok(
+            "/v1/groups/live/ack",
+            &json!({"member": "s", "offsets": [offset]}),
+        )?;
+        received.push(offset);
+    }
+    assert_eq!(received, appended, "one member: every event, in order");
+    wait_committed(&host, "live")?;
+
+    // The one held connection is taken: a second stream and a waiting poll are refused,
+    // a poll that does not wait is not held and goes through.
+    let refused = [
+        host.get("/v1/groups/live/subscribe?member=t")?,
+        host.post(
+            "/v1/groups/live/poll",
+            &json!({"member": "p", "wait_ms": 1000}),
+        )?,
+    ];
+    for (status, answer) in refused {
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["error"]["code"], "too_many_subscribers", "{answer}");
+    }
+    assert!(host.poll("live", "p", 10, 0)?.is_empty());
+    // A lease longer than consumers.max_lease_ms is refused.
+    let (status, answer) = host.post(
+        "/v1/groups/live/poll",
+        &json!({"member": "p", "lease_ms": 3_600_001}),
+    )?;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{answer}"
+    );
+    assert!(
+        answer.to_string().contains("consumers.max_lease_ms"),
+        "{answer}"
+    );
+
+    // Closing the stream leaves the group and frees the connection; a poll asking to
+    // wait far longer than consumers.max_poll_wait_ms answers (empty) all the same.
+    drop(member);
+    let deadline = Instant::now() + LIVENESS;
+    loop {
+        let (status, answer) = host.post(
+            "/v1/groups/live/poll",
+            &json!({"member": "p", "wait_ms": 86_400_000u64}),
+        )?;
+        if status == 200 {
+            assert_eq!(answer["events"], json!([]), "{answer}");
+            break;
+        }
+        assert_eq!(answer["error"]["code"], "too_many_subscribers", "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream was never released"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_members(&host, "live", 1)?;
     host.stop()?;
     Ok(())
 }

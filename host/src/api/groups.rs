@@ -6,12 +6,15 @@
 //! | `GET /v1/groups/{group}` | one group |
 //! | `DELETE /v1/groups/{group}` | delete a group that is not declared in `refract.toml` |
 //! | `POST /v1/groups/{group}/reset` | `{"to_offset": N}` or `{"to_time": "…"}` |
-//! | `POST /v1/groups/{group}/poll` | join if needed and long-poll a batch: `{"member", "max_events"?, "wait_ms"?, "types"?, "stream_prefixes"?}` |
+//! | `POST /v1/groups/{group}/poll` | join if needed and long-poll a batch: `{"member", "max_events"?, "wait_ms"?, "lease_ms"?, "types"?, "stream_prefixes"?}` |
 //! | `GET /v1/groups/{group}/subscribe?member=…` | join and receive events as SSE; leaving = closing the stream |
 //! | `POST /v1/groups/{group}/ack` | `{"member", "offsets": [...]}` |
 //! | `POST /v1/groups/{group}/nack` | `{"member", "offsets": [...], "reason"}` |
 //! | `POST /v1/groups/{group}/heartbeat`, `/leave` | `{"member"}` |
 //! | `GET /v1/groups/{group}/dead-letters` | the group's dead letters, with the last reason |
+//!
+//! A member's SSE stream and a poll that waits (`wait_ms` > 0) are held connections:
+//! they count against `server.max_subscribers` with the event subscriptions.
 //!
 //! A delivered event is the event's JSON (as in `GET /v1/events`) with one more field,
 //! `delivery`: 1 for a first delivery, more for a redelivery.
@@ -174,6 +177,9 @@ pub(crate) struct PollBody {
     /// Wait up to this long for events (capped by `consumers.max_poll_wait_ms`);
     /// default 0: answer at once.
     wait_ms: Option<u64>,
+    /// Lease the delivered events this long (default: the group's `lease_ms`); at most
+    /// `consumers.max_lease_ms`.
+    lease_ms: Option<u64>,
     /// The group's filter, to create it (or to check it matches).
     types: Option<Vec<String>>,
     /// The group's filter, to create it (or to check it matches).
@@ -210,6 +216,24 @@ pub(crate) async fn poll(
         None => limits.max_poll_events,
     };
     let wait = Duration::from_millis(body.wait_ms.unwrap_or(0)).min(limits.max_poll_wait());
+    let lease = match body.lease_ms {
+        Some(ms) if ms == 0 || ms > limits.max_lease_ms => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "`lease_ms` must be from 1 to {} (`consumers.max_lease_ms`), not {ms}",
+                    limits.max_lease_ms
+                ),
+            ));
+        }
+        ms => ms.map(Duration::from_millis),
+    };
+    // A poll that may wait holds its connection: it counts with the subscriptions.
+    let _held = if wait.is_zero() {
+        None
+    } else {
+        Some(state.hold_connection()?)
+    };
     let filter = match (body.types, body.stream_prefixes) {
         (None, None) => None,
         (types, prefixes) => Some(GroupFilter {
@@ -236,15 +260,18 @@ pub(crate) async fn poll(
             let groups = Arc::clone(&groups);
             let group = Arc::clone(&group);
             let member = member.clone();
-            blocking(move || Ok(groups.poll(&group, &member, max, Instant::now())?)).await?
+            blocking(move || Ok(groups.poll(&group, &member, max, lease, Instant::now())?)).await?
         };
         let now = Instant::now();
         if !batch.is_empty() || now >= deadline || *shutdown.borrow() {
             let committed = groups.view(group.name(), now).map_or(0, |v| v.committed);
+            let lease = lease
+                .unwrap_or(group.settings().lease)
+                .min(groups.consumers().max_lease());
             let answer = Polled {
                 events: batch.iter().map(delivered).collect(),
                 committed,
-                lease_ms: u64::try_from(group.settings().lease.as_millis()).unwrap_or(u64::MAX),
+                lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
             };
             return Ok(Json(answer).into_response());
         }
@@ -423,6 +450,7 @@ pub(crate) async fn subscribe(
         stream_prefixes: prefixes,
     });
     let groups = Arc::clone(state.groups()?);
+    let permit = state.hold_connection()?;
     let joined = {
         let groups = Arc::clone(&groups);
         let member = member.clone();
@@ -436,6 +464,7 @@ pub(crate) async fn subscribe(
         head: state.log().watch_head(),
         shutdown: state.shutdown_signal(),
         ended: false,
+        _permit: permit,
     };
     let mut response = Sse::new(member_stream.into_stream())
         .keep_alive(KeepAlive::new().interval(keep_alive))
@@ -455,6 +484,8 @@ struct MemberStream {
     head: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     ended: bool,
+    /// Counts against `server.max_subscribers` until the client goes away.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for MemberStream {
@@ -502,7 +533,7 @@ impl MemberStream {
                 let groups = Arc::clone(&self.groups);
                 let group = Arc::clone(&self.group);
                 let member = self.member.clone();
-                blocking(move || Ok(groups.poll(&group, &member, 1, Instant::now())?)).await
+                blocking(move || Ok(groups.poll(&group, &member, 1, None, Instant::now())?)).await
             };
             match polled {
                 Ok(batch) => {

@@ -85,6 +85,24 @@ impl ApiState {
         })
     }
 
+    /// A permit for one held connection (a subscription, a group member's stream or a
+    /// waiting long poll), counted against `server.max_subscribers` until dropped.
+    pub(crate) fn hold_connection(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.shared.subscribers)
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_subscribers",
+                    format!(
+                        "{} subscriptions and long polls are open, the most this host allows \
+                         (`server.max_subscribers`); retry later",
+                        self.config().max_subscribers
+                    ),
+                )
+            })
+    }
+
     /// The consumer groups, if attached, for health and metrics.
     pub(crate) fn groups_if_any(&self) -> Option<&Arc<crate::groups::Groups>> {
         self.shared.groups.get()
@@ -111,10 +129,6 @@ impl ApiState {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.shared.metrics
-    }
-
-    pub(crate) fn subscribers(&self) -> &Arc<Semaphore> {
-        &self.shared.subscribers
     }
 
     /// A receiver that turns `true` when the server begins to shut down.

@@ -121,19 +121,7 @@ pub(crate) async fn subscribe(
     // The cursor replaces the start offset; `read_batch` takes it as `after`.
     query.from_offset = 0;
 
-    let permit = Arc::clone(state.subscribers())
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_subscribers",
-                format!(
-                    "{} subscriptions are open, the most this host allows \
-                     (`server.max_subscribers`); retry later",
-                    state.config().max_subscribers
-                ),
-            )
-        })?;
+    let permit = state.hold_connection()?;
     let log = state.log().clone();
     let reader = {
         let log = log.clone();

@@ -54,6 +54,11 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub batch: usize,
 
+    /// Lease each event this long, in milliseconds (default: the group's lease; the
+    /// host refuses more than consumers.max_lease_ms).
+    #[arg(long, value_name = "MS")]
+    pub lease_ms: Option<u64>,
+
     /// Exit (leaving the group) after this many events.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -141,6 +146,9 @@ pub fn run(client: &Client, args: &ConsumeArgs) -> Result<()> {
             "max_events": want,
             "wait_ms": u64::try_from(wait.as_millis()).unwrap_or(0),
         });
+        if let Some(lease) = args.lease_ms {
+            body["lease_ms"] = json!(lease);
+        }
         if !args.types.is_empty() || !args.stream_prefix.is_empty() {
             body["types"] = json!(args.types);
             body["stream_prefixes"] = json!(args.stream_prefix);

@@ -8,6 +8,7 @@
 //! max_in_flight_per_member = 1000  # leases one member holds at once
 //! max_poll_events = 1000           # events one poll or one SSE batch delivers at most
 //! max_poll_wait_ms = 30000         # the longest a long poll waits for events
+//! max_lease_ms = 3600000           # the longest lease a group or a poll may ask for
 //! max_window_events = 10000        # un-acked events a group holds in memory
 //! max_window_bytes = 67108864      # ... and their data and metadata bytes
 //! commit_interval_ms = 200         # committed positions are written to control.db this often
@@ -53,6 +54,11 @@ pub const DEFAULT_MAX_POLL_EVENTS: usize = 1000;
 /// Default cap on how long a long poll waits for events before answering empty. A
 /// member waiting in a poll counts as alive.
 pub const DEFAULT_MAX_POLL_WAIT: Duration = Duration::from_secs(30);
+
+/// Default cap on a lease, whether a group's `lease_ms` or a poll's: an event leased to
+/// a member that died is redelivered at the latest this long after, so a client asking
+/// for a day-long lease cannot pin a partition for a day.
+pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(3600);
 
 /// Default cap on the un-acked events a group holds in memory (delivered or waiting for
 /// their partition's member). The group reads no further into the log until some are
@@ -104,6 +110,8 @@ pub struct ConsumersConfig {
     pub max_poll_events: usize,
     /// The longest a long poll waits, in milliseconds.
     pub max_poll_wait_ms: u64,
+    /// The longest lease, in milliseconds, a group's `lease_ms` or a poll may ask for.
+    pub max_lease_ms: u64,
     /// The most un-acked events a group holds in memory.
     pub max_window_events: usize,
     /// The most data and metadata bytes of a group's un-acked events.
@@ -128,6 +136,7 @@ impl Default for ConsumersConfig {
             max_in_flight_per_member: DEFAULT_MAX_IN_FLIGHT_PER_MEMBER,
             max_poll_events: DEFAULT_MAX_POLL_EVENTS,
             max_poll_wait_ms: millis(DEFAULT_MAX_POLL_WAIT),
+            max_lease_ms: millis(DEFAULT_MAX_LEASE),
             max_window_events: DEFAULT_MAX_WINDOW_EVENTS,
             max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
             commit_interval_ms: millis(DEFAULT_COMMIT_INTERVAL),
@@ -271,6 +280,7 @@ impl ConsumersConfig {
             ("consumers.max_window_bytes", self.max_window_bytes as u64),
             ("consumers.commit_interval_ms", self.commit_interval_ms),
             ("consumers.lease_ms", self.lease_ms),
+            ("consumers.max_lease_ms", self.max_lease_ms),
             ("consumers.session_timeout_ms", self.session_timeout_ms),
             ("consumers.max_deliveries", u64::from(self.max_deliveries)),
         ];
@@ -279,7 +289,13 @@ impl ConsumersConfig {
                 return Err((key.to_owned(), "must be at least 1".to_owned()));
             }
         }
+        check_lease("consumers.lease_ms", self.lease_ms, self.max_lease_ms)?;
         check_partitions("consumers.partitions", self.partitions)
+    }
+
+    /// The longest lease a poll may ask for.
+    pub fn max_lease(&self) -> Duration {
+        Duration::from_millis(self.max_lease_ms)
     }
 
     /// The settings of a group: its section's, else these defaults. `section` is `None`
@@ -355,12 +371,25 @@ pub fn validate_groups(
                 return Err((key(field), "must be at least 1".to_owned()));
             }
         }
+        if let Some(lease) = section.lease_ms {
+            check_lease(&key("lease_ms"), lease, consumers.max_lease_ms)?;
+        }
         GroupFilter {
             types: section.types.clone(),
             stream_prefixes: section.stream_prefixes.clone(),
         }
         .check()
         .map_err(|problem| (key("types"), problem))?;
+    }
+    Ok(())
+}
+
+fn check_lease(key: &str, lease_ms: u64, max_lease_ms: u64) -> Result<(), (String, String)> {
+    if lease_ms > max_lease_ms {
+        return Err((
+            key.to_owned(),
+            format!("must be at most consumers.max_lease_ms = {max_lease_ms}"),
+        ));
     }
     Ok(())
 }
@@ -461,5 +490,17 @@ mod tests {
             ..ConsumersConfig::default()
         };
         assert_eq!(zero.validate().unwrap_err().0, "consumers.max_poll_events");
+        groups.insert(
+            "g".to_owned(),
+            GroupSection {
+                lease_ms: Some(consumers.max_lease_ms + 1),
+                ..GroupSection::default()
+            },
+        );
+        assert_eq!(
+            validate_groups(&groups, &consumers).unwrap_err().0,
+            "groups.g.lease_ms",
+            "a lease longer than consumers.max_lease_ms is refused"
+        );
     }
 }

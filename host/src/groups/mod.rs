@@ -32,8 +32,9 @@
 //!   by a join does not hold retention; declare it to make retention wait for it.
 //!
 //! Every cost a client controls is capped by a `[consumers]` limit: groups, members per
-//! group, leases per member, events per poll, the long-poll wait, and each group's
-//! in-memory window (events and bytes).
+//! group, leases per member, events per poll, the long-poll wait, the lease a poll asks
+//! for, and each group's in-memory window (events and bytes). Subscriptions and waiting
+//! long polls are held connections, counted against `server.max_subscribers`.
 //!
 //! # Layout
 //! - `mod.rs`: [`Groups`], the facade the API and the CLI use; its background thread.
@@ -403,21 +404,28 @@ impl Groups {
     }
 
     /// Leases up to `max` events (at most `consumers.max_poll_events`) to `member`,
-    /// reading further into the log when the group's window has room.
+    /// for `lease` (default: the group's; at most `consumers.max_lease_ms`), reading
+    /// further into the log when the group's window has room.
     pub fn poll(
         &self,
         group: &Group,
         member: &str,
         max: usize,
+        lease: Option<Duration>,
         now: Instant,
     ) -> Result<Vec<Delivery>, GroupError> {
         let max = max.min(self.consumers.max_poll_events);
+        let lease = lease
+            .unwrap_or(group.settings.lease)
+            .min(self.consumers.max_lease());
         let state_error = |source| GroupError::State {
             group: group.name.clone(),
             source,
         };
         let mut state = group.state();
-        let mut delivered = state.deliver(member, max, now).map_err(state_error)?;
+        let mut delivered = state
+            .deliver_for(member, max, lease, now)
+            .map_err(state_error)?;
         while delivered.len() < max && state.room() > 0 {
             let before = state.read_through();
             self.fill(group, &mut state)?;
@@ -425,7 +433,7 @@ impl Groups {
                 break;
             }
             let more = state
-                .deliver(member, max - delivered.len(), now)
+                .deliver_for(member, max - delivered.len(), lease, now)
                 .map_err(state_error)?;
             delivered.extend(more);
         }

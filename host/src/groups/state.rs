@@ -316,11 +316,23 @@ impl GroupState {
     }
 
     /// Leases up to `max` ready events of `member`'s partitions to it, oldest first,
-    /// within its in-flight cap.
+    /// within its in-flight cap, for the group's lease.
     pub fn deliver(
         &mut self,
         member: &str,
         max: usize,
+        now: Instant,
+    ) -> Result<Vec<Delivery>, StateError> {
+        let lease = self.limits.lease;
+        self.deliver_for(member, max, lease, now)
+    }
+
+    /// [`GroupState::deliver`], with a lease of `lease` (the caller bounds it).
+    pub fn deliver_for(
+        &mut self,
+        member: &str,
+        max: usize,
+        lease: Duration,
         now: Instant,
     ) -> Result<Vec<Delivery>, StateError> {
         self.touch(member, now)?;
@@ -340,7 +352,7 @@ impl GroupState {
                 (owner != Some(lease.member.as_str())).then_some(p.partition)
             })
             .collect();
-        let expires = now + self.limits.lease;
+        let expires = now + lease;
         let mut out = Vec::new();
         for pending in self.pending.values_mut() {
             if budget == 0 {
@@ -466,10 +478,8 @@ impl GroupState {
             .collect();
         for (offset, member) in expired {
             self.stats.expired_leases += 1;
-            let reason = format!(
-                "the lease of {} ms expired before member `{member}` acked the event",
-                self.limits.lease.as_millis()
-            );
+            let reason =
+                format!("the lease expired before member `{member}` acked or nacked the event");
             dead.extend(self.release(offset, &reason));
             changed = true;
         }
