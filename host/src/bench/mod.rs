@@ -27,9 +27,11 @@
 //! - `http`: append throughput through the HTTP API, 32 concurrent clients.
 //! - [`swap`]: a deploy through the engine: swap time and failed or stale reads.
 //! - [`memory`]: peak RSS of a replay, measured in a child process.
+//! - `consumers`: consumer-group throughput, three members over HTTP.
 
 mod append;
 mod cold_start;
+mod consumers;
 mod http;
 mod live;
 pub mod memory;
@@ -90,11 +92,13 @@ pub enum Group {
     Memory,
     /// `cold_start_ms`, `cold_start_cached_ms`.
     ColdStart,
+    /// `consumer_group_eps`.
+    Consumers,
 }
 
 impl Group {
     /// Every group, in the order a run measures them.
-    pub const ALL: [Group; 7] = [
+    pub const ALL: [Group; 8] = [
         Group::Append,
         Group::Replay,
         Group::Floors,
@@ -102,6 +106,7 @@ impl Group {
         Group::Swap,
         Group::Memory,
         Group::ColdStart,
+        Group::Consumers,
     ];
 
     /// The group's name on the command line.
@@ -114,6 +119,7 @@ impl Group {
             Group::Swap => "swap",
             Group::Memory => "memory",
             Group::ColdStart => "cold-start",
+            Group::Consumers => "consumers",
         }
     }
 }
@@ -558,6 +564,27 @@ impl Harness<'_> {
         Ok(())
     }
 
+    /// Consumer-group throughput: three members over HTTP, delivered and acked.
+    fn consumers(&mut self, head: u64) -> Result<()> {
+        let events = head.min(consumers::MAX_EVENTS);
+        let log_path = self.log_path.clone();
+        let eps = self.repeat(
+            &format!(
+                "consumers: {events} events delivered and acked by a group of {} members over HTTP",
+                consumers::MEMBERS
+            ),
+            |h, rep| {
+                let root = h.scratch.dir(&format!("consumers-{rep}"))?;
+                let eps = consumers::run(&root, &log_path, &h.options.config);
+                let _ = std::fs::remove_dir_all(&root);
+                eps
+            },
+        )?;
+        self.figures
+            .push(Figure::measured("consumer_group_eps", "events/s", 0, eps));
+        Ok(())
+    }
+
     /// Time to first event from a fresh runtime: on an empty compile cache, and on a
     /// warm one.
     fn cold_start(&mut self, log: &EventLog) -> Result<()> {
@@ -661,6 +688,9 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     }
     if harness.wants(Group::ColdStart) {
         harness.cold_start(&log)?;
+    }
+    if harness.wants(Group::Consumers) {
+        harness.consumers(head)?;
     }
 
     Ok(Report {
