@@ -847,6 +847,9 @@ fn group_limits_refuse_what_a_client_asks_beyond_them() -> Result {
         .call()?;
     assert_eq!(deleted.status(), 200);
     host.poll("g3", "a", 1, 0)?;
+    // The deleted group is gone: joining it again would create a third group.
+    let (status, answer) = host.post("/v1/groups/g2/poll", &json!({"member": "a"}))?;
+    assert_eq!(status, 429, "g1 and g3 exist: {answer}");
     host.stop()?;
     Ok(())
 }

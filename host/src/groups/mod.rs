@@ -414,6 +414,11 @@ impl Groups {
         lease: Option<Duration>,
         now: Instant,
     ) -> Result<Vec<Delivery>, GroupError> {
+        // A member holding the group from before a deletion finds it gone.
+        let current = self.group(&group.name)?;
+        if !std::ptr::eq(Arc::as_ptr(&current), group) {
+            return Err(GroupError::UnknownGroup(group.name.clone()));
+        }
         let max = max.min(self.consumers.max_poll_events);
         let lease = lease
             .unwrap_or(group.settings.lease)
