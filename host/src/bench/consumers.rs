@@ -67,12 +67,7 @@ pub fn run(root: &Path, log_path: &Path, config: &Config) -> Result<f64> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!("http://{}", listener.local_addr()?);
     let token = Token::generate();
-    let state = ApiState::new(
-        log.clone(),
-        Arc::clone(&engine),
-        config.server.clone(),
-        token.clone(),
-    );
+    let state = ApiState::new(log, Arc::clone(&engine), config.server, token.clone());
     state.attach_groups(Arc::clone(&groups));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(api::serve(listener, state, async move {
