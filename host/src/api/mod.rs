@@ -14,6 +14,7 @@
 //! | `POST /v1/projectors/{name}/promote`, `/rollback`, `/abort` | change which version serves |
 //! | `GET /v1/projectors/{name}/dead-letters` | events the projector skipped |
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
+//! | `GET /v1/cluster` | cluster mode: NATS connectivity, the mirror against the stream's head |
 //! | `GET /health` | `ok` (200) or `degraded` (503) with the reasons |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -26,11 +27,13 @@
 //! - `events`: append, read and count. `sse`: subscriptions.
 //! - `projectors`: projector management. `query`: read-model queries.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
+//! - `cluster`: `GET /v1/cluster`.
 //!
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
 //! and the [`Engine`](crate::engine::Engine) only.
 
 pub mod auth;
+mod cluster;
 pub mod error;
 mod events;
 pub mod extract;
