@@ -266,7 +266,84 @@ fn three_nodes_append_concurrently_and_end_identical() -> Result {
         "read models differ: {models:?}"
     );
     assert!(models[0].as_array().is_some_and(|rows| rows.len() >= 6 + 3));
+    visibility(&nodes, head)?;
+    a_batch_larger_than_one_nats_message_is_refused(&nodes[0]);
     Ok(())
+}
+
+/// `/v1/cluster`, `/metrics` and `refract status` show each node's mirror against the
+/// stream's head, and NATS connectivity.
+fn visibility(nodes: &[Node], head: u64) -> Result {
+    for node in nodes {
+        let status = node.cluster();
+        assert_eq!(status["node"], node.spec.name.as_str(), "{status}");
+        assert_eq!(status["nats"], "connected", "{status}");
+        assert_eq!(status["mirror"], "following", "{status}");
+        assert_eq!(status["mirror_head"].as_u64(), Some(head), "{status}");
+        assert_eq!(status["lag"].as_u64(), Some(0), "{status}");
+        assert_eq!(status["stream_head"], status["mirror_position"], "{status}");
+        let metrics = node.get("/metrics").text;
+        let name = &node.spec.name;
+        for line in [
+            format!("refract_cluster_mirror_lag_messages{{node=\"{name}\"}} 0"),
+            format!("refract_cluster_nats_connected{{node=\"{name}\"}} 1"),
+            format!(
+                "refract_cluster_mirror_position{{node=\"{name}\"}} {}",
+                status["mirror_position"]
+            ),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "no `{line}` in /metrics:\n{metrics}"
+            );
+        }
+        let output = std::process::Command::new(refract())
+            .arg("--data-dir")
+            .arg(&node.spec.data)
+            .args([
+                "--url",
+                &node.url,
+                "--token",
+                support::cluster::TOKEN,
+                "status",
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let expected = format!(
+            "cluster: node {name}, NATS connected ({}), mirror following at JetStream sequence {} of {} (lag 0), log head offset {head}",
+            node.spec.urls, status["mirror_position"], status["stream_head"]
+        );
+        assert!(
+            text.contains(&expected),
+            "`refract status` lacks {expected:?}:\n{text}"
+        );
+    }
+    Ok(())
+}
+
+/// A batch that cannot fit one NATS message (1 MiB by default) is refused with 413,
+/// naming the limit and the fix, and nothing is written.
+fn a_batch_larger_than_one_nats_message_is_refused(node: &Node) {
+    let before = node.head();
+    let big = "x".repeat(600 * 1024);
+    let answer = node.append(
+        "big",
+        json!([{"type": "t", "data": {"s": big}}, {"type": "t", "data": {"s": big}}]),
+        None,
+    );
+    assert_eq!(answer.status, 413, "{}", answer.text);
+    assert_eq!(
+        answer.json["error"]["code"], "batch_too_large",
+        "{}",
+        answer.text
+    );
+    assert!(answer.text.contains("max_payload"), "{}", answer.text);
+    assert_eq!(node.head(), before);
 }
 
 #[test]

@@ -149,32 +149,32 @@ impl Scrape {
             return Ok(());
         };
         let labels = [("node", cluster.node.clone())];
-        let connected = i64::from(cluster.nats == "connected");
-        let figures: [(&str, &str, f64); 4] = [
+        let figures: [(&str, &str, u64); 4] = [
             (
                 "refract_cluster_nats_connected",
                 "1 while this node is connected to NATS",
-                connected as f64,
+                u64::from(cluster.nats == "connected"),
             ),
             (
                 "refract_cluster_mirror_position",
                 "The last JetStream sequence applied to this node's mirror of the log",
-                cluster.mirror_position as f64,
+                cluster.mirror_position,
             ),
             (
                 "refract_cluster_stream_head",
                 "The JetStream stream's last sequence, as this node last heard it",
-                cluster.stream_head.unwrap_or(0) as f64,
+                cluster.stream_head.unwrap_or(0),
             ),
             (
                 "refract_cluster_mirror_lag_messages",
                 "JetStream messages not yet applied to this node's mirror (replication lag)",
-                cluster.lag.unwrap_or(0) as f64,
+                cluster.lag.unwrap_or(0),
             ),
         ];
         for (name, help, value) in figures {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

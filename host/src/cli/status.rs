@@ -163,11 +163,11 @@ fn describe_cluster(status: &ClusterStatus) -> String {
         .lag
         .map_or_else(|| "unknown".to_owned(), |lag| lag.to_string());
     let mut line = format!(
-        "cluster: node {}, NATS {} ({}), mirror {:?} at JetStream sequence {} of {stream_head} (lag {lag}), log head offset {}",
+        "cluster: node {}, NATS {} ({}), mirror {} at JetStream sequence {} of {stream_head} (lag {lag}), log head offset {}",
         status.node,
         status.nats,
         status.urls.join(","),
-        status.mirror,
+        status.mirror.as_str(),
         status.mirror_position,
         status.mirror_head
     );

@@ -26,6 +26,18 @@ pub enum MirrorState {
     Failed,
 }
 
+impl MirrorState {
+    /// The state's name, as `/v1/cluster` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorState::Connecting => "connecting",
+            MirrorState::Following => "following",
+            MirrorState::Retrying => "retrying",
+            MirrorState::Failed => "failed",
+        }
+    }
+}
+
 /// The mutable side of a node's status, updated by the mirror and the head poller.
 #[derive(Debug)]
 pub(crate) struct Progress {
