@@ -5,7 +5,10 @@
 //!    otherwise buffer the message and send it after a reconnect, long after the 503.
 //! 3. Give every event without an id a UUID v7, so the message means the same on every
 //!    node, and encode the batch as one message ([`wire`](super::wire)).
-//! 4. Register a waiter under a fresh `Nats-Msg-Id`, then publish. JetStream answers once
+//! 4. Queue the request for the node's publisher, which packs the requests that queued
+//!    while [`MESSAGES_IN_FLIGHT`] messages awaited their acknowledgement into one
+//!    message (group commit), registers a waiter under a fresh `Nats-Msg-Id`, and
+//!    publishes. JetStream answers once
 //!    a majority of the stream's replicas stored the message. A publish whose answer is
 //!    lost is repeated with the same id: JetStream drops the repeat within its
 //!    duplicate window, and past it the repeat is a no-op anyway, since every event
@@ -29,6 +32,13 @@ use crate::log::{LogError, NewEvent, OrderedRequest, timestamp_to_micros};
 /// line), so a batch that fits [`max_payload`](async_nats::Client::max_payload) minus
 /// this is never refused by the server.
 pub const HEADER_ROOM: usize = 512;
+
+/// Messages a node has published and not yet had acknowledged; appends arriving
+/// meanwhile wait and go together in the next message (group commit).
+pub const MESSAGES_IN_FLIGHT: usize = 4;
+
+/// The most append requests one message carries.
+pub const MAX_GROUP_REQUESTS: usize = 1024;
 
 /// The most times one append publishes its message when JetStream's answer is lost
 /// (each repeat has the same `Nats-Msg-Id`), within the publish timeout.
@@ -106,39 +116,172 @@ pub(crate) async fn append(
         recorded_at: timestamp_to_micros(jiff::Timestamp::now()),
         events,
     };
-    let payload =
-        wire::encode(std::slice::from_ref(&request)).map_err(|e| AppendError::Unavailable {
-            reason: format!("the batch could not be encoded: {e}"),
-        })?;
-    let max = shared.client.max_payload().saturating_sub(HEADER_ROOM);
-    if payload.len() > max {
+    let encoded = wire::encode_request(&request).map_err(|e| AppendError::Unavailable {
+        reason: format!("the batch could not be encoded: {e}"),
+    })?;
+    let max = max_message(shared);
+    if encoded.len() > max {
         return Err(AppendError::TooLarge {
-            bytes: payload.len(),
+            bytes: encoded.len(),
             max,
         });
     }
+    let (reply, answer) = oneshot::channel();
+    shared
+        .queue
+        .send(Queued { encoded, reply })
+        .map_err(|_| AppendError::Unavailable {
+            reason: "the node is shutting down".into(),
+        })?;
+    answer.await.unwrap_or_else(|_| {
+        Err(AppendError::Unavailable {
+            reason: "the node is shutting down".into(),
+        })
+    })
+}
+
+/// The most bytes of requests one message may carry.
+fn max_message(shared: &Shared) -> usize {
+    shared
+        .client
+        .max_payload()
+        .saturating_sub(HEADER_ROOM + wire::ENVELOPE_BYTES)
+}
+
+/// An append waiting for its group's message.
+pub(crate) struct Queued {
+    /// The request, encoded.
+    encoded: Vec<u8>,
+    /// Where its outcome goes.
+    reply: oneshot::Sender<Result<Vec<u64>, AppendError>>,
+}
+
+/// Group commit across a node's concurrent appends: while [`MESSAGES_IN_FLIGHT`]
+/// messages await JetStream's acknowledgement, appends queue up, and the next message
+/// carries all of them (each still its own request, atomic and checked on its own).
+/// One message per request would cost one Raft round per append.
+pub(crate) async fn publisher(
+    shared: std::sync::Arc<Shared>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Queued>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MESSAGES_IN_FLIGHT));
+    let mut held_back: Option<Queued> = None;
+    loop {
+        let first = match held_back.take() {
+            Some(first) => first,
+            None => tokio::select! {
+                next = queue.recv() => match next {
+                    Some(first) => first,
+                    None => return,
+                },
+                _ = stop.changed() => return,
+            },
+        };
+        let Ok(slot) = std::sync::Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        // Everything that queued while the slot was taken goes into this message.
+        let max = max_message(&shared);
+        let mut bytes = first.encoded.len();
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_REQUESTS {
+            match queue.try_recv() {
+                Ok(next) if bytes + next.encoded.len() < max => {
+                    bytes += next.encoded.len() + 1;
+                    group.push(next);
+                }
+                Ok(next) => {
+                    held_back = Some(next);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        tokio::spawn(send_group(std::sync::Arc::clone(&shared), group, slot));
+    }
+}
+
+/// Publishes one group and answers each of its appends.
+async fn send_group(
+    shared: std::sync::Arc<Shared>,
+    group: Vec<Queued>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (parts, replies): (Vec<_>, Vec<_>) =
+        group.into_iter().map(|q| (q.encoded, q.reply)).unzip();
+    let outcome = publish_group(&shared, wire::assemble(&parts).into(), slot).await;
+    match outcome {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            for reply in replies {
+                let answer = outcomes.next().map_or_else(
+                    || {
+                        Err(AppendError::Unavailable {
+                            reason: "the replicated message could not be read back as appends"
+                                .into(),
+                        })
+                    },
+                    |outcome| outcome.map_err(AppendError::Refused),
+                );
+                let _ = reply.send(answer);
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.again()));
+            }
+        }
+    }
+}
+
+/// Publishes a message and waits for this node's mirror to apply it.
+async fn publish_group(
+    shared: &Shared,
+    payload: bytes::Bytes,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Result<super::Outcomes, AppendError> {
     let id = format!("{}-{}", shared.config.node, uuid::Uuid::now_v7().simple());
     let (waiter, outcome) = oneshot::channel();
     let _registered = Registered::new(shared, &id, waiter);
 
     let timeout = shared.config.publish_timeout;
     let deadline = Instant::now() + timeout;
-    let sequence = publish(shared, &id, payload.into(), deadline).await?;
+    let sequence = publish(shared, &id, payload, deadline).await;
+    // Acknowledged (or failed): the next group may go.
+    drop(slot);
+    let sequence = sequence?;
 
     // The mirror applies in stream order; give it the full timeout from the store.
-    let outcomes = tokio::time::timeout(timeout, outcome)
+    tokio::time::timeout(timeout, outcome)
         .await
         .map_err(|_| AppendError::NotYetApplied { sequence, timeout })?
-        .map_err(|_| AppendError::NotYetApplied { sequence, timeout })?;
-    outcomes
-        .into_iter()
-        .next()
-        .ok_or(AppendError::Unavailable {
-            reason: format!(
-                "JetStream stored the message at sequence {sequence}, but no node could read it back as an append"
-            ),
-        })?
-        .map_err(AppendError::Refused)
+        .map_err(|_| AppendError::NotYetApplied { sequence, timeout })
+}
+
+impl AppendError {
+    /// The same failure, for another append of the same message.
+    fn again(&self) -> AppendError {
+        match self {
+            AppendError::Refused(error) => AppendError::Unavailable {
+                reason: error.to_string(),
+            },
+            AppendError::Unavailable { reason } => AppendError::Unavailable {
+                reason: reason.clone(),
+            },
+            AppendError::OutcomeUnknown { reason } => AppendError::OutcomeUnknown {
+                reason: reason.clone(),
+            },
+            AppendError::NotYetApplied { sequence, timeout } => AppendError::NotYetApplied {
+                sequence: *sequence,
+                timeout: *timeout,
+            },
+            AppendError::TooLarge { bytes, max } => AppendError::TooLarge {
+                bytes: *bytes,
+                max: *max,
+            },
+        }
+    }
 }
 
 /// Publishes the message, repeating it (same id) when the answer is lost, and returns

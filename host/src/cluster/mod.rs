@@ -123,6 +123,8 @@ pub(crate) struct Shared {
     pub(crate) subject: String,
     /// Appenders waiting for their message to be applied, by `Nats-Msg-Id`.
     pub(crate) waiters: Mutex<HashMap<String, oneshot::Sender<Outcomes>>>,
+    /// Appends on their way to the publisher (see [`append::publisher`]).
+    pub(crate) queue: tokio::sync::mpsc::UnboundedSender<append::Queued>,
     pub(crate) progress: Mutex<status::Progress>,
 }
 
@@ -185,6 +187,7 @@ impl ClusterNode {
         let jetstream = connection::jetstream(client.clone());
         let subject = connection::subject(&config.stream);
         let progress = status::Progress::new(position.0.as_ref(), position.1);
+        let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
             client,
@@ -192,12 +195,14 @@ impl ClusterNode {
             log,
             subject,
             waiters: Mutex::new(HashMap::new()),
+            queue,
             progress: Mutex::new(progress),
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(mirror::follow(Arc::clone(&shared), stopped.clone())),
-            tokio::spawn(status::poll_head(Arc::clone(&shared), stopped)),
+            tokio::spawn(status::poll_head(Arc::clone(&shared), stopped.clone())),
+            tokio::spawn(append::publisher(Arc::clone(&shared), queued, stopped)),
         ];
         Ok((ClusterNode { shared }, ClusterTasks { stop, tasks }))
     }

@@ -29,13 +29,6 @@ use crate::log::{NewEvent, OrderedRequest};
 /// The message format this build writes and reads.
 pub const FORMAT: u32 = 1;
 
-/// A message, as written.
-#[derive(Serialize)]
-struct Outgoing<'a> {
-    format: u32,
-    requests: Vec<OutgoingRequest<'a>>,
-}
-
 #[derive(Serialize)]
 struct OutgoingRequest<'a> {
     recorded_at: i64,
@@ -124,40 +117,64 @@ pub enum WireError {
 /// [`WireError::MissingId`] or [`WireError::NotJson`]: both mean the caller skipped a
 /// step (assigning ids, validating).
 pub fn encode(requests: &[OrderedRequest]) -> Result<Vec<u8>, WireError> {
-    let mut outgoing = Vec::with_capacity(requests.len());
-    for request in requests {
-        let mut events = Vec::with_capacity(request.events.len());
-        for (index, event) in request.events.iter().enumerate() {
-            let position = index + 1;
-            let id = event
-                .id
-                .as_deref()
-                .ok_or(WireError::MissingId { position })?;
-            let data = raw(&event.data, position, "data")?;
-            let metadata = event
-                .metadata
-                .as_deref()
-                .map(|m| raw(m, position, "metadata"))
-                .transpose()?;
-            events.push(OutgoingEvent {
-                id,
-                stream: &event.stream,
-                event_type: &event.event_type,
-                data,
-                metadata,
-                expected_version: event.expected_version,
-            });
-        }
-        outgoing.push(OutgoingRequest {
-            recorded_at: request.recorded_at,
-            events,
+    let parts = requests
+        .iter()
+        .map(encode_request)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(assemble(&parts))
+}
+
+/// Encodes one request, to be put in a message with [`assemble`] (so a node grouping
+/// concurrent appends encodes each once).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_request(request: &OrderedRequest) -> Result<Vec<u8>, WireError> {
+    let mut events = Vec::with_capacity(request.events.len());
+    for (index, event) in request.events.iter().enumerate() {
+        let position = index + 1;
+        let id = event
+            .id
+            .as_deref()
+            .ok_or(WireError::MissingId { position })?;
+        let data = raw(&event.data, position, "data")?;
+        let metadata = event
+            .metadata
+            .as_deref()
+            .map(|m| raw(m, position, "metadata"))
+            .transpose()?;
+        events.push(OutgoingEvent {
+            id,
+            stream: &event.stream,
+            event_type: &event.event_type,
+            data,
+            metadata,
+            expected_version: event.expected_version,
         });
     }
-    serde_json::to_vec(&Outgoing {
-        format: FORMAT,
-        requests: outgoing,
+    serde_json::to_vec(&OutgoingRequest {
+        recorded_at: request.recorded_at,
+        events,
     })
     .map_err(WireError::Malformed)
+}
+
+/// The bytes [`assemble`] adds around the requests.
+pub const ENVELOPE_BYTES: usize = 32;
+
+/// One message from requests encoded by [`encode_request`].
+pub fn assemble(requests: &[Vec<u8>]) -> Vec<u8> {
+    let size: usize = requests.iter().map(|r| r.len() + 1).sum();
+    let mut message = Vec::with_capacity(size + ENVELOPE_BYTES);
+    message.extend_from_slice(format!(r#"{{"format":{FORMAT},"requests":["#).as_bytes());
+    for (index, request) in requests.iter().enumerate() {
+        if index > 0 {
+            message.push(b',');
+        }
+        message.extend_from_slice(request);
+    }
+    message.extend_from_slice(b"]}");
+    message
 }
 
 fn raw<'a>(text: &'a str, position: usize, field: &'static str) -> Result<&'a RawValue, WireError> {
