@@ -254,6 +254,25 @@ mod tests {
     }
 
     #[test]
+    fn the_section_parses_and_refuses_unknown_keys() {
+        let path = std::path::Path::new("refract.toml");
+        let config = crate::config::Config::parse(
+            "[cluster]\nurls = [\"nats://a:1\"]\nnode = \"n1\"\nstream = \"S\"\nreplicas = 1\ntoken = \"t\"\n",
+            path,
+        )
+        .unwrap();
+        let resolved = ClusterConfig::resolve(config.cluster.as_ref(), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(resolved.stream, "S");
+        assert_eq!(resolved.credentials, Credentials::Token("t".into()));
+        let typo = crate::config::Config::parse("[cluster]\nurl = [\"nats://a:1\"]\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("unknown field `url`"), "{typo}");
+    }
+
+    #[test]
     fn flags_override_the_section() {
         let section = ClusterSection {
             urls: vec!["nats://a:1".into()],
