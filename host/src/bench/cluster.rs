@@ -15,6 +15,8 @@
 //!   [`LAG_SAMPLE`] during the three-node single-event run.
 //! - `cluster_visible_elsewhere_p50_ms` / `_p99_ms`: from starting an append on one
 //!   node to the event being in another node's mirror, one append at a time.
+//! - `cluster_catch_up_eps`: a node that joins with an empty data directory after the
+//!   three-node batched run, copying the whole stream into its mirror.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -130,8 +132,22 @@ struct Nodes {
 
 impl Nodes {
     async fn start(nats: &LocalNats, dir: &Path, stream: &str, count: usize) -> Result<Nodes> {
-        let mut nodes = Vec::new();
-        for index in 0..count {
+        let mut nodes = Nodes { nodes: Vec::new() };
+        nodes.add(nats, dir, stream, count).await?;
+        Ok(nodes)
+    }
+
+    /// Starts `count` more nodes and waits until every node follows the stream.
+    async fn add(
+        &mut self,
+        nats: &LocalNats,
+        dir: &Path,
+        stream: &str,
+        count: usize,
+    ) -> Result<()> {
+        let first = self.nodes.len();
+        let nodes = &mut self.nodes;
+        for index in first..first + count {
             let log = EventLog::open(
                 &dir.join(format!("{stream}-n{index}/events.db")),
                 LogOptions {
@@ -161,7 +177,7 @@ impl Nodes {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Nodes { nodes })
+        Ok(())
     }
 
     async fn stop(self) {
@@ -246,6 +262,27 @@ async fn visibility(nodes: &Nodes) -> Result<Vec<f64>> {
     Ok(samples)
 }
 
+/// Adds a node with an empty mirror and returns how fast it copies the stream, in
+/// events per second.
+async fn join_and_catch_up(
+    nodes: &mut Nodes,
+    nats: &LocalNats,
+    dir: &Path,
+    stream: &str,
+) -> Result<f64> {
+    let target = *nodes.nodes[0].2.watch_head().borrow();
+    let started = Instant::now();
+    nodes.add(nats, dir, stream, 1).await?;
+    let (_, _, joined) = nodes.nodes.last().context("the joined node")?;
+    let mut head = joined.watch_head();
+    while *head.borrow_and_update() < target {
+        tokio::time::timeout(READY_TIMEOUT, head.changed())
+            .await
+            .context("the joining node stopped catching up")??;
+    }
+    Ok(target as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Runs the cluster benchmark: `events` per throughput figure, `reps` repetitions.
 ///
 /// # Errors
@@ -267,6 +304,7 @@ pub fn run(
     let mut batch = [Vec::new(), Vec::new()];
     let mut lags = Vec::new();
     let mut visible = Vec::new();
+    let mut catch_up = Vec::new();
     let result = runtime.block_on(async {
         for rep in 0..reps {
             for (slot, count) in [(0, 1), (1, 3)] {
@@ -298,11 +336,15 @@ pub fn run(
                     "cluster rep {}/{reps}: {count} node(s), batches",
                     rep + 1
                 ));
-                let nodes =
-                    Nodes::start(&nats, &dir, &format!("BENCH_B{rep}_{count}"), count).await?;
+                let stream = format!("BENCH_B{rep}_{count}");
+                let mut nodes = Nodes::start(&nats, &dir, &stream, count).await?;
                 batch[slot].push(
                     throughput(&nodes, events * 5, BATCH_APPENDERS * count, BATCH_EVENTS).await?,
                 );
+                if count == 3 {
+                    progress("cluster: a new node catching up");
+                    catch_up.push(join_and_catch_up(&mut nodes, &nats, &dir, &stream).await?);
+                }
                 nodes.stop().await;
             }
         }
@@ -342,6 +384,7 @@ pub fn run(
             2,
             vec![quantile(&visible, 0.99)],
         ),
+        Figure::measured("cluster_catch_up_eps", "events/s", 0, catch_up),
     ])
 }
 
