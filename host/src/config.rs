@@ -35,6 +35,12 @@
 //! max_subscribers = 64
 //! health_max_lag = 10000             # /health is degraded when an active version lags more
 //!
+//! [cluster]                         # cluster mode: see `refract::cluster::config`
+//! urls = ["nats://127.0.0.1:4222"]
+//! node = "n1"
+//! stream = "REFRACT"
+//! replicas = 3
+//!
 //! [projectors.balances]
 //! on_poison = "skip"                 # "stop" (default) or "skip" (dead-letter and continue)
 //! batch_size = 500
@@ -121,6 +127,8 @@ pub struct Config {
     pub projectors: BTreeMap<String, ProjectorSection>,
     /// The HTTP API: address and limits (see [`crate::api::limits`]).
     pub server: crate::api::ServerConfig,
+    /// Cluster mode (see [`crate::cluster::config`]); absent means single-node.
+    pub cluster: Option<crate::cluster::ClusterSection>,
 }
 
 /// `[log]`

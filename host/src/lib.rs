@@ -9,6 +9,8 @@
 //! - [`runtime`]: compiles and runs projector components in a wasmtime sandbox.
 //! - [`engine`]: drives projectors through the log: checkpoints committed with their
 //!   writes, one worker thread per version, poison policy, status, `control.db`.
+//! - [`cluster`]: cluster mode: the log replicated by NATS JetStream, appends on any
+//!   node, every node a read replica with its own mirror of the log.
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
 //! - [`guest_build`]: builds the example projectors from this source tree (for
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod data_dir;

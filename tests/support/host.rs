@@ -143,6 +143,22 @@ impl RunningHost {
         config: &Path,
         extra: &[&str],
     ) -> std::io::Result<RunningHost> {
+        RunningHost::start_with(binary, cwd, data_dir, config, extra, &[])
+    }
+
+    /// [`start`](RunningHost::start) with `run_args` after `run` (such as
+    /// `--cluster <urls> --node <name>`).
+    ///
+    /// # Errors
+    /// If the process cannot be started.
+    pub fn start_with(
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        config: &Path,
+        extra: &[&str],
+        run_args: &[&str],
+    ) -> std::io::Result<RunningHost> {
         let mut command = Command::new(binary);
         command
             .current_dir(cwd)
@@ -152,6 +168,7 @@ impl RunningHost {
             .arg(config)
             .args(extra)
             .args(["run", "--bind", "127.0.0.1:0"])
+            .args(run_args)
             .env_remove("REFRACT_DATA")
             .env_remove("REFRACT_CONFIG")
             .env_remove("REFRACT_TOKEN")

@@ -4,5 +4,7 @@
     reason = "each test binary uses a different part of the shared support"
 )]
 
+pub mod cluster;
 pub mod guests;
 pub mod host;
+pub mod nats;

@@ -15,6 +15,7 @@ use axum::http::header::{HeaderValue, WWW_AUTHENTICATE};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::cluster::AppendError;
 use crate::engine::EngineError;
 use crate::log::LogError;
 
@@ -135,6 +136,29 @@ impl From<LogError> for ApiError {
             }
             other => ApiError::internal("the event log", &other),
         }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(error: AppendError) -> ApiError {
+        let (status, code) = match &error {
+            AppendError::Refused(_) => match error {
+                AppendError::Refused(refused) => return ApiError::from(refused),
+                other => return ApiError::internal("the cluster append", &other),
+            },
+            // Nothing written (or not known to be): worth retrying, with ids.
+            AppendError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
+            }
+            AppendError::OutcomeUnknown { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_outcome_unknown")
+            }
+            AppendError::NotYetApplied { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_mirror_behind")
+            }
+            AppendError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+        };
+        ApiError::new(status, code, error.to_string())
     }
 }
 

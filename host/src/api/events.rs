@@ -164,19 +164,27 @@ pub(crate) async fn append(
             )
         })
         .collect();
-    // Awaited, not on the blocking pool: the task waits for the group commit without
-    // holding a thread, so many concurrent appends cost no thread each.
-    let offsets = state
-        .log()
-        .append_async(events)
-        .instrument(span.clone())
-        .await
-        .map_err(ApiError::from)
-        .inspect_err(|error| {
-            span.in_scope(|| {
-                tracing::warn!(code = error.code, "append refused: {}", error.message);
-            });
-        })?;
+    // Awaited, not on the blocking pool: the task waits for the group commit (or, in
+    // cluster mode, for JetStream and the mirror) without holding a thread, so many
+    // concurrent appends cost no thread each.
+    let appended = match state.cluster() {
+        None => state
+            .log()
+            .append_async(events)
+            .instrument(span.clone())
+            .await
+            .map_err(ApiError::from),
+        Some(cluster) => cluster
+            .append(events)
+            .instrument(span.clone())
+            .await
+            .map_err(ApiError::from),
+    };
+    let offsets = appended.inspect_err(|error| {
+        span.in_scope(|| {
+            tracing::warn!(code = error.code, "append refused: {}", error.message);
+        });
+    })?;
 
     span.in_scope(|| {
         for (offset, (event_type, correlation_id)) in offsets.iter().zip(&described) {

@@ -21,6 +21,12 @@
 //! | `refract_swaps_total` | counter | |
 //! | `refract_rejected_plugins` | gauge | |
 //! | `refract_subscribers` | gauge | |
+//! | `refract_cluster_nats_connected` | gauge (0/1) | node |
+//! | `refract_cluster_mirror_position` | gauge | node |
+//! | `refract_cluster_stream_head` | gauge | node |
+//! | `refract_cluster_mirror_lag_messages` | gauge | node |
+//!
+//! The `refract_cluster_` families appear in cluster mode only.
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,6 +65,8 @@ pub(crate) struct EngineSnapshot {
     /// Events appended through the host's log (API and engine alike) since it started;
     /// idempotent repeats are not counted.
     pub appended: u64,
+    /// The node's cluster status, in cluster mode.
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 impl Metrics {
@@ -129,6 +137,44 @@ impl Scrape {
         let mut family = encoder.encode_descriptor(name, help, None, kind)?;
         for (labels, status) in self.versions() {
             sample(family.encode_family(&labels)?, status)?;
+        }
+        Ok(())
+    }
+}
+
+impl Scrape {
+    /// The cluster families, labelled with the node's name.
+    fn encode_cluster(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let Some(cluster) = &self.engine.cluster else {
+            return Ok(());
+        };
+        let labels = [("node", cluster.node.clone())];
+        let figures: [(&str, &str, u64); 4] = [
+            (
+                "refract_cluster_nats_connected",
+                "1 while this node is connected to NATS",
+                u64::from(cluster.nats == "connected"),
+            ),
+            (
+                "refract_cluster_mirror_position",
+                "The last JetStream sequence applied to this node's mirror of the log",
+                cluster.mirror_position,
+            ),
+            (
+                "refract_cluster_stream_head",
+                "The JetStream stream's last sequence, as this node last heard it",
+                cluster.stream_head.unwrap_or(0),
+            ),
+            (
+                "refract_cluster_mirror_lag_messages",
+                "JetStream messages not yet applied to this node's mirror (replication lag)",
+                cluster.lag.unwrap_or(0),
+            ),
+        ];
+        for (name, help, value) in figures {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -236,7 +282,8 @@ impl Collector for Scrape {
             },
         )?;
         self.encode_versions_info(e)?;
-        self.encode_replays(e)
+        self.encode_replays(e)?;
+        self.encode_cluster(e)
     }
 }
 

@@ -15,6 +15,7 @@
 //! | `GET /v1/projectors/{name}/dead-letters` | events the projector skipped |
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
 //! | `GET /v1/projectors/{name}/diff` | the shadow (or previous) version against the active one: tables, sample rows, the diff gate |
+//! | `GET /v1/cluster` | cluster mode: NATS connectivity, the mirror against the stream's head |
 //! | `GET /health` | `ok` (200) or `degraded` (503) with the reasons |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -28,11 +29,13 @@
 //! - `projectors`: projector management. `query`: read-model queries. `diff`: two
 //!   versions compared.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
+//! - `cluster`: `GET /v1/cluster`.
 //!
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
 //! and the [`Engine`](crate::engine::Engine) only.
 
 pub mod auth;
+mod cluster;
 pub mod diff;
 pub mod error;
 mod events;

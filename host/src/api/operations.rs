@@ -24,14 +24,19 @@ pub(crate) struct Health {
 }
 
 /// `GET /health`: 200 `ok`, or 503 `degraded` with the reasons: a version stalled or
-/// failed, a refused plugin file, or an active version lagging more than
-/// `server.health_max_lag` events.
+/// failed, a refused plugin file, an active version lagging more than
+/// `server.health_max_lag` events, and in cluster mode NATS unreachable or the mirror
+/// failing or lagging (see [`ClusterStatus::degraded_reasons`](crate::cluster::ClusterStatus::degraded_reasons)).
 pub(crate) async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let engine = std::sync::Arc::clone(state.engine());
     // The engine's views are behind locks its controller may hold for a while.
     let (projectors, rejected) =
         blocking(move || Ok((engine.projectors(), engine.rejected()))).await?;
-    let reasons = degraded_reasons(&projectors, &rejected, state.config().health_max_lag);
+    let max_lag = state.config().health_max_lag;
+    let mut reasons = degraded_reasons(&projectors, &rejected, max_lag);
+    if let Some(cluster) = state.cluster() {
+        reasons.extend(cluster.status().degraded_reasons(max_lag));
+    }
     let (status, code) = if reasons.is_empty() {
         ("ok", StatusCode::OK)
     } else {
@@ -91,12 +96,14 @@ fn degraded_reasons(
 /// `GET /metrics`: the Prometheus text format.
 pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let engine = std::sync::Arc::clone(state.engine());
+    let cluster = state.cluster().map(crate::cluster::ClusterNode::status);
     let snapshot = blocking(move || {
         Ok(EngineSnapshot {
             projectors: engine.projectors(),
             rejected: engine.rejected().len(),
             swaps: engine.swaps_total(),
             appended: engine.log().appended_total(),
+            cluster,
         })
     })
     .await?;

@@ -19,7 +19,8 @@ use super::auth::{self, Token};
 use super::error::{ApiError, panic_response};
 use super::limits::ServerConfig;
 use super::metrics::Metrics;
-use super::{diff, events, operations, projectors, query, sse};
+use super::{cluster, diff, events, operations, projectors, query, sse};
+use crate::cluster::ClusterNode;
 use crate::engine::Engine;
 use crate::log::EventLog;
 
@@ -31,6 +32,8 @@ pub struct ApiState {
 
 struct Shared {
     log: EventLog,
+    /// The cluster node, in cluster mode: appends go through it.
+    cluster: Option<ClusterNode>,
     engine: Arc<Engine>,
     config: ServerConfig,
     token: Token,
@@ -46,6 +49,29 @@ impl ApiState {
     /// The state for a server over `log` (the same log the engine projects, so appends
     /// wake its workers at once) and `engine`.
     pub fn new(log: EventLog, engine: Arc<Engine>, config: ServerConfig, token: Token) -> Self {
+        Self::build(log, None, engine, config, token)
+    }
+
+    /// The state for a cluster node: as [`new`](ApiState::new), but appends go through
+    /// `cluster` (published to JetStream, then applied to `log`, the node's mirror) and
+    /// health, metrics and `GET /v1/cluster` report on it.
+    pub fn clustered(
+        log: EventLog,
+        cluster: ClusterNode,
+        engine: Arc<Engine>,
+        config: ServerConfig,
+        token: Token,
+    ) -> Self {
+        Self::build(log, Some(cluster), engine, config, token)
+    }
+
+    fn build(
+        log: EventLog,
+        cluster: Option<ClusterNode>,
+        engine: Arc<Engine>,
+        config: ServerConfig,
+        token: Token,
+    ) -> Self {
         let subscribers = Arc::new(Semaphore::new(config.max_subscribers));
         let metrics = Metrics::new(
             log.watch_head(),
@@ -55,6 +81,7 @@ impl ApiState {
         ApiState {
             shared: Arc::new(Shared {
                 log,
+                cluster,
                 engine,
                 config,
                 token,
@@ -68,6 +95,11 @@ impl ApiState {
     /// The event log.
     pub fn log(&self) -> &EventLog {
         &self.shared.log
+    }
+
+    /// The cluster node, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterNode> {
+        self.shared.cluster.as_ref()
     }
 
     /// The projection engine.
@@ -108,6 +140,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/v1/streams/{stream}/events", post(events::append))
+        .route("/v1/cluster", get(cluster::show))
         .route("/v1/events", get(events::read))
         .route("/v1/events/count", get(events::count))
         .route("/v1/events/subscribe", get(sse::subscribe))

@@ -27,8 +27,11 @@
 //! - `http`: append throughput through the HTTP API, 32 concurrent clients.
 //! - [`swap`]: a deploy through the engine: swap time and failed or stale reads.
 //! - [`memory`]: peak RSS of a replay, measured in a child process.
+//! - [`cluster`]: `refract bench --cluster`: cluster mode on loopback (its own run,
+//!   with nats-server processes; not part of the default run).
 
 mod append;
+pub mod cluster;
 mod cold_start;
 mod http;
 mod live;

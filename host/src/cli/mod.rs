@@ -10,6 +10,7 @@
 mod append;
 mod bench;
 mod client;
+mod cluster;
 mod demo;
 mod deploy;
 mod diff;
@@ -88,6 +89,9 @@ pub enum Command {
     Append(append::AppendArgs),
     /// Measure Refract against a native-Rust baseline; print a table or JSON Lines.
     Bench(bench::BenchArgs),
+    /// Cluster mode: `cluster init --from <data-dir>` publishes a single-node log into
+    /// the cluster.
+    Cluster(cluster::ClusterArgs),
     /// Deploy a projector component to the running host (or, with none running, into
     /// the plugins folder).
     Deploy(deploy::DeployArgs),
@@ -145,6 +149,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Append(args) => append::run(&data, &config, &args),
         Command::Bench(args) => bench::run(&config, &args),
+        Command::Cluster(args) => cluster::run(&config, &args),
         Command::Demo(args) => demo::run(&data, config, &args, cli.token.as_deref()),
         Command::Diff(args) => diff::run(&data, &config, &args),
         Command::Events(args) => events::run(&data, &config, &args),

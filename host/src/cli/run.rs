@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use crate::api::{self, ApiState, Token};
+use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::engine::{Engine, EngineOptions};
@@ -31,6 +32,16 @@ pub struct RunArgs {
     /// from the network (every endpoint but /health still needs the token).
     #[arg(long)]
     pub allow_remote: bool,
+
+    /// Run as a cluster node: the NATS servers holding the replicated log,
+    /// comma-separated, e.g. `nats://h1:4222,nats://h2:4222` (replaces `cluster.urls`).
+    #[arg(long, value_name = "URLS")]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster, unique among its nodes (replaces
+    /// `cluster.node`).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 }
 
 /// Runs the host until a shutdown signal. `token` is `--token` / `REFRACT_TOKEN`;
@@ -49,6 +60,11 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         .bind
         .clone()
         .unwrap_or_else(|| config.server.bind.clone());
+    let cluster_config = ClusterConfig::resolve(
+        config.cluster.as_ref(),
+        args.cluster.as_deref(),
+        args.node.as_deref(),
+    )?;
     let _lock = data.lock_host()?;
     let token = match token {
         Some(secret) => Token::new(secret).context("invalid --token / REFRACT_TOKEN")?,
@@ -82,6 +98,12 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         .local_addr()
         .context("cannot read the address the API listens on")?;
     let server_config = config.server.clone();
+    // In cluster mode the mirror starts before the engine: an empty data directory
+    // starts catching up at once, and the engine's workers follow the mirror's head.
+    let cluster = cluster_config
+        .map(|cluster| runtime.block_on(ClusterNode::start(cluster, log.clone())))
+        .transpose()
+        .context("cannot start cluster mode")?;
     let options = EngineOptions {
         data_dir: data.clone(),
         plugins_dir: plugins_dir.clone(),
@@ -97,6 +119,15 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     println!("  plugins:     {}", plugins_dir.display());
     println!("  http api:    http://{address}");
     println!("  console:     http://{address}/  (sign in with the api token)");
+    if let Some((node, _)) = &cluster {
+        let config = node.config();
+        println!(
+            "  cluster:     node {} on JetStream stream {} via {}",
+            config.node,
+            config.stream,
+            config.urls.join(",")
+        );
+    }
     match Token::read_file(data) {
         Ok(Some(file)) if file.secret() == token.secret() => {
             println!("  api token:   {}", Token::file(data).display());
@@ -121,13 +152,25 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         "Stop with Ctrl-C. In another terminal: `refract status`, `refract tail`, `refract deploy ...`."
     );
 
-    let state = ApiState::new(log, Arc::clone(&engine), server_config, token);
+    let (state, cluster_tasks) = match cluster {
+        Some((node, tasks)) => (
+            ApiState::clustered(log, node, Arc::clone(&engine), server_config, token),
+            Some(tasks),
+        ),
+        None => (
+            ApiState::new(log, Arc::clone(&engine), server_config, token),
+            None,
+        ),
+    };
     let served = runtime.block_on(async {
         api::serve(listener, state, signal)
             .await
             .context("the HTTP API failed")
     });
     tracing::info!("shutting down: finishing the batches in flight");
+    if let Some(tasks) = cluster_tasks {
+        runtime.block_on(tasks.shutdown());
+    }
     engine.shutdown();
     served
 }

@@ -114,6 +114,26 @@ pub enum LogError {
         reason: String,
     },
 
+    /// A local append to a log that is a cluster node's mirror: its events come from the
+    /// cluster only, or the nodes would disagree.
+    #[error(
+        "`{}` is a cluster node's mirror of the replicated log: append through a running cluster node (`refract run --cluster ...`) instead",
+        path.display()
+    )]
+    Mirror {
+        /// The log file.
+        path: PathBuf,
+    },
+
+    /// Replicated messages that do not continue this mirror; nothing was applied.
+    #[error("cannot apply the replicated log to `{}`: {reason}", path.display())]
+    MirrorMismatch {
+        /// The log file.
+        path: PathBuf,
+        /// What does not match, and the fix.
+        reason: String,
+    },
+
     /// The log's writer thread is gone (it panicked or the process is shutting down).
     #[error("the event log writer for `{}` has stopped; reopen the log", path.display())]
     WriterStopped {
