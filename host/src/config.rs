@@ -52,12 +52,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::projection::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS};
 use crate::log::{Durability, LogOptions};
 use crate::runtime::SandboxLimits;
 
 /// The file name looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "refract.toml";
+
+/// Events handed to a projector in one call when nothing else is configured
+/// (`engine.batch_size`).
+pub const DEFAULT_BATCH_EVENTS: usize = 1000;
+
+/// Text bytes (ids, streams, types, payloads) in one batch (`engine.batch_bytes`). A
+/// batch closes early when it reaches this size, so a run of large events cannot
+/// exhaust the guest's memory; a single event larger than this still travels alone.
+pub const DEFAULT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// How often a caught-up worker checks for appends made by other processes. Appends
 /// made through this process wake workers at once; this bounds only the other case.

@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::server::ApiState;
 use crate::data_dir::DataDir;
 
 /// The token file's name inside the data directory.
@@ -178,14 +177,14 @@ fn warn_if_readable_by_others(path: &Path) {
 /// Middleware: lets a request through only with the right bearer token (except
 /// [`PUBLIC_PATHS`]); otherwise 401 with `WWW-Authenticate: Bearer`.
 pub(crate) async fn require_token(
-    State(state): State<ApiState>,
+    State(token): State<Token>,
     request: Request,
     next: Next,
 ) -> Response {
     if PUBLIC_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    match check(&state, &request) {
+    match check(&token, &request) {
         Ok(()) => next.run(request).await,
         Err(error) => {
             tracing::debug!(path = %request.uri().path(), "refused: {}", error.message);
@@ -194,7 +193,7 @@ pub(crate) async fn require_token(
     }
 }
 
-fn check(state: &ApiState, request: &Request) -> Result<(), ApiError> {
+fn check(token: &Token, request: &Request) -> Result<(), ApiError> {
     let mut values = request.headers().get_all(AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::unauthorized(
@@ -212,7 +211,7 @@ fn check(state: &ApiState, request: &Request) -> Result<(), ApiError> {
             ));
         }
     };
-    if state.token().matches(presented) {
+    if token.matches(presented) {
         Ok(())
     } else {
         Err(ApiError::unauthorized(

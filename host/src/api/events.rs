@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, Params};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 use crate::log::{Event, NewEvent, ReadQuery, StreamFilter, correlation_id};
 
 /// The query parameters that select events, shared by read, count and subscribe.

@@ -18,7 +18,8 @@
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! # Layout
-//! - [`server`]: [`ApiState`], the router and [`serve`].
+//! - [`server`]: the router and [`serve`].
+//! - [`state`]: [`ApiState`], what every handler may use.
 //! - [`auth`]: the bearer [`Token`], its file, the middleware.
 //! - [`error`]: [`ApiError`], the one error shape and its statuses.
 //! - [`extract`]: extractors that turn bad input into [`ApiError`]s.
@@ -41,8 +42,10 @@ mod projectors;
 mod query;
 pub mod server;
 mod sse;
+pub mod state;
 
 pub use auth::Token;
 pub use error::ApiError;
 pub use limits::ServerConfig;
-pub use server::{ApiState, router, serve};
+pub use server::{router, serve};
+pub use state::ApiState;

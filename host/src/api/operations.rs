@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::metrics::{self, EngineSnapshot};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 use crate::engine::State as VersionState;
 use crate::engine::control::Role;
 use crate::engine::{ProjectorView, Rejected};

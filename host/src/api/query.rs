@@ -43,7 +43,7 @@ use serde_json::Value as JsonValue;
 use super::error::ApiError;
 use super::extract::{ApiJson, ProjectorName};
 use super::limits::{QUERY_PROGRESS_OPS, ServerConfig};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 
 /// SQL functions a query may not call even though they read nothing: they reach
 /// outside the database.

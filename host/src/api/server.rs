@@ -1,102 +1,22 @@
-//! The server: [`ApiState`], the router and [`serve`].
+//! The server: the router and [`serve`].
 //!
 //! [`serve`] takes the listener, the state and the shutdown signal as parameters, so the
 //! tests start the real server in-process on an ephemeral port.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use super::auth::{self, Token};
+use super::auth;
 use super::error::{ApiError, panic_response};
-use super::limits::ServerConfig;
-use super::metrics::Metrics;
+use super::state::ApiState;
 use super::{events, operations, projectors, query, sse};
-use crate::engine::Engine;
-use crate::log::EventLog;
-
-/// Everything a request handler may use. Cheap to clone.
-#[derive(Clone)]
-pub struct ApiState {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    log: EventLog,
-    engine: Arc<Engine>,
-    config: ServerConfig,
-    token: Token,
-    metrics: Metrics,
-    /// One permit per allowed concurrent subscription.
-    subscribers: Arc<Semaphore>,
-    /// Set once the server starts shutting down, so that subscriptions (which would
-    /// otherwise stream forever) end and the graceful shutdown can finish.
-    shutdown: watch::Sender<bool>,
-}
-
-impl ApiState {
-    /// The state for a server over `log` (the same log the engine projects, so appends
-    /// wake its workers at once) and `engine`.
-    pub fn new(log: EventLog, engine: Arc<Engine>, config: ServerConfig, token: Token) -> Self {
-        let subscribers = Arc::new(Semaphore::new(config.max_subscribers));
-        let metrics = Metrics::new(
-            log.watch_head(),
-            Arc::clone(&subscribers),
-            config.max_subscribers,
-        );
-        ApiState {
-            shared: Arc::new(Shared {
-                log,
-                engine,
-                config,
-                token,
-                metrics,
-                subscribers,
-                shutdown: watch::channel(false).0,
-            }),
-        }
-    }
-
-    /// The event log.
-    pub fn log(&self) -> &EventLog {
-        &self.shared.log
-    }
-
-    /// The projection engine.
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.shared.engine
-    }
-
-    /// The limits.
-    pub fn config(&self) -> &ServerConfig {
-        &self.shared.config
-    }
-
-    pub(crate) fn token(&self) -> &Token {
-        &self.shared.token
-    }
-
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
-    }
-
-    pub(crate) fn subscribers(&self) -> &Arc<Semaphore> {
-        &self.shared.subscribers
-    }
-
-    /// A receiver that turns `true` when the server begins to shut down.
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shared.shutdown.subscribe()
-    }
-}
 
 /// The API's routes, with authentication, body limits, panic catching and request
 /// tracing.
@@ -129,7 +49,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(body_limit)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.token().clone(),
             auth::require_token,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -154,26 +74,14 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let stop = state.shared.shutdown.clone();
+    let stop = state.clone();
     let signal = async move {
         shutdown.await;
-        stop.send_replace(true);
+        stop.begin_shutdown();
     };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(signal)
         .await
-}
-
-/// Runs blocking work (SQLite, engine calls that touch the disk or compile wasm) on
-/// tokio's blocking pool: on the async workers it would stall every other request,
-/// and the runtime has only a couple of them.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(error) => Err(ApiError::internal("a blocking task", &error)),
-    }
 }
 
 async fn not_found() -> ApiError {

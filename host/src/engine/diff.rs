@@ -1,13 +1,14 @@
-//! Comparing two read models table by table, for `refract diff`: row counts, a content
-//! checksum, and a sample of the rows only one side has.
+//! Comparing two read models: table by table for `refract diff` (row counts, a content
+//! checksum, and a sample of the rows only one side has), and the diff gate an
+//! automatic swap must pass.
 
+use std::fs;
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::fallible_iterator::FallibleIterator as _;
+use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-
-use crate::engine::swap::{open_read_only, read_only_uri, value_text};
 
 /// One table compared across two read models.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -158,6 +159,81 @@ fn except(
 /// A SQL identifier, double-quoted.
 fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// Runs a diff gate: every statement in the file is a query returning the rows that
+/// violate an assertion, run read-only against the shadow with the active read model
+/// attached as `active`. Passes when no query returns a row.
+pub(crate) fn run_gate(
+    gate: &Path,
+    shadow_db: &Path,
+    active_db: Option<&Path>,
+) -> Result<(), String> {
+    let sql = fs::read_to_string(gate)
+        .map_err(|error| format!("cannot read {}: {error}", gate.display()))?;
+    let conn =
+        open_read_only(shadow_db).map_err(|error| format!("cannot open the shadow: {error}"))?;
+    if let Some(active) = active_db {
+        conn.execute("ATTACH DATABASE ?1 AS active", [read_only_uri(active)])
+            .map_err(|error| format!("cannot attach the active read model: {error}"))?;
+    }
+    let mut statements = rusqlite::Batch::new(&conn, &sql);
+    let mut index = 0;
+    while let Some(mut statement) = statements
+        .next()
+        .map_err(|error| format!("assertion {}: {error}", index + 1))?
+    {
+        index += 1;
+        let columns = statement.column_count();
+        let mut rows = statement.raw_query();
+        if let Some(row) = rows
+            .next()
+            .map_err(|error| format!("assertion {index}: {error}"))?
+        {
+            let first = (0..columns)
+                .map(|column| row.get_ref(column).map_or_else(|_| "?".into(), value_text))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(format!(
+                "assertion {index} returned a violating row ({first})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A read-only connection that also refuses to create the file.
+pub(crate) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+}
+
+/// A `file:` URI that opens `path` read-only when attached.
+pub(crate) fn read_only_uri(path: &Path) -> String {
+    // In a URI, `%`, `?` and `#` in the path must be escaped.
+    let path = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    format!("file:{path}?mode=ro")
+}
+
+/// A SQL value as short text, for messages.
+pub(crate) fn value_text(value: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Text(text) => format!("'{}'", String::from_utf8_lossy(text)),
+        ValueRef::Blob(blob) => format!("x'{}'", hex::encode(blob)),
+    }
 }
 
 #[cfg(test)]

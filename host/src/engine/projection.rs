@@ -12,19 +12,12 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use crate::config::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS};
 use crate::engine::checkpoint::{self, Identity};
 use crate::log::{LogError, LogReader, ReadQuery, StreamFilter};
 use crate::runtime::{
     DbOptions, EventBatch, LoadedProjector, ProjectorError, ProjectorInstance, RuntimeError,
 };
-
-/// Events handed to a projector in one call when nothing else is configured.
-pub const DEFAULT_BATCH_EVENTS: usize = 1000;
-
-/// Text bytes (ids, streams, types, payloads) in one batch. A batch closes early when
-/// it reaches this size, so a run of large events cannot exhaust the guest's memory;
-/// a single event larger than this still travels alone.
-pub const DEFAULT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// How a [`Projection`] batches its work.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,105 @@
+//! [`ApiState`], what every request handler may use, and [`blocking`], how handlers
+//! run blocking work.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, watch};
+
+use super::auth::Token;
+use super::error::ApiError;
+use super::limits::ServerConfig;
+use super::metrics::Metrics;
+use crate::engine::Engine;
+use crate::log::EventLog;
+
+/// Everything a request handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    log: EventLog,
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    token: Token,
+    metrics: Metrics,
+    /// One permit per allowed concurrent subscription.
+    subscribers: Arc<Semaphore>,
+    /// Set once the server starts shutting down, so that subscriptions (which would
+    /// otherwise stream forever) end and the graceful shutdown can finish.
+    shutdown: watch::Sender<bool>,
+}
+
+impl ApiState {
+    /// The state for a server over `log` (the same log the engine projects, so appends
+    /// wake its workers at once) and `engine`.
+    pub fn new(log: EventLog, engine: Arc<Engine>, config: ServerConfig, token: Token) -> Self {
+        let subscribers = Arc::new(Semaphore::new(config.max_subscribers));
+        let metrics = Metrics::new(
+            log.watch_head(),
+            Arc::clone(&subscribers),
+            config.max_subscribers,
+        );
+        ApiState {
+            shared: Arc::new(Shared {
+                log,
+                engine,
+                config,
+                token,
+                metrics,
+                subscribers,
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &EventLog {
+        &self.shared.log
+    }
+
+    /// The projection engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.shared.engine
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    pub(crate) fn token(&self) -> &Token {
+        &self.shared.token
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub(crate) fn subscribers(&self) -> &Arc<Semaphore> {
+        &self.shared.subscribers
+    }
+
+    /// Tells subscriptions the server is shutting down, so they end.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when the server begins to shut down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shared.shutdown.subscribe()
+    }
+}
+
+/// Runs blocking work (SQLite, engine calls that touch the disk or compile wasm) on
+/// tokio's blocking pool: on the async workers it would stall every other request,
+/// and the runtime has only a couple of them.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) => Err(ApiError::internal("a blocking task", &error)),
+    }
+}
