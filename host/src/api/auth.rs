@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::admission::Connection;
 use super::error::ApiError;
 use crate::data_dir::DataDir;
 
@@ -185,7 +186,14 @@ pub(crate) async fn require_token(
         return next.run(request).await;
     }
     match check(&token, &request) {
-        Ok(()) => next.run(request).await,
+        Ok(()) => {
+            // The connection showed the token: it no longer counts against the
+            // unauthenticated connections' cap.
+            if let Some(connection) = request.extensions().get::<Connection>() {
+                connection.authenticated();
+            }
+            next.run(request).await
+        }
         Err(error) => {
             tracing::debug!(path = %request.uri().path(), "refused: {}", error.message);
             error.into_response()

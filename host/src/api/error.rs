@@ -15,6 +15,7 @@ use axum::http::header::{HeaderValue, WWW_AUTHENTICATE};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::connection::BodyTimedOut;
 use crate::engine::EngineError;
 use crate::log::LogError;
 
@@ -165,6 +166,9 @@ impl From<EngineError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
+        if let Some(timeout) = body_timed_out(&rejection) {
+            return timeout;
+        }
         let code = match &rejection {
             JsonRejection::JsonDataError(_) => "invalid_body",
             JsonRejection::JsonSyntaxError(_) => "invalid_json",
@@ -188,6 +192,9 @@ impl From<JsonRejection> for ApiError {
 
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> ApiError {
+        if let Some(timeout) = body_timed_out(&rejection) {
+            return timeout;
+        }
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
@@ -208,6 +215,22 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
         ApiError::bad_request("invalid_parameter", rejection.body_text())
     }
+}
+
+/// 408 if reading the body failed because it did not arrive in time.
+fn body_timed_out(rejection: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut cause = Some(rejection);
+    while let Some(error) = cause {
+        if let Some(timeout) = error.downcast_ref::<BodyTimedOut>() {
+            return Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                timeout.to_string(),
+            ));
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// A rejection's status, kept only if it is a client error: an extractor failing is

@@ -18,7 +18,9 @@
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! # Layout
-//! - [`server`]: the router and [`serve`].
+//! - [`server`]: the router and [`serve`], the accept loop.
+//! - `admission`: the connection caps, and which connection makes room for a new one.
+//! - `connection`: serving one connection, with its idle, head and body timeouts.
 //! - [`state`]: [`ApiState`], what every handler may use.
 //! - [`auth`]: the bearer [`Token`], its file, the middleware.
 //! - [`error`]: [`ApiError`], the one error shape and its statuses.
@@ -31,7 +33,9 @@
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
 //! and the [`Engine`](crate::engine::Engine) only.
 
+mod admission;
 pub mod auth;
+mod connection;
 pub mod error;
 mod events;
 pub mod extract;

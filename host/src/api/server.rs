@@ -4,16 +4,22 @@
 //! tests start the real server in-process on an ephemeral port.
 
 use std::future::Future;
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use super::admission::ensure_descriptor_budget;
 use super::auth;
+use super::connection::{ConnectionTimeouts, serve_connection};
 use super::error::{ApiError, panic_response};
 use super::state::ApiState;
 use super::{events, operations, projectors, query, sse};
@@ -69,19 +75,103 @@ pub fn router(state: ApiState) -> Router {
 
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting,
 /// ends every subscription and waits for requests in flight.
+///
+/// Each connection is admitted under the connection caps ([`super::admission`]) and
+/// served with its timeouts ([`super::connection`]).
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let stop = state.clone();
-    let signal = async move {
-        shutdown.await;
-        stop.begin_shutdown();
+    let config = state.config().clone();
+    ensure_descriptor_budget(config.max_connections);
+    let admission = Arc::clone(state.admission());
+    let timeouts = ConnectionTimeouts {
+        header_read: config.header_read_timeout(),
+        body_read: config.body_read_timeout(),
+        idle: config.idle_timeout(),
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(signal)
-        .await
+    let router = router(state.clone());
+    let (stopping, stop_seen) = watch::channel(false);
+    // Every connection task holds a clone of `open`; when all are gone, they are done.
+    let (open, all_closed) = watch::channel(());
+    drop(all_closed);
+    let mut accept_errors = RepeatedAcceptError::default();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_errors.pause_after(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        accept_errors.reset();
+        let Some(ticket) = admission.admit(peer.ip()) else {
+            // Logged at 1, 2, 4, 8... refusals: a flood does not flood the log too.
+            let refused = admission.turned_away().1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, "refused a connection: every one of server.max_connections is held by a client with the token");
+            }
+            continue;
+        };
+        // Small responses go out at once rather than waiting for more to send.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let stop_seen = stop_seen.clone();
+        let open = open.subscribe();
+        tokio::spawn(async move {
+            serve_connection(stream, router, ticket, timeouts, stop_seen).await;
+            drop(open);
+        });
+    }
+    drop(listener);
+    state.begin_shutdown();
+    stopping.send_replace(true);
+    open.closed().await;
+    Ok(())
+}
+
+/// How long the accept loop pauses after an error such as running out of file
+/// descriptors, so it does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Accept errors, logged once per run of them rather than once per attempt.
+#[derive(Debug, Default)]
+struct RepeatedAcceptError {
+    repeats: u64,
+}
+
+impl RepeatedAcceptError {
+    async fn pause_after(&mut self, error: &std::io::Error) {
+        // A connection reset before it was accepted is the client's business.
+        if matches!(
+            error.kind(),
+            ErrorKind::ConnectionAborted
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionRefused
+        ) {
+            return;
+        }
+        if self.repeats == 0 {
+            tracing::error!(
+                "cannot accept connections: {error}; if it says too many open files, lower \
+                 server.max_connections or raise `ulimit -n`"
+            );
+        }
+        self.repeats += 1;
+        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+    }
+
+    fn reset(&mut self) {
+        if self.repeats > 1 {
+            tracing::info!(failed = self.repeats, "accepting connections again");
+        }
+        self.repeats = 0;
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, watch};
 
+use super::admission::{Admission, AdmissionLimits};
 use super::auth::Token;
 use super::error::ApiError;
 use super::limits::ServerConfig;
@@ -26,6 +27,8 @@ struct Shared {
     metrics: Metrics,
     /// One permit per allowed concurrent subscription.
     subscribers: Arc<Semaphore>,
+    /// The open connections and their caps.
+    admission: Arc<Admission>,
     /// Set once the server starts shutting down, so that subscriptions (which would
     /// otherwise stream forever) end and the graceful shutdown can finish.
     shutdown: watch::Sender<bool>,
@@ -36,10 +39,12 @@ impl ApiState {
     /// wake its workers at once) and `engine`.
     pub fn new(log: EventLog, engine: Arc<Engine>, config: ServerConfig, token: Token) -> Self {
         let subscribers = Arc::new(Semaphore::new(config.max_subscribers));
+        let admission = Arc::new(Admission::new(AdmissionLimits::from_config(&config)));
         let metrics = Metrics::new(
             log.watch_head(),
             Arc::clone(&subscribers),
             config.max_subscribers,
+            Arc::clone(&admission),
         );
         ApiState {
             shared: Arc::new(Shared {
@@ -49,6 +54,7 @@ impl ApiState {
                 token,
                 metrics,
                 subscribers,
+                admission,
                 shutdown: watch::channel(false).0,
             }),
         }
@@ -75,6 +81,10 @@ impl ApiState {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    pub(crate) fn admission(&self) -> &Arc<Admission> {
+        &self.shared.admission
     }
 
     pub(crate) fn subscribers(&self) -> &Arc<Semaphore> {
