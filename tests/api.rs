@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use refract::api::{self, ApiState, ServerConfig, Token};
 use refract::config::Config;
 use refract::data_dir::DataDir;
-use refract::engine::{Engine, EngineOptions};
+use refract::engine::{Engine, EngineOptions, LogCheck};
 use refract::log::{Durability, EventLog, LogOptions};
 use serde_json::{Value, json};
 use ureq::http::Response;
@@ -120,6 +120,7 @@ impl Host {
                 data_dir: data.clone(),
                 plugins_dir: data.plugins(),
                 config: Config::default(),
+                log_check: LogCheck::Strict,
             },
             &log,
             runtime.handle(),

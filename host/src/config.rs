@@ -34,6 +34,13 @@
 //! query_timeout_ms = 5000
 //! max_subscribers = 64
 //! health_max_lag = 10000             # /health is degraded when an active version lags more
+//! health_min_free_bytes = 67108864   # ... or when the data directory's disk has less free
+//! header_read_timeout_ms = 10000
+//! body_read_timeout_ms = 60000
+//! idle_timeout_ms = 30000
+//! max_connections = 512
+//! max_unauthenticated_connections = 128
+//! max_unauthenticated_per_peer = 32
 //!
 //! [projectors.balances]
 //! on_poison = "skip"                 # "stop" (default) or "skip" (dead-letter and continue)

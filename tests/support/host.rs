@@ -36,6 +36,7 @@ pub fn start_engine(
         data_dir: data.clone(),
         plugins_dir: data.plugins(),
         config,
+        log_check: refract::engine::LogCheck::Strict,
     };
     let engine = refract::engine::Engine::start(&options, &log, runtime.handle())?;
     Ok(InProcess {
@@ -143,7 +144,30 @@ impl RunningHost {
         config: &Path,
         extra: &[&str],
     ) -> std::io::Result<RunningHost> {
-        let mut command = Command::new(binary);
+        RunningHost::start_wrapped(&[], binary, cwd, data_dir, config, extra)
+    }
+
+    /// [`RunningHost::start`] through a wrapper command, such as `setpriv` to run the
+    /// host as another user: `wrapper` comes first, then the host's command line.
+    ///
+    /// # Errors
+    /// If the process cannot be started.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        config: &Path,
+        extra: &[&str],
+    ) -> std::io::Result<RunningHost> {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .current_dir(cwd)
             .arg("--data-dir")

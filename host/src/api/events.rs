@@ -119,6 +119,9 @@ pub(crate) async fn append(
     ApiPath(stream): ApiPath<String>,
     ApiJson(body): ApiJson<Box<RawValue>>,
 ) -> Result<Json<Appended>, ApiError> {
+    if let Some(read_only) = state.engine().read_only() {
+        return Err(ApiError::read_only(&read_only));
+    }
     let batch = parse_batch(body.get())?;
     if batch.events.is_empty() {
         return Err(ApiError::new(

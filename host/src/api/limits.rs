@@ -13,6 +13,7 @@
 //! query_timeout_ms = 5000           # a read-model query is interrupted after this
 //! max_subscribers = 64              # concurrent event subscriptions (SSE)
 //! health_max_lag = 10000            # /health degrades when an active version lags more
+//! health_min_free_bytes = 67108864  # /health degrades when the data directory's disk has less free
 //! header_read_timeout_ms = 10000    # a request head must arrive within this of its first byte
 //! body_read_timeout_ms = 60000      # a whole request body must arrive within this
 //! idle_timeout_ms = 30000           # a connection with no request in flight is closed after this
@@ -115,6 +116,10 @@ pub const DEFAULT_MAX_UNAUTHENTICATED_PER_PEER: usize = 32;
 /// the soft `ulimit -n` is raised to cover both when the hard limit allows.
 pub const FD_RESERVE: u64 = 256;
 
+/// Free bytes on the data directory's disk below which `/health` reports degraded, so
+/// an operator hears of a filling disk before appends fail with 507.
+pub const DEFAULT_HEALTH_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Events a subscription reads per page: the most it holds in memory at once. The
 /// connection only asks for the next page once the client has taken this one, which is
 /// the backpressure: a slow consumer slows its own reads, and nothing queues up.
@@ -156,6 +161,8 @@ pub struct ServerConfig {
     pub max_subscribers: usize,
     /// The lag, in events, above which an active version makes `/health` degraded.
     pub health_max_lag: u64,
+    /// Free bytes on the data directory's disk below which `/health` is degraded.
+    pub health_min_free_bytes: u64,
     /// Milliseconds a request head may take once its first byte has arrived.
     pub header_read_timeout_ms: u64,
     /// Milliseconds a whole request body may take to arrive.
@@ -183,6 +190,7 @@ impl Default for ServerConfig {
             query_timeout_ms: millis(DEFAULT_QUERY_TIMEOUT),
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             health_max_lag: DEFAULT_HEALTH_MAX_LAG,
+            health_min_free_bytes: DEFAULT_HEALTH_MIN_FREE_BYTES,
             header_read_timeout_ms: millis(DEFAULT_HEADER_READ_TIMEOUT),
             body_read_timeout_ms: millis(DEFAULT_BODY_READ_TIMEOUT),
             idle_timeout_ms: millis(DEFAULT_IDLE_TIMEOUT),

@@ -11,7 +11,7 @@ use clap::Args;
 use crate::api::{self, ApiState, Token};
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, LogCheck, integrity};
 use crate::log::EventLog;
 
 /// Run the host.
@@ -61,6 +61,8 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
             token
         }
     };
+    // Before the log is opened, which would create a missing one.
+    integrity::check_log_exists(data)?;
     let log = EventLog::open(&data.events_db(), config.log_options())
         .with_context(|| format!("cannot use the data directory `{}`", data.root().display()))?;
     // The async runtime waits (signals, worker wake-ups) and serves HTTP; guest calls
@@ -86,6 +88,7 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         data_dir: data.clone(),
         plugins_dir: plugins_dir.clone(),
         config,
+        log_check: LogCheck::Strict,
     };
     let engine = Arc::new(
         Engine::start(&options, &log, runtime.handle())

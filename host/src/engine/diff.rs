@@ -5,10 +5,12 @@
 use std::fs;
 use std::path::Path;
 
+use rusqlite::Connection;
 use rusqlite::fallible_iterator::FallibleIterator as _;
-use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::engine::version_files::open_read_only;
 
 /// One table compared across two read models.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,16 +202,6 @@ pub(crate) fn run_gate(
         }
     }
     Ok(())
-}
-
-/// A read-only connection that also refuses to create the file.
-pub(crate) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
-    )
 }
 
 /// A `file:` URI that opens `path` read-only when attached.

@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 use crate::engine::control::ControlError;
+use crate::engine::integrity::LogBehindReadModels;
+use crate::engine::views::ReadOnly;
+use crate::log::LogError;
 use crate::runtime::RuntimeError;
+use crate::storage_fault::StorageFault;
 
 /// Why the engine could not start, or refused a command.
 #[derive(Debug, thiserror::Error)]
@@ -34,13 +38,24 @@ pub enum EngineError {
     /// `control.db` failed.
     #[error(transparent)]
     Control(#[from] ControlError),
-    /// A file or folder could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file or folder could not be read or written. A storage fault (a full disk,
+    /// a permission) comes with its fix.
+    #[error("{}: {source}{}", path.display(), io_advice(path, source))]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// A folder Refract needs is a file.
+    #[error("{} is a file, but it must be {role}; move the file away, or {fix}", path.display())]
+    NotAFolder {
+        /// The path.
+        path: PathBuf,
+        /// What the folder is for.
+        role: &'static str,
+        /// Where to point Refract instead.
+        fix: &'static str,
     },
     /// The plugins folder cannot be watched.
     #[error("cannot watch the plugins folder {path}: {message}")]
@@ -50,7 +65,23 @@ pub enum EngineError {
         /// What the watcher said.
         message: String,
     },
+    /// A read model has projected events the log does not hold.
+    #[error(transparent)]
+    LogBehindReadModels(#[from] LogBehindReadModels),
+    /// The event log could not be read.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The engine runs read-only and cannot carry out the command.
+    #[error("the host is read-only: {}", .0.reason)]
+    ReadOnly(ReadOnly),
     /// The engine has shut down.
     #[error("the engine has shut down")]
     Stopped,
+}
+
+/// The fix for a storage fault behind an I/O error, as `; <advice>`, or nothing.
+fn io_advice(path: &std::path::Path, source: &std::io::Error) -> String {
+    StorageFault::of_io(source).map_or_else(String::new, |fault| {
+        format!("; {}", fault.advice(path, "a file of the data directory"))
+    })
 }

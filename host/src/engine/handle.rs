@@ -18,13 +18,14 @@ use tokio::runtime::Handle;
 use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::engine::control::{Control, Role};
-use crate::engine::controller::{Command, Controller, plugin_files, watch_plugins};
+use crate::engine::controller::read_only;
+use crate::engine::controller::{Command, Controller, ControllerParts, create_dir, watch_plugins};
 use crate::engine::error::EngineError;
+use crate::engine::integrity::{self, LogCheck};
 use crate::engine::shared::{Shared, lock, read};
 use crate::engine::status::VersionStatus;
-use crate::engine::version_files::create_dir;
 use crate::engine::views::{
-    DeadLetter, Deployment, ProjectorView, ReadModel, Rejected, VersionView,
+    DeadLetter, Deployment, ProjectorView, ReadModel, ReadOnly, Rejected, VersionView,
 };
 use crate::log::EventLog;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -38,6 +39,9 @@ pub struct EngineOptions {
     pub plugins_dir: PathBuf,
     /// The configuration.
     pub config: Config,
+    /// Whether the log may trail the read models: [`LogCheck::Strict`] but for a cluster
+    /// node's mirror (see [`integrity`](crate::engine::integrity)).
+    pub log_check: LogCheck,
 }
 
 /// The running engine. Share it behind an `Arc`; every method takes `&self`.
@@ -58,13 +62,24 @@ impl Engine {
         runtime: &Handle,
     ) -> Result<Engine, EngineError> {
         let data = options.data_dir.clone();
+        if options.log_check == LogCheck::Strict {
+            integrity::check_log_covers_read_models(&data, log.head()?)?;
+        }
         let wasm_runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data.cache()),
             limits: options.config.limits.clone(),
         })
         .map_err(EngineError::Runtime)?;
-        create_dir(&data.projections())?;
-        create_dir(&options.plugins_dir)?;
+        create_dir(
+            &data.projections(),
+            "the folder of read models",
+            "point --data-dir at a Refract data directory",
+        )?;
+        create_dir(
+            &options.plugins_dir,
+            "the plugins folder",
+            "point --plugins (or plugins_dir in refract.toml) at a folder",
+        )?;
         // One spelling of every plugin path, so the watcher's absolute paths and the
         // startup scan's agree in `control.db`.
         let plugins_dir = options
@@ -74,7 +89,6 @@ impl Engine {
                 path: options.plugins_dir.clone(),
                 source,
             })?;
-        let control = Control::open(&data.control_db())?;
         let shared = Arc::new(Shared {
             data: data.clone(),
             log: log.clone(),
@@ -83,25 +97,36 @@ impl Engine {
             rejected: RwLock::new(BTreeMap::new()),
             swaps_total: AtomicU64::new(0),
             last_swap: Mutex::new(None),
+            unavailable: RwLock::new(BTreeMap::new()),
+            read_only: RwLock::new(None),
         });
-        let mut controller = Controller::new(
-            shared.clone(),
-            options.config.clone(),
-            wasm_runtime,
-            control,
-            runtime.clone(),
-        );
-        controller.restore()?;
-        for path in plugin_files(&plugins_dir)? {
-            controller.plugin_changed(&path);
-        }
-        controller.publish();
-
+        // Watched before anything is deployed, so no change in between is missed.
         let (commands, inbox) = mpsc::channel();
         let watcher = watch_plugins(&plugins_dir, commands.clone())?;
+        let parts = ControllerParts {
+            shared: Arc::clone(&shared),
+            config: options.config.clone(),
+            wasm_runtime,
+            runtime: runtime.clone(),
+            plugins_dir,
+            log_check: options.log_check,
+        };
+        let started = match Control::open(&data.control_db()) {
+            Ok(control) => Ok(Controller::start(parts, control)?),
+            Err(error) => match read_only::fault_allows_read_only(&error) {
+                Some(fault) if data.control_db().exists() => {
+                    read_only::enter(&shared, &error, fault)?;
+                    Err(parts)
+                }
+                _ => return Err(error.into()),
+            },
+        };
         let thread = std::thread::Builder::new()
             .name("refract-controller".into())
-            .spawn(move || controller.run(&inbox))
+            .spawn(move || match started {
+                Ok(controller) => controller.run(&inbox),
+                Err(parts) => read_only::run_when_writable(&parts, &inbox),
+            })
             .map_err(|source| EngineError::Io {
                 path: data.root().to_owned(),
                 source,
@@ -114,6 +139,16 @@ impl Engine {
         })
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.shared.data
+    }
+
+    /// Why the engine runs read-only, while it does (see [`ReadOnly`]).
+    pub fn read_only(&self) -> Option<ReadOnly> {
+        read(&self.shared.read_only).clone()
+    }
+
     /// The event log; appends made through it wake the workers at once.
     pub fn log(&self) -> &EventLog {
         &self.shared.log
@@ -122,11 +157,13 @@ impl Engine {
     /// Every projector, by name.
     pub fn projectors(&self) -> Vec<ProjectorView> {
         let routes = read(&self.shared.routes);
+        let unavailable = read(&self.shared.unavailable);
         read(&self.shared.views)
             .iter()
             .map(|(name, versions)| ProjectorView {
                 name: name.clone(),
                 active_version: routes.get(name).map(|model| model.version.clone()),
+                unavailable: unavailable.get(name).cloned(),
                 versions: versions
                     .iter()
                     .map(|entry| VersionView {
@@ -171,6 +208,12 @@ impl Engine {
     /// The read model serving a projector's queries: the active version's database.
     pub fn read_model(&self, name: &str) -> Option<ReadModel> {
         read(&self.shared.routes).get(name).cloned()
+    }
+
+    /// Why a projector's queries are refused now, if they are: its read model was
+    /// deleted and is being rebuilt.
+    pub fn read_model_unavailable(&self, name: &str) -> Option<String> {
+        read(&self.shared.unavailable).get(name).cloned()
     }
 
     /// How long the last swap took: from the shadow being found caught up (the
@@ -261,6 +304,9 @@ impl Engine {
         &self,
         command: impl FnOnce(mpsc::Sender<Result<T, EngineError>>) -> Command,
     ) -> Result<T, EngineError> {
+        if let Some(read_only) = self.read_only() {
+            return Err(EngineError::ReadOnly(read_only));
+        }
         let (reply, answer) = mpsc::channel();
         lock(&self.commands)
             .as_ref()

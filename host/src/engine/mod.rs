@@ -14,6 +14,7 @@
 //! - `version_files`: the files of versions: the stable symlink, stored components,
 //!   pruning.
 //! - [`control`]: `control.db`, the host's own state.
+//! - [`integrity`]: no read model may be ahead of the log.
 //! - [`diff`]: comparing two read models (`refract diff`, the diff gate).
 //! - [`status`]: live status of each version; [`report`]: status read from disk.
 
@@ -23,6 +24,7 @@ mod controller;
 pub mod diff;
 mod error;
 mod handle;
+pub mod integrity;
 pub mod projection;
 pub mod report;
 mod shared;
@@ -34,9 +36,11 @@ pub(crate) mod worker;
 pub use controller::PLUGIN_DEBOUNCE;
 pub use error::EngineError;
 pub use handle::{Engine, EngineOptions};
+pub use integrity::{LogBehindReadModels, LogCheck};
 pub use projection::{BatchLimits, Projection, ProjectionError, Step};
 pub use report::{StatusRow, offline_status};
 pub use status::{State, VersionStatus};
 pub use views::{
-    DeadLetter, DeployOutcome, Deployment, ProjectorView, ReadModel, Rejected, VersionView,
+    DeadLetter, DeployOutcome, Deployment, ProjectorView, ReadModel, ReadOnly, Rejected,
+    VersionView,
 };

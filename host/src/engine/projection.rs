@@ -62,6 +62,17 @@ pub enum ProjectionError {
     /// Host state around the projection (for example `control.db`) failed.
     #[error("{0}")]
     Host(String),
+    /// The read model was deleted while the projection ran. It is never recreated in
+    /// place, where readers would see it empty and then partial: the engine rebuilds it
+    /// aside (see the controller's `rebuild`).
+    #[error(
+        "read model {path} was deleted while its projector ran; it is rebuilt from the log \
+         aside and moved into place when whole"
+    )]
+    ReadModelMissing {
+        /// The read-model database.
+        path: PathBuf,
+    },
     /// The database at the path was built by another projector or version.
     #[error(
         "read model {path} belongs to projector `{found_projector}` version {found_version}, \
@@ -340,6 +351,12 @@ fn live_instance<'a>(
 ) -> Result<&'a mut ProjectorInstance, ProjectionError> {
     let instance = match slot.take().filter(|instance| !instance.is_poisoned()) {
         Some(instance) => instance,
+        // Opening would create an empty database in its place.
+        None if !db_path.exists() => {
+            return Err(ProjectionError::ReadModelMissing {
+                path: db_path.to_owned(),
+            });
+        }
         None => loaded.instantiate(db_path, db_options)?,
     };
     Ok(slot.insert(instance))

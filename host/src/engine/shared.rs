@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::data_dir::DataDir;
 use crate::engine::control::Role;
 use crate::engine::status::StatusCell;
-use crate::engine::views::ReadModel;
+use crate::engine::views::{ReadModel, ReadOnly};
 use crate::log::EventLog;
 
 /// State readable without the controller: the controller writes it, readers read it.
@@ -31,6 +31,11 @@ pub(in crate::engine) struct Shared {
     /// How long the last swap took, from the shadow being found caught up to the new
     /// version serving.
     pub(in crate::engine) last_swap: Mutex<Option<Duration>>,
+    /// Why a projector's queries are refused, while they are (its read model is being
+    /// rebuilt).
+    pub(in crate::engine) unavailable: RwLock<BTreeMap<String, String>>,
+    /// Set while the engine cannot write `control.db` and runs read-only.
+    pub(in crate::engine) read_only: RwLock<Option<ReadOnly>>,
 }
 
 /// A version as published for readers; `status` is live while a worker runs it.

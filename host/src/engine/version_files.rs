@@ -4,10 +4,10 @@ use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
+use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
 use crate::data_dir::DataDir;
-use crate::engine::error::EngineError;
 
 /// Points the stable path `projections/<name>.db` at `<name>/<version>.db`. A new
 /// symlink is made beside the old one and renamed over it, so a tool opening the
@@ -49,10 +49,14 @@ pub(crate) fn keep_component(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// strays anyway.
 pub(crate) fn remove_version_files(data: &DataDir, projector: &str, version: &str) {
     let db = data.version_db(projector, version);
+    let rebuild = data.rebuild_db(projector, version);
     let files = [
         db.clone(),
         db.with_extension("db-wal"),
         db.with_extension("db-shm"),
+        rebuild.clone(),
+        rebuild.with_extension("db-wal"),
+        rebuild.with_extension("db-shm"),
         data.version_wasm(projector, version),
     ];
     for file in files {
@@ -95,10 +99,12 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Creates a folder and its parents.
-pub(crate) fn create_dir(path: &Path) -> Result<(), EngineError> {
-    fs::create_dir_all(path).map_err(|source| EngineError::Io {
-        path: path.to_owned(),
-        source,
-    })
+/// A read-only connection that also refuses to create the file.
+pub(crate) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::engine::control::Role;
 use crate::engine::status::{ReplayProgress, VersionStatus};
+use crate::storage_fault::StorageFault;
 
 /// A plugins-folder component that could not be loaded. The engine runs the others
 /// and reports these until the file changes.
@@ -61,6 +62,8 @@ pub struct ProjectorView {
     pub name: String,
     /// The version serving reads, if any has caught up yet.
     pub active_version: Option<String>,
+    /// Why its queries are refused now, if they are (its read model is being rebuilt).
+    pub unavailable: Option<String>,
     /// Every known version, the running ones first.
     pub versions: Vec<VersionView>,
 }
@@ -87,4 +90,17 @@ pub struct DeadLetter {
     pub error: String,
     /// When it was recorded.
     pub recorded_at: jiff::Timestamp,
+}
+
+/// Why the engine runs read-only: it could not write `control.db` when it started
+/// (a full disk, a read-only mount, a permission). It serves reads and health, refuses
+/// appends and commands, runs no projector, and leaves this mode by itself as soon as
+/// `control.db` can be written again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadOnly {
+    /// What could not be written, why, and the fix.
+    pub reason: String,
+    /// The fault behind it.
+    #[serde(skip)]
+    pub fault: StorageFault,
 }

@@ -3,8 +3,9 @@
 
 use crate::engine::control::Role;
 use crate::engine::controller::Controller;
+use crate::engine::controller::create_dir;
 use crate::engine::error::EngineError;
-use crate::engine::version_files::{self, create_dir};
+use crate::engine::version_files;
 use crate::engine::views::{DeployOutcome, Deployment};
 use crate::engine::worker::Mode;
 use crate::runtime::LoadedProjector;
@@ -35,9 +36,11 @@ impl Controller {
             outcome,
         };
         let slot = self.slots.entry(name.clone()).or_default();
+        // The active version, whether serving or rebuilding its read model.
         if slot
             .active
             .as_ref()
+            .or(slot.rebuild.as_ref())
             .is_some_and(|worker| worker.version == version)
         {
             return Ok(deployment(DeployOutcome::AlreadyActive));
@@ -49,7 +52,11 @@ impl Controller {
         {
             return Ok(deployment(DeployOutcome::AlreadyDeploying));
         }
-        create_dir(&self.shared.data.projector_dir(&name))?;
+        create_dir(
+            &self.shared.data.projector_dir(&name),
+            "a projector's folder of versions",
+            "point --data-dir at a Refract data directory",
+        )?;
         version_files::keep_component(&self.shared.data.version_wasm(&name, &version), bytes)
             .map_err(|source| EngineError::Io {
                 path: self.shared.data.version_wasm(&name, &version),

@@ -11,22 +11,29 @@
 //!   (retire, prune).
 //! - `swap`: which version serves: the swap itself, promote, rollback, abort.
 //! - `plugins_folder`: deploying what changes in the watched folder.
+//! - `rebuild`: a read model deleted from under the host, rebuilt aside and moved
+//!   into place when whole.
+//! - `read_only`: an engine that cannot write `control.db`: what it serves, and
+//!   waiting until it can write.
 
 mod deploy;
 mod plugins_folder;
+pub(in crate::engine) mod read_only;
+mod rebuild;
 mod swap;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::engine::control::{Control, Role};
 use crate::engine::error::EngineError;
+use crate::engine::integrity::LogCheck;
 use crate::engine::projection::BatchLimits;
 use crate::engine::shared::{Shared, VersionEntry, write};
 use crate::engine::version_files;
@@ -35,7 +42,8 @@ use crate::engine::worker::{self, Mode, WorkerHandle, WorkerSpec};
 use crate::runtime::{DbOptions, LoadedProjector, Runtime};
 
 pub use plugins_folder::PLUGIN_DEBOUNCE;
-pub(in crate::engine) use plugins_folder::{plugin_files, watch_plugins};
+use plugins_folder::plugin_files;
+pub(in crate::engine) use plugins_folder::watch_plugins;
 
 /// How often the controller looks at shadows when no command arrives.
 const CONTROLLER_TICK: Duration = Duration::from_millis(20);
@@ -54,6 +62,20 @@ pub(in crate::engine) enum Command {
     Shutdown,
 }
 
+impl Command {
+    /// Answers the command with `error` without carrying it out.
+    fn refuse(self, error: impl Fn() -> EngineError) {
+        // Whoever asked may have given up waiting; nothing to tell them then.
+        match self {
+            Command::Deploy { reply, .. } => drop(reply.send(Err(error()))),
+            Command::Promote(_, reply) | Command::Rollback(_, reply) | Command::Abort(_, reply) => {
+                drop(reply.send(Err(error())));
+            }
+            Command::PluginChanged(_) | Command::Shutdown => {}
+        }
+    }
+}
+
 /// One projector's running versions.
 #[derive(Default)]
 struct Slot {
@@ -66,6 +88,28 @@ struct Slot {
     shadow_forced: bool,
     /// The diff gate refused this shadow version; it waits for `refract promote`.
     gated: Option<String>,
+    /// The active version, rebuilding its deleted read model (see `rebuild`).
+    rebuild: Option<WorkerHandle>,
+    /// Why the projector's queries are refused, while they are.
+    unavailable: Option<String>,
+}
+
+/// Everything a controller needs besides `control.db`, kept while the engine waits to
+/// be able to write it (see `read_only`).
+#[derive(Clone)]
+pub(in crate::engine) struct ControllerParts {
+    /// What the controller publishes for readers.
+    pub(in crate::engine) shared: Arc<Shared>,
+    /// The configuration.
+    pub(in crate::engine) config: Config,
+    /// The WebAssembly runtime the workers run on.
+    pub(in crate::engine) wasm_runtime: Runtime,
+    /// The async runtime workers wait on.
+    pub(in crate::engine) runtime: Handle,
+    /// The plugins folder, canonical.
+    pub(in crate::engine) plugins_dir: PathBuf,
+    /// Whether a checkpoint past the log's head is an error.
+    pub(in crate::engine) log_check: LogCheck,
 }
 
 /// The controller thread's state.
@@ -75,30 +119,47 @@ pub(in crate::engine) struct Controller {
     wasm_runtime: Runtime,
     control: Control,
     runtime: Handle,
+    log_check: LogCheck,
     slots: BTreeMap<String, Slot>,
+    /// When the active read models were last checked to be on disk.
+    read_models_checked: Instant,
     /// The slots changed since they were last published.
     dirty: bool,
 }
 
 impl Controller {
-    /// A controller over `control` with no workers yet: [`Controller::restore`] starts
-    /// them.
-    pub(in crate::engine) fn new(
-        shared: Arc<Shared>,
-        config: Config,
-        wasm_runtime: Runtime,
+    /// A controller over `control`: starts the workers `control.db` says should run,
+    /// repairs the stable paths, deploys whatever changed in the plugins folder, and
+    /// publishes the result for readers.
+    pub(in crate::engine) fn start(
+        parts: ControllerParts,
         control: Control,
-        runtime: Handle,
-    ) -> Controller {
-        Controller {
+    ) -> Result<Controller, EngineError> {
+        let ControllerParts {
+            shared,
+            config,
+            wasm_runtime,
+            runtime,
+            plugins_dir,
+            log_check,
+        } = parts;
+        let mut controller = Controller {
             shared,
             config,
             wasm_runtime,
             control,
             runtime,
+            log_check,
             slots: BTreeMap::new(),
+            read_models_checked: Instant::now(),
             dirty: true,
+        };
+        controller.restore()?;
+        for path in plugin_files(&plugins_dir)? {
+            controller.plugin_changed(&path);
         }
+        controller.publish();
+        Ok(controller)
     }
 
     pub(in crate::engine) fn run(mut self, inbox: &mpsc::Receiver<Command>) {
@@ -132,13 +193,18 @@ impl Controller {
                 Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
+            self.check_read_models();
+            self.check_rebuilds();
             self.check_shadows();
             if self.dirty {
                 self.publish();
             }
         }
         for slot in std::mem::take(&mut self.slots).into_values() {
-            for worker in [slot.shadow, slot.active, slot.warm].into_iter().flatten() {
+            for worker in [slot.shadow, slot.active, slot.warm, slot.rebuild]
+                .into_iter()
+                .flatten()
+            {
                 worker.stop();
             }
         }
@@ -157,7 +223,7 @@ impl Controller {
     }
 
     /// Starts the workers `control.db` says should run, and repairs the stable paths.
-    pub(in crate::engine) fn restore(&mut self) -> Result<(), EngineError> {
+    fn restore(&mut self) -> Result<(), EngineError> {
         let versions = self.control.versions()?;
         for record in &versions {
             let name = record.projector.clone();
@@ -184,6 +250,18 @@ impl Controller {
                     continue;
                 }
             };
+            if mode == Mode::Active && !self.shared.data.version_db(&name, &record.version).exists()
+            {
+                // Deleted while the host was down: never recreated in place.
+                version_files::repoint(&self.shared.data, &name, &record.version).map_err(
+                    |source| EngineError::Io {
+                        path: self.shared.data.stable_db(&name),
+                        source,
+                    },
+                )?;
+                self.start_rebuild(&name, loaded)?;
+                continue;
+            }
             let worker = self.spawn(&name, loaded, mode)?;
             let slot = self.slots.entry(name.clone()).or_default();
             match mode {
@@ -227,18 +305,30 @@ impl Controller {
             .map_err(|error| error.to_string())
     }
 
+    /// Starts a worker running `loaded` on its version's read model.
     fn spawn(
         &self,
         name: &str,
         loaded: LoadedProjector,
         mode: Mode,
     ) -> Result<WorkerHandle, EngineError> {
+        let db_path = self.shared.data.version_db(name, loaded.version());
+        self.spawn_at(name, loaded, mode, db_path)
+    }
+
+    /// Starts a worker running `loaded` on the read model at `db_path`.
+    fn spawn_at(
+        &self,
+        name: &str,
+        loaded: LoadedProjector,
+        mode: Mode,
+        db_path: PathBuf,
+    ) -> Result<WorkerHandle, EngineError> {
         let config = &self.config;
         let section = config.projector(name);
-        let version = loaded.version().to_owned();
         let spec = WorkerSpec {
             projector: name.to_owned(),
-            db_path: self.shared.data.version_db(name, &version),
+            db_path,
             db_options: match mode {
                 Mode::Shadow | Mode::Initial => DbOptions::replay(),
                 Mode::Active | Mode::Warm => DbOptions::live(),
@@ -257,6 +347,7 @@ impl Controller {
             external_poll: Duration::from_millis(config.engine.external_poll_ms),
             mode,
             replay_rate_limit: section.replay_rate_limit,
+            log_check: self.log_check,
         };
         worker::spawn(spec, &self.shared.log, self.runtime.clone()).map_err(|source| {
             EngineError::Io {
@@ -268,7 +359,7 @@ impl Controller {
 
     /// Publishes the slots for readers: running versions with their live status,
     /// then the others `control.db` knows.
-    pub(in crate::engine) fn publish(&mut self) {
+    fn publish(&mut self) {
         let records = match self.control.versions() {
             Ok(records) => records,
             Err(error) => {
@@ -281,6 +372,8 @@ impl Controller {
             let entries = views.entry(name.clone()).or_default();
             for (role, worker) in [
                 (Role::Active, &slot.active),
+                // The active version, replaying into its rebuild file.
+                (Role::Active, &slot.rebuild),
                 (Role::Shadow, &slot.shadow),
                 (Role::Previous, &slot.warm),
             ] {
@@ -304,6 +397,31 @@ impl Controller {
             }
         }
         *write(&self.shared.views) = views;
+        *write(&self.shared.unavailable) = self
+            .slots
+            .iter()
+            .filter_map(|(name, slot)| Some((name.clone(), slot.unavailable.clone()?)))
+            .collect();
         self.dirty = false;
     }
+}
+
+/// Creates a folder and its parents; `role` and `fix` say what it is for and where
+/// to point Refract instead, should a file be in the way.
+pub(in crate::engine) fn create_dir(
+    path: &Path,
+    role: &'static str,
+    fix: &'static str,
+) -> Result<(), EngineError> {
+    if path.exists() && !path.is_dir() {
+        return Err(EngineError::NotAFolder {
+            path: path.to_owned(),
+            role,
+            fix,
+        });
+    }
+    std::fs::create_dir_all(path).map_err(|source| EngineError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -18,7 +18,7 @@ impl Controller {
     /// A plugins-folder file appeared or changed: deploy it if its content is new.
     /// A file that does not load yet may still be being written; it is retried on its
     /// next change and reported as rejected meanwhile.
-    pub(in crate::engine) fn plugin_changed(&mut self, path: &Path) {
+    pub(super) fn plugin_changed(&mut self, path: &Path) {
         if !is_plugin_file(path) {
             return;
         }
@@ -87,7 +87,7 @@ fn is_plugin_file(path: &Path) -> bool {
 }
 
 /// The `*.wasm` files in the plugins folder, sorted by name.
-pub(in crate::engine) fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, EngineError> {
+pub(super) fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, EngineError> {
     let io = |source| EngineError::Io {
         path: dir.to_owned(),
         source,

@@ -95,6 +95,10 @@ impl Controller {
         let Some(shadow) = &slot.shadow else {
             return Verdict::Wait;
         };
+        if slot.rebuild.is_some() {
+            // The active read model is being rebuilt; compare against it once it is whole.
+            return Verdict::Wait;
+        }
         let status = shadow.status.snapshot();
         if let State::Failed { message } = status.state {
             return Verdict::Failed {
@@ -135,6 +139,12 @@ impl Controller {
     fn swap(&mut self, name: &str) -> Result<String, EngineError> {
         let started = Instant::now();
         let slot = self.slots.entry(name.to_owned()).or_default();
+        if slot.rebuild.is_some() {
+            return Err(EngineError::Conflict(format!(
+                "the read model of `{name}` is being rebuilt from the log; retry once `refract \
+                 status` shows it live"
+            )));
+        }
         let shadow = slot
             .shadow
             .take()
