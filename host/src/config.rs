@@ -39,8 +39,8 @@
 //! body_read_timeout_ms = 60000
 //! idle_timeout_ms = 30000
 //! max_connections = 512
-//! max_unauthenticated_connections = 128
-//! max_unauthenticated_per_peer = 32
+//! max_unauthenticated_connections = 256
+//! max_unauthenticated_per_peer = 128
 //!
 //! [projectors.balances]
 //! on_poison = "skip"                 # "stop" (default) or "skip" (dead-letter and continue)

@@ -18,8 +18,8 @@
 //! body_read_timeout_ms = 60000      # a whole request body must arrive within this
 //! idle_timeout_ms = 30000           # a connection with no request in flight is closed after this
 //! max_connections = 512             # open connections, all kinds
-//! max_unauthenticated_connections = 128  # connections that have not shown the token yet
-//! max_unauthenticated_per_peer = 32 # of those, from one IP address
+//! max_unauthenticated_connections = 256  # connections that have not shown the token yet
+//! max_unauthenticated_per_peer = 128 # of those, from one IP address
 //! ```
 //!
 //! # Why the connection limits look like this
@@ -105,11 +105,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Connections that have not (yet) sent a request with the token: every new connection
 /// until its first authenticated request, `/health` probes, refused requests. Smaller
 /// than [`DEFAULT_MAX_CONNECTIONS`], so what is left is kept for the token holder.
-pub const DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS: usize = 128;
+pub const DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS: usize = 256;
 
 /// Of the unauthenticated connections, how many one IP address may hold. Past it, that
-/// address's own oldest one is closed, so one remote client cannot push out others.
-pub const DEFAULT_MAX_UNAUTHENTICATED_PER_PEER: usize = 32;
+/// address's own oldest one is closed, so one remote client cannot push out others. Half
+/// the pool, so a client that opens a burst of connections before its first requests (a
+/// connection pool, many CLI calls at once) is not cut short.
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_PEER: usize = 128;
 
 /// File descriptors kept for the host's own files (the log's and read models' SQLite
 /// files, the compile cache, the plugins watch) on top of `max_connections`. At start
