@@ -34,6 +34,13 @@
 //! query_timeout_ms = 5000
 //! max_subscribers = 64
 //! health_max_lag = 10000             # /health is degraded when an active version lags more
+//! health_min_free_bytes = 67108864   # ... or when the data directory's disk has less free
+//! header_read_timeout_ms = 10000
+//! body_read_timeout_ms = 60000
+//! idle_timeout_ms = 30000
+//! max_connections = 512
+//! max_unauthenticated_connections = 256
+//! max_unauthenticated_per_peer = 128
 //!
 //! [cluster]                         # cluster mode: see `refract::cluster::config`
 //! urls = ["nats://127.0.0.1:4222"]
@@ -58,12 +65,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::projection::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS};
 use crate::log::{Durability, LogOptions};
 use crate::runtime::SandboxLimits;
 
 /// The file name looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "refract.toml";
+
+/// Events handed to a projector in one call when nothing else is configured
+/// (`engine.batch_size`).
+pub const DEFAULT_BATCH_EVENTS: usize = 1000;
+
+/// Text bytes (ids, streams, types, payloads) in one batch (`engine.batch_bytes`). A
+/// batch closes early when it reaches this size, so a run of large events cannot
+/// exhaust the guest's memory; a single event larger than this still travels alone.
+pub const DEFAULT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// How often a caught-up worker checks for appends made by other processes. Appends
 /// made through this process wake workers at once; this bounds only the other case.

@@ -13,6 +13,10 @@
 //!   node, every node a read replica with its own mirror of the log.
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
+//! - [`error_text`]: an error and its causes as one line, each said once.
+//! - [`repeats`]: a failure that repeats is logged once, then counted.
+//! - [`storage_fault`]: a full disk, an unwritable file or a damaged database, told
+//!   apart in any error, with the fix to say.
 //! - [`guest_build`]: builds the example projectors from this source tree (for
 //!   `refract demo` and `refract bench`; tests use the same build).
 //! - [`workload`]: seeded event generators for the demo and the benchmark.
@@ -31,7 +35,10 @@ pub mod config;
 pub mod console;
 pub mod data_dir;
 pub mod engine;
+pub mod error_text;
 pub mod guest_build;
 pub mod log;
+pub mod repeats;
 pub mod runtime;
+pub mod storage_fault;
 pub mod workload;

@@ -36,6 +36,7 @@ pub fn start_engine(
         data_dir: data.clone(),
         plugins_dir: data.plugins(),
         config,
+        log_check: refract::engine::LogCheck::Strict,
     };
     let engine = refract::engine::Engine::start(&options, &log, runtime.handle())?;
     Ok(InProcess {
@@ -143,7 +144,7 @@ impl RunningHost {
         config: &Path,
         extra: &[&str],
     ) -> std::io::Result<RunningHost> {
-        RunningHost::start_with(binary, cwd, data_dir, config, extra, &[])
+        RunningHost::launch(&[], binary, cwd, data_dir, config, extra, &[])
     }
 
     /// [`start`](RunningHost::start) with `run_args` after `run` (such as
@@ -159,7 +160,42 @@ impl RunningHost {
         extra: &[&str],
         run_args: &[&str],
     ) -> std::io::Result<RunningHost> {
-        let mut command = Command::new(binary);
+        RunningHost::launch(&[], binary, cwd, data_dir, config, extra, run_args)
+    }
+
+    /// [`RunningHost::start`] through a wrapper command, such as `setpriv` to run the
+    /// host as another user: `wrapper` comes first, then the host's command line.
+    ///
+    /// # Errors
+    /// If the process cannot be started.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        config: &Path,
+        extra: &[&str],
+    ) -> std::io::Result<RunningHost> {
+        RunningHost::launch(wrapper, binary, cwd, data_dir, config, extra, &[])
+    }
+
+    fn launch(
+        wrapper: &[&str],
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        config: &Path,
+        extra: &[&str],
+        run_args: &[&str],
+    ) -> std::io::Result<RunningHost> {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .current_dir(cwd)
             .arg("--data-dir")

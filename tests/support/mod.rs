@@ -8,3 +8,4 @@ pub mod cluster;
 pub mod guests;
 pub mod host;
 pub mod nats;
+pub mod tiny_disk;

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 
 use super::error::ApiError;
-use super::server::ApiState;
+use super::state::ApiState;
 use crate::cluster::ClusterStatus;
 
 /// `GET /v1/cluster`: NATS connectivity, the mirror's position against the stream's

@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, Params};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 use crate::log::{Event, NewEvent, ReadQuery, StreamFilter, correlation_id};
 
 /// The query parameters that select events, shared by read, count and subscribe.
@@ -119,6 +119,9 @@ pub(crate) async fn append(
     ApiPath(stream): ApiPath<String>,
     ApiJson(body): ApiJson<Box<RawValue>>,
 ) -> Result<Json<Appended>, ApiError> {
+    if let Some(read_only) = state.engine().read_only() {
+        return Err(ApiError::read_only(&read_only));
+    }
     let batch = parse_batch(body.get())?;
     if batch.events.is_empty() {
         return Err(ApiError::new(

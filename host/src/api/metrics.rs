@@ -25,6 +25,10 @@
 //! | `refract_cluster_mirror_position` | gauge | node |
 //! | `refract_cluster_stream_head` | gauge | node |
 //! | `refract_cluster_mirror_lag_messages` | gauge | node |
+//! | `refract_http_open_connections` | gauge | |
+//! | `refract_http_unauthenticated_connections` | gauge | |
+//! | `refract_http_evicted_connections_total` | counter | |
+//! | `refract_http_refused_connections_total` | counter | |
 //!
 //! The `refract_cluster_` families appear in cluster mode only.
 
@@ -39,6 +43,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, watch};
 
+use super::admission::Admission;
 use crate::engine::ProjectorView;
 use crate::engine::status::{BATCH_LATENCY_BUCKETS, VersionStatus};
 
@@ -51,6 +56,7 @@ pub(crate) struct Metrics {
     head: watch::Receiver<u64>,
     subscribers: Arc<Semaphore>,
     max_subscribers: usize,
+    admission: Arc<Admission>,
 }
 
 /// What the engine reported at scrape time.
@@ -74,11 +80,13 @@ impl Metrics {
         head: watch::Receiver<u64>,
         subscribers: Arc<Semaphore>,
         max_subscribers: usize,
+        admission: Arc<Admission>,
     ) -> Metrics {
         Metrics {
             head,
             subscribers,
             max_subscribers,
+            admission,
         }
     }
 
@@ -86,10 +94,18 @@ impl Metrics {
     pub(crate) fn render(&self, engine: EngineSnapshot) -> Result<String, fmt::Error> {
         let mut registry = Registry::default();
         let open = self.max_subscribers - self.subscribers.available_permits();
+        let (connections, unauthenticated) = self.admission.counts();
+        let (evicted, refused) = self.admission.turned_away();
         registry.register_collector(Box::new(Scrape {
             engine,
             head: *self.head.borrow(),
             subscribers: open,
+            connections: Connections {
+                open: connections,
+                unauthenticated,
+                evicted,
+                refused,
+            },
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)?;
@@ -103,6 +119,16 @@ struct Scrape {
     engine: EngineSnapshot,
     head: u64,
     subscribers: usize,
+    connections: Connections,
+}
+
+/// The API's connections at scrape time.
+#[derive(Debug)]
+struct Connections {
+    open: usize,
+    unauthenticated: usize,
+    evicted: u64,
+    refused: u64,
 }
 
 /// The labels of a per-version series.
@@ -221,6 +247,31 @@ impl Collector for Scrape {
             "refract_subscribers",
             "Open event subscriptions (SSE)",
             &ConstGauge::new(self.subscribers as i64),
+        )?;
+        let connections = &self.connections;
+        single(
+            e,
+            "refract_http_open_connections",
+            "Open connections to the HTTP API",
+            &ConstGauge::new(connections.open as i64),
+        )?;
+        single(
+            e,
+            "refract_http_unauthenticated_connections",
+            "Open connections that have not yet sent a request with the token",
+            &ConstGauge::new(connections.unauthenticated as i64),
+        )?;
+        single(
+            e,
+            "refract_http_evicted_connections",
+            "Unauthenticated connections closed to make room for newer ones",
+            &ConstCounter::new(connections.evicted),
+        )?;
+        single(
+            e,
+            "refract_http_refused_connections",
+            "Connections refused because every slot was held by a client with the token",
+            &ConstCounter::new(connections.refused),
         )?;
         self.per_version(
             e,

@@ -20,7 +20,10 @@
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! # Layout
-//! - [`server`]: [`ApiState`], the router and [`serve`].
+//! - [`server`]: the router and [`serve`], the accept loop.
+//! - `admission`: the connection caps, and which connection makes room for a new one.
+//! - `connection`: serving one connection, with its idle, head and body timeouts.
+//! - [`state`]: [`ApiState`], what every handler may use.
 //! - [`auth`]: the bearer [`Token`], its file, the middleware.
 //! - [`error`]: [`ApiError`], the one error shape and its statuses.
 //! - [`extract`]: extractors that turn bad input into [`ApiError`]s.
@@ -34,8 +37,10 @@
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
 //! and the [`Engine`](crate::engine::Engine) only.
 
+mod admission;
 pub mod auth;
 mod cluster;
+mod connection;
 pub mod diff;
 pub mod error;
 mod events;
@@ -47,8 +52,10 @@ mod projectors;
 mod query;
 pub mod server;
 mod sse;
+pub mod state;
 
 pub use auth::Token;
 pub use error::ApiError;
 pub use limits::ServerConfig;
-pub use server::{ApiState, router, serve};
+pub use server::{router, serve};
+pub use state::ApiState;

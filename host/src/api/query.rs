@@ -43,7 +43,7 @@ use serde_json::Value as JsonValue;
 use super::error::ApiError;
 use super::extract::{ApiJson, ProjectorName};
 use super::limits::{QUERY_PROGRESS_OPS, ServerConfig};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 
 /// SQL functions a query may not call even though they read nothing: they reach
 /// outside the database.
@@ -92,6 +92,13 @@ pub(crate) async fn run(
     // SQLite blocks; a query may run up to the time limit.
     blocking(move || {
         let Some(model) = engine.read_model(&name) else {
+            if let Some(why) = engine.read_model_unavailable(&name) {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_model_unavailable",
+                    format!("projector `{name}` cannot be queried now: {why}; retry later"),
+                ));
+            }
             return Err(match engine.projector(&name) {
                 Some(_) => ApiError::new(
                     StatusCode::CONFLICT,
@@ -108,7 +115,23 @@ pub(crate) async fn run(
             });
         };
         let started = Instant::now();
-        let answer = run_query(&model.path, &request.sql, &params, &config, model.version);
+        let answer = run_query(&model.path, &request.sql, &params, &config, model.version)
+            .map_err(|error| {
+                // Deleted from under the host: the engine is about to rebuild it aside.
+                if error.status.is_server_error() && !model.path.exists() {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "read_model_unavailable",
+                        format!(
+                            "projector `{name}` cannot be queried now: its read model {} was \
+                             deleted; the host rebuilds it from the log; retry later",
+                            model.path.display()
+                        ),
+                    )
+                } else {
+                    error
+                }
+            });
         match &answer {
             Ok(answer) => tracing::debug!(
                 projector = %name,

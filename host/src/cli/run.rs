@@ -12,7 +12,7 @@ use crate::api::{self, ApiState, Token};
 use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, LogCheck, integrity};
 use crate::log::EventLog;
 
 /// Run the host.
@@ -77,6 +77,16 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
             token
         }
     };
+    // Before the log is opened, which would create a missing one. A cluster node's log is
+    // a mirror that catches up from JetStream, so there a missing one is only behind.
+    if cluster_config.is_none() {
+        integrity::check_log_exists(data)?;
+    }
+    let log_check = if cluster_config.is_some() {
+        LogCheck::MayTrail
+    } else {
+        LogCheck::Strict
+    };
     let log = EventLog::open(&data.events_db(), config.log_options())
         .with_context(|| format!("cannot use the data directory `{}`", data.root().display()))?;
     // The async runtime waits (signals, worker wake-ups) and serves HTTP; guest calls
@@ -108,6 +118,7 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         data_dir: data.clone(),
         plugins_dir: plugins_dir.clone(),
         config,
+        log_check,
     };
     let engine = Arc::new(
         Engine::start(&options, &log, runtime.handle())

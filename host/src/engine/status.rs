@@ -29,20 +29,48 @@ pub enum State {
         /// Why.
         message: String,
     },
+    /// Failing on a host fault (a full disk, an unreadable read model, a lost
+    /// permission, a busy database) and retrying with backoff; it resumes by itself once
+    /// the fault is fixed.
+    Retrying {
+        /// Failures in a row so far.
+        attempts: u64,
+        /// The last failure, with its fix when it is a storage fault.
+        message: String,
+    },
+    /// The read model's checkpoint is past the log's head: the log was deleted, emptied
+    /// or replaced under it. The worker stops projecting (new events would land at
+    /// offsets it believes applied); see [`integrity`](crate::engine::integrity).
+    AheadOfLog {
+        /// The read model's checkpoint.
+        checkpoint: u64,
+        /// The log's head.
+        head: u64,
+    },
     /// Stopped for good.
     Retired,
 }
 
 impl State {
-    /// The short name stored in `control.db`: `catching-up`, `live`, `stalled`, `retired`.
+    /// The short name: `catching-up`, `live`, `stalled`, `failed`, `retrying`,
+    /// `ahead-of-log`, `retired`.
     pub fn name(&self) -> &'static str {
         match self {
             State::CatchingUp => "catching-up",
             State::Live => "live",
             State::Stalled { .. } => "stalled",
             State::Failed { .. } => "failed",
+            State::Retrying { .. } => "retrying",
+            State::AheadOfLog { .. } => "ahead-of-log",
             State::Retired => "retired",
         }
+    }
+
+    /// Whether the version is doing its job: projecting, or waiting at the head. Any
+    /// other state (stalled, failed, retrying, ahead of the log, or one added later)
+    /// makes `/health` degraded.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, State::CatchingUp | State::Live | State::Retired)
     }
 }
 
@@ -51,6 +79,15 @@ impl fmt::Display for State {
         match self {
             State::Stalled { at, message } => write!(f, "stalled at {at}: {message}"),
             State::Failed { message } => write!(f, "failed: {message}"),
+            State::Retrying { attempts, message } => {
+                write!(f, "retrying after {attempts} failures in a row: {message}")
+            }
+            State::AheadOfLog { checkpoint, head } => write!(
+                f,
+                "ahead of the log: its checkpoint {checkpoint} is past the log's head {head}, so \
+                 the event log was deleted, emptied or replaced; restore events.db from a backup, \
+                 or start afresh with a new data directory"
+            ),
             other => f.write_str(other.name()),
         }
     }

@@ -7,6 +7,7 @@
 //! this process (the log's head watch, the fast path), the external-poll interval (for
 //! appends made by other processes), a retry's backoff, or shutdown.
 
+use std::cmp::Ordering;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,10 +17,13 @@ use tokio::sync::watch;
 
 use crate::config::PoisonPolicy;
 use crate::engine::control::Control;
+use crate::engine::integrity::LogCheck;
 use crate::engine::projection::{BatchLimits, Projection, ProjectionError, Step};
 use crate::engine::status::{State, StatusCell};
 use crate::log::{EventLog, ReadQuery, correlation_id};
+use crate::repeats::{Occurrence, Repeats};
 use crate::runtime::{DbOptions, LoadedProjector, ProjectorError};
+use crate::storage_fault::StorageFault;
 
 /// Everything a worker needs to run one projector version.
 pub(crate) struct WorkerSpec {
@@ -45,6 +49,8 @@ pub(crate) struct WorkerSpec {
     pub mode: Mode,
     /// Events per second a shadow may apply while replaying; 0 = no limit.
     pub replay_rate_limit: u64,
+    /// Whether a checkpoint past the log's head is an error (see `integrity`).
+    pub log_check: LogCheck,
 }
 
 /// What a worker is running for; it changes how failures and pacing are handled.
@@ -153,6 +159,9 @@ pub(crate) fn spawn(
         control: None,
         recorded_state: None,
         pace: Pace::default(),
+        failures: Repeats::new(),
+        state_failures: Repeats::new(),
+        ahead_of_log: false,
     };
     let thread = std::thread::Builder::new()
         .name(name)
@@ -180,6 +189,12 @@ struct Worker {
     recorded_state: Option<(String, Option<String>)>,
     mode: Mode,
     pace: Pace,
+    /// The host failure being retried, logged once and then counted.
+    failures: Repeats,
+    /// Failures to record the state in `control.db`, likewise.
+    state_failures: Repeats,
+    /// The checkpoint was found past the log's head: projecting stops for good.
+    ahead_of_log: bool,
 }
 
 /// What the worker is doing about a poison event under the `skip` policy.
@@ -211,6 +226,14 @@ impl Worker {
             while let Ok(command) = self.commands.try_recv() {
                 self.obey(command, &mut projection);
             }
+            if self.ahead_of_log {
+                // Events appended now would land at offsets this read model believes
+                // applied: project nothing until an operator restores the log.
+                if let Some(command) = self.wait_for_work() {
+                    self.obey(command, &mut projection);
+                }
+                continue;
+            }
             // Mark the head as seen *before* reading, so an append that lands during
             // the step wakes the wait below instead of being slept through.
             self.head.borrow_and_update();
@@ -239,6 +262,7 @@ impl Worker {
             match result {
                 Ok(Step::Applied { events, through }) => {
                     backoff.reset();
+                    self.recovered();
                     self.status.record_batch(events, started.elapsed());
                     self.progress(&mut projection, through);
                     if matches!(self.mode, Mode::Shadow | Mode::Initial)
@@ -256,10 +280,12 @@ impl Worker {
                 }
                 Ok(Step::Skipped { through }) => {
                     backoff.reset();
+                    self.recovered();
                     self.progress(&mut projection, through);
                 }
                 Ok(Step::CaughtUp) => {
                     backoff.reset();
+                    self.recovered();
                     self.pace = Pace::default();
                     let checkpoint = projection.checkpoint();
                     self.progress(&mut projection, checkpoint);
@@ -406,13 +432,19 @@ impl Worker {
         *self.shutdown.borrow()
     }
 
-    /// Records progress: checkpoint, head, and the catching-up or live state.
+    /// Records progress: checkpoint, head, and the catching-up or live state, or
+    /// [`State::AheadOfLog`] when the checkpoint is past the head.
     fn progress(&mut self, projection: &mut Projection, checkpoint: u64) {
-        let head = projection.log_head().unwrap_or(checkpoint).max(checkpoint);
-        let state = if checkpoint >= head {
-            State::Live
-        } else {
-            State::CatchingUp
+        let head = projection.log_head().unwrap_or(checkpoint);
+        let state = progress_state(checkpoint, head, self.spec.log_check);
+        if matches!(state, State::AheadOfLog { .. }) && !self.ahead_of_log {
+            self.ahead_of_log = true;
+            tracing::error!(projector = %self.spec.projector, version = %self.spec.loaded.version(), read_model = %self.spec.db_path.display(), "projection stopped: {state}");
+        }
+        let head = match self.spec.log_check {
+            LogCheck::Strict => head,
+            // A trailing mirror: the read model is as far as it gets for now.
+            LogCheck::MayTrail => head.max(checkpoint),
         };
         self.status.update(|status| {
             status.checkpoint = checkpoint;
@@ -443,18 +475,70 @@ impl Worker {
         self.sleep(pause);
     }
 
-    /// A host failure (I/O, a busy or full disk): never poison, always retried.
+    /// A host failure (I/O, a busy or full disk, an unreadable read model): never
+    /// poison, always retried. The version shows [`State::Retrying`] until it recovers;
+    /// the failure is logged once, then counted.
     fn transient(&mut self, failure: &ProjectionError, backoff: &mut Backoff) {
         let pause = backoff.next();
-        let message = describe(failure);
-        if backoff.failures() == 1 {
-            tracing::warn!(projector = %self.spec.projector, version = %self.spec.loaded.version(), retry_in = ?pause, "projector failed, will retry: {message}");
-        } else {
-            tracing::debug!(projector = %self.spec.projector, retry_in = ?pause, "retrying after: {message}");
+        let message = self.explain(failure);
+        let attempts = u64::from(backoff.failures());
+        let (projector, version) = (&self.spec.projector, self.spec.loaded.version());
+        match self.failures.note(&message) {
+            Occurrence::First => {
+                tracing::warn!(%projector, %version, retry_in = ?pause, "projector failed, will retry: {message}");
+            }
+            Occurrence::Summary { repeats } => {
+                tracing::warn!(%projector, %version, attempts, "projector still failing ({repeats} more times since the last report): {message}");
+            }
+            Occurrence::Quiet => {
+                tracing::debug!(%projector, retry_in = ?pause, "retrying after: {message}");
+            }
         }
-        self.status
-            .update(|status| status.last_error = Some(message));
+        let state = State::Retrying {
+            attempts,
+            message: message.clone(),
+        };
+        self.status.update(|status| {
+            status.state = state.clone();
+            status.last_error = Some(message.clone());
+        });
+        self.record_state(&state, Some(&message));
         self.sleep(pause);
+    }
+
+    /// A step succeeded: if host failures were being retried, say they are over.
+    fn recovered(&mut self) {
+        if let Some(failures) = self.failures.clear() {
+            tracing::info!(projector = %self.spec.projector, version = %self.spec.loaded.version(), failures, "projector recovered");
+        }
+    }
+
+    /// A failure and its causes as one line, with the fix when the read model's storage
+    /// is at fault (the log's and `control.db`'s errors carry their own).
+    fn explain(&self, failure: &ProjectionError) -> String {
+        let mut message = describe(failure);
+        let own_advice = matches!(
+            failure,
+            ProjectionError::Log(_)
+                | ProjectionError::Host(_)
+                | ProjectionError::ReadModelMissing { .. }
+        );
+        if own_advice {
+            return message;
+        }
+        let path = &self.spec.db_path;
+        if let Some(fault) = StorageFault::of(failure).or_else(|| StorageFault::probe(path)) {
+            message.push_str("; ");
+            message.push_str(&fault.advice(
+                path,
+                &format!("the read model of projector `{}`", self.spec.projector),
+            ));
+            if fault == StorageFault::Damaged {
+                // A read model is derived: the log has everything to build it again.
+                message.push_str(", or delete it and refract rebuilds it from the log");
+            }
+        }
+        message
     }
 
     /// Records `offset` as a dead letter, then moves the checkpoint past it. In that
@@ -509,8 +593,22 @@ impl Worker {
                 .map_err(|error| ProjectionError::Host(error.to_string()))
         });
         match written {
-            Ok(()) => self.recorded_state = Some(entry),
-            Err(failure) => tracing::warn!(%projector, "cannot record state: {failure}"),
+            Ok(()) => {
+                self.recorded_state = Some(entry);
+                self.state_failures.clear();
+            }
+            Err(failure) => {
+                let message = failure.to_string();
+                match self.state_failures.note(&message) {
+                    Occurrence::First => {
+                        tracing::warn!(%projector, "cannot record the state in control.db: {message}");
+                    }
+                    Occurrence::Summary { repeats } => {
+                        tracing::warn!(%projector, "still cannot record the state in control.db ({repeats} more times): {message}");
+                    }
+                    Occurrence::Quiet => {}
+                }
+            }
         }
     }
 
@@ -562,19 +660,21 @@ impl Worker {
     }
 }
 
+/// The state of a version at `checkpoint` with the log at `head`: a checkpoint past the
+/// head is an error under [`LogCheck::Strict`], and a mirror still catching up under
+/// [`LogCheck::MayTrail`].
+fn progress_state(checkpoint: u64, head: u64, log_check: LogCheck) -> State {
+    match (checkpoint.cmp(&head), log_check) {
+        (Ordering::Greater, LogCheck::Strict) => State::AheadOfLog { checkpoint, head },
+        // The read model waits for the mirror to reach it.
+        (Ordering::Greater, LogCheck::MayTrail) | (Ordering::Less, _) => State::CatchingUp,
+        (Ordering::Equal, _) => State::Live,
+    }
+}
+
 /// An error and its causes, as one line: status and `control.db` show this text.
 fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::error_text::one_line(error)
 }
 
 /// Paces a rate-limited replay: how long to pause so that events applied since the
@@ -640,6 +740,20 @@ mod tests {
         assert!(first > Duration::from_millis(900), "{first:?}");
         let second = pace.admit(1000, 1000);
         assert!(second > Duration::from_millis(1900), "{second:?}");
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_head_is_an_error_unless_the_log_may_trail() {
+        assert_eq!(progress_state(5, 9, LogCheck::Strict), State::CatchingUp);
+        assert_eq!(progress_state(9, 9, LogCheck::Strict), State::Live);
+        assert_eq!(
+            progress_state(9, 0, LogCheck::Strict),
+            State::AheadOfLog {
+                checkpoint: 9,
+                head: 0
+            }
+        );
+        assert_eq!(progress_state(9, 0, LogCheck::MayTrail), State::CatchingUp);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use super::ids::IdGenerator;
 use super::query::{STREAM_VERSION_SQL, get_u64, to_sql_int};
 use super::schema::sqlite_error;
 use super::{EventField, LogError, LogOptions, MAX_NAME_CHARS, NewEvent};
+use crate::storage_fault::StorageFault;
 
 /// The outcome of one append request.
 pub(super) type Reply = Result<Vec<u64>, LogError>;
@@ -254,11 +255,18 @@ impl Writer {
                 }
             }
             Err(e) => {
+                let disk_full = StorageFault::of_sqlite(&e) == Some(StorageFault::DiskFull);
                 let reason = e.to_string();
                 for request in group.drain(..) {
-                    request.reply.send(Err(LogError::Write {
-                        path: self.path.clone(),
-                        reason: reason.clone(),
+                    request.reply.send(Err(if disk_full {
+                        LogError::DiskFull {
+                            path: self.path.clone(),
+                        }
+                    } else {
+                        LogError::Write {
+                            path: self.path.clone(),
+                            reason: reason.clone(),
+                        }
                     }));
                 }
             }
@@ -370,7 +378,15 @@ pub(super) fn append_request(
     ids: &mut IdGenerator,
     events: &[NewEvent],
 ) -> Result<Vec<u64>, LogError> {
-    let sqlite = |source| sqlite_error(path, "appending an event", source);
+    let sqlite = |source: rusqlite::Error| {
+        if StorageFault::of_sqlite(&source) == Some(StorageFault::DiskFull) {
+            LogError::DiskFull {
+                path: path.to_owned(),
+            }
+        } else {
+            sqlite_error(path, "appending an event", source)
+        }
+    };
     let mut find_id = conn
         .prepare_cached(r#"SELECT "offset" FROM events WHERE id = ?1"#)
         .map_err(sqlite)?;
