@@ -217,6 +217,8 @@ struct Shared {
     /// How long the last swap took, from the shadow being found caught up to the new
     /// version serving.
     last_swap: Mutex<Option<Duration>>,
+    /// The sandbox limits, which the API's queries are bounded by too.
+    limits: crate::runtime::SandboxLimits,
 }
 
 /// A version as published for readers; `status` is live while a worker runs it.
@@ -275,6 +277,7 @@ impl Engine {
             rejected: RwLock::new(BTreeMap::new()),
             swaps_total: AtomicU64::new(0),
             last_swap: Mutex::new(None),
+            limits: options.config.limits.clone(),
         });
         let mut controller = Controller {
             shared: shared.clone(),
@@ -306,6 +309,11 @@ impl Engine {
             controller: Mutex::new(Some(thread)),
             _watcher: Some(watcher),
         })
+    }
+
+    /// The sandbox limits in force (`[limits]`).
+    pub fn sandbox_limits(&self) -> &crate::runtime::SandboxLimits {
+        &self.shared.limits
     }
 
     /// The event log; appends made through it wake the workers at once.
@@ -546,10 +554,20 @@ impl Controller {
                 self.publish();
             }
         }
-        for slot in std::mem::take(&mut self.slots).into_values() {
-            for worker in [slot.shadow, slot.active, slot.warm].into_iter().flatten() {
-                worker.stop();
-            }
+        // Shutting down: every call in flight ends now (rolled back, applied again on
+        // the next start), and a worker stuck in one SQLite step is not waited for.
+        self.wasm_runtime.cancel_calls();
+        let workers: Vec<WorkerHandle> = std::mem::take(&mut self.slots)
+            .into_values()
+            .flat_map(|slot| [slot.shadow, slot.active, slot.warm])
+            .flatten()
+            .collect();
+        for worker in &workers {
+            worker.request_stop();
+        }
+        let deadline = Instant::now() + worker::SHUTDOWN_GRACE;
+        for worker in workers {
+            worker.stop_by(deadline);
         }
     }
 
