@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use refract::runtime::{
@@ -642,12 +643,22 @@ fn fallible_allocation_sees_the_memory_limit_as_a_value() -> Result {
 
 /// This process's resident memory, from /proc.
 fn resident_bytes() -> Result<u64> {
+    process_status_bytes("VmRSS:")
+}
+
+/// The most resident memory this process has had, from /proc.
+fn peak_resident_bytes() -> Result<u64> {
+    process_status_bytes("VmHWM:")
+}
+
+/// A size field of /proc/self/status, in bytes.
+fn process_status_bytes(field: &str) -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let kib = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .ok_or("no VmRSS")?
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))?
         .trim()
         .parse::<u64>()?;
     Ok(kib * 1024)
@@ -864,6 +875,280 @@ fn sql_attacks_are_denied_or_contained() -> Result {
     }
     let journal: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
     assert_eq!(journal, "wal");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// What one SQL call can cost: time, memory, temporary storage; the host's tables; the
+// host's log.
+
+/// How long one attack may take before a test calls it a failure to contain it. The
+/// deadlines are a few seconds; this only has to be far below "minutes" on a slow,
+/// shared machine.
+const ONE_CALL_LIVENESS: Duration = Duration::from_secs(30);
+
+/// Applies `batch` on another thread and waits at most [`ONE_CALL_LIVENESS`]: a call
+/// the sandbox fails to stop fails the test at once, naming `what`, instead of hanging
+/// it. Returns the instance, the outcome and how long the call took.
+fn apply_within(
+    mut instance: ProjectorInstance,
+    batch: EventBatch,
+    what: &str,
+) -> (
+    ProjectorInstance,
+    std::result::Result<(), ProjectorError>,
+    Duration,
+) {
+    let (done, result) = mpsc::channel();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let outcome = apply(&mut instance, &batch);
+        let _ = done.send((instance, outcome, started.elapsed()));
+    });
+    match result.recv_timeout(ONE_CALL_LIVENESS) {
+        Ok(answer) => answer,
+        Err(_) => panic!(
+            "{what} did not return within {ONE_CALL_LIVENESS:?}: the sandbox did not stop it"
+        ),
+    }
+}
+
+/// Runs each `(attack, expected kinds)` as its own one-event batch `<prefix>.<attack>`
+/// (each within [`ONE_CALL_LIVENESS`]), then checks every outcome recorded in the
+/// guest's `attempts` table. Returns the instance and the attempts.
+fn run_attacks(
+    mut instance: ProjectorInstance,
+    loaded: &LoadedProjector,
+    prefix: &str,
+    expected: &[(&str, &[&str])],
+) -> Result<(
+    ProjectorInstance,
+    BTreeMap<String, (String, Option<String>)>,
+)> {
+    let mut failed_batches = Vec::new();
+    for (i, (attack, _)) in expected.iter().enumerate() {
+        let offset = 1 + i as u64;
+        let event_type = format!("{prefix}.{attack}");
+        let (back, outcome, took) =
+            apply_within(instance, typed_batch(&[&event_type], offset), &event_type);
+        instance = back;
+        eprintln!("{event_type}: {took:?}");
+        if let Err(err) = outcome {
+            assert!(
+                err.to_string()
+                    .contains(&format!("(version {})", loaded.version())),
+                "{err}"
+            );
+            failed_batches.push(format!("{attack}: {err}"));
+        }
+    }
+    assert!(
+        failed_batches.is_empty(),
+        "batches failed: {failed_batches:#?}"
+    );
+    let seen = attempts(instance.host_connection())?;
+    let mut wrong = Vec::new();
+    for (attack, kinds) in expected {
+        let outcome = seen
+            .get(*attack)
+            .map_or("(no row)", |(outcome, _)| outcome.as_str());
+        eprintln!(
+            "{prefix}.{attack}: {}",
+            outcome.chars().take(200).collect::<String>()
+        );
+        let ok = kinds
+            .iter()
+            .any(|kind| outcome == *kind || outcome.starts_with(&format!("error:{kind}: ")));
+        if !ok {
+            wrong.push(format!("{attack}: expected {kinds:?}, got {outcome}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    Ok((instance, seen))
+}
+
+/// The outcome recorded for `attack`.
+fn outcome_of(seen: &BTreeMap<String, (String, Option<String>)>, attack: &str) -> String {
+    seen.get(attack)
+        .map_or_else(String::new, |(outcome, _)| outcome.clone())
+}
+
+#[test]
+fn one_sql_call_cannot_outlast_the_deadlines() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime_with(SandboxLimits {
+        statement_deadline_ms: 1_000,
+        ..SandboxLimits::default()
+    })?;
+    let (loaded, instance) = start(&runtime, "sql-slow", dir.path())?;
+    let expected: &[(&str, &[&str])] = &[
+        ("control", &["ok"]),
+        ("replace", &["ok"]),
+        ("instr", &["ok"]),
+        ("trim", &["ok"]),
+        ("unhex", &["ok"]),
+        ("like", &["limit"]),
+        ("glob", &["limit"]),
+        ("like-at-limit", &["ok"]),
+        ("json-patch", &["limit"]),
+        ("json-pretty", &["denied"]),
+        ("json-group-array", &["denied"]),
+        ("highlight", &["denied"]),
+        ("group-concat", &["limit"]),
+        ("printf-width", &["limit"]),
+        ("printf-precision", &["limit"]),
+        ("zeroblob", &["limit"]),
+        ("substr-loop", &["interrupted"]),
+    ];
+    let (_instance, seen) = run_attacks(instance, &loaded, "slow", expected)?;
+    // The values were as large as the host allows: 1 MB by default.
+    let detail = |attack: &str| seen.get(attack).and_then(|(_, detail)| detail.clone());
+    assert_eq!(detail("control").as_deref(), Some("1000000"));
+    assert_eq!(detail("replace").as_deref(), Some("1000000"));
+    assert_eq!(detail("instr").as_deref(), Some("0"));
+    assert_eq!(detail("trim").as_deref(), Some("0"));
+    for (attack, key) in [
+        ("like", "limits.max_like_pattern_bytes"),
+        ("json-patch", "limits.max_function_cost"),
+        ("group-concat", "limits.max_value_bytes"),
+    ] {
+        let outcome = outcome_of(&seen, attack);
+        assert!(outcome.contains(key), "{attack} names `{key}`: {outcome}");
+    }
+    assert!(
+        outcome_of(&seen, "json-group-array").contains("group_concat"),
+        "the refusal says what to use instead"
+    );
+    Ok(())
+}
+
+#[test]
+fn sql_memory_is_counted_before_it_is_spent() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, instance) = start(&runtime, "sql-memory", dir.path())?;
+    let expected: &[(&str, &[&str])] = &[
+        ("wide-row", &["limit"]),
+        ("too-wide", &["limit"]),
+        ("many-statements", &["limit"]),
+        ("function-args", &["limit"]),
+        ("huge-format", &["ok", "limit"]),
+    ];
+    let (_instance, seen) = run_attacks(instance, &loaded, "memory", expected)?;
+    for (attack, key) in [
+        ("wide-row", "limits.max_query_bytes"),
+        ("too-wide", "limits.max_columns"),
+        ("many-statements", "limits.max_prepared_sql_bytes"),
+        ("function-args", "limits.max_function_args"),
+    ] {
+        let outcome = outcome_of(&seen, attack);
+        assert!(outcome.contains(key), "{attack} names `{key}`: {outcome}");
+    }
+    // 4 MiB of SQL text, at 200 KB a statement.
+    let prepared = seen
+        .get("many-statements")
+        .and_then(|(_, detail)| detail.clone())
+        .unwrap_or_default();
+    assert_eq!(prepared, "20 prepared", "{prepared}");
+    // A wide row of the largest values is 60 × 1 MB inside SQLite, and the host copies
+    // at most `max_query_bytes` of it; before, it copied the row whole first.
+    let peak = peak_resident_bytes()?;
+    eprintln!("sql-memory: peak resident memory {} MiB", peak >> 20);
+    assert!(peak < 1 << 30, "peak resident memory {} MiB", peak >> 20);
+    Ok(())
+}
+
+#[test]
+fn temporary_storage_is_capped() -> Result {
+    let dir = tempfile::tempdir()?;
+    let max_temp_bytes = 16 << 20;
+    let runtime = runtime_with(SandboxLimits {
+        max_temp_bytes,
+        ..SandboxLimits::default()
+    })?;
+    let (loaded, instance) = start(&runtime, "temp-fill", dir.path())?;
+    let expected: &[(&str, &[&str])] = &[
+        ("control", &["ok"]),
+        ("sort", &["limit"]),
+        ("distinct", &["limit"]),
+        ("group-by", &["limit"]),
+        ("union", &["limit"]),
+        ("materialized", &["limit"]),
+        ("insert-select", &["limit"]),
+        ("temp-table", &["denied"]),
+        ("temp-view", &["denied"]),
+        ("temp-trigger", &["denied"]),
+        ("temp-fts", &["denied"]),
+        ("temp-rtree", &["denied"]),
+    ];
+    let (instance, seen) = run_attacks(instance, &loaded, "temp", expected)?;
+    for attack in ["sort", "distinct", "group-by", "union", "materialized"] {
+        let outcome = outcome_of(&seen, attack);
+        assert!(
+            outcome.contains("limits.max_temp_bytes"),
+            "{attack} names the limit: {outcome}"
+        );
+    }
+    let peak = instance.temp_peak_bytes();
+    eprintln!("temp-fill: peak temporary storage {} KiB", peak >> 10);
+    assert!(peak > 0, "the attacks reached temporary storage");
+    assert!(peak <= max_temp_bytes, "peak {peak} > {max_temp_bytes}");
+    // Nothing temporary was left behind for the next call.
+    let temp_objects: i64 = instance.host_connection().query_row(
+        "SELECT count(*) FROM temp.sqlite_schema",
+        [],
+        |row| row.get(0),
+    )?;
+    assert_eq!(temp_objects, 0);
+    Ok(())
+}
+
+#[test]
+fn the_host_tables_stay_hidden_and_keep_their_names() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, instance) = start(&runtime, "host-tables", dir.path())?;
+    let expected: &[(&str, &[&str])] = &[
+        ("control-alter", &["ok"]),
+        ("control-rename", &["ok"]),
+        ("control-table-info", &["ok"]),
+        ("rename-script", &["denied"]),
+        ("rename-execute", &["denied"]),
+        ("rename-query", &["denied"]),
+        ("sqlite-master", &["denied"]),
+        ("sqlite-schema", &["denied"]),
+        ("sqlite-temp-master", &["denied"]),
+        ("dbstat", &["denied"]),
+        ("dbstat-schema", &["denied"]),
+        ("table-list", &["denied"]),
+        ("table-list-function", &["denied"]),
+        ("table-info", &["denied"]),
+        ("index-list", &["denied"]),
+        ("create-as-select", &["denied"]),
+        ("view", &["denied"]),
+        ("trigger", &["denied"]),
+    ];
+    let (instance, _seen) = run_attacks(instance, &loaded, "host", expected)?;
+    let conn = instance.host_connection();
+    // Every rename was undone: the guest's table kept its name after each attempt.
+    let mine: Vec<(String, i64)> = conn
+        .prepare("SELECT attack, mine FROM attempts ORDER BY rowid")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert!(
+        mine.iter().all(|(_, exists)| *exists == 1),
+        "`mine` lost its name: {mine:?}"
+    );
+    let host_names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE name LIKE '\\_refract\\_%' ESCAPE '\\' OR tbl_name LIKE '\\_refract\\_%' ESCAPE '\\'",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert_eq!(host_names, ["_refract_checkpoint"]);
+    assert_eq!(checkpoint(conn)?, expected.len() as i64);
+    let leaked: i64 = conn.query_row("SELECT count(*) FROM leak", [], |row| row.get(0))?;
+    assert_eq!(leaked, 0, "the trigger copied the schema");
     Ok(())
 }
 

@@ -499,7 +499,7 @@ fn sql_error(
             "busy",
             "the read model is busy; retry",
         ),
-        Some(ErrorCode::DiskFull) if temp_full => too_costly(format!(
+        Some(ErrorCode::TooBig | ErrorCode::DiskFull) if temp_full => too_costly(format!(
             "the query needs more than {} bytes of temporary storage for its sorts and \
              temporary tables (`limits.max_temp_bytes`); narrow it, or add an index in the projector",
             limits.max_temp_bytes

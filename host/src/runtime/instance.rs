@@ -232,6 +232,12 @@ impl ProjectorInstance {
         self.poisoned
     }
 
+    /// The most temporary storage (sorts, temporary b-trees) this instance's connection
+    /// has held at once, in bytes; at most `limits.max_temp_bytes`.
+    pub fn temp_peak_bytes(&self) -> u64 {
+        self.store.data().sql.db().temp_peak_bytes()
+    }
+
     /// The read model's connection for the host's own reads and writes (checkpoints),
     /// outside any guest call: the sandbox's guest checks are off, ATTACH stays denied.
     pub fn host_connection(&self) -> &rusqlite::Connection {

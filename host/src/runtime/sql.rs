@@ -506,6 +506,11 @@ impl SandboxedDb {
         &self.conn
     }
 
+    /// The most temporary storage the connection has held at once, in bytes.
+    pub(crate) fn temp_peak_bytes(&self) -> u64 {
+        self.conn.temp_peak_bytes()
+    }
+
     /// The guard deciding whose turn it is.
     pub(crate) fn guard(&self) -> &Arc<Guard> {
         &self.guard
@@ -579,6 +584,15 @@ impl SandboxedDb {
         match code {
             ErrorCode::AuthorizationForStatementDenied => error(SqlErrorKind::Denied, message),
             ErrorCode::ConstraintViolation => error(SqlErrorKind::Constraint, message),
+            ErrorCode::TooBig | ErrorCode::DiskFull if self.conn.take_temp_refusal() => error(
+                SqlErrorKind::Limit,
+                format!(
+                    "the statement needs more than {} of temporary storage (`limits.max_temp_bytes`) for its sorts and temporary tables; narrow it, or add an index",
+                    format_bytes(
+                        usize::try_from(self.conn.temp_budget().max()).unwrap_or(usize::MAX)
+                    )
+                ),
+            ),
             ErrorCode::TooBig => error(SqlErrorKind::Limit, self.name_limit(message)),
             ErrorCode::OperationInterrupted => error(
                 SqlErrorKind::Interrupted,
@@ -588,15 +602,6 @@ impl SandboxedDb {
                     "the statement ran past its deadline (`limits.statement_deadline_ms`) and was interrupted"
                 }
                 .into(),
-            ),
-            ErrorCode::DiskFull if self.conn.take_temp_refusal() => error(
-                SqlErrorKind::Limit,
-                format!(
-                    "the statement needs more than {} of temporary storage (`limits.max_temp_bytes`) for its sorts and temporary tables; narrow it, or add an index",
-                    format_bytes(
-                        usize::try_from(self.conn.temp_budget().max()).unwrap_or(usize::MAX)
-                    )
-                ),
             ),
             ErrorCode::DiskFull if self.at_page_budget() => error(
                 SqlErrorKind::Limit,
@@ -671,6 +676,16 @@ impl SandboxedDb {
         } else {
             return message;
         };
+        // SQLite quotes the statement in some of these; the limit must not drown in it.
+        const QUOTED_SQL_CHARS: usize = 200;
+        let message = if message.chars().count() > QUOTED_SQL_CHARS {
+            format!(
+                "{}…",
+                message.chars().take(QUOTED_SQL_CHARS).collect::<String>()
+            )
+        } else {
+            message
+        };
         format!("{message} (the limit is {value}, `limits.{key}`)")
     }
 
@@ -698,6 +713,7 @@ fn is_limit_message(message: &str) -> bool {
         "too big",
         "too long",
         "too deep",
+        "too complex",
         "recursion limit",
     ]
     .iter()

@@ -10,11 +10,17 @@
 //! So every sandboxed connection, and every API query connection, is opened through a
 //! VFS of its own ([`TempVfs`]) that wraps SQLite's default one. The main database, its
 //! WAL and its journal pass straight through (they are opened by the default VFS, into
-//! the same memory, and behave exactly as before). Temporary files are wrapped: each
-//! write that grows one is charged to the connection's [`TempBudget`], truncating or
-//! closing it gives the bytes back, and a write past `limits.max_temp_bytes` fails with
-//! `SQLITE_FULL`, which fails the statement. The budget remembers the refusal so the
-//! error can name the limit.
+//! the same memory, and behave exactly as before), and so do statement journals, which
+//! hold at most one copy of each page of the main database a statement changes, so the
+//! page budget bounds them already. Temporary files are wrapped: each write that grows
+//! one is charged to the connection's [`TempBudget`], truncating or closing it gives
+//! the bytes back, and a write past `limits.max_temp_bytes` fails the statement.
+//!
+//! The refusal is reported as `SQLITE_TOOBIG`, not `SQLITE_FULL`: SQLite answers a full
+//! disk by rolling back the whole transaction, even for a read-only statement, while
+//! the files refused here are a sort's or a temporary table's own, thrown away with the
+//! failed statement, so the guest keeps its transaction and gets a `limit` error it can
+//! handle. The budget remembers the refusal so the error can name the limit.
 //!
 //! The VFS is registered under a unique name for the connection's life and unregistered
 //! after the connection has closed ([`TempVfs`] must be dropped after it).
@@ -235,11 +241,10 @@ struct TempFile {
     size: u64,
 }
 
-/// The file kinds SQLite creates for itself and deletes on close.
-const TEMPORARY: c_int = ffi::SQLITE_OPEN_TEMP_DB
-    | ffi::SQLITE_OPEN_TEMP_JOURNAL
-    | ffi::SQLITE_OPEN_TRANSIENT_DB
-    | ffi::SQLITE_OPEN_SUBJOURNAL;
+/// The file kinds counted: the TEMP schema's database and journal, sorters' runs
+/// (`TEMP_JOURNAL`), and temporary b-trees (`TRANSIENT_DB`).
+const TEMPORARY: c_int =
+    ffi::SQLITE_OPEN_TEMP_DB | ffi::SQLITE_OPEN_TEMP_JOURNAL | ffi::SQLITE_OPEN_TRANSIENT_DB;
 
 /// The VFS data behind `vfs`.
 ///
@@ -518,7 +523,7 @@ unsafe extern "C" fn file_write(
             .saturating_add(u64::try_from(amount).unwrap_or(0));
         if end > temp.size {
             if !(*temp.budget).charge(end - temp.size) {
-                return ffi::SQLITE_FULL;
+                return ffi::SQLITE_TOOBIG;
             }
             temp.size = end;
         }
@@ -631,22 +636,25 @@ mod tests {
     use super::*;
     use rusqlite::{Connection, OpenFlags};
 
-    fn open(dir: &std::path::Path, max: u64) -> rusqlite::Result<(Connection, TempVfs)> {
-        let vfs = TempVfs::register(max)?;
-        let conn = Connection::open_with_flags_and_vfs(
+    fn open(dir: &std::path::Path, vfs: &TempVfs) -> rusqlite::Result<Connection> {
+        Connection::open_with_flags_and_vfs(
             dir.join("main.db"),
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
             vfs.name(),
-        )?;
-        Ok((conn, vfs))
+        )
     }
 
     #[test]
     fn a_sort_past_the_budget_fails_and_the_budget_comes_back() -> rusqlite::Result<()> {
         let dir =
             tempfile::tempdir().map_err(|e| rusqlite::Error::InvalidPath(e.to_string().into()))?;
-        let (conn, vfs) = open(dir.path(), 4 << 20)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA cache_size = -1024;")?;
+        // Declared first, so dropped last, after the connection, even on a panic.
+        let vfs = TempVfs::register(4 << 20)?;
+        let conn = open(dir.path(), &vfs)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA cache_size = -1024;
+             CREATE TABLE kept (x); BEGIN; INSERT INTO kept VALUES (1);",
+        )?;
         // About 40 MB of rows to sort, far past a 1 MiB cache and a 4 MiB budget.
         let sort = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 40000)
                     SELECT count(*) FROM (SELECT printf('%.*c', 1000, x) AS v FROM c ORDER BY v)";
@@ -655,7 +663,7 @@ mod tests {
             .expect_err("the sort needs more than 4 MiB of temporary storage");
         assert_eq!(
             err.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DiskFull),
+            Some(rusqlite::ErrorCode::TooBig),
             "{err}"
         );
         assert!(vfs.budget().take_refused());
