@@ -1152,6 +1152,293 @@ fn the_host_tables_stay_hidden_and_keep_their_names() -> Result {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------
+// The real `refract run`, with hostile guests in its plugins folder.
+
+/// How long a live host may take to start, deploy or catch up.
+const HOST_LIVENESS: Duration = Duration::from_secs(120);
+
+/// A `refract run` of this build on a temporary data directory, and its API.
+struct LiveHost {
+    host: Option<support::host::RunningHost>,
+    url: String,
+    token: String,
+    agent: ureq::Agent,
+    _dir: tempfile::TempDir,
+}
+
+impl LiveHost {
+    /// Starts `refract run` with `guests` (file name without `.wasm`, guest crate) in
+    /// its plugins folder and `config` as its `refract.toml`, and waits until it serves.
+    fn start(guests: &[(&str, &str)], config: &str) -> Result<LiveHost> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("plugins"))?;
+        for (file, crate_name) in guests {
+            std::fs::write(
+                data.join("plugins").join(format!("{file}.wasm")),
+                guest(crate_name)?,
+            )?;
+        }
+        let config_path = dir.path().join("refract.toml");
+        std::fs::write(&config_path, config)?;
+        let mut host = support::host::RunningHost::start(
+            Path::new(env!("CARGO_BIN_EXE_refract")),
+            dir.path(),
+            &data,
+            &config_path,
+            &[],
+        )?;
+        host.wait_serving(HOST_LIVENESS);
+        let line = host.wait_for_line(HOST_LIVENESS, "http api:");
+        let url = line
+            .split_once("http api:")
+            .map(|(_, url)| url.trim().to_owned())
+            .ok_or("no API address")?;
+        let token = std::fs::read_to_string(data.join("token"))?
+            .trim()
+            .to_owned();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .new_agent();
+        Ok(LiveHost {
+            host: Some(host),
+            url,
+            token,
+            agent,
+            _dir: dir,
+        })
+    }
+
+    fn host(&mut self) -> &mut support::host::RunningHost {
+        self.host.as_mut().expect("the host is running")
+    }
+
+    /// `GET path`: the status and the body.
+    fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()?;
+        let body = response.body_mut().read_to_string()?;
+        Ok((response.status().as_u16(), body))
+    }
+
+    /// `POST path` with a JSON body: the status and the body parsed.
+    fn post(&self, path: &str, body: &serde_json::Value) -> Result<(u16, serde_json::Value)> {
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())?;
+        let text = response.body_mut().read_to_string()?;
+        Ok((
+            response.status().as_u16(),
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Appends `events` (`[{type, data}]`) to `stream`.
+    fn append(&self, stream: &str, events: &serde_json::Value) -> Result {
+        let (status, body) = self.post(&format!("/v1/streams/{stream}/events"), events)?;
+        assert_eq!(status, 200, "append: {body}");
+        Ok(())
+    }
+
+    /// The status of `projector`'s first (running) version, if it has one yet.
+    fn status(&self, projector: &str) -> Option<serde_json::Value> {
+        let (code, body) = self.get(&format!("/v1/projectors/{projector}")).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let view: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let status = view["versions"][0]["status"].clone();
+        (!status.is_null()).then_some(status)
+    }
+
+    /// Waits until `projector`'s status satisfies `condition`, showing it on failure.
+    fn wait_status(
+        &mut self,
+        projector: &str,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        let deadline = Instant::now() + HOST_LIVENESS;
+        loop {
+            let status = self.status(projector);
+            if status.as_ref().is_some_and(&condition) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {projector} {what}; its status: {status:?}\n{}",
+                self.host().tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and the time the host took to exit (it must within `timeout`).
+    fn terminate(&mut self, timeout: Duration) -> (std::process::ExitStatus, Duration) {
+        let host = self.host.take().expect("the host is running");
+        let started = Instant::now();
+        let status = host.terminate(timeout);
+        (status, started.elapsed())
+    }
+}
+
+#[test]
+fn guest_log_lines_cannot_forge_or_flood_the_host_log() -> Result {
+    let mut live = LiveHost::start(&[("log-flood", "log-flood")], "")?;
+    live.wait_status("log-flood", "to run", |_| true);
+    live.append(
+        "logs",
+        &serde_json::json!([{"type": "log.forge", "data": {}}]),
+    )?;
+    // Twenty calls, each at the per-call caps: 160 MB of log without a rate limit.
+    const FLOODS: u64 = 20;
+    for _ in 0..FLOODS {
+        live.append(
+            "logs",
+            &serde_json::json!([{"type": "log.flood", "data": {}}]),
+        )?;
+    }
+    live.wait_status("log-flood", "to apply every event", |status| {
+        status["checkpoint"] == 1 + FLOODS
+    });
+
+    let lines = live.host().lines();
+    // The forged line stayed inside the projector's own line, escaped.
+    let forged: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("FORGED"))
+        .collect();
+    assert_eq!(forged.len(), 1, "{forged:#?}");
+    let line = forged[0];
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains(refract::runtime::LOG_TARGET), "{line}");
+    assert!(
+        line.contains("log-flood"),
+        "tagged with the projector: {line}"
+    );
+    for escaped in [
+        "harmless\\n2030-01-01T00:00:00.000000Z ERROR refract::engine: FORGED-LINE",
+        "\\rFORGED-CR",
+        "\\u{1b}[2K",
+        "\\u{2028}FORGED-LS",
+    ] {
+        assert!(line.contains(escaped), "{escaped} in {line}");
+    }
+    assert!(
+        !lines.iter().any(|line| line.starts_with("2030-01-01")),
+        "a guest started a host log line"
+    );
+
+    // The flood was cut to the rates, and what was dropped is counted.
+    let flood_lines = lines.iter().filter(|line| line.contains("FLOOD ")).count();
+    let output_bytes: usize = lines.iter().map(String::len).sum();
+    eprintln!(
+        "log-flood: {flood_lines} flood lines and {} KiB of output kept of {} lines sent",
+        output_bytes >> 10,
+        FLOODS * 1000
+    );
+    assert!(output_bytes < 4 << 20, "{output_bytes} bytes of log");
+    let status = live.status("log-flood").ok_or("no status")?;
+    let dropped = status["log_lines_dropped"].as_u64().unwrap_or_default();
+    assert_eq!(
+        dropped + flood_lines as u64,
+        FLOODS * 1000,
+        "every flood line was either written or counted: {status}"
+    );
+    let (_, metrics) = live.get("/metrics")?;
+    let counted = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("refract_log_lines_dropped_total{")
+                && line.contains("projector=\"log-flood\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert_eq!(counted, Some(dropped), "{metrics}");
+    assert!(
+        lines.iter().any(
+            |line| line.contains("dropped") && line.contains("limits.max_log_lines_per_second")
+        ),
+        "the host says it dropped lines"
+    );
+    let (status, _) = live.terminate(Duration::from_secs(30));
+    assert!(status.success(), "refract run exited with {status}");
+    Ok(())
+}
+
+#[test]
+fn shutdown_is_prompt_while_a_guest_is_stuck_in_one_sql_step() -> Result {
+    // A `LIKE` pattern limit raised far past its default lets one SQLite step run for
+    // minutes: the stand-in for any step the bounds fail to cover.
+    let config = "[limits]\nbatch_deadline_ms = 2000\ndeadline_grace_ms = 500\nmax_like_pattern_bytes = 20000\n";
+    let mut live = LiveHost::start(
+        &[("sql-slow", "sql-slow"), ("balances", "balances")],
+        config,
+    )?;
+    live.wait_status("sql-slow", "to run", |_| true);
+    live.wait_status("balances", "to run", |_| true);
+    live.append(
+        "slow",
+        &serde_json::json!([{"type": "slow.like-step", "data": {"pattern": 20000, "value": 1000000}}]),
+    )?;
+    // The watchdog reports the call once it is past its deadline and grace.
+    live.wait_status("sql-slow", "to report the call overrunning", |status| {
+        !status["overrun"].is_null()
+            && status["state"].as_str().is_some_and(|state| {
+                state.starts_with("stalled") && state.contains("limits.batch_deadline_ms")
+            })
+    });
+    let (_, metrics) = live.get("/metrics")?;
+    let overrun = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("refract_projector_overrun_seconds{")
+                && line.contains("projector=\"sql-slow\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(overrun > 2.5, "overrun {overrun} s in:\n{metrics}");
+
+    // The other projector keeps going while the hostile one is inside its step.
+    live.append(
+        "acc-1",
+        &serde_json::json!([
+            {"type": "account.opened", "data": {"account": "a-1", "owner": "Ann"}},
+            {"type": "money.deposited", "data": {"account": "a-1", "amount": 250}},
+        ]),
+    )?;
+    live.wait_status("balances", "to apply the new events", |status| {
+        status["checkpoint"] == 3
+    });
+    let (code, answer) = live.post(
+        "/v1/projectors/balances/query",
+        &serde_json::json!({"sql": "SELECT balance FROM balances WHERE account = 'a-1'"}),
+    )?;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["rows"][0][0], 250);
+    assert!(
+        live.status("sql-slow")
+            .is_some_and(|status| !status["overrun"].is_null()),
+        "sql-slow is still inside its step"
+    );
+
+    let (status, took) = live.terminate(Duration::from_secs(15));
+    eprintln!("refract run exited {took:?} after SIGTERM, with a guest mid-step");
+    assert!(status.success(), "refract run exited with {status}");
+    Ok(())
+}
+
 #[test]
 fn wasi_gives_nothing_and_time_and_randomness_are_fixed() -> Result {
     let _ = std::fs::remove_file("/tmp/refract-wasi-escape.txt");
