@@ -1409,6 +1409,9 @@ fn shutdown_is_prompt_while_a_guest_is_stuck_in_one_sql_step() -> Result {
         .and_then(|value| value.parse::<f64>().ok())
         .unwrap_or_default();
     assert!(overrun > 2.5, "overrun {overrun} s in:\n{metrics}");
+    let (code, health) = live.get("/health")?;
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("sql-slow"), "{health}");
 
     // The other projector keeps going while the hostile one is inside its step.
     live.append(
@@ -1620,6 +1623,103 @@ fn balances_cost_against_native() -> Result {
         per_event(wasm),
         per_event(native),
         native.as_secs_f64() / wasm.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A measurement, not a check: the slowest single SQLite steps and the largest memory
+/// one statement can take at the default limits, for the README's sandbox section.
+/// Each step runs inside one SQLite function call, where no deadline is checked, so a
+/// statement's worst case is its deadline plus the slowest of these.
+/// Run with `cargo test --release -p refract --test sandbox sql_worst_cases -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run it in release mode"]
+fn sql_worst_cases() -> Result {
+    let dir = tempfile::tempdir()?;
+    let limits = SandboxLimits::default();
+    let conn =
+        refract::runtime::open_read_model(&dir.path().join("m.db"), DbOptions::live(), &limits)?;
+    let n = limits.max_value_bytes - 64;
+    let p = limits.max_like_pattern_bytes;
+    // The patch whose cost (target bytes × patch bytes) is just under the cap.
+    let patch_keys = (limits.max_function_cost as usize / n) / 10;
+    let steps: Vec<(&str, String)> = vec![
+        ("LIKE, pattern at its limit", format!("SELECT printf('%.*c', {n}, 'a') LIKE '%' || printf('%.*c', {}, 'a') || 'b%'", p - 3)),
+        ("GLOB, pattern at its limit", format!("SELECT printf('%.*c', {n}, 'a') GLOB '*' || printf('%.*c', {}, 'a') || 'b*'", p - 3)),
+        ("replace (bounded)", format!("SELECT length(replace(printf('%.*c', {n}, 'a'), printf('%.*c', {}, 'a') || 'b', 'x'))", n / 2)),
+        ("instr (bounded)", format!("SELECT instr(printf('%.*c', {n}, 'a'), printf('%.*c', {}, 'a') || 'b')", n / 2)),
+        ("trim with a list (bounded)", format!("SELECT length(trim(printf('%.*c', {n}, 'a'), printf('%.*c', {}, 'b') || 'a'))", n / 16)),
+        ("json_patch at the cost cap", format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}),
+                  k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < {patch_keys})
+             SELECT length(json_patch((SELECT '{{' || group_concat('\"a' || x || '\":0') || '}}' FROM c),
+                                      (SELECT '{{' || group_concat('\"b' || x || '\":1') || '}}' FROM k)))",
+            n / 14
+        )),
+        ("json_set, 31 paths over one document", format!(
+            "SELECT length(json_set(json_object('a', printf('%.*c', {}, 'x')){}))",
+            n - 1000,
+            (0..31).map(|i| format!(", '$.k{i}', {i}")).collect::<String>()
+        )),
+        ("printf, value-sized output", format!("SELECT length(printf('%{n}d', 1))")),
+        ("hex of the largest blob that fits", format!("SELECT length(hex(zeroblob({})))", n / 2)),
+        ("upper over the largest value", format!("SELECT length(upper(printf('%.*c', {n}, 'a')))")),
+    ];
+    println!("| One step (one function call) | Median of 3 |");
+    println!("|---|---|");
+    let mut slowest = (Duration::ZERO, "");
+    for (what, sql) in &steps {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let _: rusqlite::types::Value = conn.query_row(sql, [], |row| row.get(0))?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        println!("| {what} | {:.0} ms |", times[1].as_secs_f64() * 1e3);
+        if times[1] > slowest.0 {
+            slowest = (times[1], what);
+        }
+    }
+    println!(
+        "slowest step: {} ({:.0} ms)",
+        slowest.1,
+        slowest.0.as_secs_f64() * 1e3
+    );
+
+    // Memory: a result row is held whole inside SQLite before it is read.
+    let before = resident_bytes()?;
+    let columns = vec![format!("printf('%.*c', {n}, 'w')"); limits.max_columns].join(", ");
+    let mut statement = conn.prepare(&format!("SELECT {columns}"))?;
+    let mut rows = statement.raw_query();
+    let _row = rows.next()?;
+    let peak = resident_bytes()?;
+    println!(
+        "one row of {} columns of {} bytes: {} MiB more resident memory",
+        limits.max_columns,
+        n,
+        peak.saturating_sub(before) >> 20
+    );
+    drop(rows);
+    drop(statement);
+
+    // Temporary storage: a sort larger than the cap stops at it.
+    let started = Instant::now();
+    let sort = conn.query_row(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000)
+         SELECT count(*) FROM (SELECT printf('%d%.*c', x, 10000, 'v') AS v FROM c ORDER BY v)",
+        [],
+        |row| row.get::<_, i64>(0),
+    );
+    println!(
+        "a 1 GB sort against the {} MiB temporary storage cap: {} after {:.1} s, peak {} MiB",
+        limits.max_temp_bytes >> 20,
+        match sort {
+            Ok(_) => "finished".to_owned(),
+            Err(err) => format!("refused ({err})"),
+        },
+        started.elapsed().as_secs_f64(),
+        conn.temp_peak_bytes() >> 20
     );
     Ok(())
 }

@@ -93,16 +93,17 @@ pub const DEFAULT_MAX_LIKE_PATTERN_BYTES: usize = 100;
 /// minutes; at the cap one takes a fraction of a second.
 pub const DEFAULT_MAX_FUNCTION_COST: u64 = 1 << 28;
 
-/// Default for [`SandboxLimits::max_columns`]: 128 columns in a table, an index, a
+/// Default for [`SandboxLimits::max_columns`]: 64 columns in a table, an index, a
 /// result row, a `GROUP BY` or `ORDER BY`, SQLite's `SQLITE_LIMIT_COLUMN` (SQLite's own
 /// default is 2,000). SQLite holds a result row whole before the host reads it, so a row
-/// costs up to this many values of [`DEFAULT_MAX_VALUE_BYTES`].
-pub const DEFAULT_MAX_COLUMNS: usize = 128;
+/// costs up to this many values of [`DEFAULT_MAX_VALUE_BYTES`], about twice over while
+/// it is built: 128 MiB measured at the defaults, as much as a guest's whole memory.
+pub const DEFAULT_MAX_COLUMNS: usize = 64;
 
-/// Default for [`SandboxLimits::max_function_args`]: 100 arguments to one SQL function,
+/// Default for [`SandboxLimits::max_function_args`]: 64 arguments to one SQL function,
 /// SQLite's `SQLITE_LIMIT_FUNCTION_ARG` (SQLite's own default is 1,000). SQLite computes
 /// every argument before the call, so a call holds up to this many values.
-pub const DEFAULT_MAX_FUNCTION_ARGS: usize = 100;
+pub const DEFAULT_MAX_FUNCTION_ARGS: usize = 64;
 
 /// Default for [`SandboxLimits::max_prepared_sql_bytes`]: 4 MiB of SQL text across the
 /// statements one instance has prepared. The host keeps each text for the instance's

@@ -352,13 +352,13 @@ fn trim(ctx: &Context<'_>, name: &str, ends: Ends, builtin: &Builtin) -> rusqlit
     else {
         return fallback(ctx, name, text.len(), list.len(), builtin);
     };
-    let set: std::collections::HashSet<char> = list_str.chars().collect();
+    let set = CharSet::new(list_str);
     let mut kept = text_str;
     if matches!(ends, Ends::Left | Ends::Both) {
-        kept = kept.trim_start_matches(|c| set.contains(&c));
+        kept = kept.trim_start_matches(|c| set.contains(c));
     }
     if matches!(ends, Ends::Right | Ends::Both) {
-        kept = kept.trim_end_matches(|c| set.contains(&c));
+        kept = kept.trim_end_matches(|c| set.contains(c));
     }
     Ok(Output::Text(kept.as_bytes().to_vec()))
 }
@@ -377,12 +377,12 @@ fn unhex(ctx: &Context<'_>, builtin: &Builtin) -> rusqlite::Result<Output> {
     let (Ok(hex_str), Ok(pass_str)) = (std::str::from_utf8(hex), std::str::from_utf8(pass)) else {
         return fallback(ctx, "unhex", hex.len(), pass.len(), builtin);
     };
-    let set: std::collections::HashSet<char> = pass_str.chars().collect();
+    let set = CharSet::new(pass_str);
     let mut out = Vec::with_capacity(hex.len() / 2);
     let mut chars = hex_str.chars().peekable();
     while let Some(&c) = chars.peek() {
         if !c.is_ascii_hexdigit() {
-            if !set.contains(&c) {
+            if !set.contains(c) {
                 return Ok(Output::Value(Value::Null));
             }
             chars.next();
@@ -396,6 +396,38 @@ fn unhex(ctx: &Context<'_>, builtin: &Builtin) -> rusqlite::Result<Output> {
         out.push(u8::try_from(high * 16 + low).unwrap_or_default());
     }
     Ok(Output::Value(Value::Blob(out)))
+}
+
+/// A set of characters with a constant-time lookup: a table for ASCII, a hash set for
+/// the rest.
+struct CharSet {
+    ascii: [bool; 128],
+    other: std::collections::HashSet<char>,
+}
+
+impl CharSet {
+    fn new(chars: &str) -> Self {
+        let mut set = Self {
+            ascii: [false; 128],
+            other: std::collections::HashSet::new(),
+        };
+        for c in chars.chars() {
+            match usize::try_from(u32::from(c)) {
+                Ok(index) if index < 128 => set.ascii[index] = true,
+                _ => {
+                    set.other.insert(c);
+                }
+            }
+        }
+        set
+    }
+
+    fn contains(&self, c: char) -> bool {
+        match usize::try_from(u32::from(c)) {
+            Ok(index) if index < 128 => self.ascii[index],
+            _ => self.other.contains(&c),
+        }
+    }
 }
 
 /// SQLite's own `name` for text that is not valid UTF-8 (where its byte-wise matching
