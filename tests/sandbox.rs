@@ -464,8 +464,11 @@ fn expect_trap(
     }
 }
 
-/// The `attempts` table of the attack fixtures: attack → (outcome, detail).
-fn attempts(conn: &Connection) -> Result<BTreeMap<String, (String, Option<String>)>> {
+/// What the attack fixtures record: attack → (outcome, detail).
+type Attempts = BTreeMap<String, (String, Option<String>)>;
+
+/// The `attempts` table of the attack fixtures.
+fn attempts(conn: &Connection) -> Result<Attempts> {
     let mut statement = conn.prepare("SELECT attack, outcome, detail FROM attempts")?;
     let rows = statement.query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -921,10 +924,7 @@ fn run_attacks(
     loaded: &LoadedProjector,
     prefix: &str,
     expected: &[(&str, &[&str])],
-) -> Result<(
-    ProjectorInstance,
-    BTreeMap<String, (String, Option<String>)>,
-)> {
+) -> Result<(ProjectorInstance, Attempts)> {
     let mut failed_batches = Vec::new();
     for (i, (attack, _)) in expected.iter().enumerate() {
         let offset = 1 + i as u64;
@@ -968,7 +968,7 @@ fn run_attacks(
 }
 
 /// The outcome recorded for `attack`.
-fn outcome_of(seen: &BTreeMap<String, (String, Option<String>)>, attack: &str) -> String {
+fn outcome_of(seen: &Attempts, attack: &str) -> String {
     seen.get(attack)
         .map_or_else(String::new, |(outcome, _)| outcome.clone())
 }
@@ -1149,6 +1149,51 @@ fn the_host_tables_stay_hidden_and_keep_their_names() -> Result {
     assert_eq!(checkpoint(conn)?, expected.len() as i64);
     let leaked: i64 = conn.query_row("SELECT count(*) FROM leak", [], |row| row.get(0))?;
     assert_eq!(leaked, 0, "the trigger copied the schema");
+    Ok(())
+}
+
+#[test]
+fn cancelled_calls_end_at_once_and_keep_nothing() -> Result {
+    let dir = tempfile::tempdir()?;
+    // A deadline far away: only the cancellation can end these calls soon.
+    let runtime = runtime_with(SandboxLimits {
+        batch_deadline_ms: 600_000,
+        statement_deadline_ms: 600_000,
+        ..SandboxLimits::default()
+    })?;
+    let (_loaded, wasm_loop) = start(&runtime, "loop-forever", dir.path())?;
+    let (_loaded, sql_loop) = start(&runtime, "sql-slow", dir.path())?;
+    let mut calls = Vec::new();
+    for (mut instance, event) in [(wasm_loop, "spin"), (sql_loop, "slow.substr-loop")] {
+        let (done, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = apply(&mut instance, &typed_batch(&[event], 1));
+            let _ = done.send((instance, outcome));
+        });
+        calls.push((event, result));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let cancelled = Instant::now();
+    runtime.cancel_calls();
+    for (event, result) in calls {
+        let (mut instance, outcome) = result
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{event} went on after the cancellation"));
+        eprintln!(
+            "{event}: ended {:?} after the cancellation",
+            cancelled.elapsed()
+        );
+        let err = outcome.expect_err("cancelled");
+        assert!(
+            matches!(err, ProjectorError::Cancelled { .. }),
+            "{event}: {err:?}"
+        );
+        assert!(!err.is_poison(), "a cancelled call blames no event");
+        assert_eq!(checkpoint(instance.host_connection())?, 0, "{event}");
+        // Every later call is cancelled too, before it starts.
+        let err = apply(&mut instance, &typed_batch(&["spin"], 2)).expect_err("cancelled");
+        assert!(matches!(err, ProjectorError::Cancelled { .. }), "{err:?}");
+    }
     Ok(())
 }
 
@@ -1631,9 +1676,10 @@ fn balances_cost_against_native() -> Result {
 /// one statement can take at the default limits, for the README's sandbox section.
 /// Each step runs inside one SQLite function call, where no deadline is checked, so a
 /// statement's worst case is its deadline plus the slowest of these.
-/// Run with `cargo test --release -p refract --test sandbox sql_worst_cases -- --ignored --nocapture`.
+/// Run with `cargo test -p refract --test sandbox sql_worst_cases -- --ignored --nocapture`
+/// (add `--release` to optimise Refract's own code too; SQLite is optimised either way).
 #[test]
-#[ignore = "a measurement; run it in release mode"]
+#[ignore = "a measurement, not a check"]
 fn sql_worst_cases() -> Result {
     let dir = tempfile::tempdir()?;
     let limits = SandboxLimits::default();

@@ -306,6 +306,15 @@ impl ProjectorInstance {
         ) -> wasmtime::Result<Result<(), GuestError>>,
         host_writes: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
     ) -> Result<(), ProjectorError> {
+        // Checked first: a fresh instance could not start either, and its failure would
+        // look like the projector's fault.
+        if self.guard.cancelled() {
+            return Err(ProjectorError::Cancelled {
+                projector: self.info.name.clone(),
+                version: self.loaded.version().to_owned(),
+                at,
+            });
+        }
         if self.poisoned {
             let fresh = self.loaded.instantiate(&self.db_path, self.options);
             *self = fresh.map_err(|source| ProjectorError::Reinstantiate {
