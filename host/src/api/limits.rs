@@ -9,7 +9,7 @@
 //! default_page_rows = 1000          # events or dead letters per list without `limit`
 //! max_page_rows = 10000             # the largest `limit` a list accepts
 //! max_query_rows = 10000            # rows one read-model query returns at most
-//! max_query_result_bytes = 16777216 # text and blob bytes one query returns at most
+//! max_query_result_bytes = 16777216 # bytes of JSON one query's answer holds at most
 //! query_timeout_ms = 5000           # a read-model query is interrupted after this
 //! max_subscribers = 64              # concurrent event subscriptions (SSE)
 //! health_max_lag = 10000            # /health degrades when an active version lags more
@@ -68,8 +68,10 @@ pub const DEFAULT_MAX_PAGE_ROWS: u64 = 10_000;
 /// Rows a read-model query returns at most; the answer says `truncated` beyond it.
 pub const DEFAULT_MAX_QUERY_ROWS: usize = 10_000;
 
-/// Text and blob bytes a read-model query returns at most, so a handful of huge rows
-/// cannot exhaust memory where the row cap would not.
+/// Bytes of JSON a read-model query's answer holds at most, so a handful of huge rows
+/// cannot exhaust memory where the row cap would not. Each value is measured before it
+/// is converted; the answer stops with `truncated: true` before the row that would pass
+/// this. The SQL itself is bounded by the sandbox's `[limits]` (see `api/query.rs`).
 pub const DEFAULT_MAX_QUERY_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a read-model query may run before it is interrupted. Queries run on the
@@ -155,7 +157,7 @@ pub struct ServerConfig {
     pub max_page_rows: u64,
     /// Rows a read-model query returns at most.
     pub max_query_rows: usize,
-    /// Text and blob bytes a read-model query returns at most.
+    /// Bytes of JSON a read-model query's answer holds at most.
     pub max_query_result_bytes: usize,
     /// Milliseconds a read-model query may run.
     pub query_timeout_ms: u64,

@@ -18,6 +18,9 @@
 //! | `refract_batch_latency_seconds` | histogram | projector, version |
 //! | `refract_traps_total` | counter | projector, version |
 //! | `refract_dead_letters_total` | counter | projector, version |
+//! | `refract_deadline_overruns_total` | counter | projector, version |
+//! | `refract_projector_overrun_seconds` | gauge | projector, version |
+//! | `refract_log_lines_dropped_total` | counter | projector, version |
 //! | `refract_swaps_total` | counter | |
 //! | `refract_rejected_plugins` | gauge | |
 //! | `refract_subscribers` | gauge | |
@@ -314,6 +317,27 @@ impl Collector for Scrape {
             "Events recorded as dead letters",
             MetricType::Counter,
             |m, s| ConstCounter::new(s.dead_letters).encode(m),
+        )?;
+        self.per_version(
+            e,
+            "refract_deadline_overruns",
+            "Calls that ran past their deadline and its grace before returning",
+            MetricType::Counter,
+            |m, s| ConstCounter::new(s.deadline_overruns).encode(m),
+        )?;
+        self.per_version(
+            e,
+            "refract_projector_overrun_seconds",
+            "How long a call still running past its deadline and grace has run (0: none)",
+            MetricType::Gauge,
+            |m, s| ConstGauge::new(s.overrun.as_ref().map_or(0.0, |o| o.running_seconds)).encode(m),
+        )?;
+        self.per_version(
+            e,
+            "refract_log_lines_dropped",
+            "Projector log lines dropped over the per-call and per-second limits",
+            MetricType::Counter,
+            |m, s| ConstCounter::new(s.log_lines_dropped).encode(m),
         )?;
         self.per_version(
             e,

@@ -155,6 +155,12 @@ impl Engine {
         read(&self.shared.read_only).clone()
     }
 
+    /// The sandbox limits in force (`[limits]`), which the API's queries are bounded
+    /// by too.
+    pub fn sandbox_limits(&self) -> &crate::runtime::SandboxLimits {
+        &self.shared.config.limits
+    }
+
     /// The event log; appends made through it wake the workers at once.
     pub fn log(&self) -> &EventLog {
         &self.shared.log

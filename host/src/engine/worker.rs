@@ -22,8 +22,13 @@ use crate::engine::projection::{BatchLimits, Projection, ProjectionError, Step};
 use crate::engine::status::{State, StatusCell};
 use crate::log::{EventLog, ReadQuery, correlation_id};
 use crate::repeats::{Occurrence, Repeats};
-use crate::runtime::{DbOptions, LoadedProjector, ProjectorError};
+use crate::runtime::{DbOptions, LoadedProjector, ProjectorError, TrapKind};
 use crate::storage_fault::StorageFault;
+
+/// How long a shutdown waits for the workers, all together, before it leaves behind
+/// one still inside a call. Calls are cancelled first, so a worker normally ends within
+/// a tick; only a single SQLite step that the deadlines cannot cut short takes longer.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Everything a worker needs to run one projector version.
 pub(crate) struct WorkerSpec {
@@ -80,6 +85,8 @@ enum Command {
 /// The engine's handle on a worker thread.
 pub(crate) struct WorkerHandle {
     thread: Option<JoinHandle<()>>,
+    /// Disconnects when the thread ends, so a stop can wait with a time limit.
+    finished: std::sync::mpsc::Receiver<()>,
     stop: watch::Sender<bool>,
     commands: tokio::sync::mpsc::UnboundedSender<Command>,
     /// The worker's live status.
@@ -102,6 +109,32 @@ impl WorkerHandle {
             && thread.join().is_err()
         {
             tracing::error!(version = %self.version, "worker thread panicked");
+        }
+    }
+
+    /// Asks the worker to stop after its batch in flight, without waiting.
+    pub fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops the worker and waits for it until `deadline`, for shutting down. A
+    /// thread still inside a call then (one SQLite step the deadlines could not cut
+    /// short) is left behind rather than joined: its batch is not committed, and the
+    /// process is about to exit.
+    pub fn stop_by(mut self, deadline: Instant) {
+        self.request_stop();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.finished.recv_timeout(left) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    version = %self.version,
+                    "the projector is still inside a call; shutting down without waiting for it (its batch is not committed)"
+                );
+                drop(self.thread.take());
+            }
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.stop_in_place();
+            }
         }
     }
 
@@ -147,6 +180,7 @@ pub(crate) fn spawn(
     let (stop, stop_rx) = watch::channel(false);
     let (commands, commands_rx) = tokio::sync::mpsc::unbounded_channel();
     let name = format!("refract-{}-{version}", spec.projector);
+    let (finished_tx, finished) = std::sync::mpsc::channel();
     let worker = Worker {
         head: log.watch_head(),
         log: log.clone(),
@@ -163,11 +197,14 @@ pub(crate) fn spawn(
         state_failures: Repeats::new(),
         ahead_of_log: false,
     };
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || worker.run())?;
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        // Dropped when the thread ends, however it ends.
+        let _finished = finished_tx;
+        worker.run();
+    })?;
     Ok(WorkerHandle {
         thread: Some(thread),
+        finished,
         stop,
         commands,
         status,
@@ -238,6 +275,8 @@ impl Worker {
             // the step wakes the wait below instead of being slept through.
             self.head.borrow_and_update();
             let started = Instant::now();
+            self.status
+                .start_call(projection.checkpoint() + 1, self.call_limit());
             let result = match &isolation {
                 Isolation::None => projection.step(None),
                 Isolation::SingleEventsThrough(_) => projection.step(None),
@@ -259,6 +298,8 @@ impl Worker {
                     projection.step(Some(offset - 1))
                 }
             };
+            let took = started.elapsed();
+            self.end_call(&projection);
             match result {
                 Ok(Step::Applied { events, through }) => {
                     backoff.reset();
@@ -293,6 +334,8 @@ impl Worker {
                         self.obey(command, &mut projection);
                     }
                 }
+                // The host is shutting down and cut the call short; nothing was kept.
+                Err(ProjectionError::Projector(ProjectorError::Cancelled { .. })) => break,
                 Err(ProjectionError::Projector(error)) if error.is_poison() => {
                     let message = describe(&error);
                     if matches!(error, ProjectorError::Trap { .. }) {
@@ -308,6 +351,18 @@ impl Worker {
                         let at = known.unwrap_or(projection.checkpoint() + 1);
                         self.fail(&format!("at offset {at}: {message}"));
                         break;
+                    }
+                    if matches!(
+                        error,
+                        ProjectorError::Trap {
+                            kind: TrapKind::Deadline,
+                            ..
+                        }
+                    ) {
+                        // A call that ran to its deadline is retried only after as long
+                        // again: a projector stuck on one batch keeps at most half a
+                        // core busy, however its retries are scheduled.
+                        self.sleep(took);
                     }
                     match known {
                         // The events before the poison one are good: apply them first,
@@ -351,6 +406,33 @@ impl Worker {
         }
         let checkpoint = projection.checkpoint();
         tracing::info!(projector = %self.spec.projector, %version, checkpoint, "projector stopped");
+    }
+
+    /// How long one call may take before the status reports it as overrunning: the
+    /// batch deadline and its grace.
+    fn call_limit(&self) -> Duration {
+        let limits = self.spec.loaded.runtime().limits();
+        limits
+            .batch_deadline()
+            .saturating_add(limits.deadline_grace())
+    }
+
+    /// After a call: an overrun is logged, and the log lines the guest had dropped
+    /// are copied into the status.
+    fn end_call(&mut self, projection: &Projection) {
+        if let Some(overrun) = self.status.end_call() {
+            tracing::error!(
+                projector = %self.spec.projector,
+                version = %self.spec.loaded.version(),
+                offset = overrun.at,
+                "a call ran for {:.1} s, past its deadline and grace of {:.1} s: a single SQLite step outlasted the sandbox's bounds",
+                overrun.running_seconds,
+                overrun.limit_seconds,
+            );
+        }
+        let dropped = projection.loaded().log_lines_dropped();
+        self.status
+            .update(|status| status.log_lines_dropped = dropped);
     }
 
     /// Carries out a request from the controller.

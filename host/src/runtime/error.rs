@@ -164,6 +164,20 @@ pub enum ProjectorError {
         #[source]
         source: Box<RuntimeError>,
     },
+    /// The host cancelled the call because it is shutting down
+    /// ([`Runtime::cancel_calls`](super::Runtime::cancel_calls)). The batch was rolled
+    /// back and is applied on the next start. Not poison.
+    #[error(
+        "projector `{projector}` (version {version}) was stopped {at}: the host is shutting down; the batch was rolled back"
+    )]
+    Cancelled {
+        /// The projector's name.
+        projector: String,
+        /// Its version (short hash).
+        version: String,
+        /// Where it was.
+        at: Position,
+    },
     /// The batch could not be packed. A host bug, not the projector's fault.
     #[error("projector `{projector}` (version {version}): invalid batch {at}: {reason}")]
     InvalidBatch {
@@ -188,7 +202,7 @@ impl ProjectorError {
                 true
             }
             Self::Reinstantiate { source, .. } => source.is_guest_fault(),
-            Self::Host { .. } | Self::InvalidBatch { .. } => false,
+            Self::Host { .. } | Self::InvalidBatch { .. } | Self::Cancelled { .. } => false,
         }
     }
 
@@ -208,7 +222,8 @@ impl ProjectorError {
             | Self::Aborted { at, .. }
             | Self::Host { at, .. }
             | Self::Reinstantiate { at, .. }
-            | Self::InvalidBatch { at, .. } => at.offset(),
+            | Self::InvalidBatch { at, .. }
+            | Self::Cancelled { at, .. } => at.offset(),
         }
     }
 
@@ -221,7 +236,8 @@ impl ProjectorError {
             | Self::Aborted { projector, .. }
             | Self::Host { projector, .. }
             | Self::Reinstantiate { projector, .. }
-            | Self::InvalidBatch { projector, .. } => projector,
+            | Self::InvalidBatch { projector, .. }
+            | Self::Cancelled { projector, .. } => projector,
         }
     }
 
@@ -234,7 +250,8 @@ impl ProjectorError {
             | Self::Aborted { version, .. }
             | Self::Host { version, .. }
             | Self::Reinstantiate { version, .. }
-            | Self::InvalidBatch { version, .. } => version,
+            | Self::InvalidBatch { version, .. }
+            | Self::Cancelled { version, .. } => version,
         }
     }
 }

@@ -66,10 +66,61 @@ pub const DEFAULT_MAX_WRITES_PER_CALL: usize = 100_000;
 /// statement. Also SQLite's `SQLITE_LIMIT_VARIABLE_NUMBER`.
 pub const DEFAULT_MAX_PARAMS_PER_STATEMENT: usize = 999;
 
-/// Default for [`SandboxLimits::max_value_bytes`]: 16 MiB for one text or blob, whether
+/// Default for [`SandboxLimits::max_value_bytes`]: 1 MiB for one text or blob, whether
 /// bound as a parameter or built by SQL (`zeroblob`, `printf`). Also SQLite's
 /// `SQLITE_LIMIT_LENGTH`.
-pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 << 20;
+///
+/// It is the `n` in the cost of every SQL function: one call runs without a check of the
+/// deadline in between, so its worst case must be short. At 1 MiB the worst function
+/// (`LIKE` with a pattern at [`DEFAULT_MAX_LIKE_PATTERN_BYTES`]) takes well under a
+/// second; at 16 MiB it took sixteen times longer, and the memory a statement can hold
+/// (values times columns or arguments) grows the same way. An event's data is at most
+/// 1 MiB by default too (`log.max_data_bytes`).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Default for [`SandboxLimits::max_like_pattern_bytes`]: 100 bytes of `LIKE` or `GLOB`
+/// pattern, SQLite's `SQLITE_LIMIT_LIKE_PATTERN_LENGTH` (SQLite's own default is
+/// 50,000). SQLite matches a pattern in time up to the pattern's length times the
+/// value's, inside one function call, and the host keeps SQLite's own `LIKE` so that
+/// prefix patterns can still use an index.
+pub const DEFAULT_MAX_LIKE_PATTERN_BYTES: usize = 100;
+
+/// Default for [`SandboxLimits::max_function_cost`]: 2^28 (about 268 million) units for
+/// one call of an SQL function whose cost is the product of two arguments' lengths:
+/// `json_patch` (the target's bytes times the patch's), and `trim` or `unhex` with a
+/// character list over text that is not valid UTF-8 (the text's bytes times the list's
+/// characters). A call over it fails with a `limit` error instead of running for
+/// minutes; at the cap one takes a fraction of a second.
+pub const DEFAULT_MAX_FUNCTION_COST: u64 = 1 << 28;
+
+/// Default for [`SandboxLimits::max_columns`]: 64 columns in a table, an index, a
+/// result row, a `GROUP BY` or `ORDER BY`, SQLite's `SQLITE_LIMIT_COLUMN` (SQLite's own
+/// default is 2,000). SQLite holds a result row whole before the host reads it, so a row
+/// costs up to this many values of [`DEFAULT_MAX_VALUE_BYTES`], about twice over while
+/// it is built: 128 MiB measured at the defaults, as much as a guest's whole memory.
+pub const DEFAULT_MAX_COLUMNS: usize = 64;
+
+/// Default for [`SandboxLimits::max_function_args`]: 64 arguments to one SQL function,
+/// SQLite's `SQLITE_LIMIT_FUNCTION_ARG` (SQLite's own default is 1,000). SQLite computes
+/// every argument before the call, so a call holds up to this many values.
+pub const DEFAULT_MAX_FUNCTION_ARGS: usize = 64;
+
+/// Default for [`SandboxLimits::max_prepared_sql_bytes`]: 4 MiB of SQL text across the
+/// statements one instance has prepared. The host keeps each text for the instance's
+/// life, and SQLite a compiled program a few times its size for the most recently used
+/// [`STATEMENT_CACHE_CAPACITY`](super::STATEMENT_CACHE_CAPACITY) of them.
+pub const DEFAULT_MAX_PREPARED_SQL_BYTES: usize = 4 << 20;
+
+/// Default for [`SandboxLimits::max_temp_bytes`]: 256 MiB of temporary files one
+/// connection may hold at once: the sorters, the temporary b-trees behind `ORDER BY`,
+/// `GROUP BY`, `DISTINCT`, `UNION` and `IN`, materialised views and CTEs, and statement
+/// journals. Past it the statement fails with a `limit` error.
+pub const DEFAULT_MAX_TEMP_BYTES: u64 = 256 << 20;
+
+/// Default for [`SandboxLimits::deadline_grace_ms`]: 2 seconds past `batch_deadline_ms`
+/// before a call still running is reported as overrunning its deadline (the version's
+/// status says so, and the host interrupts SQLite again).
+pub const DEFAULT_DEADLINE_GRACE_MS: u64 = 2_000;
 
 /// Default for [`SandboxLimits::max_expr_depth`]: SQL expression tree depth, SQLite's
 /// `SQLITE_LIMIT_EXPR_DEPTH` (SQLite's own default is 1000; read models need far less).
@@ -94,6 +145,18 @@ pub const DEFAULT_MAX_LOG_MESSAGE_BYTES: usize = 8 << 10;
 /// `handle` call. Later lines are dropped and counted, so a chatty projector cannot flood
 /// the host's log.
 pub const DEFAULT_MAX_LOG_LINES_PER_CALL: usize = 1_000;
+
+/// Default for [`SandboxLimits::max_log_lines_per_second`]: log lines one projector
+/// version may write per second, over all its calls. A burst of one second's worth is
+/// allowed; lines past the rate are dropped and counted (the version's status and
+/// `/metrics` show the count).
+pub const DEFAULT_MAX_LOG_LINES_PER_SECOND: u64 = 100;
+
+/// Default for [`SandboxLimits::max_log_bytes_per_second`]: bytes of log messages one
+/// projector version may write per second, over all its calls, with a burst of one
+/// second's worth. Together with the line rate it bounds the host's log over time, not
+/// only per call.
+pub const DEFAULT_MAX_LOG_BYTES_PER_SECOND: u64 = 64 << 10;
 
 /// Default for [`SandboxLimits::max_error_message_bytes`]: 8 KiB for the message of a
 /// `handle-error` or an `init` error; longer messages are cut at the cap.
@@ -158,6 +221,23 @@ pub struct SandboxLimits {
     pub max_params_per_statement: usize,
     /// `limits.max_value_bytes`: one text or blob value, bound or computed.
     pub max_value_bytes: usize,
+    /// `limits.max_like_pattern_bytes`: one `LIKE` or `GLOB` pattern.
+    pub max_like_pattern_bytes: usize,
+    /// `limits.max_function_cost`: one call of an SQL function whose cost grows as the
+    /// product of two arguments' lengths.
+    pub max_function_cost: u64,
+    /// `limits.max_columns`: columns of a table, index or result row.
+    pub max_columns: usize,
+    /// `limits.max_function_args`: arguments of one SQL function call.
+    pub max_function_args: usize,
+    /// `limits.max_prepared_sql_bytes`: SQL text of all the statements one instance has
+    /// prepared.
+    pub max_prepared_sql_bytes: usize,
+    /// `limits.max_temp_bytes`: temporary files one connection holds at once.
+    pub max_temp_bytes: u64,
+    /// `limits.deadline_grace_ms`: how long past `batch_deadline_ms` a call may still be
+    /// running before its version is reported as overrunning.
+    pub deadline_grace_ms: u64,
     /// `limits.max_expr_depth`: SQL expression tree depth.
     pub max_expr_depth: usize,
     /// `limits.max_query_rows`: rows one `query` may return.
@@ -170,6 +250,10 @@ pub struct SandboxLimits {
     pub max_log_message_bytes: usize,
     /// `limits.max_log_lines_per_call`: log lines kept per guest call.
     pub max_log_lines_per_call: usize,
+    /// `limits.max_log_lines_per_second`: log lines per second per version.
+    pub max_log_lines_per_second: u64,
+    /// `limits.max_log_bytes_per_second`: log bytes per second per version.
+    pub max_log_bytes_per_second: u64,
     /// `limits.max_error_message_bytes`: an `init` or `handle` error message; longer ones
     /// are cut.
     pub max_error_message_bytes: usize,
@@ -200,12 +284,21 @@ impl Default for SandboxLimits {
             max_writes_per_call: DEFAULT_MAX_WRITES_PER_CALL,
             max_params_per_statement: DEFAULT_MAX_PARAMS_PER_STATEMENT,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_like_pattern_bytes: DEFAULT_MAX_LIKE_PATTERN_BYTES,
+            max_function_cost: DEFAULT_MAX_FUNCTION_COST,
+            max_columns: DEFAULT_MAX_COLUMNS,
+            max_function_args: DEFAULT_MAX_FUNCTION_ARGS,
+            max_prepared_sql_bytes: DEFAULT_MAX_PREPARED_SQL_BYTES,
+            max_temp_bytes: DEFAULT_MAX_TEMP_BYTES,
+            deadline_grace_ms: DEFAULT_DEADLINE_GRACE_MS,
             max_expr_depth: DEFAULT_MAX_EXPR_DEPTH,
             max_query_rows: DEFAULT_MAX_QUERY_ROWS,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_page_count: DEFAULT_MAX_PAGE_COUNT,
             max_log_message_bytes: DEFAULT_MAX_LOG_MESSAGE_BYTES,
             max_log_lines_per_call: DEFAULT_MAX_LOG_LINES_PER_CALL,
+            max_log_lines_per_second: DEFAULT_MAX_LOG_LINES_PER_SECOND,
+            max_log_bytes_per_second: DEFAULT_MAX_LOG_BYTES_PER_SECOND,
             max_error_message_bytes: DEFAULT_MAX_ERROR_MESSAGE_BYTES,
             max_description_bytes: DEFAULT_MAX_DESCRIPTION_BYTES,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
@@ -228,6 +321,11 @@ impl SandboxLimits {
         Duration::from_millis(self.batch_deadline_ms)
     }
 
+    /// How long past the call's deadline a call may run before it counts as overrunning.
+    pub fn deadline_grace(&self) -> Duration {
+        Duration::from_millis(self.deadline_grace_ms)
+    }
+
     /// The per-statement deadline as a [`Duration`].
     pub fn statement_deadline(&self) -> Duration {
         Duration::from_millis(self.statement_deadline_ms)
@@ -242,7 +340,7 @@ impl SandboxLimits {
 
     /// Checks that every limit is usable, naming the first bad key.
     pub fn validate(&self) -> Result<(), InvalidLimit> {
-        let positive: [(&'static str, usize); 20] = [
+        let positive: [(&'static str, usize); 24] = [
             ("max_memory_bytes", self.max_memory_bytes),
             ("max_table_elements", self.max_table_elements),
             ("max_instances", self.max_instances),
@@ -255,6 +353,10 @@ impl SandboxLimits {
             ("max_writes_per_call", self.max_writes_per_call),
             ("max_params_per_statement", self.max_params_per_statement),
             ("max_value_bytes", self.max_value_bytes),
+            ("max_like_pattern_bytes", self.max_like_pattern_bytes),
+            ("max_columns", self.max_columns),
+            ("max_function_args", self.max_function_args),
+            ("max_prepared_sql_bytes", self.max_prepared_sql_bytes),
             ("max_expr_depth", self.max_expr_depth),
             ("max_query_rows", self.max_query_rows),
             ("max_query_bytes", self.max_query_bytes),
@@ -278,15 +380,29 @@ impl SandboxLimits {
                 "must be at least 1",
             ));
         }
+        let positive_u64: [(&'static str, u64); 4] = [
+            ("max_function_cost", self.max_function_cost),
+            ("max_log_lines_per_second", self.max_log_lines_per_second),
+            ("max_log_bytes_per_second", self.max_log_bytes_per_second),
+            ("max_temp_bytes", self.max_temp_bytes),
+        ];
+        for (key, value) in positive_u64 {
+            if value == 0 {
+                return Err(InvalidLimit::new(key, "must be at least 1"));
+            }
+        }
         if self.max_page_count == 0 || self.max_page_count > u64::from(u32::MAX) {
             return Err(InvalidLimit::new(
                 "max_page_count",
                 "must be between 1 and 4294967295",
             ));
         }
-        let sqlite: [(&'static str, usize); 4] = [
+        let sqlite: [(&'static str, usize); 7] = [
             ("max_sql_bytes", self.max_sql_bytes),
             ("max_value_bytes", self.max_value_bytes),
+            ("max_like_pattern_bytes", self.max_like_pattern_bytes),
+            ("max_columns", self.max_columns),
+            ("max_function_args", self.max_function_args),
             ("max_params_per_statement", self.max_params_per_statement),
             ("max_expr_depth", self.max_expr_depth),
         ];

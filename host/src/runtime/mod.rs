@@ -36,6 +36,10 @@
 //! - `sql`: the read-model connection and its confinement (authorizer, SQLite limits,
 //!   deadlines) and the mapping of SQLite errors to `sql-error` kinds.
 //! - `sql_functions`: the date and time functions, refusing the clock and time zone.
+//! - `sql_cost`: what one SQL step can cost: the audit of SQLite's functions, the
+//!   limits on sizes, and linear replacements for the quadratic built-ins; shared with
+//!   the API's query endpoint.
+//! - `temp_vfs`: a VFS per connection that caps its temporary files.
 //! - `host_sql`, `host_log`: the host side of the contract's `sql` and `log` interfaces.
 //! - `store`: the per-instance store data and the memory/table limiter.
 //! - `bindings`: the one `bindgen!` of the WIT world.
@@ -53,8 +57,10 @@ mod instance;
 mod limits;
 mod projector;
 mod sql;
+mod sql_cost;
 mod sql_functions;
 mod store;
+mod temp_vfs;
 mod wasi;
 
 pub use batch::{BatchEvent, EventBatch};
@@ -65,7 +71,9 @@ pub use instance::{ProjectorInfo, ProjectorInstance, Subscriptions};
 pub use limits::*;
 pub use projector::{LoadedProjector, Runtime, RuntimeConfig, VERSION_HEX_LEN};
 pub use sql::{
-    DENIED_FUNCTIONS, DbOptions, HOST_TABLE_PREFIX, PRAGMAS_ANY_ARGUMENT, PRAGMAS_READ_ONLY,
-    STATEMENT_CACHE_CAPACITY, Synchronous, VIRTUAL_TABLE_MODULES, open_read_model,
+    DENIED_FUNCTIONS, DbOptions, HIDDEN_TABLES, HOST_TABLE_PREFIX, PRAGMAS_ANY_ARGUMENT,
+    PRAGMAS_READ_ONLY, ReadModelConnection, STATEMENT_CACHE_CAPACITY, Synchronous,
+    VIRTUAL_TABLE_MODULES, costly_function, open_read_model,
 };
+pub use sql_cost::COSTLY_FUNCTIONS;
 pub use wasi::{ALLOWED_WASI_PACKAGES, REFRACT_INTERFACES};

@@ -10,8 +10,9 @@ use wasmtime::component::{Component, Linker};
 
 use super::bindings::ProjectorPre;
 use super::cache::CompileCache;
-use super::engine::{self, TickClock, Ticker};
+use super::engine::{self, TickClock, Ticker, Watchdog};
 use super::error::RuntimeError;
+use super::host_log::LogBudget;
 use super::instance::{self, ProjectorInfo};
 use super::limits::SandboxLimits;
 use super::sql::{DbOptions, SandboxedDb};
@@ -168,13 +169,15 @@ impl Runtime {
             DbOptions::live(),
             &self.inner.limits,
             self.clock().clone(),
+            self.watchdog(),
         )
         .map_err(|source| RuntimeError::OpenDb {
             path: PathBuf::from(":memory:"),
             source,
         })?;
         let version: Arc<str> = Arc::from(version);
-        let info = instance::start(self, &pre, &version, scratch)?.info;
+        let log_budget = Arc::new(LogBudget::new(&self.inner.limits));
+        let info = instance::start(self, &pre, &version, &log_budget, scratch)?.info;
 
         if !from_cache && let Some(cache) = &self.inner.cache {
             // A cache that cannot be written costs only speed; the projector still loads.
@@ -194,8 +197,17 @@ impl Runtime {
                 info,
                 from_cache,
                 load_time: started.elapsed(),
+                log_budget,
             }),
         })
+    }
+
+    /// Cancels every call into a projector of this runtime, those in progress and
+    /// those to come: each ends within a tick, its batch rolled back, with
+    /// [`ProjectorError::Cancelled`](super::ProjectorError::Cancelled). For shutting
+    /// down: it cannot be undone.
+    pub fn cancel_calls(&self) {
+        self.inner.ticker.watchdog().cancel_all();
     }
 
     pub(crate) fn inner(&self) -> &RuntimeInner {
@@ -204,6 +216,10 @@ impl Runtime {
 
     pub(crate) fn clock(&self) -> &TickClock {
         self.inner.ticker.clock()
+    }
+
+    pub(crate) fn watchdog(&self) -> &Watchdog {
+        self.inner.ticker.watchdog()
     }
 }
 
@@ -269,6 +285,8 @@ pub(crate) struct LoadedInner {
     pub(crate) info: ProjectorInfo,
     from_cache: bool,
     load_time: Duration,
+    /// The version's log rate, over all its instances.
+    pub(crate) log_budget: Arc<LogBudget>,
 }
 
 impl std::fmt::Debug for LoadedProjector {
@@ -306,6 +324,12 @@ impl LoadedProjector {
     /// The runtime this projector was loaded by.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
+    }
+
+    /// Log lines this version wrote that the host dropped, over every instance: past
+    /// `limits.max_log_lines_per_call` in one call, or past the per-second rates.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.inner.log_budget.lines_dropped()
     }
 }
 

@@ -200,13 +200,20 @@ impl Controller {
                 self.publish();
             }
         }
-        for slot in std::mem::take(&mut self.slots).into_values() {
-            for worker in [slot.shadow, slot.active, slot.warm, slot.rebuild]
-                .into_iter()
-                .flatten()
-            {
-                worker.stop();
-            }
+        // Shutting down: every call in flight ends now (rolled back, applied again on
+        // the next start), and a worker stuck in one SQLite step is not waited for.
+        self.wasm_runtime.cancel_calls();
+        let workers: Vec<WorkerHandle> = std::mem::take(&mut self.slots)
+            .into_values()
+            .flat_map(|slot| [slot.shadow, slot.active, slot.warm, slot.rebuild])
+            .flatten()
+            .collect();
+        for worker in &workers {
+            worker.request_stop();
+        }
+        let deadline = Instant::now() + worker::SHUTDOWN_GRACE;
+        for worker in workers {
+            worker.stop_by(deadline);
         }
     }
 
