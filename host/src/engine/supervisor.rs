@@ -35,7 +35,6 @@ use tokio::runtime::Handle;
 use crate::config::{Config, PromoteMode};
 use crate::data_dir::DataDir;
 use crate::engine::control::{Control, ControlError, Role};
-use crate::engine::projection::BatchLimits;
 use crate::engine::status::{ReplayProgress, State, VersionStatus};
 use crate::engine::swap;
 use crate::engine::worker::{self, Mode, WorkerHandle, WorkerSpec};
@@ -645,6 +644,13 @@ impl Controller {
         let config = &self.config;
         let section = config.projector(name);
         let version = loaded.version().to_owned();
+        // The projector's own `[projectors.<name>.limits]` (validated with the config).
+        let limits = config
+            .projector_limits(name)
+            .map_err(|(key, problem)| EngineError::Conflict(format!("`{key}` {problem}")))?;
+        let loaded = loaded
+            .with_limits(limits)
+            .map_err(EngineError::InvalidComponent)?;
         let spec = WorkerSpec {
             projector: name.to_owned(),
             db_path: self.shared.data.version_db(name, &version),
@@ -655,10 +661,7 @@ impl Controller {
             loaded,
             control_path: self.shared.data.control_db(),
             policy: section.on_poison,
-            batch: BatchLimits {
-                max_events: section.batch_size.unwrap_or(config.engine.batch_size),
-                max_bytes: config.engine.batch_bytes,
-            },
+            batch: config.projector_batch(name),
             retry: (
                 Duration::from_millis(config.engine.retry_initial_ms),
                 Duration::from_millis(config.engine.retry_max_ms),

@@ -80,17 +80,18 @@ pub(crate) struct Started {
     pub(crate) info: ProjectorInfo,
 }
 
-/// Instantiates `pre` against `db` and calls `metadata`, under the call deadline.
+/// Instantiates `pre` against `db` and calls `metadata`, under the call deadline and
+/// `limits`.
 pub(crate) fn start(
     runtime: &Runtime,
     pre: &ProjectorPre<StoreState>,
     version: &Arc<str>,
+    limits: &Arc<SandboxLimits>,
     db: SandboxedDb,
 ) -> Result<Started, RuntimeError> {
     let shared = runtime.inner();
-    let limits = &shared.limits;
     let guard = Arc::clone(db.guard());
-    let stderr = wasi::StderrCapture::new(limits.max_error_message_bytes);
+    let stderr = wasi::StderrCapture::new(limits.max_stderr_bytes, limits.max_stderr_lines);
     let state = StoreState::new(
         wasi::deny_all_ctx(limits.max_random_bytes, stderr.clone()),
         stderr,
@@ -155,17 +156,18 @@ impl LoadedProjector {
         options: DbOptions,
     ) -> Result<ProjectorInstance, RuntimeError> {
         let runtime = self.runtime();
-        let db = SandboxedDb::open(
-            db_path,
-            options,
-            &runtime.inner().limits,
-            runtime.clock().clone(),
-        )
-        .map_err(|source| RuntimeError::OpenDb {
-            path: db_path.to_owned(),
-            source,
-        })?;
-        let started = start(runtime, &self.inner.pre, &self.inner.version, db)?;
+        let db = SandboxedDb::open(db_path, options, &self.limits, runtime.clock().clone())
+            .map_err(|source| RuntimeError::OpenDb {
+                path: db_path.to_owned(),
+                source,
+            })?;
+        let started = start(
+            runtime,
+            &self.inner.pre,
+            &self.inner.version,
+            &self.limits,
+            db,
+        )?;
         if started.info != self.inner.info {
             return Err(RuntimeError::InvalidMetadata {
                 version: self.version().to_owned(),
@@ -292,7 +294,7 @@ impl ProjectorInstance {
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|source| self.host_error(at, "begin a transaction", source))?;
 
-        let limits = Arc::clone(&self.loaded.runtime().inner().limits);
+        let limits = Arc::clone(&self.loaded.limits);
         let ticks = engine::deadline_ticks(limits.batch_deadline());
         let deadline = self.loaded.runtime().clock().now().saturating_add(ticks);
         let guard = Arc::clone(&self.guard);
