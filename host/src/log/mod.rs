@@ -30,6 +30,7 @@
 //! - `ids.rs`: generated UUID v7 event ids.
 //! - `query.rs`: [`ReadQuery`] and how each filter maps to an index.
 //! - `read.rs`: [`EventIter`], counts and the [`LogReader`] replay path.
+//! - [`jsonl`]: events as JSON Lines (`refract append --file`, golden fixtures).
 //!
 //! # Threads and blocking
 //! Every method blocks on SQLite (appends until their group commit is on disk). From async
@@ -39,6 +40,7 @@
 mod append;
 mod error;
 mod ids;
+pub mod jsonl;
 mod model;
 mod options;
 mod query;
