@@ -11,6 +11,8 @@
 //!   writes, one worker thread per version, poison policy, status, `control.db`.
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
+//! - [`devkit`]: the projector author's tools: `projector.toml`, `refract new`
+//!   templates, golden fixtures (`refract test`) and the dev loop (`refract dev`).
 //! - [`guest_build`]: builds the example projectors from this source tree (for
 //!   `refract demo` and `refract bench`; tests use the same build).
 //! - [`workload`]: seeded event generators for the demo and the benchmark.
@@ -24,6 +26,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
+pub mod devkit;
 pub mod engine;
 pub mod guest_build;
 pub mod log;

@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// The workload's seed.
     #[arg(long, value_name = "SEED", default_value_t = bench::DEFAULT_SEED)]
     seed: u64,
+    /// Also measure another build of `balances` (TypeScript, Python, …) on the same log:
+    /// replay rate and ratio to native, size, compile time and cached cold start. May be
+    /// repeated.
+    #[arg(long, value_name = "LABEL=PATH")]
+    component: Vec<bench::components::ComponentSpec>,
 
     // The memory probe: `refract bench` re-executes itself with these to measure one
     // replay's peak RSS in a process of its own.
@@ -68,6 +73,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> Result<()> {
         seed: args.seed,
         config: config.clone(),
         exe: std::env::current_exe().ok(),
+        components: args.component.clone(),
     };
     let report = bench::run(&options, &mut |line| eprintln!("bench: {line}"))?;
     let text = if args.json {
