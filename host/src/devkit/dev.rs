@@ -14,9 +14,10 @@
 //! manual so that the engine never swaps before the diff is shown. It prints one line
 //! per state change, through a callback, so the command line and tests see the same.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::data_dir::DataDir;
 use crate::engine::control::{Control, Role};
@@ -77,6 +78,35 @@ pub struct DevLoop<'a> {
     promote_command: String,
     say: &'a mut dyn FnMut(&str),
     pending: Option<Pending>,
+    /// The watched files as last built: a change event that leaves them as they were
+    /// (a build reading `Cargo.toml`, an editor touching a file) starts no build.
+    built_from: Sources,
+}
+
+/// Size and modification time of every file under the watched paths.
+type Sources = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
+
+/// Reads [`Sources`] for `paths`, folders recursively.
+fn sources(paths: &[PathBuf]) -> Sources {
+    fn walk(path: &Path, into: &mut Sources) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                for entry in entries.flatten() {
+                    walk(&entry.path(), into);
+                }
+            }
+        } else {
+            into.insert(path.to_owned(), (meta.len(), meta.modified().ok()));
+        }
+    }
+    let mut found = Sources::new();
+    for path in paths {
+        walk(path, &mut found);
+    }
+    found
 }
 
 impl<'a> DevLoop<'a> {
@@ -99,6 +129,7 @@ impl<'a> DevLoop<'a> {
             promote_command,
             say,
             pending: None,
+            built_from: Sources::new(),
         }
     }
 
@@ -106,16 +137,22 @@ impl<'a> DevLoop<'a> {
     /// every sender is gone.
     pub fn run(&mut self, events: &Receiver<DevEvent>) {
         self.rebuild();
+        // Events read ahead while coalescing changes, to be handled next.
+        let mut queued = VecDeque::new();
         loop {
-            match events.recv_timeout(DEV_POLL) {
-                Ok(DevEvent::Changed(paths)) => {
+            let event = match queued.pop_front() {
+                Some(event) => Ok(event),
+                None => events.recv_timeout(DEV_POLL),
+            };
+            match event {
+                Ok(DevEvent::Changed(_)) => {
                     // Changes that queued up during a build need only one more build.
-                    let mut changed = paths;
-                    while let Ok(DevEvent::Changed(more)) = events.try_recv() {
-                        changed.extend(more);
+                    while let Ok(next) = events.try_recv() {
+                        if !matches!(next, DevEvent::Changed(_)) {
+                            queued.push_back(next);
+                        }
                     }
-                    self.say(&format!("change: {}", self.describe_changes(&changed)));
-                    self.rebuild();
+                    self.changed();
                 }
                 Ok(DevEvent::Enter) => self.promote_if_ready(),
                 Ok(DevEvent::Stop) | Err(RecvTimeoutError::Disconnected) => break,
@@ -123,6 +160,25 @@ impl<'a> DevLoop<'a> {
             }
             self.follow();
         }
+    }
+
+    /// Rebuilds if the watched files differ from the last build's. What changed is read
+    /// from the files, not from the events: an editor that saves through a temporary
+    /// file reports the temporary's name, and a build that only reads a watched file
+    /// (cargo and `Cargo.toml`) reports an access.
+    fn changed(&mut self) {
+        let now = sources(&self.manifest.watch);
+        if now == self.built_from {
+            return;
+        }
+        let edited: Vec<PathBuf> = now
+            .keys()
+            .chain(self.built_from.keys())
+            .filter(|path| now.get(*path) != self.built_from.get(*path))
+            .cloned()
+            .collect();
+        self.say(&format!("change: {}", self.describe_changes(&edited)));
+        self.rebuild();
     }
 
     fn say(&mut self, line: &str) {
@@ -159,6 +215,9 @@ impl<'a> DevLoop<'a> {
             .collect();
         names.sort();
         names.dedup();
+        if names.is_empty() {
+            return "the watched files".to_owned();
+        }
         let shown = names.len().min(3);
         let mut text = names[..shown].join(", ");
         if names.len() > shown {
@@ -169,6 +228,7 @@ impl<'a> DevLoop<'a> {
 
     /// Runs the build; on success deploys the component as a shadow.
     fn rebuild(&mut self) {
+        self.built_from = sources(&self.manifest.watch);
         self.say(&format!("build: {}", self.manifest.build.join(" ")));
         let built = match builder::build(&self.manifest) {
             Ok(built) => built,
@@ -222,7 +282,24 @@ impl<'a> DevLoop<'a> {
                         "deploy: unchanged build; version {} is already active",
                         deployment.version
                     ));
-                    self.pending = None;
+                    // The first version still being brought in is reported by
+                    // `follow`; a shadow of other code is dropped, since the sources
+                    // are back to what is active.
+                    if let Some(pending) = self
+                        .pending
+                        .take_if(|pending| pending.version != deployment.version)
+                    {
+                        match self.engine.abort(&self.manifest.name) {
+                            Ok(_) => self.say(&format!(
+                                "deploy: shadow {} dropped; the sources build the active version again",
+                                pending.version
+                            )),
+                            Err(error) => self.say(&format!(
+                                "deploy: cannot drop shadow {}: {error}",
+                                pending.version
+                            )),
+                        }
+                    }
                 }
                 DeployOutcome::AlreadyDeploying => self.say(&format!(
                     "deploy: unchanged build; version {} is already replaying",
@@ -270,7 +347,10 @@ impl<'a> DevLoop<'a> {
                         let due = pending
                             .last_progress
                             .is_none_or(|last| last.elapsed() >= PROGRESS_EVERY);
-                        if due && let Some(replay) = replay {
+                        // A replay that has not looked at the log yet has nothing to say.
+                        if due
+                            && let Some(replay) = replay.filter(|r| r.total > 0 && r.done < r.total)
+                        {
                             self.say(&format!(
                                 "replay: {:.0}% ({}/{} events, {:.0} events/s)",
                                 replay.percent, replay.done, replay.total, replay.events_per_second
