@@ -517,7 +517,7 @@ fn a_projector_can_run_under_limits_of_its_own() -> Result {
     let dir = tempfile::tempdir()?;
     let runtime = runtime()?;
     let (loaded, _) = start(&runtime, "memory-bomb", dir.path())?;
-    let tight = loaded.with_limits(SandboxLimits {
+    let tight = loaded.clone().with_limits(SandboxLimits {
         max_memory_bytes: 4 << 20,
         ..SandboxLimits::default()
     })?;

@@ -147,7 +147,7 @@ pub fn run(
         manifest.name
     );
     let loop_engine = Arc::clone(&engine);
-    let loop_data = data.clone();
+    let loop_data = data;
     let manual = args.manual;
     let looper = std::thread::Builder::new()
         .name("refract-dev".into())

@@ -58,8 +58,6 @@ pub enum DevEvent {
 #[derive(Debug)]
 struct Pending {
     version: String,
-    /// There was an active version when it was deployed (so this is a swap, with a diff).
-    replaces: Option<String>,
     started: Instant,
     last_progress: Option<Instant>,
     /// The diff was shown and, with `manual`, the swap waits for Enter.
@@ -270,7 +268,6 @@ impl<'a> DevLoop<'a> {
                     ));
                     self.pending = Some(Pending {
                         version: deployment.version,
-                        replaces: active,
                         started: Instant::now(),
                         last_progress: None,
                         ready: false,
@@ -341,7 +338,7 @@ impl<'a> DevLoop<'a> {
             }
             (Role::Shadow, Some(status)) => {
                 let status = status.clone();
-                let replay = entry.replay.clone();
+                let replay = entry.replay;
                 match status.state {
                     State::CatchingUp => {
                         let due = pending
@@ -367,14 +364,13 @@ impl<'a> DevLoop<'a> {
                             .find(|entry| entry.role == Role::Active)
                             .and_then(|entry| entry.status.as_ref())
                             .map_or(0, |status| status.checkpoint);
-                        let replaces = pending.replaces.clone();
-                        if !pending.ready && status.checkpoint >= active_checkpoint {
-                            if let Some(active) = view.active_version.clone() {
-                                self.caught_up(&version, &active, status.checkpoint);
-                            } else if replaces.is_none() {
-                                // A first version: the engine activates it by itself.
-                                return;
-                            }
+                        // A first version (nothing active) is activated by the engine
+                        // itself; a shadow is diffed, then swapped.
+                        if !pending.ready
+                            && status.checkpoint >= active_checkpoint
+                            && let Some(active) = view.active_version.clone()
+                        {
+                            self.caught_up(&version, &active, status.checkpoint);
                         }
                     }
                     State::Stalled { at, message } => {

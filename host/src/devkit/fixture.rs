@@ -223,9 +223,7 @@ pub fn load(events_path: &Path) -> Result<Fixture, FixtureError> {
     if !expect_path.is_file() {
         return Err(FixtureError::NotFound {
             path: expect_path,
-            problem: format!(
-                "every fixture needs its expectations beside its events: a JSON array of {{\"sql\": \"SELECT …\", \"rows\": [[…], …]}}"
-            ),
+            problem: "every fixture needs its expectations beside its events: a JSON array of {\"sql\": \"SELECT …\", \"rows\": [[…], …]}".to_owned(),
         });
     }
     let queries: Vec<ExpectedQuery> =
@@ -292,7 +290,7 @@ pub fn run(
     let mut projection =
         match Projection::open(loaded.clone(), &db_path, DbOptions::replay(), reader, batch) {
             Ok(projection) => projection,
-            Err(error) => return guest_or_host(error, None, &host),
+            Err(error) => return guest_or_host(&error, None, &host),
         };
     let mut narrowing = false;
     loop {
@@ -315,7 +313,7 @@ pub fn run(
                     ..batch
                 });
             }
-            Err(error) => return guest_or_host(error, projection.last_batch(), &host),
+            Err(error) => return guest_or_host(&error, projection.last_batch(), &host),
         }
     }
     drop(projection);
@@ -325,17 +323,17 @@ pub fn run(
 /// A projection error outside the step loop: the guest's when it is poison (init failed,
 /// the instance would not start), the host's otherwise.
 fn guest_or_host(
-    error: ProjectionError,
+    error: &ProjectionError,
     batch: Option<(u64, u64)>,
     host: &impl Fn(String) -> FixtureError,
 ) -> Result<Outcome, FixtureError> {
-    let guest = match &error {
+    let guest = match error {
         ProjectionError::Projector(projector) => projector.is_poison(),
         ProjectionError::Runtime(runtime) => runtime.is_guest_fault(),
         _ => false,
     };
     if guest {
-        let offset = match &error {
+        let offset = match error {
             ProjectionError::Projector(projector) => projector.offset(),
             _ => None,
         }
@@ -529,7 +527,7 @@ mod tests {
         (dir, path)
     }
 
-    fn expect(sql: &str, rows: Value) -> ExpectedQuery {
+    fn expect(sql: &str, rows: &Value) -> ExpectedQuery {
         serde_json::from_value(json!({"sql": sql, "rows": rows})).expect("valid")
     }
 
@@ -540,7 +538,7 @@ mod tests {
         );
         let outcome = compare(
             &db,
-            &[expect("SELECT * FROM t", json!([["a", 1, 2, null]]))],
+            &[expect("SELECT * FROM t", &json!([["a", 1, 2, null]]))],
         )
         .expect("ran");
         assert_eq!(outcome, Outcome::Passed { queries: 1 });
@@ -556,9 +554,9 @@ mod tests {
             &[
                 expect(
                     "SELECT * FROM t ORDER BY k",
-                    json!([["a", 1], ["b", 20], ["c", 3], ["d", 4]]),
+                    &json!([["a", 1], ["b", 20], ["c", 3], ["d", 4]]),
                 ),
-                expect("SELECT * FROM missing", json!([])),
+                expect("SELECT * FROM missing", &json!([])),
             ],
         )
         .expect("ran");

@@ -354,7 +354,7 @@ impl LoadedProjector {
     /// whole engine ([`ENGINE_WIDE_LIMITS`]) must equal the runtime's.
     ///
     /// [`ENGINE_WIDE_LIMITS`]: super::ENGINE_WIDE_LIMITS
-    pub fn with_limits(&self, limits: SandboxLimits) -> Result<LoadedProjector, RuntimeError> {
+    pub fn with_limits(self, limits: SandboxLimits) -> Result<LoadedProjector, RuntimeError> {
         limits.validate()?;
         if limits.max_wasm_stack_bytes != self.inner.runtime.limits().max_wasm_stack_bytes {
             return Err(RuntimeError::Limits(InvalidLimit {
@@ -363,7 +363,7 @@ impl LoadedProjector {
             }));
         }
         Ok(LoadedProjector {
-            inner: Arc::clone(&self.inner),
+            inner: self.inner,
             limits: Arc::new(limits),
         })
     }
