@@ -387,20 +387,153 @@ fn bytes_that_are_not_wasm_are_refused() -> Result {
 }
 
 #[test]
-fn an_import_outside_the_sandbox_is_refused_by_name() -> Result {
-    let component =
-        wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#)?;
-    let err = runtime()?.load(&component).expect_err("wasi:http");
+fn an_import_outside_the_sandbox_is_refused_by_name_before_any_compile() -> Result {
+    // The nested core module is garbage: compiling the component would fail with
+    // `Invalid`. Being refused for the import instead proves nothing was compiled.
+    let mut component = wat::parse_str(
+        r#"(component
+            (import "wasi:keyvalue/store@0.2.0" (instance))
+            (core module (func (export "f")))
+        )"#,
+    )?;
+    let code = component
+        .windows(2)
+        .rposition(|pair| pair == [0x0a, 0x04])
+        .expect("the nested module's code section");
+    component[code + 4] = 0xff;
+    assert!(
+        matches!(
+            Runtime::new(RuntimeConfig::default())?.load(&component),
+            Err(RuntimeError::UnsupportedImport { .. })
+        ),
+        "the import is checked first"
+    );
+    let cache = tempfile::tempdir()?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        limits: SandboxLimits::default(),
+    })?;
+    let err = runtime.load(&component).expect_err("wasi:keyvalue");
     let message = err.to_string();
     assert!(
-        matches!(&err, RuntimeError::UnsupportedImport { import, .. } if import == "wasi:http/outgoing-handler@0.2.0"),
+        matches!(&err, RuntimeError::UnsupportedImport { import, .. } if import == "wasi:keyvalue/store@0.2.0"),
         "{err:?}"
     );
     assert!(
-        message
-            .contains("imports `wasi:http/outgoing-handler@0.2.0`, which Refract does not provide"),
+        message.contains("imports `wasi:keyvalue/store@0.2.0`, which Refract does not provide"),
         "{message}"
     );
+    assert!(
+        cache_entries(cache.path())?.is_empty(),
+        "nothing was compiled"
+    );
+    // Refused again from memory, with the same error.
+    let again = runtime.load(&component).expect_err("still refused");
+    assert_eq!(again.to_string(), message);
+    Ok(())
+}
+
+#[test]
+fn wasi_http_02_is_linked_and_a_newer_one_refused() -> Result {
+    // `wasi:http` 0.2.x links (its requests are denied at run time); the empty
+    // component is then refused for its exports, not its import.
+    let http = wat::parse_str(r#"(component (import "wasi:http/types@0.2.10" (instance)))"#)?;
+    let err = runtime()?.load(&http).expect_err("no exports");
+    assert!(matches!(err, RuntimeError::WrongWorld { .. }), "{err:?}");
+    let newer =
+        wat::parse_str(r#"(component (import "wasi:http/types@0.3.0-rc-2025-09-16" (instance)))"#)?;
+    let err = runtime()?.load(&newer).expect_err("wasi:http 0.3");
+    assert!(
+        matches!(err, RuntimeError::UnsupportedImport { .. }),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_component_over_the_size_cap_is_refused_naming_the_key() -> Result {
+    let wasm = guest("balances")?;
+    let runtime = runtime_with(SandboxLimits {
+        max_component_bytes: wasm.len() - 1,
+        ..SandboxLimits::default()
+    })?;
+    let err = runtime.load(&wasm).expect_err("too large");
+    assert!(matches!(err, RuntimeError::TooLarge { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("`limits.max_component_bytes`"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_compile_over_its_deadline_is_refused_and_remembered() -> Result {
+    // This test binary registers no compile worker, so the compile runs in a thread;
+    // the deadline still bounds the wait (the `refract` binary's child-process compile
+    // is tested through the binary, in tests/devkit.rs).
+    let cache = tempfile::tempdir()?;
+    let limits = SandboxLimits {
+        compile_timeout_ms: 1,
+        ..SandboxLimits::default()
+    };
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        limits: limits.clone(),
+    })?;
+    // A component of its own, so no other test's compile of the same bytes interferes.
+    let mut wasm = guest("order-summary")?;
+    wasm.extend_from_slice(b"\0\x0c\x0bcustom-salt");
+    let err = runtime
+        .load(&wasm)
+        .expect_err("1 ms is too short to compile");
+    assert!(
+        matches!(err, RuntimeError::CompileTimeout { limit_ms: 1 }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("`limits.compile_timeout_ms`"),
+        "{err}"
+    );
+    // A new runtime on the same cache remembers the refusal (kept beside the cache)...
+    let restarted = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        limits,
+    })?;
+    let err = restarted.load(&wasm).expect_err("remembered");
+    assert!(
+        matches!(err, RuntimeError::CompileTimeout { .. }),
+        "{err:?}"
+    );
+    // ...until the limit is raised.
+    let raised = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        limits: SandboxLimits::default(),
+    })?;
+    raised.load(&wasm)?;
+    Ok(())
+}
+
+#[test]
+fn a_projector_can_run_under_limits_of_its_own() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, _) = start(&runtime, "memory-bomb", dir.path())?;
+    let tight = loaded.clone().with_limits(SandboxLimits {
+        max_memory_bytes: 4 << 20,
+        ..SandboxLimits::default()
+    })?;
+    assert_eq!(tight.limits().max_memory_bytes, 4 << 20);
+    assert_eq!(
+        loaded.limits().max_memory_bytes,
+        SandboxLimits::default().max_memory_bytes
+    );
+    let err = loaded
+        .with_limits(SandboxLimits {
+            max_wasm_stack_bytes: 1 << 20,
+            ..SandboxLimits::default()
+        })
+        .expect_err("engine-wide");
+    assert!(err.to_string().contains("max_wasm_stack_bytes"), "{err}");
     Ok(())
 }
 

@@ -17,6 +17,8 @@
 //! - [`repeats`]: a failure that repeats is logged once, then counted.
 //! - [`storage_fault`]: a full disk, an unwritable file or a damaged database, told
 //!   apart in any error, with the fix to say.
+//! - [`devkit`]: the projector author's tools: `projector.toml`, `refract new`
+//!   templates, golden fixtures (`refract test`) and the dev loop (`refract dev`).
 //! - [`guest_build`]: builds the example projectors from this source tree (for
 //!   `refract demo` and `refract bench`; tests use the same build).
 //! - [`workload`]: seeded event generators for the demo and the benchmark.
@@ -34,6 +36,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod data_dir;
+pub mod devkit;
 pub mod engine;
 pub mod error_text;
 pub mod guest_build;

@@ -205,13 +205,24 @@ impl RunningHost {
             .args(extra)
             .args(["run", "--bind", "127.0.0.1:0"])
             .args(run_args)
+            .stdin(Stdio::null());
+        Self::spawn(command)
+    }
+
+    /// Starts `command` (any `refract` command that keeps running, such as `dev`) with
+    /// the caller's `REFRACT_*` and `RUST_LOG` variables removed and its output
+    /// collected. Its stdin is left as the caller set it.
+    ///
+    /// # Errors
+    /// If the process cannot be started.
+    pub fn spawn(mut command: Command) -> std::io::Result<RunningHost> {
+        command
             .env_remove("REFRACT_DATA")
             .env_remove("REFRACT_CONFIG")
             .env_remove("REFRACT_TOKEN")
             .env_remove("RUST_LOG")
             // Plain log lines, so tests can search them.
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn()?;

@@ -9,3 +9,4 @@ pub mod guests;
 pub mod host;
 pub mod nats;
 pub mod tiny_disk;
+pub mod js;

@@ -40,8 +40,13 @@ pub struct BenchArgs {
     /// Measure cluster mode instead: starts three nats-server processes on loopback
     /// (needs `apt-get install -y nats-server`); `--events` single-event appends per
     /// throughput figure, five times as many in batches.
-    #[arg(long, conflicts_with_all = ["only", "plugin"])]
+    #[arg(long, conflicts_with_all = ["only", "plugin", "component"])]
     cluster: bool,
+    /// Also measure another build of `balances` (TypeScript, Python, …) on the same log:
+    /// replay rate and ratio to native, size, compile time and cached cold start. May be
+    /// repeated.
+    #[arg(long, value_name = "LABEL=PATH")]
+    component: Vec<bench::components::ComponentSpec>,
 
     // The memory probe: `refract bench` re-executes itself with these to measure one
     // replay's peak RSS in a process of its own.
@@ -76,6 +81,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> Result<()> {
         seed: args.seed,
         config: config.clone(),
         exe: std::env::current_exe().ok(),
+        components: args.component.clone(),
     };
     let report = bench::run(&options, &mut |line| eprintln!("bench: {line}"))?;
     let text = if args.json {

@@ -187,7 +187,10 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
 }
 
 /// Binds the API's listener, refusing a non-loopback address unless allowed.
-async fn bind_listener(bind: &str, allow_remote: bool) -> Result<tokio::net::TcpListener> {
+pub(super) async fn bind_listener(
+    bind: &str,
+    allow_remote: bool,
+) -> Result<tokio::net::TcpListener> {
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host(bind)
         .await
         .with_context(|| {
@@ -220,7 +223,7 @@ async fn bind_listener(bind: &str, allow_remote: bool) -> Result<tokio::net::Tcp
 
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. Installs the handlers now, so
 /// a failure to do so is reported before the host starts serving.
-fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+pub(super) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

@@ -32,6 +32,7 @@
 //! - `read.rs`: [`EventIter`], counts and the [`LogReader`] replay path.
 //! - `mirror.rs`: the log as a cluster node's mirror: [`EventLog::apply_ordered`]
 //!   applies already-ordered, replicated requests; local appends are then refused.
+//! - [`jsonl`]: events as JSON Lines (`refract append --file`, golden fixtures).
 //!
 //! # Threads and blocking
 //! Every method blocks on SQLite (appends until their group commit is on disk). From async
@@ -42,6 +43,7 @@ mod append;
 mod error;
 mod ids;
 mod mirror;
+pub mod jsonl;
 mod model;
 mod options;
 mod query;

@@ -86,18 +86,19 @@ pub(crate) struct Started {
 #[error("the call was cancelled: the host is shutting down")]
 pub(crate) struct Cancelled;
 
-/// Instantiates `pre` against `db` and calls `metadata`, under the call deadline.
+/// Instantiates `pre` against `db` and calls `metadata`, under the call deadline and
+/// `limits`.
 pub(crate) fn start(
     runtime: &Runtime,
     pre: &ProjectorPre<StoreState>,
     version: &Arc<str>,
+    limits: &Arc<SandboxLimits>,
     log_budget: &Arc<LogBudget>,
     db: SandboxedDb,
 ) -> Result<Started, RuntimeError> {
     let shared = runtime.inner();
-    let limits = &shared.limits;
     let guard = Arc::clone(db.guard());
-    let stderr = wasi::StderrCapture::new(limits.max_error_message_bytes);
+    let stderr = wasi::StderrCapture::new(limits.max_stderr_bytes, limits.max_stderr_lines);
     let state = StoreState::new(
         wasi::deny_all_ctx(limits.max_random_bytes, stderr.clone()),
         stderr,
@@ -175,7 +176,7 @@ impl LoadedProjector {
         let db = SandboxedDb::open(
             db_path,
             options,
-            &runtime.inner().limits,
+            &self.limits,
             runtime.clock().clone(),
             runtime.watchdog(),
         )
@@ -187,7 +188,8 @@ impl LoadedProjector {
             runtime,
             &self.inner.pre,
             &self.inner.version,
-            &self.inner.log_budget,
+            &self.limits,
+            &self.log_budget,
             db,
         )?;
         if started.info != self.inner.info {
@@ -331,7 +333,7 @@ impl ProjectorInstance {
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|source| self.host_error(at, "begin a transaction", source))?;
 
-        let limits = Arc::clone(&self.loaded.runtime().inner().limits);
+        let limits = Arc::clone(&self.loaded.limits);
         let ticks = engine::deadline_ticks(limits.batch_deadline());
         let deadline = self.loaded.runtime().clock().now().saturating_add(ticks);
         let guard = Arc::clone(&self.guard);

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default for [`SandboxLimits::batch_deadline_ms`]: 10 seconds per `init` or `handle`
 /// call. Generous for a batch of a thousand events; an infinite loop ends here.
@@ -177,12 +177,46 @@ pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 256;
 /// for. The bytes are deterministic; the cap bounds the host's allocation.
 pub const DEFAULT_MAX_RANDOM_BYTES: usize = 64 << 10;
 
+/// Default for [`SandboxLimits::max_component_bytes`]: 64 MiB of component binary. A
+/// Rust projector is well under 1 MiB, a componentize-js build about 12 MiB and a
+/// componentize-py build about 18 MiB; the cap bounds what the host reads, hashes and
+/// hands to the compiler. The same as the API's `server.max_upload_bytes`.
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// Default for [`SandboxLimits::compile_timeout_ms`]: 60 seconds to compile one
+/// component. A Rust projector compiles in well under a second and a componentize-py
+/// build in 7–15 s on a 2-core machine; a component built to make Cranelift work for
+/// minutes is refused here.
+pub const DEFAULT_COMPILE_TIMEOUT_MS: u64 = 60_000;
+
+/// Default for [`SandboxLimits::max_compile_memory_bytes`]: 1 GiB of heap for the
+/// process that compiles one component. A componentize-py build takes about 380 MB.
+pub const DEFAULT_MAX_COMPILE_MEMORY_BYTES: usize = 1 << 30;
+
+/// Default for [`SandboxLimits::max_stderr_bytes`]: the last 8 KiB the guest wrote to
+/// stderr during a call are kept, to explain a trap (a panic message, a Python
+/// traceback, a JavaScript `console.error`).
+pub const DEFAULT_MAX_STDERR_BYTES: usize = 8 << 10;
+
+/// Default for [`SandboxLimits::max_stderr_lines`]: how many of the guest's last stderr
+/// lines a trap's message carries.
+pub const DEFAULT_MAX_STDERR_LINES: usize = 20;
+
+/// The limits that apply to the whole engine or to loading, before a component's
+/// projector name is known: they can be set under `[limits]` only, never per projector.
+pub const ENGINE_WIDE_LIMITS: &[&str] = &[
+    "max_wasm_stack_bytes",
+    "max_component_bytes",
+    "compile_timeout_ms",
+    "max_compile_memory_bytes",
+];
+
 /// The longest projector name, fixed by the WIT contract (`[a-z0-9_-]{1,64}`).
 pub const MAX_NAME_BYTES: usize = 64;
 
 /// The sandbox limits applied to every projector, embedded in `refract.toml` as
 /// `[limits]`. Every field is optional there; a missing one takes its default.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxLimits {
     /// `limits.batch_deadline_ms`: wall-clock budget of one `init` or `handle` call,
@@ -265,6 +299,20 @@ pub struct SandboxLimits {
     pub max_subscription_bytes: usize,
     /// `limits.max_random_bytes`: one `wasi:random` request.
     pub max_random_bytes: usize,
+    /// `limits.max_component_bytes`: the size of a component binary; a larger one is
+    /// refused before it is hashed or compiled. Engine-wide.
+    pub max_component_bytes: usize,
+    /// `limits.compile_timeout_ms`: wall-clock budget to compile one component. The
+    /// `refract` binary compiles in a child process that is killed at the deadline.
+    /// Engine-wide.
+    pub compile_timeout_ms: u64,
+    /// `limits.max_compile_memory_bytes`: heap of the child process that compiles one
+    /// component (its `RLIMIT_DATA`). Engine-wide.
+    pub max_compile_memory_bytes: usize,
+    /// `limits.max_stderr_bytes`: the tail of the guest's stderr kept per call.
+    pub max_stderr_bytes: usize,
+    /// `limits.max_stderr_lines`: the guest's last stderr lines a trap message carries.
+    pub max_stderr_lines: usize,
 }
 
 impl Default for SandboxLimits {
@@ -304,6 +352,11 @@ impl Default for SandboxLimits {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_subscription_bytes: DEFAULT_MAX_SUBSCRIPTION_BYTES,
             max_random_bytes: DEFAULT_MAX_RANDOM_BYTES,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            compile_timeout_ms: DEFAULT_COMPILE_TIMEOUT_MS,
+            max_compile_memory_bytes: DEFAULT_MAX_COMPILE_MEMORY_BYTES,
+            max_stderr_bytes: DEFAULT_MAX_STDERR_BYTES,
+            max_stderr_lines: DEFAULT_MAX_STDERR_LINES,
         }
     }
 }
@@ -324,6 +377,11 @@ impl SandboxLimits {
     /// How long past the call's deadline a call may run before it counts as overrunning.
     pub fn deadline_grace(&self) -> Duration {
         Duration::from_millis(self.deadline_grace_ms)
+    }
+
+    /// The compile deadline as a [`Duration`].
+    pub fn compile_timeout(&self) -> Duration {
+        Duration::from_millis(self.compile_timeout_ms)
     }
 
     /// The per-statement deadline as a [`Duration`].
@@ -411,6 +469,7 @@ impl SandboxLimits {
                 return Err(InvalidLimit::new(key, "must fit SQLite's 32-bit limits"));
             }
         }
+        self.validate_loading()?;
         if self.max_wasm_stack_bytes > 256 << 20 {
             return Err(InvalidLimit::new(
                 "max_wasm_stack_bytes",
@@ -420,6 +479,40 @@ impl SandboxLimits {
         Ok(())
     }
 }
+
+impl SandboxLimits {
+    /// The checks of the loading and stderr limits.
+    fn validate_loading(&self) -> Result<(), InvalidLimit> {
+        let positive: [(&'static str, usize); 4] = [
+            ("max_component_bytes", self.max_component_bytes),
+            ("max_compile_memory_bytes", self.max_compile_memory_bytes),
+            ("max_stderr_bytes", self.max_stderr_bytes),
+            ("max_stderr_lines", self.max_stderr_lines),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(InvalidLimit::new(key, "must be at least 1"));
+            }
+        }
+        if self.compile_timeout_ms == 0 {
+            return Err(InvalidLimit::new(
+                "compile_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.max_compile_memory_bytes < MIN_COMPILE_MEMORY_BYTES {
+            return Err(InvalidLimit::new(
+                "max_compile_memory_bytes",
+                "must be at least 67108864 (64 MiB): the compiler itself needs that much",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The least `limits.max_compile_memory_bytes` accepted: below it even an empty
+/// component's compile fails, which would only confuse.
+const MIN_COMPILE_MEMORY_BYTES: usize = 64 << 20;
 
 /// A limit in the configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

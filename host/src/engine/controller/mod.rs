@@ -34,7 +34,6 @@ use crate::config::Config;
 use crate::engine::control::{Control, Role};
 use crate::engine::error::EngineError;
 use crate::engine::integrity::LogCheck;
-use crate::engine::projection::BatchLimits;
 use crate::engine::shared::{Shared, VersionEntry, write};
 use crate::engine::version_files;
 use crate::engine::views::{Deployment, ReadModel};
@@ -333,6 +332,13 @@ impl Controller {
     ) -> Result<WorkerHandle, EngineError> {
         let config = &self.config;
         let section = config.projector(name);
+        // The projector's own `[projectors.<name>.limits]` (validated with the config).
+        let limits = config
+            .projector_limits(name)
+            .map_err(|(key, problem)| EngineError::Conflict(format!("`{key}` {problem}")))?;
+        let loaded = loaded
+            .with_limits(limits)
+            .map_err(EngineError::InvalidComponent)?;
         let spec = WorkerSpec {
             projector: name.to_owned(),
             db_path,
@@ -343,10 +349,7 @@ impl Controller {
             loaded,
             control_path: self.shared.data.control_db(),
             policy: section.on_poison,
-            batch: BatchLimits {
-                max_events: section.batch_size.unwrap_or(config.engine.batch_size),
-                max_bytes: config.engine.batch_bytes,
-            },
+            batch: config.projector_batch(name),
             retry: (
                 Duration::from_millis(config.engine.retry_initial_ms),
                 Duration::from_millis(config.engine.retry_max_ms),
