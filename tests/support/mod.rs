@@ -5,4 +5,5 @@
 )]
 
 pub mod guests;
+pub mod guests_ts;
 pub mod host;

@@ -374,14 +374,15 @@ class SqliteBackend implements Backend {
       throw new SqlError("invalid", `the statement takes ${expected} parameters, but ${params.length} were given`);
     }
     const capi = this.#sqlite3.capi;
+    const ptr = stmt.pointer as number;
     params.forEach((value, i) => {
       let rc: number;
       switch (value.tag) {
         case "integer":
-          rc = capi.sqlite3_bind_int64(stmt, i + 1, value.val);
+          rc = capi.sqlite3_bind_int64(ptr, i + 1, value.val);
           break;
         case "real":
-          rc = capi.sqlite3_bind_double(stmt, i + 1, value.val);
+          rc = capi.sqlite3_bind_double(ptr, i + 1, value.val);
           break;
         default:
           stmt.bind(i + 1, value.tag === "null" ? null : value.val);
@@ -394,26 +395,27 @@ class SqliteBackend implements Backend {
 
   /** Resets a statement for its next use; the error of its last step was already reported. */
   #rewind(stmt: OoStmt): void {
-    this.#sqlite3.capi.sqlite3_reset(stmt);
+    this.#sqlite3.capi.sqlite3_reset(stmt.pointer as number);
     this.#sqlite3.capi.sqlite3_clear_bindings(stmt.pointer as number);
   }
 
   #collect(stmt: OoStmt): { columns: string[]; rows: WireValue[][] } {
     const capi = this.#sqlite3.capi;
+    const ptr = stmt.pointer as number;
     const columns = stmt.getColumnNames();
     const rows: WireValue[][] = [];
     while (stmt.step()) {
       const row: WireValue[] = [];
       for (let i = 0; i < columns.length; i++) {
-        switch (capi.sqlite3_column_type(stmt, i)) {
+        switch (capi.sqlite3_column_type(ptr, i)) {
           case capi.SQLITE_INTEGER:
-            row.push({ tag: "integer", val: BigInt(capi.sqlite3_column_int64(stmt, i)) });
+            row.push({ tag: "integer", val: BigInt(capi.sqlite3_column_int64(ptr, i)) });
             break;
           case capi.SQLITE_FLOAT:
-            row.push({ tag: "real", val: capi.sqlite3_column_double(stmt, i) });
+            row.push({ tag: "real", val: capi.sqlite3_column_double(ptr, i) });
             break;
           case capi.SQLITE_TEXT:
-            row.push({ tag: "text", val: capi.sqlite3_column_text(stmt, i) ?? "" });
+            row.push({ tag: "text", val: capi.sqlite3_column_text(ptr, i) ?? "" });
             break;
           case capi.SQLITE_BLOB:
             row.push({ tag: "blob", val: stmt.getBlob(i) ?? new Uint8Array() });
