@@ -30,7 +30,9 @@ const SEED: u64 = 11;
 /// JavaScript engine inside a TypeScript component takes many seconds, and the cache
 /// makes every later load (here, and in the next run) take milliseconds.
 fn runtime(limits: SandboxLimits) -> Result<Runtime> {
-    let cache = guests_ts::workspace_root().join("target").join("ts-guest-cache");
+    let cache = guests_ts::workspace_root()
+        .join("target")
+        .join("ts-guest-cache");
     Ok(Runtime::new(RuntimeConfig {
         cache_dir: Some(cache),
         limits,
@@ -103,12 +105,18 @@ fn balances_ts_builds_the_same_read_model_as_rust_balances() -> Result {
     // The benchmark's checksum: every value of every row, typed, plus the checkpoint.
     let rust = refract::bench::checksum(&rust_db)?;
     let ts = refract::bench::checksum(&ts_db)?;
-    assert_eq!(rust, ts, "the TypeScript read model differs from the Rust one");
+    assert_eq!(
+        rust, ts,
+        "the TypeScript read model differs from the Rust one"
+    );
     assert_eq!(rust.rows, refract::workload::BALANCES_ACCOUNTS as u64);
     // The same tables, created by the same SQL, and nothing else differs by `refract diff`.
     assert_eq!(schema(&rust_db)?, schema(&ts_db)?);
     let diffs = refract::engine::diff::compare(&rust_db, &ts_db, 5)?;
-    assert!(!diffs.is_empty() && diffs.iter().all(|d| d.same()), "{diffs:#?}");
+    assert!(
+        !diffs.is_empty() && diffs.iter().all(|d| d.same()),
+        "{diffs:#?}"
+    );
     Ok(())
 }
 
@@ -117,7 +125,16 @@ fn batch(events: &[(u64, &str, &str)]) -> EventBatch {
     let mut batch = EventBatch::new();
     for (i, &(offset, event_type, data)) in events.iter().enumerate() {
         let version = u64::try_from(i).unwrap_or(u64::MAX) + 1;
-        batch.push(offset, &format!("e-{offset}"), "account-acc-1", version, event_type, data, None, 0);
+        batch.push(
+            offset,
+            &format!("e-{offset}"),
+            "account-acc-1",
+            version,
+            event_type,
+            data,
+            None,
+            0,
+        );
     }
     batch
 }
@@ -129,7 +146,9 @@ fn rows(conn: &rusqlite::Connection) -> Result<Vec<Row>> {
     let mut statement = conn.prepare(
         "SELECT account, owner, balance, tx_count, last_offset FROM balances ORDER BY account",
     )?;
-    let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+    let rows = statement.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -147,7 +166,9 @@ fn an_exception_thrown_in_handle_is_a_handle_error_naming_its_offset() -> Result
         (43, "money.deposited", r#"{"account":"acc-1","amount":7}"#),
     ]);
     match instance.apply(&failing, |_| Ok(())) {
-        Err(ProjectorError::Handler { offset, message, .. }) => {
+        Err(ProjectorError::Handler {
+            offset, message, ..
+        }) => {
             assert_eq!(offset, 42, "{message}");
             assert!(message.starts_with("TypeError: "), "{message}");
             assert!(message.contains("account"), "{message}");
@@ -165,15 +186,24 @@ fn values_past_2_pow_53_round_trip_exactly() -> Result {
     let dir = tempfile::tempdir()?;
     let amount = format!(r#"{{"account":"acc-1","amount":{BIG}}}"#);
     let events = batch(&[
-        (BIG, "account.opened", r#"{"account":"acc-1","owner":"Ann"}"#),
+        (
+            BIG,
+            "account.opened",
+            r#"{"account":"acc-1","owner":"Ann"}"#,
+        ),
         (BIG + 1, "money.deposited", &amount),
         (BIG + 2, "money.deposited", &amount),
-        (BIG + 4, "money.withdrawn", r#"{"account":"acc-1","amount":1}"#),
+        (
+            BIG + 4,
+            "money.withdrawn",
+            r#"{"account":"acc-1","amount":1}"#,
+        ),
     ]);
     let expected_balance = i64::try_from(2 * BIG - 1)?;
     let mut models = Vec::new();
     for (name, loaded) in [("rust", balances_rust()?), ("ts", balances_ts()?)] {
-        let mut instance = loaded.instantiate(&dir.path().join(format!("{name}.db")), DbOptions::live())?;
+        let mut instance =
+            loaded.instantiate(&dir.path().join(format!("{name}.db")), DbOptions::live())?;
         instance.init(|_| Ok(()))?;
         instance.apply(&events, |_| Ok(()))?;
         models.push(rows(instance.host_connection())?);
@@ -195,7 +225,16 @@ fn large_batch(count: usize) -> EventBatch {
     let mut batch = EventBatch::new();
     for (i, event) in refract::workload::balances(SEED, count).enumerate() {
         let offset = u64::try_from(i).unwrap_or(u64::MAX) + 1;
-        batch.push(offset, &format!("e-{offset}"), &event.stream, 1, &event.event_type, &event.data, None, 0);
+        batch.push(
+            offset,
+            &format!("e-{offset}"),
+            &event.stream,
+            1,
+            &event.event_type,
+            &event.data,
+            None,
+            0,
+        );
     }
     batch
 }
@@ -215,7 +254,8 @@ fn batches_of_5000_and_20000_events_fit_in_half_the_default_memory_limit() -> Re
     let loaded = runtime(limits)?.load(&guests_ts::ts_guest_bytes("balances-ts"))?;
     let dir = tempfile::tempdir()?;
     for count in [5_000, 20_000] {
-        let mut instance = loaded.instantiate(&dir.path().join(format!("{count}.db")), DbOptions::replay())?;
+        let mut instance =
+            loaded.instantiate(&dir.path().join(format!("{count}.db")), DbOptions::replay())?;
         instance.init(|_| Ok(()))?;
         instance.apply(&large_batch(count), |_| Ok(()))?;
         let events: i64 = instance.host_connection().query_row(
@@ -223,7 +263,11 @@ fn batches_of_5000_and_20000_events_fit_in_half_the_default_memory_limit() -> Re
             [],
             |row| row.get(0),
         )?;
-        assert_eq!(events, i64::try_from(count)?, "every event of the {count}-event batch applied");
+        assert_eq!(
+            events,
+            i64::try_from(count)?,
+            "every event of the {count}-event batch applied"
+        );
     }
     Ok(())
 }
@@ -256,7 +300,10 @@ fn placeholders(name: &str) -> Vec<(&'static str, String)> {
     vec![
         ("{{name}}", name.to_owned()),
         ("{{name_snake}}", name.replace('-', "_")),
-        ("{{sdk_dir}}", root.join("plugins-sdk").display().to_string()),
+        (
+            "{{sdk_dir}}",
+            root.join("plugins-sdk").display().to_string(),
+        ),
         ("{{wit_dir}}", root.join("wit").display().to_string()),
     ]
 }
@@ -267,7 +314,9 @@ fn scaffold(from: &Path, to: &Path, values: &[(&str, String)]) -> Result {
     let substitute = |text: &str| {
         values
             .iter()
-            .fold(text.to_owned(), |text, (placeholder, value)| text.replace(placeholder, value))
+            .fold(text.to_owned(), |text, (placeholder, value)| {
+                text.replace(placeholder, value)
+            })
     };
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -282,7 +331,11 @@ fn scaffold(from: &Path, to: &Path, values: &[(&str, String)]) -> Result {
         } else {
             let text = std::fs::read_to_string(entry.path())?;
             let text = substitute(&text);
-            assert!(!text.contains("{{"), "{} keeps a placeholder", target.display());
+            assert!(
+                !text.contains("{{"),
+                "{} keeps a placeholder",
+                target.display()
+            );
             std::fs::write(&target, text)?;
         }
     }
@@ -295,20 +348,32 @@ fn scaffold(from: &Path, to: &Path, values: &[(&str, String)]) -> Result {
 fn run_fixture(loaded: &LoadedProjector, jsonl: &Path, dir: &Path) -> Result {
     let log = EventLog::open(&dir.join("fixture-events.db"), LogOptions::default())?;
     let mut events = Vec::new();
-    for line in std::fs::read_to_string(jsonl)?.lines().filter(|l| !l.trim().is_empty()) {
+    for line in std::fs::read_to_string(jsonl)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
         let event: serde_json::Value = serde_json::from_str(line)?;
-        let text = |key: &str| event[key].as_str().map(str::to_owned).ok_or(format!("no {key} in {line}"));
+        let text = |key: &str| {
+            event[key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or(format!("no {key} in {line}"))
+        };
         let mut new = NewEvent::new(text("stream")?, text("type")?, event["data"].to_string());
         new.metadata = event.get("metadata").map(serde_json::Value::to_string);
-        new.id = event.get("id").and_then(|id| id.as_str()).map(str::to_owned);
+        new.id = event
+            .get("id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
         events.push(new);
     }
     log.append(events)?;
     let db = dir.join("fixture.db");
     replay(loaded, &log, &db)?;
     let conn = rusqlite::Connection::open(&db)?;
-    let expect: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(jsonl.with_extension("expect.json"))?)?;
+    let expect: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(
+        jsonl.with_extension("expect.json"),
+    )?)?;
     assert!(!expect.is_empty(), "{} expects nothing", jsonl.display());
     for check in expect {
         let sql = check["sql"].as_str().ok_or("a check without sql")?;
@@ -344,13 +409,21 @@ fn the_typescript_template_scaffolds_a_project_that_builds_and_passes_its_tests(
 
     guests_ts::install(&project).map_err(|e| e.to_string())?;
     let native = guests_ts::npm(&project, &["test"]).map_err(|e| e.to_string())?;
-    assert!(native.contains("# pass 1") && native.contains("# fail 0"), "{native}");
+    assert!(
+        native.contains("# pass 1") && native.contains("# fail 0"),
+        "{native}"
+    );
     // The build the manifest names, and the component it names.
-    let manifest: toml::Value = toml::from_str(&std::fs::read_to_string(project.join("projector.toml"))?)?;
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(project.join("projector.toml"))?)?;
     assert_eq!(manifest["name"].as_str(), Some("demo-ts"));
     assert_eq!(
         manifest["build"],
-        toml::Value::Array(["npm", "run", "--silent", "build"].map(toml::Value::from).to_vec())
+        toml::Value::Array(
+            ["npm", "run", "--silent", "build"]
+                .map(toml::Value::from)
+                .to_vec()
+        )
     );
     guests_ts::npm(&project, &["run", "--silent", "build"]).map_err(|e| e.to_string())?;
     let component = project.join(manifest["component"].as_str().ok_or("no component")?);
@@ -374,18 +447,21 @@ fn the_typescript_template_scaffolds_a_project_that_builds_and_passes_its_tests(
 fn the_template_lockfile_pins_what_the_example_is_tested_with() -> Result {
     let root = guests_ts::workspace_root();
     let read = |path: &str| -> Result<serde_json::Value> {
-        Ok(serde_json::from_str(&std::fs::read_to_string(root.join(path))?)?)
+        Ok(serde_json::from_str(&std::fs::read_to_string(
+            root.join(path),
+        )?)?)
     };
     let example = read("example-plugins/balances-ts/package-lock.json")?;
     let template = read("plugins-sdk/templates/typescript/package-lock.json.tmpl")?;
-    let packages = |lock: &serde_json::Value| -> Result<serde_json::Map<String, serde_json::Value>> {
-        let mut packages = lock["packages"].as_object().ok_or("no packages")?.clone();
-        packages.remove("");
-        if let Some(sdk) = packages.get_mut("node_modules/refract-sdk") {
-            sdk["resolved"] = serde_json::Value::Null;
-        }
-        Ok(packages)
-    };
+    let packages =
+        |lock: &serde_json::Value| -> Result<serde_json::Map<String, serde_json::Value>> {
+            let mut packages = lock["packages"].as_object().ok_or("no packages")?.clone();
+            packages.remove("");
+            if let Some(sdk) = packages.get_mut("node_modules/refract-sdk") {
+                sdk["resolved"] = serde_json::Value::Null;
+            }
+            Ok(packages)
+        };
     assert!(
         packages(&example)? == packages(&template)?,
         "the template's lockfile is out of date: run `node plugins-sdk/typescript/scripts/sync-template-lockfile.mjs`"
@@ -394,8 +470,7 @@ fn the_template_lockfile_pins_what_the_example_is_tested_with() -> Result {
     // installs what the SDK declares.
     let sdk: serde_json::Value = read("plugins-sdk/typescript/package.json")?;
     assert_eq!(
-        example["packages"]["node_modules/refract-sdk"]["dependencies"],
-        sdk["dependencies"],
+        example["packages"]["node_modules/refract-sdk"]["dependencies"], sdk["dependencies"],
         "refresh example-plugins/balances-ts/package-lock.json (`rm package-lock.json && npm install`), then sync the template's"
     );
     Ok(())

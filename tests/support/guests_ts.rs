@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 pub const MIN_NODE_MAJOR: u32 = 20;
 
 /// How to install what the TypeScript guests need, for failure messages.
-pub const INSTALL_HINT: &str = "install Node.js 20 or later and npm (Debian: `apt-get install -y nodejs npm`)";
+pub const INSTALL_HINT: &str =
+    "install Node.js 20 or later and npm (Debian: `apt-get install -y nodejs npm`)";
 
 /// Every TypeScript guest: its folder under `example-plugins/` and the component its
 /// build writes, relative to that folder.
@@ -58,7 +59,11 @@ pub fn ts_guest(name: &str) -> PathBuf {
         if path.is_file() {
             Ok(path)
         } else {
-            Err(format!("`npm run build` in {} succeeded, but {} does not exist", dir.display(), path.display()))
+            Err(format!(
+                "`npm run build` in {} succeeded, but {} does not exist",
+                dir.display(),
+                path.display()
+            ))
         }
     });
     match built {
@@ -137,7 +142,9 @@ fn check_node() -> Result<(), String> {
                 .split('.')
                 .next()
                 .and_then(|major| major.parse().ok())
-                .ok_or_else(|| format!("cannot read the Node.js version {node:?}; {INSTALL_HINT}"))?;
+                .ok_or_else(|| {
+                    format!("cannot read the Node.js version {node:?}; {INSTALL_HINT}")
+                })?;
             if major < MIN_NODE_MAJOR {
                 return Err(format!("Node.js {node} is too old; {INSTALL_HINT}"));
             }

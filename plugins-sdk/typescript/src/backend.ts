@@ -15,17 +15,6 @@ export interface Write {
 export type Level = "trace" | "debug" | "info" | "warn" | "error";
 
 /**
- * A failed SQL call, as a value: the contract's `sql-error`, plus for
- * `executeBatch` the index of the write that failed.
- */
-export interface Failure {
-  kind: SqlErrorKind;
-  message: string;
-  /** For `executeBatch`: the position of the failed write. */
-  index?: number;
-}
-
-/**
  * The contract's `sql` and `log` imports. Every SQL method returns its result
  * or throws a {@link SqlError}; `executeBatch` throws a {@link BatchWriteError}.
  */
