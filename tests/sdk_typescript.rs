@@ -275,8 +275,8 @@ fn batches_of_5000_and_20000_events_fit_in_half_the_default_memory_limit() -> Re
 #[test]
 fn the_typescript_sdk_native_tests_pass() -> Result {
     let sdk = guests_ts::sdk_dir();
-    guests_ts::install(&sdk).map_err(|e| e.to_string())?;
-    let output = guests_ts::npm(&sdk, &["test"]).map_err(|e| e.to_string())?;
+    guests_ts::install(&sdk)?;
+    let output = guests_ts::npm(&sdk, &["test"])?;
     assert!(output.contains("# fail 0"), "{output}");
     Ok(())
 }
@@ -289,7 +289,7 @@ fn balances_ts_native_tests_pass() -> Result {
         .parent()
         .and_then(Path::parent)
         .ok_or("the component is not in <example>/dist")?;
-    let output = guests_ts::npm(dir, &["test"]).map_err(|e| e.to_string())?;
+    let output = guests_ts::npm(dir, &["test"])?;
     assert!(output.contains("# fail 0"), "{output}");
     Ok(())
 }
@@ -407,8 +407,8 @@ fn the_typescript_template_scaffolds_a_project_that_builds_and_passes_its_tests(
     let project = dir.path().join("demo-ts");
     scaffold(&template, &project, &placeholders("demo-ts"))?;
 
-    guests_ts::install(&project).map_err(|e| e.to_string())?;
-    let native = guests_ts::npm(&project, &["test"]).map_err(|e| e.to_string())?;
+    guests_ts::install(&project)?;
+    let native = guests_ts::npm(&project, &["test"])?;
     assert!(
         native.contains("# pass 1") && native.contains("# fail 0"),
         "{native}"
@@ -425,7 +425,7 @@ fn the_typescript_template_scaffolds_a_project_that_builds_and_passes_its_tests(
                 .to_vec()
         )
     );
-    guests_ts::npm(&project, &["run", "--silent", "build"]).map_err(|e| e.to_string())?;
+    guests_ts::npm(&project, &["run", "--silent", "build"])?;
     let component = project.join(manifest["component"].as_str().ok_or("no component")?);
     let loaded = runtime(SandboxLimits::default())?.load(&std::fs::read(&component)?)?;
     assert_eq!(loaded.info().name, "demo-ts");

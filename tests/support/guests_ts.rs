@@ -32,6 +32,9 @@ pub fn sdk_dir() -> PathBuf {
     workspace_root().join("plugins-sdk").join("typescript")
 }
 
+/// One guest's build outcome, computed once: its component, or why it failed.
+type Build = OnceLock<Result<PathBuf, String>>;
+
 /// The path of TypeScript guest `name`'s component (for example `"balances-ts"`). The
 /// first call for a guest in a process runs `npm ci` and `npm run build` in its folder.
 ///
@@ -43,8 +46,7 @@ pub fn ts_guest(name: &str) -> PathBuf {
         panic!("unknown TypeScript guest {name:?}; the guests are {TS_GUESTS:?}");
     };
     let cell = {
-        static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<Result<PathBuf, String>>>>>> =
-            OnceLock::new();
+        static BUILT: OnceLock<Mutex<HashMap<String, Arc<Build>>>> = OnceLock::new();
         let mut builds = BUILT
             .get_or_init(Mutex::default)
             .lock()
