@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod guests;
+pub mod guests_ts;
 pub mod host;
 pub mod nats;
 pub mod tiny_disk;
