@@ -5,4 +5,5 @@
 )]
 
 pub mod guests;
+pub mod guests_py;
 pub mod host;
