@@ -8,7 +8,7 @@ A batch is any object with the five attributes of the WIT `event-batch`: `offset
 
 import os
 from itertools import islice
-from operator import le
+from operator import itemgetter, le
 from typing import Any, Optional
 
 from ._db import Db
@@ -88,7 +88,10 @@ def _run(handle: Any, db: Db, batch: Any) -> Optional[Failed]:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         return _malformed(first, f"text is not UTF-8: {e}")
-    bad = _first_bad_end(ends, raw)
+    # Pure ASCII (the common case): byte positions are character positions, so every
+    # field is a slice of one decoded string. Otherwise each field decodes its bytes.
+    is_ascii = len(decoded) == len(raw)
+    bad = _first_bad_end(ends, raw, is_ascii)
     if bad is not None:
         start = ends[bad - 1] if bad else 0
         return _malformed(
@@ -96,9 +99,7 @@ def _run(handle: Any, db: Db, batch: Any) -> Optional[Failed]:
             f"a field spans bytes {start}..{ends[bad]} of {len(raw)}, outside the text "
             "or inside a character",
         )
-    # Pure ASCII (the common case): byte positions are character positions, so every
-    # field is a slice of one decoded string. Otherwise each field decodes its bytes.
-    text: Any = decoded if len(decoded) == len(raw) else Utf8Text(raw)
+    text: Any = decoded if is_ascii else Utf8Text(raw)
 
     start = 0
     fields = iter(ends)
@@ -137,26 +138,34 @@ def _run(handle: Any, db: Db, batch: Any) -> Optional[Failed]:
     return None
 
 
-def _first_bad_end(ends: Any, raw: bytes) -> Optional[int]:
+def _first_bad_end(ends: Any, raw: bytes, is_ascii: bool) -> Optional[int]:
     """The index of the first end position that goes backwards, past the text, or
-    (in non-ASCII text) inside a character; None when all are sound."""
+    (in non-ASCII text) inside a character; None when all are sound. The common case
+    runs at C speed: one pass of `map` over the ends and, for non-ASCII text, one
+    `translate` and one `itemgetter` gather."""
     total = len(raw)
     if not ends:
         return None
     if ends[-1] <= total and all(map(le, ends, islice(ends, 1, None))):
-        if raw.isascii():
+        if is_ascii:
             return None
-        # A position is inside a character when the byte there is a continuation byte.
-        for index, end in enumerate(ends):
-            if end < total and 0x80 <= raw[end] < 0xC0:
-                return index
-        return None
+        # 1 where the byte is a UTF-8 continuation byte (a position inside a
+        # character), and a 0 past the end for the positions equal to the length.
+        inside = raw.translate(_CONTINUATION) + b"\x00"
+        picked = itemgetter(*ends)(inside) if len(ends) > 1 else (inside[ends[0]],)
+        if not any(picked):
+            return None
+        return next(index for index, flag in enumerate(picked) if flag)
     previous = 0
     for index, end in enumerate(ends):
         if end < previous or end > total:
             return index
         previous = end
     return None
+
+
+# Maps each byte to 1 if it is a UTF-8 continuation byte (0x80..0xBF), else to 0.
+_CONTINUATION = bytes(1 if 0x80 <= byte < 0xC0 else 0 for byte in range(256))
 
 
 def _malformed(offset: int, message: str) -> Failed:
