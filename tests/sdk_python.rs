@@ -208,7 +208,7 @@ fn a_python_exception_becomes_a_handle_error_naming_its_offset() -> Result {
     assert!(
         message.starts_with(
             "TypeError: amount must be an integer number of cents, not 'lots' (at balances.py:"
-        ) && message.ends_with(", in cents)"),
+        ) && message.ends_with(", in handle)"),
         "the message carries the traceback's last line and the raising line: {message}"
     );
     let rows: i64 =

@@ -38,22 +38,6 @@ MOVE = Statement(
 )
 
 
-def text(data: dict, key: str) -> str:
-    """`data[key]`, which must be a JSON string (as the Rust twin's typed parse demands)."""
-    value = data[key]
-    if type(value) is not str:
-        raise TypeError(f"{key} must be a string, not {value!r}")
-    return value
-
-
-def cents(data: dict, key: str) -> int:
-    """`data[key]`, which must be a JSON integer: cents never go through float."""
-    value = data[key]
-    if type(value) is not int:
-        raise TypeError(f"{key} must be an integer number of cents, not {value!r}")
-    return value
-
-
 class Balances(Projector):
     info = Info(
         "balances",
@@ -66,12 +50,24 @@ class Balances(Projector):
 
     def handle(self, event: Event, db: Db) -> None:
         kind, data = event.type, event.data
+        # The Rust twin's typed parse refuses what is not a string or an integer; so do
+        # these checks (cents never go through float).
+        account = data["account"]
+        if type(account) is not str:
+            raise TypeError(f"account must be a string, not {account!r}")
+        if kind == "account.opened":
+            owner = data["owner"]
+            if type(owner) is not str:
+                raise TypeError(f"owner must be a string, not {owner!r}")
+            db.execute(OPEN, (account, owner, event.offset))
+            return
+        amount = data["amount"]
+        if type(amount) is not int:
+            raise TypeError(f"amount must be an integer number of cents, not {amount!r}")
         if kind == "money.deposited":
-            db.execute(MOVE, (text(data, "account"), cents(data, "amount"), event.offset))
+            db.execute(MOVE, (account, amount, event.offset))
         elif kind == "money.withdrawn":
-            db.execute(MOVE, (text(data, "account"), -cents(data, "amount"), event.offset))
-        elif kind == "account.opened":
-            db.execute(OPEN, (text(data, "account"), text(data, "owner"), event.offset))
+            db.execute(MOVE, (account, -amount, event.offset))
 
 
 WitWorld = export(Balances)

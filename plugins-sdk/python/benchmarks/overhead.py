@@ -34,7 +34,7 @@ class NullBackend:
     blob = bytes
 
     @staticmethod
-    def write(handle, sql, values):
+    def write(handle, values):
         return (handle, values)
 
     def prepare(self, sql):

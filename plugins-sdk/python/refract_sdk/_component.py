@@ -44,9 +44,7 @@ class ComponentBackend:
     text = types.SqlValue_Text
     blob = types.SqlValue_Blob
 
-    @staticmethod
-    def write(handle: int, _sql: str, values: List[Any]) -> Any:
-        return sql.Write(handle, values)
+    write = sql.Write
 
     @staticmethod
     def prepare(text: str) -> int:

@@ -7,7 +7,8 @@ differs (`_component.ComponentBackend` calls the host's `sql` imports,
 - `prepare(sql) -> handle`, `execute_batch(writes)` (raises `WriteFailed`),
   `execute(handle, sql, values) -> int`, `query(handle, sql, values) -> Rows`,
   `execute_script(sql)`; every SQL failure is raised as `SqlError`;
-- `write(handle, sql, values)`, which builds one entry for `execute_batch`;
+- `write(handle, values)`, which builds one entry for `execute_batch` (the
+  component's is the generated `sql.Write` class itself: no extra call per write);
 - the value constructors `null`, `integer`, `real`, `text` and `blob`, which turn a
   checked Python value into what the backend sends.
 """
@@ -267,7 +268,7 @@ class Db:
         except AttributeError:
             raise _not_a_statement(statement) from None
         values = self._convert(params)
-        self._writes.append(self._write(handle, statement.sql, values))
+        self._writes.append(self._write(handle, values))
         self._origins.append((statement, self._offset))
         self._values += len(values)
         if (
@@ -351,19 +352,20 @@ class Db:
     def _convert(self, params: Params) -> List[Any]:
         """Checks each parameter and turns it into the backend's SQL value. The common
         types are tested first, by exact type, to keep the hot path short."""
-        if isinstance(params, (str, bytes)):
+        if type(params) is not tuple and isinstance(params, (str, bytes)):
             raise TypeError(
                 f"parameters must be a sequence such as a tuple, not {type(params).__name__}: "
                 "write `(value,)` for one parameter"
             )
         out = []
         append = out.append
+        size = 0
         for value in params:
             kind = type(value)
             if kind is str:
                 if not value.isascii():
                     _check_text(value, params)
-                self._bytes += len(value)
+                size += len(value)
                 append(self._text(value))
             elif kind is int:
                 if not I64_MIN <= value <= I64_MAX:
@@ -374,10 +376,12 @@ class Db:
             elif kind is float:
                 append(self._real(value))
             elif kind is bytes:
-                self._bytes += len(value)
+                size += len(value)
                 append(self._blob(value))
             else:
                 append(self._convert_other(value, params))
+        if size:
+            self._bytes += size
         return out
 
     def _convert_other(self, value: Any, params: Params) -> Any:

@@ -133,8 +133,9 @@ class NativeBackend:
             self._trusted = False
 
     @staticmethod
-    def write(_handle: Any, sql: str, values: List[Any]) -> Tuple[str, List[Any]]:
-        return (sql, values)
+    def write(handle: str, values: List[Any]) -> Tuple[str, List[Any]]:
+        # Natively the handle is the statement's SQL text.
+        return (handle, values)
 
     def prepare(self, sql: str) -> str:
         # Compiling now reports a bad statement where the host would: at `prepare`.

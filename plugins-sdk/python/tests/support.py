@@ -34,9 +34,8 @@ class SpyBackend:
         self.prepared: list = []
         self.batches: list = []
 
-    @staticmethod
-    def write(handle, sql, values):
-        return (handle, sql, values)
+    def write(self, handle, values):
+        return (handle, self.prepared[handle - 1], values)
 
     def prepare(self, sql):
         self.prepared.append(sql)
