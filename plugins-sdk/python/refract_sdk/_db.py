@@ -267,10 +267,11 @@ class Db:
             )
         except AttributeError:
             raise _not_a_statement(statement) from None
-        values = self._convert(params)
+        values, size = self._convert(params)
         self._writes.append(self._write(handle, values))
         self._origins.append((statement, self._offset))
         self._values += len(values)
+        self._bytes += size
         if (
             len(self._writes) >= FLUSH_WRITES
             or self._values >= FLUSH_VALUES
@@ -290,7 +291,7 @@ class Db:
         """
         self.flush()
         handle = self._prepare(statement)
-        return self._backend.execute(handle, statement.sql, self._convert(params))
+        return self._backend.execute(handle, statement.sql, self._convert(params)[0])
 
     def query(self, statement: Statement, params: Params = ()) -> Rows:
         """Runs a query, after any deferred writes, and returns its rows. The host
@@ -303,7 +304,7 @@ class Db:
         """
         self.flush()
         handle = self._prepare(statement)
-        return self._backend.query(handle, statement.sql, self._convert(params))
+        return self._backend.query(handle, statement.sql, self._convert(params)[0])
 
     def execute_script(self, sql: str) -> None:
         """Runs SQL text without parameters, possibly several statements, after any
@@ -349,9 +350,10 @@ class Db:
             statement._backend = backend
         return statement._handle
 
-    def _convert(self, params: Params) -> List[Any]:
-        """Checks each parameter and turns it into the backend's SQL value. The common
-        types are tested first, by exact type, to keep the hot path short."""
+    def _convert(self, params: Params) -> Tuple[List[Any], int]:
+        """Checks each parameter and turns it into the backend's SQL value; returns the
+        values and the bytes of their text and blobs. The common types are tested
+        first, by exact type, to keep the hot path short."""
         if type(params) is not tuple and isinstance(params, (str, bytes)):
             raise TypeError(
                 f"parameters must be a sequence such as a tuple, not {type(params).__name__}: "
@@ -379,29 +381,28 @@ class Db:
                 size += len(value)
                 append(self._blob(value))
             else:
-                append(self._convert_other(value, params))
-        if size:
-            self._bytes += size
-        return out
+                converted, extra = self._convert_other(value, params)
+                size += extra
+                append(converted)
+        return out, size
 
-    def _convert_other(self, value: Any, params: Params) -> Any:
+    def _convert_other(self, value: Any, params: Params) -> Tuple[Any, int]:
+        """The uncommon parameter types, and the error for those without a SQL type."""
         if isinstance(value, int):  # bool, IntEnum and other int subclasses
             number = int(value)
             if not I64_MIN <= number <= I64_MAX:
                 raise _out_of_range(number, params)
-            return self._integer(number)
+            return self._integer(number), 0
         if isinstance(value, str):
             text = str.__str__(value)
             if not text.isascii():
                 _check_text(text, params)
-            self._bytes += len(text)
-            return self._text(text)
+            return self._text(text), len(text)
         if isinstance(value, float):
-            return self._real(float(value))
+            return self._real(float(value)), 0
         if isinstance(value, (bytes, bytearray, memoryview)):
             blob = bytes(value)
-            self._bytes += len(blob)
-            return self._blob(blob)
+            return self._blob(blob), len(blob)
         raise TypeError(
             f"parameter {_position(value, params)} is {value!r}, a {type(value).__name__}; SQL "
             "parameters are None, int, float, str or bytes"

@@ -3,7 +3,7 @@ name the event, immediate writes, parameter checks, and statement handles."""
 
 import unittest
 
-from refract_sdk import FLUSH_WRITES, Db, Info, Projector, SqlError, SqlErrorKind, Statement, _batch
+from refract_sdk import FLUSH_BYTES, FLUSH_WRITES, Db, Info, Projector, SqlError, SqlErrorKind, Statement, _batch
 from refract_sdk.testing import BatchError, InitError, TestProjector, event
 
 from .support import SpyBackend
@@ -44,8 +44,6 @@ class Items(Projector):
                 type(self).seen_counts.append("taken")
         elif event.type == "record":
             db.execute(RECORD, (event.offset, data["value"]))
-        elif event.type == "record-raw":
-            db.execute(RECORD, (event.offset, event.data_json.encode()))
         elif event.type == "swallow":
             try:
                 db.flush()
@@ -102,6 +100,15 @@ class DeferredWritesTest(unittest.TestCase):
         batch = _packed([event("add", data={"name": str(i), "qty": i}) for i in range(FLUSH_WRITES + 5)])
         self.assertIsNone(_batch.handle(Items(), Db(backend), batch))
         self.assertEqual([len(b) for b in backend.batches], [FLUSH_WRITES, 5])
+
+    def test_large_parameters_flush_early(self):
+        backend = SpyBackend()
+        megabyte = "x" * (1 << 20)
+        batch = _packed([event("record", data={"value": megabyte}) for _ in range(6)])
+        self.assertIsNone(_batch.handle(Items(), Db(backend), batch))
+        # Four 1 MiB texts reach FLUSH_BYTES (4 MiB): sent early, the rest at the end.
+        self.assertEqual(FLUSH_BYTES, 4 << 20)
+        self.assertEqual([len(b) for b in backend.batches], [4, 2])
 
     def test_statements_are_prepared_once_per_database(self):
         first, second = SpyBackend(), SpyBackend()
