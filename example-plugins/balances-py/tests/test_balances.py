@@ -10,7 +10,10 @@ import sys
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.join(HERE, "..", "src"), os.path.join(HERE, "..", "..", "..", "plugins-sdk", "python")]
+sys.path[:0] = [
+    os.path.join(HERE, "..", "src"),
+    os.path.join(HERE, "..", "..", "..", "plugins-sdk", "python"),
+]
 
 from refract_sdk.testing import BatchError, TestProjector, event  # noqa: E402
 
@@ -34,7 +37,14 @@ def withdrawn(account, amount):
 class BalancesTest(unittest.TestCase):
     def test_deposits_and_withdrawals_move_the_balance(self):
         t = TestProjector(Balances)
-        t.apply([opened("acc-1", "Alice"), deposited("acc-1", 10_000), withdrawn("acc-1", 2_550), opened("acc-2", "Bob")])
+        t.apply(
+            [
+                opened("acc-1", "Alice"),
+                deposited("acc-1", 10_000),
+                withdrawn("acc-1", 2_550),
+                opened("acc-2", "Bob"),
+            ]
+        )
         self.assertEqual(t.rows(ROWS), [("acc-1", "Alice", 7_450, 2, 3), ("acc-2", "Bob", 0, 0, 4)])
 
     def test_money_for_an_unopened_account_creates_it_without_owner(self):
@@ -46,7 +56,9 @@ class BalancesTest(unittest.TestCase):
 
     def test_unsubscribed_events_are_not_delivered(self):
         t = TestProjector(Balances)
-        self.assertEqual(t.apply([opened("acc-1", "Alice"), event("account.closed", stream="acc-1")]), 1)
+        self.assertEqual(
+            t.apply([opened("acc-1", "Alice"), event("account.closed", stream="acc-1")]), 1
+        )
 
     def test_names_with_json_escapes_and_non_ascii_parse(self):
         t = TestProjector(Balances)
@@ -59,7 +71,10 @@ class BalancesTest(unittest.TestCase):
         with self.assertRaises(BatchError) as failed:
             t.apply([deposited("acc-1", 100), deposited("acc-1", "lots")])
         self.assertEqual(failed.exception.offset, 3)
-        self.assertIn("TypeError: amount must be an integer number of cents, not 'lots'", failed.exception.message)
+        self.assertIn(
+            "TypeError: amount must be an integer number of cents, not 'lots'",
+            failed.exception.message,
+        )
         self.assertIn("balances.py:", failed.exception.message)
         # The first deposit of the failed batch rolled back with it.
         self.assertEqual(t.rows(ROWS), [("acc-1", None, 100, 1, 1)])

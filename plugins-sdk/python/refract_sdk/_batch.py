@@ -9,7 +9,7 @@ A batch is any object with the five attributes of the WIT `event-batch`: `offset
 import os
 from itertools import islice
 from operator import itemgetter, le
-from typing import Any, Optional
+from typing import Any
 
 from ._db import Db
 from ._event import Event, Utf8Text
@@ -39,11 +39,11 @@ class Failed:
         return f"Failed(offset={self.offset}, message={self.message!r})"
 
 
-def init(projector: Any, db: Db) -> Optional[str]:
+def init(projector: Any, db: Db) -> str | None:
     """Runs `projector.init` and sends its deferred writes. Returns None, or why it
     failed."""
     db._reset()
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     try:
         projector.init(db)
         db.flush()
@@ -60,7 +60,7 @@ def init(projector: Any, db: Db) -> Optional[str]:
     return None
 
 
-def handle(projector: Any, db: Db, batch: Any) -> Optional[Failed]:
+def handle(projector: Any, db: Db, batch: Any) -> Failed | None:
     """Unpacks a batch and runs `projector.handle` on each event, then sends the
     deferred writes. Returns None, or the event that failed and why."""
     db._reset()
@@ -70,7 +70,7 @@ def handle(projector: Any, db: Db, batch: Any) -> Optional[Failed]:
         db._reset()
 
 
-def _run(handle: Any, db: Db, batch: Any) -> Optional[Failed]:
+def _run(handle: Any, db: Db, batch: Any) -> Failed | None:
     offsets = batch.offsets
     versions = batch.stream_versions
     recorded = batch.recorded_at
@@ -103,12 +103,16 @@ def _run(handle: Any, db: Db, batch: Any) -> Optional[Failed]:
 
     start = 0
     fields = iter(ends)
-    events = zip(offsets, versions, recorded, fields, fields, fields, fields, fields)
+    # The same iterator five times: each step takes one event's five ends. The lengths
+    # were checked above, so all run out together.
+    events = zip(offsets, versions, recorded, fields, fields, fields, fields, fields, strict=True)
     for offset, version, at, id_end, stream_end, type_end, data_end, end in events:
         db._offset = offset
         try:
             handle(
-                Event(offset, version, at, text, start, id_end, stream_end, type_end, data_end, end),
+                Event(
+                    offset, version, at, text, start, id_end, stream_end, type_end, data_end, end
+                ),
                 db,
             )
         except KeyboardInterrupt:
@@ -138,7 +142,7 @@ def _run(handle: Any, db: Db, batch: Any) -> Optional[Failed]:
     return None
 
 
-def _first_bad_end(ends: Any, raw: bytes, is_ascii: bool) -> Optional[int]:
+def _first_bad_end(ends: Any, raw: bytes, is_ascii: bool) -> int | None:
     """The index of the first end position that goes backwards, past the text, or
     (in non-ASCII text) inside a character; None when all are sound. The common case
     runs at C speed: one pass of `map` over the ends and, for non-ASCII text, one
@@ -192,7 +196,7 @@ def describe(error: BaseException) -> str:
     return f"{line} (at {where})" if where else line
 
 
-def _where(error: BaseException) -> Optional[str]:
+def _where(error: BaseException) -> str | None:
     """The innermost frame of the traceback outside the SDK and the standard library,
     else the innermost frame."""
     chosen = innermost = None

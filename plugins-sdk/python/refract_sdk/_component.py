@@ -4,7 +4,7 @@ componentize-py generates the `wit_world` bindings at build time (they are never
 checked in).
 """
 
-from typing import Any, List, Type
+from typing import Any
 
 import wit_world
 from componentize_py_types import Err
@@ -54,21 +54,21 @@ class ComponentBackend:
             raise _sql_error(e.value) from None
 
     @staticmethod
-    def execute_batch(writes: List[Any]) -> None:
+    def execute_batch(writes: list[Any]) -> None:
         try:
             sql.execute_batch(writes)
         except Err as e:
             raise WriteFailed(e.value.index, _sql_error(e.value.error)) from None
 
     @staticmethod
-    def execute(handle: int, _sql: str, values: List[Any]) -> int:
+    def execute(handle: int, _sql: str, values: list[Any]) -> int:
         try:
             return sql.execute(handle, values)
         except Err as e:
             raise _sql_error(e.value) from None
 
     @staticmethod
-    def query(handle: int, _sql: str, values: List[Any]) -> Rows:
+    def query(handle: int, _sql: str, values: list[Any]) -> Rows:
         try:
             result = sql.query(handle, values)
         except Err as e:
@@ -83,7 +83,7 @@ class ComponentBackend:
             raise _sql_error(e.value) from None
 
 
-def world(projector_class: Type[Projector]) -> Any:
+def world(projector_class: type[Projector]) -> Any:
     """The `WitWorld` class componentize-py instantiates: one projector instance and
     one `Db` for the life of the component instance."""
     info = check(projector_class)

@@ -13,7 +13,8 @@ differs (`_component.ComponentBackend` calls the host's `sql` imports,
   checked Python value into what the backend sends.
 """
 
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 from ._errors import SqlError
 
@@ -71,11 +72,11 @@ class Row:
 
     __slots__ = ("_columns", "_values")
 
-    def __init__(self, columns: Sequence[str], values: Tuple[Any, ...]) -> None:
+    def __init__(self, columns: Sequence[str], values: tuple[Any, ...]) -> None:
         self._columns = columns
         self._values = values
 
-    def __getitem__(self, key: Union[int, str]) -> Any:
+    def __getitem__(self, key: int | str) -> Any:
         if isinstance(key, str):
             try:
                 key = list(self._columns).index(key)
@@ -101,7 +102,7 @@ class Row:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Row({dict(zip(self._columns, self._values))!r})"
+        return f"Row({dict(zip(self._columns, self._values, strict=False))!r})"
 
 
 class Rows:
@@ -115,7 +116,7 @@ class Rows:
     __slots__ = ("columns", "_rows")
 
     def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self.columns: Tuple[str, ...] = tuple(columns)
+        self.columns: tuple[str, ...] = tuple(columns)
         """The column names, in order."""
         self._rows = [tuple(row) for row in rows]
 
@@ -129,11 +130,11 @@ class Rows:
         columns = self.columns
         return (Row(columns, values) for values in self._rows)
 
-    def first(self) -> Optional[Row]:
+    def first(self) -> Row | None:
         """The first row, or None when there are none."""
         return Row(self.columns, self._rows[0]) if self._rows else None
 
-    def tuples(self) -> List[Tuple[Any, ...]]:
+    def tuples(self) -> list[tuple[Any, ...]]:
         """Every row as a tuple, in column order."""
         return list(self._rows)
 
@@ -163,7 +164,7 @@ class Failure:
 
     __slots__ = ("offset", "error", "sql")
 
-    def __init__(self, offset: Optional[int], error: SqlError, sql: str) -> None:
+    def __init__(self, offset: int | None, error: SqlError, sql: str) -> None:
         self.offset = offset
         """The offset of the event that issued the write; None during `init`."""
         self.error = error
@@ -217,12 +218,12 @@ class Db:
         self._backend = backend
         # Deferred writes as the backend sends them, and per write the statement and
         # the offset of the event that issued it, for error messages.
-        self._writes: List[Any] = []
-        self._origins: List[Tuple[Statement, Optional[int]]] = []
+        self._writes: list[Any] = []
+        self._origins: list[tuple[Statement, int | None]] = []
         self._values = 0
         self._bytes = 0
-        self._offset: Optional[int] = None
-        self._failure: Optional[Failure] = None
+        self._offset: int | None = None
+        self._failure: Failure | None = None
         self._null = backend.null
         self._integer = backend.integer
         self._real = backend.real
@@ -241,7 +242,7 @@ class Db:
         self._offset = None
         self._failure = None
 
-    def _take_failure(self) -> Optional[Failure]:
+    def _take_failure(self) -> Failure | None:
         failure, self._failure = self._failure, None
         return failure
 
@@ -350,7 +351,7 @@ class Db:
             statement._backend = backend
         return statement._handle
 
-    def _convert(self, params: Params) -> Tuple[List[Any], int]:
+    def _convert(self, params: Params) -> tuple[list[Any], int]:
         """Checks each parameter and turns it into the backend's SQL value; returns the
         values and the bytes of their text and blobs. The common types are tested
         first, by exact type, to keep the hot path short."""
@@ -386,7 +387,7 @@ class Db:
                 append(converted)
         return out, size
 
-    def _convert_other(self, value: Any, params: Params) -> Tuple[Any, int]:
+    def _convert_other(self, value: Any, params: Params) -> tuple[Any, int]:
         """The uncommon parameter types, and the error for those without a SQL type."""
         if isinstance(value, int):  # bool, IntEnum and other int subclasses
             number = int(value)

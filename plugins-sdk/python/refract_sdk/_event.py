@@ -2,7 +2,7 @@
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -110,7 +110,7 @@ class Event:
         return data
 
     @property
-    def metadata_json(self) -> Optional[str]:
+    def metadata_json(self) -> str | None:
         """The metadata as JSON text, or None when the event has none."""
         if self._end == self._data_end:
             return None

@@ -1,6 +1,6 @@
 """What a projector says about itself: name, description, subscriptions."""
 
-from typing import Iterable, Optional, Tuple
+from collections.abc import Iterable
 
 MAX_NAME_LEN = 64
 """The longest projector name the host accepts."""
@@ -37,9 +37,9 @@ class Info:
         the same name."""
         self.description: str = description
         """One line for operators: what the read model holds."""
-        self.event_types: Tuple[str, ...] = tuple(event_types)
+        self.event_types: tuple[str, ...] = tuple(event_types)
         """Exact event types to receive; empty means every type."""
-        self.stream_prefixes: Tuple[str, ...] = tuple(stream_prefixes)
+        self.stream_prefixes: tuple[str, ...] = tuple(stream_prefixes)
         """Stream name prefixes to receive; empty means every stream."""
 
     def accepts(self, event_type: str, stream: str) -> bool:
@@ -48,12 +48,13 @@ class Info:
             not self.stream_prefixes or stream.startswith(self.stream_prefixes)
         )
 
-    def problem(self) -> Optional[str]:
+    def problem(self) -> str | None:
         """Why the host would refuse this info, or None. The host enforces the same
         rule at load time; checking here makes a native test fail the same way."""
         for field in ("name", "description"):
-            if not isinstance(getattr(self, field), str):
-                return f"the projector's {field} must be a str, not {type(getattr(self, field)).__name__}"
+            value = getattr(self, field)
+            if not isinstance(value, str):
+                return f"the projector's {field} must be a str, not {type(value).__name__}"
         for field in ("event_types", "stream_prefixes"):
             for item in getattr(self, field):
                 if not isinstance(item, str):

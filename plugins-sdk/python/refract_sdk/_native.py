@@ -10,7 +10,8 @@ native tests too. The host is the authority: its date and time functions also re
 """
 
 import sqlite3
-from typing import Any, Callable, List, Tuple, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 from ._db import Rows, WriteFailed
 from ._errors import SqlError, SqlErrorKind
@@ -18,7 +19,15 @@ from ._errors import SqlError, SqlErrorKind
 # The host's rules, copied from `host/src/runtime/sql.rs` (the authority).
 
 PRAGMAS_ANY_ARGUMENT = frozenset(
-    ("table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo", "foreign_key_list")
+    (
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+    )
 )
 """PRAGMAs a projector may run with any argument: they only describe the schema."""
 
@@ -57,17 +66,39 @@ T = TypeVar("T")
 _S = sqlite3
 # Actions and which of their two arguments name schema objects.
 _NAMES_BOTH = frozenset(
-    (_S.SQLITE_CREATE_INDEX, _S.SQLITE_DROP_INDEX, _S.SQLITE_DROP_TEMP_INDEX,
-     _S.SQLITE_CREATE_TRIGGER, _S.SQLITE_DROP_TRIGGER, _S.SQLITE_DROP_TEMP_TRIGGER)
+    (
+        _S.SQLITE_CREATE_INDEX,
+        _S.SQLITE_DROP_INDEX,
+        _S.SQLITE_DROP_TEMP_INDEX,
+        _S.SQLITE_CREATE_TRIGGER,
+        _S.SQLITE_DROP_TRIGGER,
+        _S.SQLITE_DROP_TEMP_TRIGGER,
+    )
 )
 _NAMES_FIRST = frozenset(
-    (_S.SQLITE_CREATE_TABLE, _S.SQLITE_DROP_TABLE, _S.SQLITE_DROP_TEMP_TABLE, _S.SQLITE_DELETE,
-     _S.SQLITE_INSERT, _S.SQLITE_READ, _S.SQLITE_UPDATE, _S.SQLITE_ANALYZE, _S.SQLITE_DROP_VTABLE,
-     _S.SQLITE_CREATE_VIEW, _S.SQLITE_DROP_VIEW, _S.SQLITE_DROP_TEMP_VIEW, _S.SQLITE_REINDEX)
+    (
+        _S.SQLITE_CREATE_TABLE,
+        _S.SQLITE_DROP_TABLE,
+        _S.SQLITE_DROP_TEMP_TABLE,
+        _S.SQLITE_DELETE,
+        _S.SQLITE_INSERT,
+        _S.SQLITE_READ,
+        _S.SQLITE_UPDATE,
+        _S.SQLITE_ANALYZE,
+        _S.SQLITE_DROP_VTABLE,
+        _S.SQLITE_CREATE_VIEW,
+        _S.SQLITE_DROP_VIEW,
+        _S.SQLITE_DROP_TEMP_VIEW,
+        _S.SQLITE_REINDEX,
+    )
 )
 _TEMPORARY = frozenset(
-    (_S.SQLITE_CREATE_TEMP_INDEX, _S.SQLITE_CREATE_TEMP_TABLE, _S.SQLITE_CREATE_TEMP_TRIGGER,
-     _S.SQLITE_CREATE_TEMP_VIEW)
+    (
+        _S.SQLITE_CREATE_TEMP_INDEX,
+        _S.SQLITE_CREATE_TEMP_TABLE,
+        _S.SQLITE_CREATE_TEMP_TRIGGER,
+        _S.SQLITE_CREATE_TEMP_VIEW,
+    )
 )
 _ALLOWED = frozenset((_S.SQLITE_SELECT, _S.SQLITE_RECURSIVE))
 
@@ -133,7 +164,7 @@ class NativeBackend:
             self._trusted = False
 
     @staticmethod
-    def write(handle: str, values: List[Any]) -> Tuple[str, List[Any]]:
+    def write(handle: str, values: list[Any]) -> tuple[str, list[Any]]:
         # Natively the handle is the statement's SQL text.
         return (handle, values)
 
@@ -153,7 +184,7 @@ class NativeBackend:
             raise sql_error(e) from None
         return sql
 
-    def execute_batch(self, writes: List[Tuple[str, List[Any]]]) -> None:
+    def execute_batch(self, writes: list[tuple[str, list[Any]]]) -> None:
         execute = self.conn.execute
         for index, (sql, values) in enumerate(writes):
             try:
@@ -161,14 +192,14 @@ class NativeBackend:
             except (sqlite3.Error, OverflowError, ValueError) as e:
                 raise WriteFailed(index, sql_error(e)) from None
 
-    def execute(self, _handle: Any, sql: str, values: List[Any]) -> int:
+    def execute(self, _handle: Any, sql: str, values: list[Any]) -> int:
         try:
             cursor = self.conn.execute(sql, values)
         except (sqlite3.Error, OverflowError, ValueError) as e:
             raise sql_error(e) from None
         return max(cursor.rowcount, 0)
 
-    def query(self, _handle: Any, sql: str, values: List[Any]) -> Rows:
+    def query(self, _handle: Any, sql: str, values: list[Any]) -> Rows:
         return self.run_query(sql, values)
 
     def run_query(self, sql: str, values: Any = ()) -> Rows:
@@ -190,7 +221,7 @@ class NativeBackend:
             raise sql_error(e) from None
 
 
-def _statements(sql: str) -> List[str]:
+def _statements(sql: str) -> list[str]:
     """Splits SQL text into complete statements (`sqlite3.complete_statement` knows
     where strings, comments and triggers end)."""
     statements, current = [], ""

@@ -1,7 +1,7 @@
 """The base class a projector extends, and `export`, which makes it the component."""
 
 import sys
-from typing import Any, Type
+from typing import Any
 
 from ._db import Db
 from ._event import Event
@@ -67,14 +67,16 @@ def check(projector: Any) -> Info:
         )
     for method in ("init", "handle"):
         if getattr(projector, method) is getattr(Projector, method):
-            raise TypeError(f"{name} must define {method}(self, {'event, ' if method == 'handle' else ''}db)")
+            raise TypeError(
+                f"{name} must define {method}(self, {'event, ' if method == 'handle' else ''}db)"
+            )
     problem = info.problem()
     if problem is not None:
         raise ValueError(f"{name}.info: {problem}")
     return info
 
 
-def export(projector: Type[Projector]) -> Any:
+def export(projector: type[Projector]) -> Any:
     """Makes `projector` the component's implementation of the Refract contract.
 
     componentize-py looks for a class named `WitWorld` in the module it builds, so

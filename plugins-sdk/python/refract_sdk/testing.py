@@ -19,7 +19,8 @@ batch runs in a transaction that rolls back if an event fails.
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
+from typing import Any
+from collections.abc import Iterable
 
 from . import _batch
 from ._db import Db, Rows
@@ -65,11 +66,11 @@ class TestEvent:
     type: str
     stream: str = "test"
     data_json: str = "{}"
-    metadata_json: Optional[str] = None
-    id: Optional[str] = None
-    offset: Optional[int] = None
-    stream_version: Optional[int] = None
-    recorded_at_micros: Optional[int] = None
+    metadata_json: str | None = None
+    id: str | None = None
+    offset: int | None = None
+    stream_version: int | None = None
+    recorded_at_micros: int | None = None
 
     def as_event(self) -> Event:
         """The event as a projector would see it, for testing a parsing function
@@ -79,9 +80,7 @@ class TestEvent:
         packed.push(self, offset, 1 if self.stream_version is None else self.stream_version)
         text = packed.text_view()
         ends = packed.ends
-        return Event(
-            offset, packed.stream_versions[0], packed.recorded_at[0], text, 0, *ends
-        )
+        return Event(offset, packed.stream_versions[0], packed.recorded_at[0], text, 0, *ends)
 
 
 def event(
@@ -89,12 +88,12 @@ def event(
     *,
     stream: str = "test",
     data: Any = None,
-    data_json: Optional[str] = None,
+    data_json: str | None = None,
     metadata: Any = None,
-    id: Optional[str] = None,
-    offset: Optional[int] = None,
-    stream_version: Optional[int] = None,
-    recorded_at_micros: Optional[int] = None,
+    id: str | None = None,
+    offset: int | None = None,
+    stream_version: int | None = None,
+    recorded_at_micros: int | None = None,
 ) -> TestEvent:
     """An event of `type` on `stream` (default `test`). `data` and `metadata` are
     serialized to JSON (`data` defaults to `{}`); `data_json` takes the payload as
@@ -125,7 +124,7 @@ class TestProjector:
 
     __test__ = False
 
-    def __init__(self, projector: Type[Projector]) -> None:
+    def __init__(self, projector: type[Projector]) -> None:
         """A fresh in-memory read model after the projector's `init`. Raises
         `ValueError`/`TypeError` if the class is not a usable projector (a bad name,
         say) and `InitError` if `init` fails."""
@@ -135,7 +134,7 @@ class TestProjector:
         self._db = Db(self._backend)
         self.last_offset = 0
         """The offset of the last event applied, delivered or not; 0 before any."""
-        self._versions: Dict[str, int] = {}
+        self._versions: dict[str, int] = {}
         self._transaction("BEGIN")
         message = _batch.init(self._projector, self._db)
         if message is not None:
@@ -155,7 +154,11 @@ class TestProjector:
             if offset <= self.last_offset:
                 raise BatchError(offset, f"offsets must grow: {offset} follows {self.last_offset}")
             self.last_offset = offset
-            version = self._versions.get(item.stream, 0) + 1 if item.stream_version is None else item.stream_version
+            version = (
+                self._versions.get(item.stream, 0) + 1
+                if item.stream_version is None
+                else item.stream_version
+            )
             self._versions[item.stream] = version
             if self.info.accepts(item.type, item.stream):
                 packed.push(item, offset, version)
@@ -174,7 +177,7 @@ class TestProjector:
         """Runs any SQL query against the read model, outside the sandbox."""
         return self._backend.trusted(lambda _conn: self._backend.run_query(sql, params))
 
-    def rows(self, sql: str, params: Any = ()) -> List[Tuple[Any, ...]]:
+    def rows(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """Runs a query and returns its rows as tuples."""
         return self.query(sql, params).tuples()
 
@@ -190,10 +193,10 @@ class _Packed:
     """A batch in the host's packed layout (`event-batch`), so native tests exercise
     the same unpacking code as the component."""
 
-    offsets: List[int] = field(default_factory=list)
-    stream_versions: List[int] = field(default_factory=list)
-    recorded_at: List[int] = field(default_factory=list)
-    ends: List[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    stream_versions: list[int] = field(default_factory=list)
+    recorded_at: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
     _text: bytearray = field(default_factory=bytearray)
 
     @property

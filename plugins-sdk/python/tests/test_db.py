@@ -3,7 +3,17 @@ name the event, immediate writes, parameter checks, and statement handles."""
 
 import unittest
 
-from refract_sdk import FLUSH_BYTES, FLUSH_WRITES, Db, Info, Projector, SqlError, SqlErrorKind, Statement, _batch
+from refract_sdk import (
+    FLUSH_BYTES,
+    FLUSH_WRITES,
+    Db,
+    Info,
+    Projector,
+    SqlError,
+    SqlErrorKind,
+    Statement,
+    _batch,
+)
 from refract_sdk.testing import BatchError, InitError, TestProjector, event
 
 from .support import SpyBackend
@@ -54,7 +64,14 @@ class Items(Projector):
 class DeferredWritesTest(unittest.TestCase):
     def test_reads_see_the_writes_before_them(self):
         t = TestProjector(Items)
-        t.apply([event("add", data={"name": "a", "qty": 1}), event("count"), event("add", data={"name": "b", "qty": 2}), event("count")])
+        t.apply(
+            [
+                event("add", data={"name": "a", "qty": 1}),
+                event("count"),
+                event("add", data={"name": "b", "qty": 2}),
+                event("count"),
+            ]
+        )
         self.assertEqual(Items.seen_counts, [1, 2])
 
     def test_a_failed_deferred_write_names_the_event_that_issued_it(self):
@@ -68,14 +85,22 @@ class DeferredWritesTest(unittest.TestCase):
                 ]
             )
         self.assertEqual(failed.exception.offset, 2)
-        self.assertIn("deferred write failed: constraint: CHECK constraint failed", failed.exception.message)
+        self.assertIn(
+            "deferred write failed: constraint: CHECK constraint failed", failed.exception.message
+        )
         self.assertIn("(statement: INSERT INTO items", failed.exception.message)
         self.assertEqual(t.rows("SELECT count(*) FROM items"), [(0,)])  # rolled back
 
     def test_a_failure_swallowed_by_the_projector_still_fails_the_batch(self):
         t = TestProjector(Items)
         with self.assertRaises(BatchError) as failed:
-            t.apply([event("add", data={"name": "a", "qty": -1}), event("swallow"), event("add", data={"name": "b", "qty": 1})])
+            t.apply(
+                [
+                    event("add", data={"name": "a", "qty": -1}),
+                    event("swallow"),
+                    event("add", data={"name": "b", "qty": 1}),
+                ]
+            )
         self.assertEqual(failed.exception.offset, 1)
         self.assertIn("CHECK constraint failed", failed.exception.message)
 
@@ -97,7 +122,9 @@ class DeferredWritesTest(unittest.TestCase):
 
     def test_a_batch_with_many_writes_flushes_early(self):
         backend = SpyBackend()
-        batch = _packed([event("add", data={"name": str(i), "qty": i}) for i in range(FLUSH_WRITES + 5)])
+        batch = _packed(
+            [event("add", data={"name": str(i), "qty": i}) for i in range(FLUSH_WRITES + 5)]
+        )
         self.assertIsNone(_batch.handle(Items(), Db(backend), batch))
         self.assertEqual([len(b) for b in backend.batches], [FLUSH_WRITES, 5])
 
@@ -113,7 +140,9 @@ class DeferredWritesTest(unittest.TestCase):
     def test_statements_are_prepared_once_per_database(self):
         first, second = SpyBackend(), SpyBackend()
         for backend in (first, first, second):
-            _batch.handle(Items(), Db(backend), _packed([event("add", data={"name": "a", "qty": 1})]))
+            _batch.handle(
+                Items(), Db(backend), _packed([event("add", data={"name": "a", "qty": 1})])
+            )
         # A handle is only good for the database that issued it: a second one prepares
         # the statement again.
         self.assertEqual((first.prepared, second.prepared), ([ADD.sql], [ADD.sql]))
@@ -157,7 +186,11 @@ class ParametersTest(unittest.TestCase):
     def test_values_without_a_sql_type_are_refused_clearly(self):
         db = Db(SpyBackend())
         cases = [
-            ((1, 2**63), ValueError, "parameter ?2 is 9223372036854775808, outside SQLite's 64-bit integer range"),
+            (
+                (1, 2**63),
+                ValueError,
+                "parameter ?2 is 9223372036854775808, outside SQLite's 64-bit integer range",
+            ),
             (("ok", {"a": 1}), TypeError, "parameter ?2 is {'a': 1}, a dict"),
             (("\ud800",), ValueError, "parameter ?1 is not valid Unicode text"),
             ("abc", TypeError, "parameters must be a sequence such as a tuple, not str"),
@@ -192,7 +225,11 @@ class InitTest(unittest.TestCase):
 
         with self.assertRaises(InitError) as failed:
             TestProjector(BadInit)
-        self.assertRegex(str(failed.exception), r"init of projector 'bad-init' failed: RuntimeError: no schema today \(at test_db.py:\d+, in init\)")
+        self.assertRegex(
+            str(failed.exception),
+            r"init of projector 'bad-init' failed: "
+            r"RuntimeError: no schema today \(at test_db.py:\d+, in init\)",
+        )
 
     def test_a_deferred_write_in_init_is_flushed_and_can_fail(self):
         class Seeds(Projector):
@@ -207,7 +244,9 @@ class InitTest(unittest.TestCase):
 
         with self.assertRaises(InitError) as failed:
             TestProjector(Seeds)
-        self.assertIn("deferred write failed: constraint: CHECK constraint failed", str(failed.exception))
+        self.assertIn(
+            "deferred write failed: constraint: CHECK constraint failed", str(failed.exception)
+        )
 
 
 def _packed(events):

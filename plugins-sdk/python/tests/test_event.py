@@ -35,7 +35,9 @@ class Quiet(Projector):
 def run(ends, text, offsets=(7,)):
     n = len(offsets)
     projector = Quiet()
-    failed = _batch.handle(projector, Db(SpyBackend()), Batch(list(offsets), [1] * n, [0] * n, ends, text))
+    failed = _batch.handle(
+        projector, Db(SpyBackend()), Batch(list(offsets), [1] * n, [0] * n, ends, text)
+    )
     return failed, getattr(projector, "last", None)
 
 
@@ -55,7 +57,9 @@ class EventFieldsTest(unittest.TestCase):
         self.assertEqual((first.metadata, first.metadata_json), ({"by": "me"}, '{"by":"me"}'))
         self.assertEqual(first.recorded_at_micros, DEFAULT_EPOCH_MICROS + 1_000_000)
         self.assertEqual(first.recorded_at, datetime(2024, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
-        self.assertEqual((second.stream_version, second.metadata, second.metadata_json), (2, None, None))
+        self.assertEqual(
+            (second.stream_version, second.metadata, second.metadata_json), (2, None, None)
+        )
         self.assertEqual(second.recorded_at_micros, -5)
         self.assertEqual((third.stream_version, third.data), (1, {}))
         self.assertEqual(second.id, "00000000-0000-7000-8000-000000000002")
@@ -72,12 +76,24 @@ class EventFieldsTest(unittest.TestCase):
         first, second = Recorder.events
         self.assertEqual((first.stream, first.type, first.data["name"]), ("flüß-1", "é", "Zoë 🎉"))
         self.assertEqual((second.stream, second.type, second.data_json), ("s", "plain", "{}"))
-        self.assertEqual(t.rows("SELECT stream, payload FROM seen WHERE offset = 1"), [("flüß-1", '{"name":"Zoë 🎉"}')])
+        self.assertEqual(
+            t.rows("SELECT stream, payload FROM seen WHERE offset = 1"),
+            [("flüß-1", '{"name":"Zoë 🎉"}')],
+        )
 
     def test_offsets_versions_and_json_integers_are_exact_past_2_to_the_53(self):
         t = TestProjector(Recorder)
         huge = 2**63 - 1
-        t.apply([event("big", data_json=f'{{"n": {huge}, "m": {2**53 + 1}}}', offset=2**53 + 1, stream_version=2**64 - 1)])
+        t.apply(
+            [
+                event(
+                    "big",
+                    data_json=f'{{"n": {huge}, "m": {2**53 + 1}}}',
+                    offset=2**53 + 1,
+                    stream_version=2**64 - 1,
+                )
+            ]
+        )
         (only,) = Recorder.events
         self.assertEqual((only.offset, only.stream_version), (2**53 + 1, 2**64 - 1))
         self.assertEqual(only.data, {"n": huge, "m": 2**53 + 1})
@@ -89,13 +105,16 @@ class EventFieldsTest(unittest.TestCase):
         t.apply([event("bad", data_json="{not json")])  # never parsed: no failure
         (only,) = Recorder.events
         with self.assertRaises(json.JSONDecodeError):
-            only.data
+            _ = only.data
         ok = event("ok", data={"k": [1]}).as_event()
         self.assertIs(ok.data, ok.data)
 
     def test_as_event_builds_an_event_for_unit_tests(self):
         e = event("money.deposited", stream="acc-1", data={"amount": 5}, offset=9).as_event()
-        self.assertEqual((e.offset, e.stream_version, e.type, e.stream, e.data), (9, 1, "money.deposited", "acc-1", {"amount": 5}))
+        self.assertEqual(
+            (e.offset, e.stream_version, e.type, e.stream, e.data),
+            (9, 1, "money.deposited", "acc-1", {"amount": 5}),
+        )
 
 
 class MalformedBatchTest(unittest.TestCase):
@@ -113,7 +132,9 @@ class MalformedBatchTest(unittest.TestCase):
         def message(ends, text, offsets=(7,)):
             failed, _ = run(ends, text, offsets)
             self.assertIsNotNone(failed)
-            self.assertTrue(failed.message.startswith("malformed event batch from the host: "), failed.message)
+            self.assertTrue(
+                failed.message.startswith("malformed event batch from the host: "), failed.message
+            )
             return failed
 
         self.assertIn("text ends", message([2, 3, 4, 6], b"idstd{}").message)

@@ -52,9 +52,17 @@ class ExportTest(unittest.TestCase):
 
         cases = [
             (Plain, TypeError, "export() takes a Projector subclass"),
-            (NoInfo, TypeError, 'NoInfo.info must be an Info, not NoneType: add `info = Info("noinfo"'),
+            (
+                NoInfo,
+                TypeError,
+                'NoInfo.info must be an Info, not NoneType: add `info = Info("noinfo"',
+            ),
             (NoHandle, TypeError, "NoHandle must define handle(self, event, db)"),
-            (BadName, ValueError, "projector name 'Bad Name' is invalid: use 1 to 64 characters of [a-z0-9_-]"),
+            (
+                BadName,
+                ValueError,
+                "projector name 'Bad Name' is invalid: use 1 to 64 characters of [a-z0-9_-]",
+            ),
         ]
         for projector, error, message in cases:
             with self.assertRaises(error) as raised:
@@ -68,9 +76,14 @@ class HandleErrorTest(unittest.TestCase):
     def test_an_exception_names_the_offset_with_the_tracebacks_last_line(self):
         t = TestProjector(Good)
         with self.assertRaises(BatchError) as failed:
-            t.apply([event("a", stream="acc-1"), event("b", stream="acc-1"), event("a", stream="acc-1")])
+            t.apply(
+                [event("a", stream="acc-1"), event("b", stream="acc-1"), event("a", stream="acc-1")]
+            )
         self.assertEqual(failed.exception.offset, 2)
-        self.assertRegex(failed.exception.message, r"^KeyError: 'amount' \(at test_projector.py:\d+, in handle\)$")
+        self.assertRegex(
+            failed.exception.message,
+            r"^KeyError: 'amount' \(at test_projector.py:\d+, in handle\)$",
+        )
 
     def test_the_location_is_the_projectors_line_not_the_json_modules(self):
         class Parses(Recorder):
@@ -82,14 +95,17 @@ class HandleErrorTest(unittest.TestCase):
             t.apply([event("x", data_json="{oops")])
         self.assertRegex(
             failed.exception.message,
-            r"^JSONDecodeError: Expecting property name .* \(at test_projector.py:\d+, in handle\)$",
+            r"^JSONDecodeError: Expecting property name .* "
+            r"\(at test_projector.py:\d+, in handle\)$",
         )
 
 
 class SubscriptionsTest(unittest.TestCase):
     def test_only_subscribed_events_are_delivered(self):
         t = TestProjector(Good)
-        delivered = t.apply([event("a", stream="acc-1"), event("a", stream="order-1"), event("c", stream="acc-1")])
+        delivered = t.apply(
+            [event("a", stream="acc-1"), event("a", stream="order-1"), event("c", stream="acc-1")]
+        )
         self.assertEqual((delivered, t.last_offset), (1, 3))
 
     def test_offsets_must_grow(self):
@@ -108,7 +124,9 @@ class Sql(Projector):
 
     def init(self, db):
         type(self).errors = []
-        db.execute_script("CREATE TABLE t (x); CREATE INDEX t_x ON t (x); INSERT INTO t VALUES ('a;b');")
+        db.execute_script(
+            "CREATE TABLE t (x); CREATE INDEX t_x ON t (x); INSERT INTO t VALUES ('a;b');"
+        )
 
     def handle(self, event, db):
         try:
@@ -154,14 +172,25 @@ class NativeSandboxTest(unittest.TestCase):
             ("query", "PRAGMA user_version"),
             ("query", "SELECT x FROM t"),
             ("script", "CREATE VIRTUAL TABLE docs USING fts5 (body)"),
-            ("query", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) SELECT * FROM n"),
+            (
+                "query",
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) "
+                "SELECT * FROM n",
+            ),
             ("script", "CREATE TABLE u (y); INSERT INTO u VALUES ('1;2'); -- done"),
-            ("script", "CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN INSERT INTO u VALUES (1); END;"),
+            (
+                "script",
+                "CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN INSERT INTO u VALUES (1); END;",
+            ),
         ]
         self.assertEqual(self.kinds(*allowed), [None] * len(allowed))
 
     def test_errors_keep_their_kind(self):
-        kinds = self.kinds(("query", "SELEC nonsense"), ("query", "SELECT 1; SELECT 2"), ("script", "INSERT INTO t VALUES (1"))
+        kinds = self.kinds(
+            ("query", "SELEC nonsense"),
+            ("query", "SELECT 1; SELECT 2"),
+            ("script", "INSERT INTO t VALUES (1"),
+        )
         self.assertEqual(kinds, [SqlErrorKind.INVALID] * 3)
 
 

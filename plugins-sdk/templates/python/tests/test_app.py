@@ -25,7 +25,10 @@ class ReadModelTest(unittest.TestCase):
     def test_stock_moves_with_the_events(self):
         t = TestProjector(ReadModel)
         t.apply([added("A", 10), removed("A", 4), added("B", 1)])
-        self.assertEqual(t.rows("SELECT sku, qty, last_offset FROM stock ORDER BY sku"), [("A", 6, 2), ("B", 1, 3)])
+        self.assertEqual(
+            t.rows("SELECT sku, qty, last_offset FROM stock ORDER BY sku"),
+            [("A", 6, 2), ("B", 1, 3)],
+        )
 
     def test_a_bad_event_names_its_offset(self):
         t = TestProjector(ReadModel)
