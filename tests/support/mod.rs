@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod guests;
 pub mod guests_ts;
+pub mod guests_py;
 pub mod host;
 pub mod nats;
 pub mod tiny_disk;
