@@ -7,11 +7,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::cli::{refract, text};
 use support::guests::guest;
 use support::host::RunningHost;
 
@@ -19,29 +20,6 @@ type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Builds under load on a shared 2-core machine can take minutes: liveness only.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// `refract <args>` in `cwd`, not influenced by the caller's environment.
-fn refract(cwd: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_refract"));
-    command
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("REFRACT_DATA")
-        .env_remove("REFRACT_CONFIG")
-        .env_remove("REFRACT_TOKEN")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Where this process's projects live: a folder of the system's temp directory, so
 /// outside this repository (and any cargo workspace). Folders left by earlier runs

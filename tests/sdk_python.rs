@@ -5,14 +5,14 @@
 //! - The Python `balances` builds the same read model as the Rust one, by checksum.
 //! - A Python exception becomes a handle error naming the event's offset.
 //! - `py-probe` drives every path of the SDK's component glue.
-//! - The scaffold template (`plugins-sdk/templates/python`), copied as `refract new`
-//!   would, builds with its own manifest, passes its native tests, and its golden
-//!   fixture holds in the real sandbox; so does the example's.
+//! - `refract new --lang python` scaffolds a project that passes its native tests and,
+//!   built by `refract test` with its own manifest, its golden fixture in the real
+//!   sandbox; the example's fixture holds for it and for its Rust twin.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use refract::engine::{BatchLimits, Projection, Step};
@@ -22,10 +22,10 @@ use refract::runtime::{
     RuntimeConfig, SandboxLimits,
 };
 use rusqlite::Connection;
-use rusqlite::types::ValueRef;
-use serde::Deserialize;
+use support::cli;
 use support::guests_py::{
-    Manifest, checked_venv, compile_cache_dir, python_guest_bytes, run_in, workspace_root,
+    Manifest, checked_venv, compile_cache_dir, python_guest, python_guest_bytes, run_in,
+    workspace_root,
 };
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -353,163 +353,19 @@ fn the_python_sdk_glue_reaches_every_host_call() -> Result {
     Ok(())
 }
 
-/// A golden fixture's expectation: a query and its rows, as `refract test` reads them.
-#[derive(Deserialize)]
-struct Expectation {
-    sql: String,
-    rows: Vec<Vec<serde_json::Value>>,
-}
-
-/// One line of a fixture's `.jsonl`, in the shape `refract append --file` takes.
-#[derive(Deserialize)]
-struct FixtureEvent {
-    stream: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    data: serde_json::Value,
-    metadata: Option<serde_json::Value>,
-    id: Option<String>,
-}
-
-/// Checks the golden fixture `jsonl` (with its `.expect.json`) against `loaded`: the
-/// events go into a fresh log, the engine's replay builds a fresh read model, and every
-/// query must return exactly the expected rows. Until `refract test` exists, this is
-/// how the fixtures of the template and the example are kept honest.
-fn check_fixture(loaded: &LoadedProjector, jsonl: &Path) -> Result {
-    let dir = tempfile::tempdir()?;
-    let log = EventLog::open(&dir.path().join("events.db"), LogOptions::default())?;
-    let mut events = Vec::new();
-    for line in std::fs::read_to_string(jsonl)?
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-    {
-        let event: FixtureEvent = serde_json::from_str(line)?;
-        let mut new = NewEvent::new(event.stream, event.event_type, event.data.to_string());
-        if let Some(metadata) = event.metadata {
-            new = new.with_metadata(metadata.to_string());
-        }
-        if let Some(id) = event.id {
-            new = new.with_id(id);
-        }
-        events.push(new);
-    }
-    let head = log
-        .append(events)?
-        .last()
-        .copied()
-        .ok_or("an empty fixture")?;
-    let db = dir.path().join("model.db");
-    replay(loaded, &log, &db, head)?;
-
-    let expect_path = jsonl.with_extension("expect.json");
-    let expectations: Vec<Expectation> =
-        serde_json::from_str(&std::fs::read_to_string(&expect_path)?)?;
-    assert!(
-        !expectations.is_empty(),
-        "{} expects nothing",
-        expect_path.display()
-    );
-    let conn = Connection::open(&db)?;
-    for expectation in expectations {
-        let mut statement = conn.prepare(&expectation.sql)?;
-        let width = statement.column_count();
-        let mut rows = statement.query([])?;
-        let mut actual = Vec::new();
-        while let Some(row) = rows.next()? {
-            let mut values = Vec::with_capacity(width);
-            for index in 0..width {
-                values.push(match row.get_ref(index)? {
-                    ValueRef::Null => serde_json::Value::Null,
-                    ValueRef::Integer(i) => i.into(),
-                    ValueRef::Real(r) => r.into(),
-                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-                    ValueRef::Blob(_) => return Err("a fixture cannot expect a blob".into()),
-                });
-            }
-            actual.push(values);
-        }
-        assert_eq!(
-            actual,
-            expectation.rows,
-            "{}: `{}` returned other rows",
-            jsonl.display(),
-            expectation.sql
-        );
-    }
-    Ok(())
-}
-
-/// The `.jsonl` fixtures under the manifest's `tests` entries.
-fn fixtures(project: &Path, tests: &[String]) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    for entry in tests {
-        let path = project.join(entry);
-        if path.is_dir() {
-            for file in std::fs::read_dir(&path)? {
-                let file = file?.path();
-                if file.extension().is_some_and(|ext| ext == "jsonl") {
-                    found.push(file);
-                }
-            }
-        } else {
-            found.push(path);
-        }
-    }
-    found.sort();
-    assert!(
-        !found.is_empty(),
-        "no fixture under {tests:?} in {}",
-        project.display()
-    );
-    Ok(found)
-}
-
-/// Copies the template at `from` into `to` as `refract new` does: placeholders replaced
-/// in contents and names, a trailing `.tmpl` dropped.
-fn scaffold(from: &Path, to: &Path, vars: &[(&str, String)]) -> Result {
-    let fill = |text: &str| {
-        vars.iter().fold(text.to_owned(), |text, (key, value)| {
-            text.replace(&format!("{{{{{key}}}}}"), value)
-        })
-    };
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let name = fill(&entry.file_name().to_string_lossy());
-        let target = to.join(name.strip_suffix(".tmpl").unwrap_or(&name));
-        if entry.file_type()?.is_dir() {
-            scaffold(&entry.path(), &target, vars)?;
-        } else {
-            let text = fill(&std::fs::read_to_string(entry.path())?);
-            if let Some(at) = text.find("{{") {
-                let rest: String = text[at..].chars().take(40).collect();
-                return Err(format!("{}: an unknown placeholder: {rest}", target.display()).into());
-            }
-            std::fs::write(&target, text)?;
-        }
-    }
-    Ok(())
-}
-
 #[test]
-fn the_python_template_builds_and_passes_its_tests() -> Result {
+fn refract_new_python_scaffolds_a_project_that_refract_test_passes() -> Result {
     let root = workspace_root();
     let dir = tempfile::tempdir()?;
     let project = dir.path().join("demo-py");
-    let vars = [
-        ("name", "demo-py".to_owned()),
-        ("name_snake", "demo_py".to_owned()),
-        (
-            "sdk_dir",
-            root.join("plugins-sdk").to_string_lossy().into_owned(),
-        ),
-        ("wit_dir", root.join("wit").to_string_lossy().into_owned()),
-    ];
-    scaffold(&root.join("plugins-sdk/templates/python"), &project, &vars)?;
-    let text = std::fs::read_to_string(project.join("projector.toml"))?;
+    let project_arg = project.to_str().ok_or("a non-UTF-8 temp path")?;
+    let created = cli::refract_ok(
+        dir.path(),
+        &["new", "demo-py", "--lang", "python", "--dir", project_arg],
+    )?;
     assert!(
-        !text.contains("{{"),
-        "a placeholder is left in projector.toml:\n{text}"
+        created.contains("pip install --require-hashes"),
+        "{created}"
     );
     let manifest = Manifest::read(&project)?;
     assert_eq!(manifest.name, "demo-py");
@@ -535,7 +391,6 @@ fn the_python_template_builds_and_passes_its_tests() -> Result {
     // The project's `.venv` is the SDK's pinned toolchain, linked rather than installed
     // again; the README's install command would create the same thing.
     std::os::unix::fs::symlink(checked_venv(), project.join(".venv"))?;
-    run_in(&project, &manifest.build)?;
     let python = checked_venv()
         .join("bin/python3")
         .to_string_lossy()
@@ -555,27 +410,30 @@ fn the_python_template_builds_and_passes_its_tests() -> Result {
         unit.contains("Ran 2 tests") && unit.contains("OK"),
         "{unit}"
     );
-
-    let loaded = runtime().load(&std::fs::read(project.join(&manifest.component))?)?;
-    assert_eq!(loaded.info().name, "demo-py");
-    for fixture in fixtures(&project, &manifest.tests)? {
-        check_fixture(&loaded, &fixture)?;
-    }
+    // `refract test` builds with the manifest's command and runs the golden fixture in
+    // the real sandbox.
+    let tested = cli::refract_ok(&project, &["test"])?;
+    assert!(
+        tested.contains("testing `demo-py`") && tested.contains("fixtures: 1 passed, 0 failed"),
+        "{tested}"
+    );
     Ok(())
 }
 
 #[test]
-fn the_python_example_passes_its_golden_fixture() -> Result {
+fn the_python_example_and_its_rust_twin_pass_its_golden_fixture() -> Result {
     let project = workspace_root().join("example-plugins/balances-py");
-    let manifest = Manifest::read(&project)?;
-    let loaded = load("balances-py")?;
-    assert_eq!(manifest.name, loaded.info().name);
-    for fixture in fixtures(&project, &manifest.tests)? {
-        check_fixture(&loaded, &fixture)?;
-    }
-    // The same fixture through the Rust twin: the expectations hold for both.
-    for fixture in fixtures(&project, &manifest.tests)? {
-        check_fixture(&load("balances")?, &fixture)?;
+    // The same fixture through both: the expectations hold for each.
+    for plugin in [
+        python_guest("balances-py"),
+        support::guests::guest("balances"),
+    ] {
+        let plugin = plugin.to_str().ok_or("a non-UTF-8 path")?.to_owned();
+        let tested = cli::refract_ok(&project, &["test", "--plugin", &plugin])?;
+        assert!(
+            tested.contains("testing `balances`") && tested.contains(" 0 failed"),
+            "{tested}"
+        );
     }
     Ok(())
 }

@@ -45,7 +45,9 @@ pub fn run(args: &NewArgs) -> Result<()> {
         Language::TypeScript => {
             Some("npm ci                # the pinned toolchain, from package-lock.json")
         }
-        Language::Python => Some("see README.md for the pinned toolchain's install"),
+        Language::Python => Some(
+            "python3 -m venv .venv && .venv/bin/pip install --require-hashes -r requirements.txt",
+        ),
     };
     println!("next:");
     println!("  cd {}", made.dir.display());

@@ -42,8 +42,8 @@
 mod append;
 mod error;
 mod ids;
-mod mirror;
 pub mod jsonl;
+mod mirror;
 mod model;
 mod options;
 mod query;
