@@ -44,6 +44,13 @@ pub const MAX_GROUP_REQUESTS: usize = 1024;
 /// (each repeat has the same `Nats-Msg-Id`), within the publish timeout.
 pub const MAX_PUBLISH_ATTEMPTS: usize = 3;
 
+/// The first wait before sending again to a stream with no leader; it doubles up to
+/// [`STREAM_MISSING_MAX_PAUSE`], within the append's deadline.
+const STREAM_MISSING_FIRST_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest wait between sends to a stream with no leader.
+const STREAM_MISSING_MAX_PAUSE: Duration = Duration::from_millis(500);
+
 /// Why a cluster append was not acknowledged.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -293,7 +300,14 @@ async fn publish(
     deadline: Instant,
 ) -> Result<u64, AppendError> {
     let mut last_problem = String::new();
-    for _ in 0..MAX_PUBLISH_ATTEMPTS {
+    // "No responders": no stream leader took the message, so nothing was stored and
+    // it can be sent again. That is what a stream looks like for the seconds its
+    // replicas elect a leader (just created, or its leader's server died), so it is
+    // waited out until the deadline rather than refused at once.
+    let mut stream_missing = false;
+    let mut pause = STREAM_MISSING_FIRST_PAUSE;
+    let mut attempts = 0;
+    while attempts < MAX_PUBLISH_ATTEMPTS {
         if Instant::now() >= deadline {
             break;
         }
@@ -334,12 +348,11 @@ async fn publish(
                     });
                 }
                 PublishErrorKind::StreamNotFound => {
-                    return Err(AppendError::Unavailable {
-                        reason: format!(
-                            "JetStream has no stream `{}` listening on `{}` (is JetStream up, and has a node created the stream?)",
-                            shared.config.stream, shared.subject
-                        ),
-                    });
+                    stream_missing = true;
+                    let wake = (Instant::now() + pause).min(deadline);
+                    tokio::time::sleep_until(wake.into()).await;
+                    pause = (pause * 2).min(STREAM_MISSING_MAX_PAUSE);
+                    continue;
                 }
                 _ if last_problem.is_empty() => {
                     return Err(AppendError::Unavailable {
@@ -349,6 +362,15 @@ async fn publish(
                 _ => last_problem = error.to_string(),
             },
         }
+        attempts += 1;
+    }
+    if stream_missing && last_problem.is_empty() {
+        return Err(AppendError::Unavailable {
+            reason: format!(
+                "JetStream has no stream `{}` listening on `{}` (is JetStream up, and has a node created the stream?)",
+                shared.config.stream, shared.subject
+            ),
+        });
     }
     Err(AppendError::OutcomeUnknown {
         reason: format!("JetStream did not answer in time ({last_problem})"),

@@ -36,6 +36,13 @@ pub const MIRROR_BATCH_MESSAGES: usize = 512;
 /// The most bytes of replicated messages the mirror holds for one transaction.
 pub const MIRROR_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long one of the mirror consumer's pull requests waits for messages. The client
+/// sets the idle heartbeat to half of it and recreates the consumer after two missed
+/// heartbeats, so this bounds how long a mirror stays silent after the NATS server that
+/// held its consumer dies: about 2 × this, instead of a minute at the client's default
+/// (a 30 s pull with a 15 s heartbeat).
+pub const MIRROR_PULL_EXPIRES: Duration = Duration::from_secs(4);
+
 /// The first pause after the mirror or the connection fails; doubles up to
 /// [`RETRY_MAX`].
 pub const RETRY_INITIAL: Duration = Duration::from_millis(100);

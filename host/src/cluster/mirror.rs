@@ -16,7 +16,9 @@ use async_nats::jetstream::{self, stream::Stream};
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::watch;
 
-use super::config::{MIRROR_BATCH_BYTES, MIRROR_BATCH_MESSAGES, RETRY_INITIAL, RETRY_MAX};
+use super::config::{
+    MIRROR_BATCH_BYTES, MIRROR_BATCH_MESSAGES, MIRROR_PULL_EXPIRES, RETRY_INITIAL, RETRY_MAX,
+};
 use super::status::MirrorState;
 use super::{ClusterError, Shared, connection, wire};
 use crate::log::{MirrorBatch, OrderedMessage};
@@ -144,6 +146,7 @@ async fn open_consumer(
                 start_sequence: start,
             },
             max_batch: i64::try_from(MIRROR_BATCH_MESSAGES).unwrap_or(i64::MAX),
+            max_expires: MIRROR_PULL_EXPIRES,
             ..pull::OrderedConfig::default()
         })
         .await
