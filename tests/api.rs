@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use refract::api::{self, ApiState, ServerConfig, Token};
 use refract::config::{Config, ProjectorSection, PromoteMode};
 use refract::data_dir::DataDir;
-use refract::engine::{Engine, EngineOptions};
+use refract::engine::{Engine, EngineOptions, LogCheck};
 use refract::log::{Durability, EventLog, LogOptions};
 use serde_json::{Value, json};
 use ureq::http::Response;
@@ -130,6 +130,7 @@ impl Host {
                 data_dir: data.clone(),
                 plugins_dir: data.plugins(),
                 config: engine_config,
+                log_check: LogCheck::Strict,
             },
             &log,
             runtime.handle(),
@@ -452,6 +453,194 @@ fn every_endpoint_but_health_needs_the_bearer_token() -> Result {
             .call(),
     )?;
     assert_eq!(ok.status, 200, "{}", ok.text);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Connections: caps and timeouts
+
+/// Tight connection limits, so a test can exceed them with a few hundred sockets and
+/// wait out the timeouts in seconds.
+fn tight_connections() -> ServerConfig {
+    ServerConfig {
+        header_read_timeout_ms: 1_000,
+        body_read_timeout_ms: 1_000,
+        idle_timeout_ms: 2_000,
+        max_connections: 48,
+        max_unauthenticated_connections: 24,
+        max_unauthenticated_per_peer: 24,
+        ..ServerConfig::default()
+    }
+}
+
+/// A raw TCP connection to the host, for requests no well-behaved client sends.
+fn raw_connection(host: &Host) -> Result<std::net::TcpStream> {
+    let address = host.url.trim_start_matches("http://");
+    let stream = std::net::TcpStream::connect(address)?;
+    // Liveness bound only: every read below expects an answer or a close much sooner.
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(stream)
+}
+
+/// Sends one whole request on `stream` and reads its answer: the status and the body.
+fn raw_exchange(stream: &mut std::net::TcpStream, request: &str) -> Result<(u16, String)> {
+    use std::io::Write as _;
+    stream.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| format!("not an HTTP answer: {status_line:?}"))?
+        .parse()?;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, String::from_utf8(body)?))
+}
+
+/// Whether the host has closed `stream`: a read ends (EOF or reset) instead of timing
+/// out.
+fn closed_by_host(stream: &mut std::net::TcpStream) -> bool {
+    let mut byte = [0_u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => !matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// The value of an unlabelled series in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| format!("no series {name} in:\n{text}").into())
+}
+
+/// The hostile fixture of the HTTP server: hundreds of connections that send part of a
+/// request head, with no token, and then nothing. Before connection caps and timeouts
+/// they held one file descriptor each forever, until `/health` and the token holder
+/// timed out.
+#[test]
+fn half_open_connections_are_closed_and_never_starve_the_token_holder() -> Result {
+    use std::io::Write as _;
+    let config = tight_connections();
+    let host = Host::start(&[], config.clone())?;
+    let authorization = host.bearer();
+
+    // A client with the token, on a keep-alive connection opened before the flood.
+    let mut kept = raw_connection(&host)?;
+    let request = format!(
+        "GET /v1/events/count HTTP/1.1\r\nHost: refract\r\nAuthorization: {authorization}\r\n\r\n"
+    );
+    assert_eq!(raw_exchange(&mut kept, &request)?.0, 200);
+
+    // The flood: four times the whole connection cap.
+    let flood = 4 * config.max_connections;
+    let mut half_open = Vec::with_capacity(flood);
+    for _ in 0..flood {
+        let mut stream = raw_connection(&host)?;
+        stream.write_all(b"GET /v1/events HTTP/1.1\r\nHost: refract\r\nX-Slow: ")?;
+        half_open.push(stream);
+    }
+
+    // Mid-flood: new clients with the token, `/health`, and the kept connection are
+    // all answered, and the flood holds no more than its share of connections.
+    for _ in 0..5 {
+        let count = host.get("/v1/events/count")?;
+        assert_eq!(count.status, 200, "{}", count.text);
+        let health = host.get_as("/health", Auth::Without)?;
+        assert_eq!(health.status, 200, "{}", health.text);
+    }
+    assert_eq!(raw_exchange(&mut kept, &request)?.0, 200);
+    let metrics = host.get("/metrics")?;
+    let unauthenticated = metric(&metrics.text, "refract_http_unauthenticated_connections")?;
+    assert!(
+        unauthenticated <= config.max_unauthenticated_connections as f64,
+        "{unauthenticated} unauthenticated connections are open"
+    );
+    let open = metric(&metrics.text, "refract_http_open_connections")?;
+    assert!(
+        open <= config.max_connections as f64,
+        "{open} connections are open"
+    );
+    assert!(metric(&metrics.text, "refract_http_evicted_connections_total")? > 0.0);
+
+    // Every half-open connection is closed by the host: the ones pushed out at once,
+    // the last ones when their head has not arrived within the header timeout.
+    let started = Instant::now();
+    for (index, stream) in half_open.iter_mut().enumerate() {
+        assert!(
+            closed_by_host(stream),
+            "half-open connection {index} of {flood} is still open after {:?}",
+            started.elapsed()
+        );
+    }
+    Ok(())
+}
+
+/// A connection that stops halfway through its body gets 408; an idle keep-alive
+/// connection, or one that never sends a byte, is closed after the idle timeout.
+#[test]
+fn slow_bodies_and_idle_connections_are_timed_out() -> Result {
+    use std::io::Write as _;
+    let host = Host::start(&[], tight_connections())?;
+    let authorization = host.bearer();
+
+    let mut slow_body = raw_connection(&host)?;
+    slow_body.write_all(
+        format!(
+            "POST /v1/streams/s/events HTTP/1.1\r\nHost: refract\r\nAuthorization: {authorization}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{{\"type\":"
+        )
+        .as_bytes(),
+    )?;
+    let (status, body) = raw_exchange(&mut slow_body, "")?;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("body_timeout"), "{body}");
+    assert!(body.contains("server.body_read_timeout_ms"), "{body}");
+    assert_eq!(
+        host.log.head()?,
+        0,
+        "nothing of the cut-off body was appended"
+    );
+
+    let mut idle = raw_connection(&host)?;
+    let request = format!(
+        "GET /v1/events/count HTTP/1.1\r\nHost: refract\r\nAuthorization: {authorization}\r\n\r\n"
+    );
+    assert_eq!(raw_exchange(&mut idle, &request)?.0, 200);
+    let mut silent = raw_connection(&host)?;
+    assert!(
+        closed_by_host(&mut idle),
+        "the idle keep-alive connection stayed open"
+    );
+    assert!(
+        closed_by_host(&mut silent),
+        "the silent connection stayed open"
+    );
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use refract::api::{self, ApiState, Token};
 use refract::config::Config;
 use refract::data_dir::DataDir;
-use refract::engine::{Engine, EngineOptions};
+use refract::engine::{Engine, EngineOptions, LogCheck};
 use refract::groups::{GroupSection, Groups};
 use refract::log::{Durability, EventLog, LogOptions, NewEvent, ReadQuery};
 use serde_json::{Value, json};
@@ -72,6 +72,7 @@ impl Host {
                 data_dir: data.clone(),
                 plugins_dir: data.plugins(),
                 config,
+                log_check: LogCheck::Strict,
             },
             &log,
             runtime.handle(),

@@ -1120,3 +1120,194 @@ fn the_log_is_send_sync_and_cheap_to_clone() {
     assert_send::<refract::log::LogReader>();
     assert_send::<refract::log::EventIter>();
 }
+
+// ---- the log as a cluster node's mirror ------------------------------------------------
+
+mod mirror {
+    use super::*;
+    use refract::log::{MirrorBatch, OrderedMessage, OrderedRequest};
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(future)
+    }
+
+    fn request(recorded_at: i64, events: Vec<NewEvent>) -> OrderedRequest {
+        OrderedRequest {
+            recorded_at,
+            events,
+        }
+    }
+
+    fn with_id(id: &str, stream: &str, expected: Option<u64>) -> NewEvent {
+        let mut event = NewEvent::new(stream, "T", format!(r#"{{"id":"{id}"}}"#)).with_id(id);
+        event.expected_version = expected;
+        event
+    }
+
+    /// Messages 1..=4: two plain requests, a conflicting one, a retry of the first
+    /// (duplicate ids), and one whose time is earlier than the one before.
+    fn messages() -> Vec<OrderedMessage> {
+        vec![
+            OrderedMessage {
+                position: 1,
+                requests: vec![
+                    request(
+                        100,
+                        vec![with_id("a", "s1", Some(0)), with_id("b", "s1", None)],
+                    ),
+                    request(200, vec![with_id("c", "s2", None)]),
+                ],
+            },
+            OrderedMessage {
+                position: 2,
+                requests: vec![request(300, vec![with_id("d", "s1", Some(0))])],
+            },
+            OrderedMessage {
+                position: 3,
+                requests: vec![request(
+                    400,
+                    vec![with_id("a", "s1", Some(0)), with_id("b", "s1", None)],
+                )],
+            },
+            OrderedMessage {
+                position: 4,
+                requests: vec![request(50, vec![with_id("e", "s1", Some(2))])],
+            },
+        ]
+    }
+
+    fn apply(log: &EventLog, messages: Vec<OrderedMessage>) -> Result<refract::log::MirrorOutcome> {
+        Ok(block_on(log.apply_ordered(MirrorBatch {
+            source: "STREAM@1".into(),
+            messages,
+        }))?)
+    }
+
+    #[test]
+    fn replicated_requests_apply_like_local_appends_and_identically_everywhere() -> Result {
+        let (_a, first) = fresh_log()?;
+        let (_b, second) = fresh_log()?;
+        // One node applies everything at once, the other message by message.
+        let outcome = apply(&first, messages())?;
+        let mut one_by_one = Vec::new();
+        for message in messages() {
+            one_by_one.extend(apply(&second, vec![message])?);
+        }
+        let offsets = |outcome: &refract::log::MirrorOutcome| -> Vec<Vec<std::result::Result<Vec<u64>, String>>> {
+            outcome
+                .iter()
+                .map(|m| {
+                    m.iter()
+                        .map(|r| match r {
+                            Ok(offsets) => Ok(offsets.clone()),
+                            Err(error) => Err(error.to_string()),
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(offsets(&outcome), offsets(&one_by_one));
+        assert_eq!(outcome[0][0].as_ref().ok(), Some(&vec![1, 2]));
+        assert_eq!(outcome[0][1].as_ref().ok(), Some(&vec![3]));
+        assert!(
+            matches!(
+                &outcome[1][0],
+                Err(LogError::VersionConflict {
+                    expected: 0,
+                    actual: 2,
+                    ..
+                })
+            ),
+            "{:?}",
+            outcome[1][0]
+        );
+        // A retry of the first request is answered with its original offsets.
+        assert_eq!(outcome[2][0].as_ref().ok(), Some(&vec![1, 2]));
+        assert_eq!(outcome[3][0].as_ref().ok(), Some(&vec![4]));
+
+        let events = all_events(&first)?;
+        assert_gap_free(&events);
+        assert_eq!(events, all_events(&second)?);
+        let times: Vec<i64> = events
+            .iter()
+            .map(|e| refract::log::timestamp_to_micros(e.recorded_at))
+            .collect();
+        // The publisher's times, never decreasing along offsets.
+        assert_eq!(times, vec![100, 100, 200, 200]);
+        let position = first.mirror_position()?.ok_or("a mirror position")?;
+        assert_eq!((position.position, position.head), (4, 4));
+        assert_eq!(first.head()?, 4);
+        assert_eq!(first.watch_head().borrow().to_owned(), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn a_mirror_refuses_local_appends_gaps_and_foreign_writes() -> Result {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("events.db");
+        let log = EventLog::open(&path, LogOptions::default())?;
+        apply(&log, messages()[..1].to_vec())?;
+        let refused = log.append(vec![ev("s", "T", "{}")]).unwrap_err();
+        assert!(matches!(refused, LogError::Mirror { .. }), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("append through a running cluster node")
+        );
+        // Reopened, it still knows it is a mirror.
+        drop(log);
+        let log = EventLog::open(&path, LogOptions::default())?;
+        assert!(matches!(
+            log.append(vec![ev("s", "T", "{}")]),
+            Err(LogError::Mirror { .. })
+        ));
+        // Position 3 after 1: a gap.
+        let gap = apply(&log, messages()[2..3].to_vec()).unwrap_err();
+        assert!(gap.to_string().contains("messages are missing"), "{gap}");
+        // Another source.
+        let other = block_on(log.apply_ordered(MirrorBatch {
+            source: "OTHER@2".into(),
+            messages: messages()[1..2].to_vec(),
+        }))
+        .unwrap_err();
+        assert!(other.to_string().contains("mirrors `STREAM@1`"), "{other}");
+        // Someone writes behind the mirror's back.
+        drop(log);
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute(
+            r#"INSERT INTO events ("offset", id, stream, stream_version, type, data, recorded_at)
+               VALUES (4, 'x', 'sx', 1, 'T', '{}', 0)"#,
+            [],
+        )?;
+        drop(conn);
+        let log = EventLog::open(&path, LogOptions::default())?;
+        let foreign = apply(&log, messages()[1..2].to_vec()).unwrap_err();
+        assert!(
+            foreign.to_string().contains("something else wrote to it"),
+            "{foreign}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_single_node_log_becomes_a_mirror_only_by_hand_over() -> Result {
+        let (_dir, log) = fresh_log()?;
+        log.append(vec![ev("s", "T", "{}"), ev("s", "T", "{}")])?;
+        let refused = apply(&log, messages()[..1].to_vec()).unwrap_err();
+        assert!(
+            refused.to_string().contains("refract cluster init --from"),
+            "{refused}"
+        );
+        block_on(log.start_mirror("STREAM@1".into(), 1))?;
+        let position = log.mirror_position()?.ok_or("a mirror position")?;
+        assert_eq!((position.position, position.head), (1, 2));
+        assert!(block_on(log.start_mirror("STREAM@1".into(), 1)).is_err());
+        let outcome = apply(&log, messages()[1..2].to_vec())?;
+        // `d` expects a new stream s1: it does not exist in this log, so it applies.
+        assert_eq!(outcome[0][0].as_ref().ok(), Some(&vec![3]));
+        Ok(())
+    }
+}

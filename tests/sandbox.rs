@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use refract::runtime::{
@@ -386,20 +387,153 @@ fn bytes_that_are_not_wasm_are_refused() -> Result {
 }
 
 #[test]
-fn an_import_outside_the_sandbox_is_refused_by_name() -> Result {
-    let component =
-        wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#)?;
-    let err = runtime()?.load(&component).expect_err("wasi:http");
+fn an_import_outside_the_sandbox_is_refused_by_name_before_any_compile() -> Result {
+    // The nested core module is garbage: compiling the component would fail with
+    // `Invalid`. Being refused for the import instead proves nothing was compiled.
+    let mut component = wat::parse_str(
+        r#"(component
+            (import "wasi:keyvalue/store@0.2.0" (instance))
+            (core module (func (export "f")))
+        )"#,
+    )?;
+    let code = component
+        .windows(2)
+        .rposition(|pair| pair == [0x0a, 0x04])
+        .expect("the nested module's code section");
+    component[code + 4] = 0xff;
+    assert!(
+        matches!(
+            Runtime::new(RuntimeConfig::default())?.load(&component),
+            Err(RuntimeError::UnsupportedImport { .. })
+        ),
+        "the import is checked first"
+    );
+    let cache = tempfile::tempdir()?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        limits: SandboxLimits::default(),
+    })?;
+    let err = runtime.load(&component).expect_err("wasi:keyvalue");
     let message = err.to_string();
     assert!(
-        matches!(&err, RuntimeError::UnsupportedImport { import, .. } if import == "wasi:http/outgoing-handler@0.2.0"),
+        matches!(&err, RuntimeError::UnsupportedImport { import, .. } if import == "wasi:keyvalue/store@0.2.0"),
         "{err:?}"
     );
     assert!(
-        message
-            .contains("imports `wasi:http/outgoing-handler@0.2.0`, which Refract does not provide"),
+        message.contains("imports `wasi:keyvalue/store@0.2.0`, which Refract does not provide"),
         "{message}"
     );
+    assert!(
+        cache_entries(cache.path())?.is_empty(),
+        "nothing was compiled"
+    );
+    // Refused again from memory, with the same error.
+    let again = runtime.load(&component).expect_err("still refused");
+    assert_eq!(again.to_string(), message);
+    Ok(())
+}
+
+#[test]
+fn wasi_http_02_is_linked_and_a_newer_one_refused() -> Result {
+    // `wasi:http` 0.2.x links (its requests are denied at run time); the empty
+    // component is then refused for its exports, not its import.
+    let http = wat::parse_str(r#"(component (import "wasi:http/types@0.2.10" (instance)))"#)?;
+    let err = runtime()?.load(&http).expect_err("no exports");
+    assert!(matches!(err, RuntimeError::WrongWorld { .. }), "{err:?}");
+    let newer =
+        wat::parse_str(r#"(component (import "wasi:http/types@0.3.0-rc-2025-09-16" (instance)))"#)?;
+    let err = runtime()?.load(&newer).expect_err("wasi:http 0.3");
+    assert!(
+        matches!(err, RuntimeError::UnsupportedImport { .. }),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_component_over_the_size_cap_is_refused_naming_the_key() -> Result {
+    let wasm = guest("balances")?;
+    let runtime = runtime_with(SandboxLimits {
+        max_component_bytes: wasm.len() - 1,
+        ..SandboxLimits::default()
+    })?;
+    let err = runtime.load(&wasm).expect_err("too large");
+    assert!(matches!(err, RuntimeError::TooLarge { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("`limits.max_component_bytes`"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_compile_over_its_deadline_is_refused_and_remembered() -> Result {
+    // This test binary registers no compile worker, so the compile runs in a thread;
+    // the deadline still bounds the wait (the `refract` binary's child-process compile
+    // is tested through the binary, in tests/devkit.rs).
+    let cache = tempfile::tempdir()?;
+    let limits = SandboxLimits {
+        compile_timeout_ms: 1,
+        ..SandboxLimits::default()
+    };
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        limits: limits.clone(),
+    })?;
+    // A component of its own, so no other test's compile of the same bytes interferes.
+    let mut wasm = guest("order-summary")?;
+    wasm.extend_from_slice(b"\0\x0c\x0bcustom-salt");
+    let err = runtime
+        .load(&wasm)
+        .expect_err("1 ms is too short to compile");
+    assert!(
+        matches!(err, RuntimeError::CompileTimeout { limit_ms: 1 }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("`limits.compile_timeout_ms`"),
+        "{err}"
+    );
+    // A new runtime on the same cache remembers the refusal (kept beside the cache)...
+    let restarted = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        limits,
+    })?;
+    let err = restarted.load(&wasm).expect_err("remembered");
+    assert!(
+        matches!(err, RuntimeError::CompileTimeout { .. }),
+        "{err:?}"
+    );
+    // ...until the limit is raised.
+    let raised = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        limits: SandboxLimits::default(),
+    })?;
+    raised.load(&wasm)?;
+    Ok(())
+}
+
+#[test]
+fn a_projector_can_run_under_limits_of_its_own() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, _) = start(&runtime, "memory-bomb", dir.path())?;
+    let tight = loaded.clone().with_limits(SandboxLimits {
+        max_memory_bytes: 4 << 20,
+        ..SandboxLimits::default()
+    })?;
+    assert_eq!(tight.limits().max_memory_bytes, 4 << 20);
+    assert_eq!(
+        loaded.limits().max_memory_bytes,
+        SandboxLimits::default().max_memory_bytes
+    );
+    let err = loaded
+        .with_limits(SandboxLimits {
+            max_wasm_stack_bytes: 1 << 20,
+            ..SandboxLimits::default()
+        })
+        .expect_err("engine-wide");
+    assert!(err.to_string().contains("max_wasm_stack_bytes"), "{err}");
     Ok(())
 }
 
@@ -463,8 +597,11 @@ fn expect_trap(
     }
 }
 
-/// The `attempts` table of the attack fixtures: attack → (outcome, detail).
-fn attempts(conn: &Connection) -> Result<BTreeMap<String, (String, Option<String>)>> {
+/// What the attack fixtures record: attack → (outcome, detail).
+type Attempts = BTreeMap<String, (String, Option<String>)>;
+
+/// The `attempts` table of the attack fixtures.
+fn attempts(conn: &Connection) -> Result<Attempts> {
     let mut statement = conn.prepare("SELECT attack, outcome, detail FROM attempts")?;
     let rows = statement.query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -642,12 +779,22 @@ fn fallible_allocation_sees_the_memory_limit_as_a_value() -> Result {
 
 /// This process's resident memory, from /proc.
 fn resident_bytes() -> Result<u64> {
+    process_status_bytes("VmRSS:")
+}
+
+/// The most resident memory this process has had, from /proc.
+fn peak_resident_bytes() -> Result<u64> {
+    process_status_bytes("VmHWM:")
+}
+
+/// A size field of /proc/self/status, in bytes.
+fn process_status_bytes(field: &str) -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let kib = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .ok_or("no VmRSS")?
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))?
         .trim()
         .parse::<u64>()?;
     Ok(kib * 1024)
@@ -867,6 +1014,612 @@ fn sql_attacks_are_denied_or_contained() -> Result {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------
+// What one SQL call can cost: time, memory, temporary storage; the host's tables; the
+// host's log.
+
+/// How long one attack may take before a test calls it a failure to contain it. The
+/// deadlines are a few seconds; this only has to be far below "minutes" on a slow,
+/// shared machine.
+const ONE_CALL_LIVENESS: Duration = Duration::from_secs(30);
+
+/// Applies `batch` on another thread and waits at most [`ONE_CALL_LIVENESS`]: a call
+/// the sandbox fails to stop fails the test at once, naming `what`, instead of hanging
+/// it. Returns the instance, the outcome and how long the call took.
+fn apply_within(
+    mut instance: ProjectorInstance,
+    batch: EventBatch,
+    what: &str,
+) -> (
+    ProjectorInstance,
+    std::result::Result<(), ProjectorError>,
+    Duration,
+) {
+    let (done, result) = mpsc::channel();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let outcome = apply(&mut instance, &batch);
+        let _ = done.send((instance, outcome, started.elapsed()));
+    });
+    match result.recv_timeout(ONE_CALL_LIVENESS) {
+        Ok(answer) => answer,
+        Err(_) => panic!(
+            "{what} did not return within {ONE_CALL_LIVENESS:?}: the sandbox did not stop it"
+        ),
+    }
+}
+
+/// Runs each `(attack, expected kinds)` as its own one-event batch `<prefix>.<attack>`
+/// (each within [`ONE_CALL_LIVENESS`]), then checks every outcome recorded in the
+/// guest's `attempts` table. Returns the instance and the attempts.
+fn run_attacks(
+    mut instance: ProjectorInstance,
+    loaded: &LoadedProjector,
+    prefix: &str,
+    expected: &[(&str, &[&str])],
+) -> Result<(ProjectorInstance, Attempts)> {
+    let mut failed_batches = Vec::new();
+    for (i, (attack, _)) in expected.iter().enumerate() {
+        let offset = 1 + i as u64;
+        let event_type = format!("{prefix}.{attack}");
+        let (back, outcome, took) =
+            apply_within(instance, typed_batch(&[&event_type], offset), &event_type);
+        instance = back;
+        eprintln!("{event_type}: {took:?}");
+        if let Err(err) = outcome {
+            assert!(
+                err.to_string()
+                    .contains(&format!("(version {})", loaded.version())),
+                "{err}"
+            );
+            failed_batches.push(format!("{attack}: {err}"));
+        }
+    }
+    assert!(
+        failed_batches.is_empty(),
+        "batches failed: {failed_batches:#?}"
+    );
+    let seen = attempts(instance.host_connection())?;
+    let mut wrong = Vec::new();
+    for (attack, kinds) in expected {
+        let outcome = seen
+            .get(*attack)
+            .map_or("(no row)", |(outcome, _)| outcome.as_str());
+        eprintln!(
+            "{prefix}.{attack}: {}",
+            outcome.chars().take(200).collect::<String>()
+        );
+        let ok = kinds
+            .iter()
+            .any(|kind| outcome == *kind || outcome.starts_with(&format!("error:{kind}: ")));
+        if !ok {
+            wrong.push(format!("{attack}: expected {kinds:?}, got {outcome}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    Ok((instance, seen))
+}
+
+/// The outcome recorded for `attack`.
+fn outcome_of(seen: &Attempts, attack: &str) -> String {
+    seen.get(attack)
+        .map_or_else(String::new, |(outcome, _)| outcome.clone())
+}
+
+#[test]
+fn one_sql_call_cannot_outlast_the_deadlines() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime_with(SandboxLimits {
+        statement_deadline_ms: 1_000,
+        ..SandboxLimits::default()
+    })?;
+    let (loaded, instance) = start(&runtime, "sql-slow", dir.path())?;
+    let expected: &[(&str, &[&str])] = &[
+        ("control", &["ok"]),
+        ("replace", &["ok"]),
+        ("instr", &["ok"]),
+        ("trim", &["ok"]),
+        ("unhex", &["ok"]),
+        ("like", &["limit"]),
+        ("glob", &["limit"]),
+        ("like-at-limit", &["ok"]),
+        ("json-patch", &["limit"]),
+        ("json-pretty", &["denied"]),
+        ("json-group-array", &["denied"]),
+        ("highlight", &["denied"]),
+        ("group-concat", &["limit"]),
+        ("printf-width", &["limit"]),
+        ("printf-precision", &["limit"]),
+        ("zeroblob", &["limit"]),
+        ("substr-loop", &["interrupted"]),
+    ];
+    let (_instance, seen) = run_attacks(instance, &loaded, "slow", expected)?;
+    // The values were as large as the host allows: 1 MB by default.
+    let detail = |attack: &str| seen.get(attack).and_then(|(_, detail)| detail.clone());
+    assert_eq!(detail("control").as_deref(), Some("1000000"));
+    assert_eq!(detail("replace").as_deref(), Some("1000000"));
+    assert_eq!(detail("instr").as_deref(), Some("0"));
+    assert_eq!(detail("trim").as_deref(), Some("0"));
+    for (attack, key) in [
+        ("like", "limits.max_like_pattern_bytes"),
+        ("json-patch", "limits.max_function_cost"),
+        ("group-concat", "limits.max_value_bytes"),
+    ] {
+        let outcome = outcome_of(&seen, attack);
+        assert!(outcome.contains(key), "{attack} names `{key}`: {outcome}");
+    }
+    assert!(
+        outcome_of(&seen, "json-group-array").contains("group_concat"),
+        "the refusal says what to use instead"
+    );
+    Ok(())
+}
+
+#[test]
+fn sql_memory_is_counted_before_it_is_spent() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, instance) = start(&runtime, "sql-memory", dir.path())?;
+    let expected: &[(&str, &[&str])] = &[
+        ("wide-row", &["limit"]),
+        ("too-wide", &["limit"]),
+        ("many-statements", &["limit"]),
+        ("function-args", &["limit"]),
+        ("huge-format", &["ok", "limit"]),
+    ];
+    let (_instance, seen) = run_attacks(instance, &loaded, "memory", expected)?;
+    for (attack, key) in [
+        ("wide-row", "limits.max_query_bytes"),
+        ("too-wide", "limits.max_columns"),
+        ("many-statements", "limits.max_prepared_sql_bytes"),
+        ("function-args", "limits.max_function_args"),
+    ] {
+        let outcome = outcome_of(&seen, attack);
+        assert!(outcome.contains(key), "{attack} names `{key}`: {outcome}");
+    }
+    // 4 MiB of SQL text, at 200 KB a statement.
+    let prepared = seen
+        .get("many-statements")
+        .and_then(|(_, detail)| detail.clone())
+        .unwrap_or_default();
+    assert_eq!(prepared, "20 prepared", "{prepared}");
+    // A wide row of the largest values is 60 × 1 MB inside SQLite, and the host copies
+    // at most `max_query_bytes` of it; before, it copied the row whole first.
+    let peak = peak_resident_bytes()?;
+    eprintln!("sql-memory: peak resident memory {} MiB", peak >> 20);
+    assert!(peak < 1 << 30, "peak resident memory {} MiB", peak >> 20);
+    Ok(())
+}
+
+#[test]
+fn temporary_storage_is_capped() -> Result {
+    let dir = tempfile::tempdir()?;
+    let max_temp_bytes = 16 << 20;
+    let runtime = runtime_with(SandboxLimits {
+        max_temp_bytes,
+        ..SandboxLimits::default()
+    })?;
+    let (loaded, instance) = start(&runtime, "temp-fill", dir.path())?;
+    let expected: &[(&str, &[&str])] = &[
+        ("control", &["ok"]),
+        ("sort", &["limit"]),
+        ("distinct", &["limit"]),
+        ("group-by", &["limit"]),
+        ("union", &["limit"]),
+        ("materialized", &["limit"]),
+        ("insert-select", &["limit"]),
+        ("temp-table", &["denied"]),
+        ("temp-view", &["denied"]),
+        ("temp-trigger", &["denied"]),
+        ("temp-fts", &["denied"]),
+        ("temp-rtree", &["denied"]),
+    ];
+    let (instance, seen) = run_attacks(instance, &loaded, "temp", expected)?;
+    for attack in ["sort", "distinct", "group-by", "union", "materialized"] {
+        let outcome = outcome_of(&seen, attack);
+        assert!(
+            outcome.contains("limits.max_temp_bytes"),
+            "{attack} names the limit: {outcome}"
+        );
+    }
+    let peak = instance.temp_peak_bytes();
+    eprintln!("temp-fill: peak temporary storage {} KiB", peak >> 10);
+    assert!(peak > 0, "the attacks reached temporary storage");
+    assert!(peak <= max_temp_bytes, "peak {peak} > {max_temp_bytes}");
+    // Nothing temporary was left behind for the next call.
+    let temp_objects: i64 = instance.host_connection().query_row(
+        "SELECT count(*) FROM temp.sqlite_schema",
+        [],
+        |row| row.get(0),
+    )?;
+    assert_eq!(temp_objects, 0);
+    Ok(())
+}
+
+#[test]
+fn the_host_tables_stay_hidden_and_keep_their_names() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, instance) = start(&runtime, "host-tables", dir.path())?;
+    let expected: &[(&str, &[&str])] = &[
+        ("control-alter", &["ok"]),
+        ("control-rename", &["ok"]),
+        ("control-table-info", &["ok"]),
+        ("rename-script", &["denied"]),
+        ("rename-execute", &["denied"]),
+        ("rename-query", &["denied"]),
+        ("sqlite-master", &["denied"]),
+        ("sqlite-schema", &["denied"]),
+        ("sqlite-temp-master", &["denied"]),
+        ("dbstat", &["denied"]),
+        ("dbstat-schema", &["denied"]),
+        ("table-list", &["denied"]),
+        ("table-list-function", &["denied"]),
+        ("table-info", &["denied"]),
+        ("index-list", &["denied"]),
+        ("create-as-select", &["denied"]),
+        ("view", &["denied"]),
+        ("trigger", &["denied"]),
+    ];
+    let (instance, _seen) = run_attacks(instance, &loaded, "host", expected)?;
+    let conn = instance.host_connection();
+    // Every rename was undone: the guest's table kept its name after each attempt.
+    let mine: Vec<(String, i64)> = conn
+        .prepare("SELECT attack, mine FROM attempts ORDER BY rowid")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert!(
+        mine.iter().all(|(_, exists)| *exists == 1),
+        "`mine` lost its name: {mine:?}"
+    );
+    let host_names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE name LIKE '\\_refract\\_%' ESCAPE '\\' OR tbl_name LIKE '\\_refract\\_%' ESCAPE '\\'",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert_eq!(host_names, ["_refract_checkpoint"]);
+    assert_eq!(checkpoint(conn)?, expected.len() as i64);
+    let leaked: i64 = conn.query_row("SELECT count(*) FROM leak", [], |row| row.get(0))?;
+    assert_eq!(leaked, 0, "the trigger copied the schema");
+    Ok(())
+}
+
+#[test]
+fn cancelled_calls_end_at_once_and_keep_nothing() -> Result {
+    let dir = tempfile::tempdir()?;
+    // A deadline far away: only the cancellation can end these calls soon.
+    let runtime = runtime_with(SandboxLimits {
+        batch_deadline_ms: 600_000,
+        statement_deadline_ms: 600_000,
+        ..SandboxLimits::default()
+    })?;
+    let (_loaded, wasm_loop) = start(&runtime, "loop-forever", dir.path())?;
+    let (_loaded, sql_loop) = start(&runtime, "sql-slow", dir.path())?;
+    let mut calls = Vec::new();
+    for (mut instance, event) in [(wasm_loop, "spin"), (sql_loop, "slow.substr-loop")] {
+        let (done, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = apply(&mut instance, &typed_batch(&[event], 1));
+            let _ = done.send((instance, outcome));
+        });
+        calls.push((event, result));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let cancelled = Instant::now();
+    runtime.cancel_calls();
+    for (event, result) in calls {
+        let (mut instance, outcome) = result
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{event} went on after the cancellation"));
+        eprintln!(
+            "{event}: ended {:?} after the cancellation",
+            cancelled.elapsed()
+        );
+        let err = outcome.expect_err("cancelled");
+        assert!(
+            matches!(err, ProjectorError::Cancelled { .. }),
+            "{event}: {err:?}"
+        );
+        assert!(!err.is_poison(), "a cancelled call blames no event");
+        assert_eq!(checkpoint(instance.host_connection())?, 0, "{event}");
+        // Every later call is cancelled too, before it starts.
+        let err = apply(&mut instance, &typed_batch(&["spin"], 2)).expect_err("cancelled");
+        assert!(matches!(err, ProjectorError::Cancelled { .. }), "{err:?}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// The real `refract run`, with hostile guests in its plugins folder.
+
+/// How long a live host may take to start, deploy or catch up.
+const HOST_LIVENESS: Duration = Duration::from_secs(120);
+
+/// A `refract run` of this build on a temporary data directory, and its API.
+struct LiveHost {
+    host: Option<support::host::RunningHost>,
+    url: String,
+    token: String,
+    agent: ureq::Agent,
+    _dir: tempfile::TempDir,
+}
+
+impl LiveHost {
+    /// Starts `refract run` with `guests` (file name without `.wasm`, guest crate) in
+    /// its plugins folder and `config` as its `refract.toml`, and waits until it serves.
+    fn start(guests: &[(&str, &str)], config: &str) -> Result<LiveHost> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("plugins"))?;
+        for (file, crate_name) in guests {
+            std::fs::write(
+                data.join("plugins").join(format!("{file}.wasm")),
+                guest(crate_name)?,
+            )?;
+        }
+        let config_path = dir.path().join("refract.toml");
+        std::fs::write(&config_path, config)?;
+        let mut host = support::host::RunningHost::start(
+            Path::new(env!("CARGO_BIN_EXE_refract")),
+            dir.path(),
+            &data,
+            &config_path,
+            &[],
+        )?;
+        host.wait_serving(HOST_LIVENESS);
+        let line = host.wait_for_line(HOST_LIVENESS, "http api:");
+        let url = line
+            .split_once("http api:")
+            .map(|(_, url)| url.trim().to_owned())
+            .ok_or("no API address")?;
+        let token = std::fs::read_to_string(data.join("token"))?
+            .trim()
+            .to_owned();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .new_agent();
+        Ok(LiveHost {
+            host: Some(host),
+            url,
+            token,
+            agent,
+            _dir: dir,
+        })
+    }
+
+    fn host(&mut self) -> &mut support::host::RunningHost {
+        self.host.as_mut().expect("the host is running")
+    }
+
+    /// `GET path`: the status and the body.
+    fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()?;
+        let body = response.body_mut().read_to_string()?;
+        Ok((response.status().as_u16(), body))
+    }
+
+    /// `POST path` with a JSON body: the status and the body parsed.
+    fn post(&self, path: &str, body: &serde_json::Value) -> Result<(u16, serde_json::Value)> {
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())?;
+        let text = response.body_mut().read_to_string()?;
+        Ok((
+            response.status().as_u16(),
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Appends `events` (`[{type, data}]`) to `stream`.
+    fn append(&self, stream: &str, events: &serde_json::Value) -> Result {
+        let (status, body) = self.post(&format!("/v1/streams/{stream}/events"), events)?;
+        assert_eq!(status, 200, "append: {body}");
+        Ok(())
+    }
+
+    /// The status of `projector`'s first (running) version, if it has one yet.
+    fn status(&self, projector: &str) -> Option<serde_json::Value> {
+        let (code, body) = self.get(&format!("/v1/projectors/{projector}")).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let view: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let status = view["versions"][0]["status"].clone();
+        (!status.is_null()).then_some(status)
+    }
+
+    /// Waits until `projector`'s status satisfies `condition`, showing it on failure.
+    fn wait_status(
+        &mut self,
+        projector: &str,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        let deadline = Instant::now() + HOST_LIVENESS;
+        loop {
+            let status = self.status(projector);
+            if status.as_ref().is_some_and(&condition) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {projector} {what}; its status: {status:?}\n{}",
+                self.host().tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and the time the host took to exit (it must within `timeout`).
+    fn terminate(&mut self, timeout: Duration) -> (std::process::ExitStatus, Duration) {
+        let host = self.host.take().expect("the host is running");
+        let started = Instant::now();
+        let status = host.terminate(timeout);
+        (status, started.elapsed())
+    }
+}
+
+#[test]
+fn guest_log_lines_cannot_forge_or_flood_the_host_log() -> Result {
+    let mut live = LiveHost::start(&[("log-flood", "log-flood")], "")?;
+    live.wait_status("log-flood", "to run", |_| true);
+    live.append(
+        "logs",
+        &serde_json::json!([{"type": "log.forge", "data": {}}]),
+    )?;
+    // Twenty calls, each at the per-call caps: 160 MB of log without a rate limit.
+    const FLOODS: u64 = 20;
+    for _ in 0..FLOODS {
+        live.append(
+            "logs",
+            &serde_json::json!([{"type": "log.flood", "data": {}}]),
+        )?;
+    }
+    live.wait_status("log-flood", "to apply every event", |status| {
+        status["checkpoint"] == 1 + FLOODS
+    });
+
+    let lines = live.host().lines();
+    // The forged line stayed inside the projector's own line, escaped.
+    let forged: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("FORGED"))
+        .collect();
+    assert_eq!(forged.len(), 1, "{forged:#?}");
+    let line = forged[0];
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains(refract::runtime::LOG_TARGET), "{line}");
+    assert!(
+        line.contains("log-flood"),
+        "tagged with the projector: {line}"
+    );
+    for escaped in [
+        "harmless\\n2030-01-01T00:00:00.000000Z ERROR refract::engine: FORGED-LINE",
+        "\\rFORGED-CR",
+        "\\u{1b}[2K",
+        "\\u{2028}FORGED-LS",
+    ] {
+        assert!(line.contains(escaped), "{escaped} in {line}");
+    }
+    assert!(
+        !lines.iter().any(|line| line.starts_with("2030-01-01")),
+        "a guest started a host log line"
+    );
+
+    // The flood was cut to the rates, and what was dropped is counted.
+    let flood_lines = lines.iter().filter(|line| line.contains("FLOOD ")).count();
+    let output_bytes: usize = lines.iter().map(String::len).sum();
+    eprintln!(
+        "log-flood: {flood_lines} flood lines and {} KiB of output kept of {} lines sent",
+        output_bytes >> 10,
+        FLOODS * 1000
+    );
+    assert!(output_bytes < 4 << 20, "{output_bytes} bytes of log");
+    let status = live.status("log-flood").ok_or("no status")?;
+    let dropped = status["log_lines_dropped"].as_u64().unwrap_or_default();
+    assert_eq!(
+        dropped + flood_lines as u64,
+        FLOODS * 1000,
+        "every flood line was either written or counted: {status}"
+    );
+    let (_, metrics) = live.get("/metrics")?;
+    let counted = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("refract_log_lines_dropped_total{")
+                && line.contains("projector=\"log-flood\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert_eq!(counted, Some(dropped), "{metrics}");
+    assert!(
+        lines.iter().any(
+            |line| line.contains("dropped") && line.contains("limits.max_log_lines_per_second")
+        ),
+        "the host says it dropped lines"
+    );
+    let (status, _) = live.terminate(Duration::from_secs(30));
+    assert!(status.success(), "refract run exited with {status}");
+    Ok(())
+}
+
+#[test]
+fn shutdown_is_prompt_while_a_guest_is_stuck_in_one_sql_step() -> Result {
+    // A `LIKE` pattern limit raised far past its default lets one SQLite step run for
+    // minutes: the stand-in for any step the bounds fail to cover.
+    let config = "[limits]\nbatch_deadline_ms = 2000\ndeadline_grace_ms = 500\nmax_like_pattern_bytes = 20000\n";
+    let mut live = LiveHost::start(
+        &[("sql-slow", "sql-slow"), ("balances", "balances")],
+        config,
+    )?;
+    live.wait_status("sql-slow", "to run", |_| true);
+    live.wait_status("balances", "to run", |_| true);
+    live.append(
+        "slow",
+        &serde_json::json!([{"type": "slow.like-step", "data": {"pattern": 20000, "value": 1000000}}]),
+    )?;
+    // The watchdog reports the call once it is past its deadline and grace.
+    live.wait_status("sql-slow", "to report the call overrunning", |status| {
+        !status["overrun"].is_null()
+            && status["state"].as_str().is_some_and(|state| {
+                state.starts_with("stalled") && state.contains("limits.batch_deadline_ms")
+            })
+    });
+    let (_, metrics) = live.get("/metrics")?;
+    let overrun = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("refract_projector_overrun_seconds{")
+                && line.contains("projector=\"sql-slow\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(overrun > 2.5, "overrun {overrun} s in:\n{metrics}");
+    let (code, health) = live.get("/health")?;
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("sql-slow"), "{health}");
+
+    // The other projector keeps going while the hostile one is inside its step.
+    live.append(
+        "acc-1",
+        &serde_json::json!([
+            {"type": "account.opened", "data": {"account": "a-1", "owner": "Ann"}},
+            {"type": "money.deposited", "data": {"account": "a-1", "amount": 250}},
+        ]),
+    )?;
+    live.wait_status("balances", "to apply the new events", |status| {
+        status["checkpoint"] == 3
+    });
+    let (code, answer) = live.post(
+        "/v1/projectors/balances/query",
+        &serde_json::json!({"sql": "SELECT balance FROM balances WHERE account = 'a-1'"}),
+    )?;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["rows"][0][0], 250);
+    assert!(
+        live.status("sql-slow")
+            .is_some_and(|status| !status["overrun"].is_null()),
+        "sql-slow is still inside its step"
+    );
+
+    let (status, took) = live.terminate(Duration::from_secs(15));
+    eprintln!("refract run exited {took:?} after SIGTERM, with a guest mid-step");
+    assert!(status.success(), "refract run exited with {status}");
+    Ok(())
+}
+
 #[test]
 fn wasi_gives_nothing_and_time_and_randomness_are_fixed() -> Result {
     let _ = std::fs::remove_file("/tmp/refract-wasi-escape.txt");
@@ -1048,6 +1801,104 @@ fn balances_cost_against_native() -> Result {
         per_event(wasm),
         per_event(native),
         native.as_secs_f64() / wasm.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A measurement, not a check: the slowest single SQLite steps and the largest memory
+/// one statement can take at the default limits, for the README's sandbox section.
+/// Each step runs inside one SQLite function call, where no deadline is checked, so a
+/// statement's worst case is its deadline plus the slowest of these.
+/// Run with `cargo test -p refract --test sandbox sql_worst_cases -- --ignored --nocapture`
+/// (add `--release` to optimise Refract's own code too; SQLite is optimised either way).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn sql_worst_cases() -> Result {
+    let dir = tempfile::tempdir()?;
+    let limits = SandboxLimits::default();
+    let conn =
+        refract::runtime::open_read_model(&dir.path().join("m.db"), DbOptions::live(), &limits)?;
+    let n = limits.max_value_bytes - 64;
+    let p = limits.max_like_pattern_bytes;
+    // The patch whose cost (target bytes × patch bytes) is just under the cap.
+    let patch_keys = (limits.max_function_cost as usize / n) / 10;
+    let steps: Vec<(&str, String)> = vec![
+        ("LIKE, pattern at its limit", format!("SELECT printf('%.*c', {n}, 'a') LIKE '%' || printf('%.*c', {}, 'a') || 'b%'", p - 3)),
+        ("GLOB, pattern at its limit", format!("SELECT printf('%.*c', {n}, 'a') GLOB '*' || printf('%.*c', {}, 'a') || 'b*'", p - 3)),
+        ("replace (bounded)", format!("SELECT length(replace(printf('%.*c', {n}, 'a'), printf('%.*c', {}, 'a') || 'b', 'x'))", n / 2)),
+        ("instr (bounded)", format!("SELECT instr(printf('%.*c', {n}, 'a'), printf('%.*c', {}, 'a') || 'b')", n / 2)),
+        ("trim with a list (bounded)", format!("SELECT length(trim(printf('%.*c', {n}, 'a'), printf('%.*c', {}, 'b') || 'a'))", n / 16)),
+        ("json_patch at the cost cap", format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}),
+                  k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < {patch_keys})
+             SELECT length(json_patch((SELECT '{{' || group_concat('\"a' || x || '\":0') || '}}' FROM c),
+                                      (SELECT '{{' || group_concat('\"b' || x || '\":1') || '}}' FROM k)))",
+            n / 14
+        )),
+        ("json_set, 31 paths over one document", format!(
+            "SELECT length(json_set(json_object('a', printf('%.*c', {}, 'x')){}))",
+            n - 1000,
+            (0..31).map(|i| format!(", '$.k{i}', {i}")).collect::<String>()
+        )),
+        ("printf, value-sized output", format!("SELECT length(printf('%{n}d', 1))")),
+        ("hex of the largest blob that fits", format!("SELECT length(hex(zeroblob({})))", n / 2)),
+        ("upper over the largest value", format!("SELECT length(upper(printf('%.*c', {n}, 'a')))")),
+    ];
+    println!("| One step (one function call) | Median of 3 |");
+    println!("|---|---|");
+    let mut slowest = (Duration::ZERO, "");
+    for (what, sql) in &steps {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let _: rusqlite::types::Value = conn.query_row(sql, [], |row| row.get(0))?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        println!("| {what} | {:.0} ms |", times[1].as_secs_f64() * 1e3);
+        if times[1] > slowest.0 {
+            slowest = (times[1], what);
+        }
+    }
+    println!(
+        "slowest step: {} ({:.0} ms)",
+        slowest.1,
+        slowest.0.as_secs_f64() * 1e3
+    );
+
+    // Memory: a result row is held whole inside SQLite before it is read.
+    let before = resident_bytes()?;
+    let columns = vec![format!("printf('%.*c', {n}, 'w')"); limits.max_columns].join(", ");
+    let mut statement = conn.prepare(&format!("SELECT {columns}"))?;
+    let mut rows = statement.raw_query();
+    let _row = rows.next()?;
+    let peak = resident_bytes()?;
+    println!(
+        "one row of {} columns of {} bytes: {} MiB more resident memory",
+        limits.max_columns,
+        n,
+        peak.saturating_sub(before) >> 20
+    );
+    drop(rows);
+    drop(statement);
+
+    // Temporary storage: a sort larger than the cap stops at it.
+    let started = Instant::now();
+    let sort = conn.query_row(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000)
+         SELECT count(*) FROM (SELECT printf('%d%.*c', x, 10000, 'v') AS v FROM c ORDER BY v)",
+        [],
+        |row| row.get::<_, i64>(0),
+    );
+    println!(
+        "a 1 GB sort against the {} MiB temporary storage cap: {} after {:.1} s, peak {} MiB",
+        limits.max_temp_bytes >> 20,
+        match sort {
+            Ok(_) => "finished".to_owned(),
+            Err(err) => format!("refused ({err})"),
+        },
+        started.elapsed().as_secs_f64(),
+        conn.temp_peak_bytes() >> 20
     );
     Ok(())
 }

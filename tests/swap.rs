@@ -734,7 +734,7 @@ fn a_component_written_slowly_into_the_plugins_folder_is_deployed_once_whole() -
 
     // Written in place, as `cp` does, in chunks with pauses longer than the debounce:
     // the folder watcher sees several half-written files first.
-    let pause = refract::engine::supervisor::PLUGIN_DEBOUNCE + Duration::from_millis(300);
+    let pause = refract::engine::PLUGIN_DEBOUNCE + Duration::from_millis(300);
     let mut file = std::fs::File::create(host.data.plugins().join("cars.wasm"))?;
     let mut partial_refused = false;
     for chunk in v2_bytes.chunks(v2_bytes.len().div_ceil(4)) {

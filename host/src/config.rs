@@ -34,16 +34,34 @@
 //! query_timeout_ms = 5000
 //! max_subscribers = 64
 //! health_max_lag = 10000             # /health is degraded when an active version lags more
+//! health_min_free_bytes = 67108864   # ... or when the data directory's disk has less free
+//! header_read_timeout_ms = 10000
+//! body_read_timeout_ms = 60000
+//! idle_timeout_ms = 30000
+//! max_connections = 512
+//! max_unauthenticated_connections = 256
+//! max_unauthenticated_per_peer = 128
+//!
+//! [cluster]                         # cluster mode: see `refract::cluster::config`
+//! urls = ["nats://127.0.0.1:4222"]
+//! node = "n1"
+//! stream = "REFRACT"
+//! replicas = 3
 //!
 //! [projectors.balances]
 //! on_poison = "skip"                 # "stop" (default) or "skip" (dead-letter and continue)
 //! batch_size = 500
+//! batch_bytes = 1048576              # overrides engine.batch_bytes for this projector
 //! promote = "manual"                 # "auto" (default): swap when the shadow has caught up;
 //!                                    # "manual": keep it tailing until `refract promote`
 //! keep_previous = true               # keep the replaced version tailing, for instant rollback
 //! keep_versions = 2                  # read models kept on disk (active included)
 //! replay_rate_limit = 50000          # events/s cap for a shadow replay; 0 = no cap
 //! diff_gate = "gates/balances.sql"   # refuse an automatic swap if these assertions fail
+//!
+//! [projectors.balances.limits]       # any [limits] key, for this projector only, except
+//! max_memory_bytes = 268435456       # the engine-wide ones (`runtime::ENGINE_WIDE_LIMITS`)
+//! batch_deadline_ms = 30000
 //! ```
 
 use std::collections::BTreeMap;
@@ -52,12 +70,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::projection::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS};
 use crate::log::{Durability, LogOptions};
-use crate::runtime::SandboxLimits;
+use crate::runtime::{ENGINE_WIDE_LIMITS, SandboxLimits};
 
 /// The file name looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "refract.toml";
+
+/// Events handed to a projector in one call when nothing else is configured
+/// (`engine.batch_size`).
+pub const DEFAULT_BATCH_EVENTS: usize = 1000;
+
+/// Text bytes (ids, streams, types, payloads) in one batch (`engine.batch_bytes`). A
+/// batch closes early when it reaches this size, so a run of large events cannot
+/// exhaust the guest's memory; a single event larger than this still travels alone.
+pub const DEFAULT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// How often a caught-up worker checks for appends made by other processes. Appends
 /// made through this process wake workers at once; this bounds only the other case.
@@ -127,6 +153,8 @@ pub struct Config {
     pub consumers: crate::groups::ConsumersConfig,
     /// Declared consumer groups, by name (see [`crate::groups::config`]).
     pub groups: BTreeMap<String, crate::groups::GroupSection>,
+    /// Cluster mode (see [`crate::cluster::config`]); absent means single-node.
+    pub cluster: Option<crate::cluster::ClusterSection>,
 }
 
 /// `[log]`
@@ -203,6 +231,15 @@ pub struct ProjectorSection {
     pub on_poison: PoisonPolicy,
     /// Overrides `engine.batch_size` for this projector.
     pub batch_size: Option<usize>,
+    /// Overrides `engine.batch_bytes` for this projector: an interpreter guest (a
+    /// JavaScript or Python projector) holds several times a batch's text in objects,
+    /// so it may need smaller batches than the engine's default to stay within
+    /// `limits.max_memory_bytes`.
+    pub batch_bytes: Option<usize>,
+    /// `[projectors.<name>.limits]`: sandbox limits for this projector only, over the
+    /// `[limits]` section; any key of it except [`ENGINE_WIDE_LIMITS`]. Read with
+    /// [`Config::projector_limits`].
+    pub limits: toml::Table,
     /// When a caught-up shadow replaces the active version.
     pub promote: PromoteMode,
     /// After a swap, keep the replaced version tailing the log, so a rollback is
@@ -228,6 +265,8 @@ impl Default for ProjectorSection {
         Self {
             on_poison: PoisonPolicy::default(),
             batch_size: None,
+            batch_bytes: None,
+            limits: toml::Table::new(),
             promote: PromoteMode::default(),
             keep_previous: false,
             keep_versions: DEFAULT_KEEP_VERSIONS,
@@ -341,8 +380,59 @@ impl Config {
                     "must be at least 1 (the active version)",
                 ));
             }
+            if section.batch_bytes == Some(0) {
+                return Err(out_of_range(
+                    format!("projectors.{name}.batch_bytes"),
+                    "must be at least 1",
+                ));
+            }
+            self.projector_limits(name)
+                .map_err(|(key, problem)| out_of_range(key, &problem))?;
         }
         Ok(())
+    }
+
+    /// The sandbox limits of one projector: `[limits]`, with its
+    /// `[projectors.<name>.limits]` on top. On error, the dotted key at fault and what
+    /// is wrong with it.
+    pub fn projector_limits(&self, name: &str) -> Result<SandboxLimits, (String, String)> {
+        let Some(section) = self.projectors.get(name).filter(|s| !s.limits.is_empty()) else {
+            return Ok(self.limits.clone());
+        };
+        let prefix = format!("projectors.{name}.limits");
+        if let Some(key) = section
+            .limits
+            .keys()
+            .find(|key| ENGINE_WIDE_LIMITS.contains(&key.as_str()))
+        {
+            return Err((
+                format!("{prefix}.{key}"),
+                "applies to the whole engine (or to loading, before a component's name is known); set it under [limits]".into(),
+            ));
+        }
+        let mut merged = toml::Table::try_from(&self.limits)
+            .map_err(|error| (prefix.clone(), error.to_string()))?;
+        merged.extend(section.limits.clone());
+        let limits: SandboxLimits = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|error: toml::de::Error| (prefix.clone(), error.message().to_owned()))?;
+        limits.validate().map_err(|invalid| {
+            (
+                format!("{prefix}.{}", invalid.key),
+                invalid.reason.to_owned(),
+            )
+        })?;
+        Ok(limits)
+    }
+
+    /// The batch limits of one projector: `engine.batch_size` and `engine.batch_bytes`,
+    /// or its own overrides.
+    pub fn projector_batch(&self, name: &str) -> crate::engine::BatchLimits {
+        let section = self.projector(name);
+        crate::engine::BatchLimits {
+            max_events: section.batch_size.unwrap_or(self.engine.batch_size),
+            max_bytes: section.batch_bytes.unwrap_or(self.engine.batch_bytes),
+        }
     }
 
     /// The event-log options this configuration asks for.
@@ -366,4 +456,69 @@ impl Config {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("refract.toml"))
+    }
+
+    #[test]
+    fn projector_limits_override_the_global_ones() {
+        let config = parse(
+            "[limits]\nbatch_deadline_ms = 2000\nmax_query_rows = 7\n\
+             [projectors.py.limits]\nmax_memory_bytes = 268435456\nbatch_deadline_ms = 30000\n",
+        )
+        .expect("valid");
+        let py = config.projector_limits("py").expect("valid");
+        assert_eq!(py.max_memory_bytes, 256 << 20);
+        assert_eq!(py.batch_deadline_ms, 30_000);
+        assert_eq!(py.max_query_rows, 7, "the rest comes from [limits]");
+        let other = config.projector_limits("other").expect("defaults");
+        assert_eq!(other.batch_deadline_ms, 2_000);
+        assert_eq!(
+            other.max_memory_bytes,
+            SandboxLimits::default().max_memory_bytes
+        );
+    }
+
+    #[test]
+    fn bad_projector_limits_name_their_key() {
+        for (text, key) in [
+            (
+                "[projectors.py.limits]\nmax_memroy_bytes = 1\n",
+                "max_memroy_bytes",
+            ),
+            (
+                "[projectors.py.limits]\nbatch_deadline_ms = 0\n",
+                "projectors.py.limits.batch_deadline_ms",
+            ),
+            (
+                "[projectors.py.limits]\nmax_wasm_stack_bytes = 1048576\n",
+                "projectors.py.limits.max_wasm_stack_bytes",
+            ),
+            (
+                "[projectors.py.limits]\ncompile_timeout_ms = 5\n",
+                "projectors.py.limits.compile_timeout_ms",
+            ),
+            (
+                "[projectors.py]\nbatch_bytes = 0\n",
+                "projectors.py.batch_bytes",
+            ),
+        ] {
+            let error = parse(text).expect_err(text).to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn batch_bytes_can_be_set_per_projector() {
+        let config = parse("[engine]\nbatch_bytes = 4096\n[projectors.js]\nbatch_bytes = 512\n")
+            .expect("valid");
+        assert_eq!(config.projector_batch("js").max_bytes, 512);
+        assert_eq!(config.projector_batch("other").max_bytes, 4096);
+    }
 }

@@ -6,6 +6,7 @@
 //!   control.db                     projectors, versions, active version, dead letters
 //!   projections/<name>.db          symlink to the active version's read model
 //!   projections/<name>/<version>.db  one read model per projector version
+//!   projections/<name>/<version>.rebuild.db  a deleted read model, being rebuilt
 //!   projections/<name>/<version>.wasm  the component that builds it (kept for rollback)
 //!   plugins/                       the watched folder of projector components
 //!   cache/                         compiled components, keyed by content and engine
@@ -66,6 +67,13 @@ impl DataDir {
     /// The read model of one projector version.
     pub fn version_db(&self, projector: &str, version: &str) -> PathBuf {
         self.projector_dir(projector).join(format!("{version}.db"))
+    }
+
+    /// Where a deleted read model of one projector version is rebuilt, before it is
+    /// moved to [`DataDir::version_db`].
+    pub fn rebuild_db(&self, projector: &str, version: &str) -> PathBuf {
+        self.projector_dir(projector)
+            .join(format!("{version}.rebuild.db"))
     }
 
     /// The stored component of one projector version.

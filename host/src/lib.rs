@@ -13,8 +13,16 @@
 //!   `refract tail`).
 //! - [`groups`]: consumer groups: members, partitions, leases, acks, dead letters and
 //!   committed positions (in `control.db`).
+//! - [`cluster`]: cluster mode: the log replicated by NATS JetStream, appends on any
+//!   node, every node a read replica with its own mirror of the log.
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
+//! - [`error_text`]: an error and its causes as one line, each said once.
+//! - [`repeats`]: a failure that repeats is logged once, then counted.
+//! - [`storage_fault`]: a full disk, an unwritable file or a damaged database, told
+//!   apart in any error, with the fix to say.
+//! - [`devkit`]: the projector author's tools: `projector.toml`, `refract new`
+//!   templates, golden fixtures (`refract test`) and the dev loop (`refract dev`).
 //! - [`guest_build`]: builds the example projectors from this source tree (for
 //!   `refract demo` and `refract bench`; tests use the same build).
 //! - [`workload`]: seeded event generators for the demo and the benchmark.
@@ -28,13 +36,18 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod data_dir;
+pub mod devkit;
 pub mod engine;
+pub mod error_text;
 pub mod groups;
 pub mod guest_build;
 pub mod log;
+pub mod repeats;
 pub mod replay;
 pub mod runtime;
+pub mod storage_fault;
 pub mod workload;

@@ -18,6 +18,11 @@ pub const GUESTS: &[&str] = &[
     "sql-attacks",
     "wasi-escape",
     "wrong-world",
+    "sql-slow",
+    "sql-memory",
+    "temp-fill",
+    "host-tables",
+    "log-flood",
 ];
 
 /// The path of guest `name`'s component (for example `"balances"`,

@@ -36,6 +36,7 @@ pub fn start_engine(
         data_dir: data.clone(),
         plugins_dir: data.plugins(),
         config,
+        log_check: refract::engine::LogCheck::Strict,
     };
     let engine = refract::engine::Engine::start(&options, &log, runtime.handle())?;
     Ok(InProcess {
@@ -143,7 +144,58 @@ impl RunningHost {
         config: &Path,
         extra: &[&str],
     ) -> std::io::Result<RunningHost> {
-        let mut command = Command::new(binary);
+        RunningHost::launch(&[], binary, cwd, data_dir, config, extra, &[])
+    }
+
+    /// [`start`](RunningHost::start) with `run_args` after `run` (such as
+    /// `--cluster <urls> --node <name>`).
+    ///
+    /// # Errors
+    /// If the process cannot be started.
+    pub fn start_with(
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        config: &Path,
+        extra: &[&str],
+        run_args: &[&str],
+    ) -> std::io::Result<RunningHost> {
+        RunningHost::launch(&[], binary, cwd, data_dir, config, extra, run_args)
+    }
+
+    /// [`RunningHost::start`] through a wrapper command, such as `setpriv` to run the
+    /// host as another user: `wrapper` comes first, then the host's command line.
+    ///
+    /// # Errors
+    /// If the process cannot be started.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        config: &Path,
+        extra: &[&str],
+    ) -> std::io::Result<RunningHost> {
+        RunningHost::launch(wrapper, binary, cwd, data_dir, config, extra, &[])
+    }
+
+    fn launch(
+        wrapper: &[&str],
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        config: &Path,
+        extra: &[&str],
+        run_args: &[&str],
+    ) -> std::io::Result<RunningHost> {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .current_dir(cwd)
             .arg("--data-dir")
@@ -152,13 +204,25 @@ impl RunningHost {
             .arg(config)
             .args(extra)
             .args(["run", "--bind", "127.0.0.1:0"])
+            .args(run_args)
+            .stdin(Stdio::null());
+        Self::spawn(command)
+    }
+
+    /// Starts `command` (any `refract` command that keeps running, such as `dev`) with
+    /// the caller's `REFRACT_*` and `RUST_LOG` variables removed and its output
+    /// collected. Its stdin is left as the caller set it.
+    ///
+    /// # Errors
+    /// If the process cannot be started.
+    pub fn spawn(mut command: Command) -> std::io::Result<RunningHost> {
+        command
             .env_remove("REFRACT_DATA")
             .env_remove("REFRACT_CONFIG")
             .env_remove("REFRACT_TOKEN")
             .env_remove("RUST_LOG")
             // Plain log lines, so tests can search them.
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn()?;

@@ -4,5 +4,12 @@
     reason = "each test binary uses a different part of the shared support"
 )]
 
+pub mod cli;
+pub mod cluster;
 pub mod guests;
+pub mod guests_py;
+pub mod guests_ts;
 pub mod host;
+pub mod js;
+pub mod nats;
+pub mod tiny_disk;

@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::admission::Connection;
 use super::error::ApiError;
-use super::server::ApiState;
 use crate::data_dir::DataDir;
 
 /// The token file's name inside the data directory.
@@ -178,15 +178,22 @@ fn warn_if_readable_by_others(path: &Path) {
 /// Middleware: lets a request through only with the right bearer token (except
 /// [`PUBLIC_PATHS`]); otherwise 401 with `WWW-Authenticate: Bearer`.
 pub(crate) async fn require_token(
-    State(state): State<ApiState>,
+    State(token): State<Token>,
     request: Request,
     next: Next,
 ) -> Response {
     if PUBLIC_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    match check(&state, &request) {
-        Ok(()) => next.run(request).await,
+    match check(&token, &request) {
+        Ok(()) => {
+            // The connection showed the token: it no longer counts against the
+            // unauthenticated connections' cap.
+            if let Some(connection) = request.extensions().get::<Connection>() {
+                connection.authenticated();
+            }
+            next.run(request).await
+        }
         Err(error) => {
             tracing::debug!(path = %request.uri().path(), "refused: {}", error.message);
             error.into_response()
@@ -194,7 +201,7 @@ pub(crate) async fn require_token(
     }
 }
 
-fn check(state: &ApiState, request: &Request) -> Result<(), ApiError> {
+fn check(token: &Token, request: &Request) -> Result<(), ApiError> {
     let mut values = request.headers().get_all(AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::unauthorized(
@@ -212,7 +219,7 @@ fn check(state: &ApiState, request: &Request) -> Result<(), ApiError> {
             ));
         }
     };
-    if state.token().matches(presented) {
+    if token.matches(presented) {
         Ok(())
     } else {
         Err(ApiError::unauthorized(

@@ -28,7 +28,7 @@ use axum::http::StatusCode;
 
 use super::error::ApiError;
 use super::extract::{Params, ProjectorName};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 use crate::engine::diff::{DiffError, DiffRequest, VersionDiff, diff_versions};
 
 /// Differing rows shown per table and side when the request names no `sample`.

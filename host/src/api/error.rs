@@ -15,8 +15,11 @@ use axum::http::header::{HeaderValue, WWW_AUTHENTICATE};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::engine::EngineError;
+use super::connection::BodyTimedOut;
+use crate::cluster::AppendError;
+use crate::engine::{EngineError, ReadOnly};
 use crate::log::LogError;
+use crate::storage_fault::StorageFault;
 
 /// An API failure: a status, a stable machine-readable code and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,18 +96,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Formats an error with its whole `source` chain, `: `-separated.
+/// Formats an error with its causes, each said once.
 struct DisplayChain<'a>(&'a dyn std::error::Error);
 
 impl std::fmt::Display for DisplayChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
+        f.write_str(&crate::error_text::one_line(self.0))
     }
 }
 
@@ -122,8 +119,9 @@ impl From<LogError> for ApiError {
             LogError::InvalidQuery { .. } => {
                 ApiError::bad_request("invalid_query", error.to_string())
             }
-            // A group commit that could not take the write lock or hit a full disk is
-            // worth retrying (appends with ids are idempotent); say so with 503.
+            LogError::DiskFull { path } => disk_full(&path),
+            // A group commit that could not take the write lock is worth retrying
+            // (appends with ids are idempotent); say so with 503.
             LogError::Write { .. } => {
                 tracing::error!(error = %DisplayChain(&error), "append failed");
                 ApiError::new(
@@ -136,6 +134,62 @@ impl From<LogError> for ApiError {
             other => ApiError::internal("the event log", &other),
         }
     }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(error: AppendError) -> ApiError {
+        let (status, code) = match &error {
+            AppendError::Refused(_) => match error {
+                AppendError::Refused(refused) => return ApiError::from(refused),
+                other => return ApiError::internal("the cluster append", &other),
+            },
+            // Nothing written (or not known to be): worth retrying, with ids.
+            AppendError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
+            }
+            AppendError::OutcomeUnknown { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_outcome_unknown")
+            }
+            AppendError::NotYetApplied { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_mirror_behind")
+            }
+            AppendError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl ApiError {
+    /// The host runs read-only: 507 when its disk is full, else 503.
+    pub fn read_only(read_only: &ReadOnly) -> ApiError {
+        let (status, code) = match read_only.fault {
+            StorageFault::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "read_only"),
+        };
+        ApiError::new(
+            status,
+            code,
+            format!(
+                "the host is read-only, so nothing was written: {}",
+                read_only.reason
+            ),
+        )
+    }
+}
+
+/// 507: the disk holding `file` is full. The client is told, with the data directory
+/// and the fix: an operator reading the client's error should not need the host's log.
+pub(crate) fn disk_full(file: &std::path::Path) -> ApiError {
+    let folder = file.parent().unwrap_or(file);
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "disk_full",
+        format!(
+            "the disk holding the data directory {} is full, so nothing was written; free space \
+             on it (or move the data directory to a larger disk), then retry",
+            folder.display()
+        ),
+    )
 }
 
 impl From<EngineError> for ApiError {
@@ -158,6 +212,7 @@ impl From<EngineError> for ApiError {
                 "name_mismatch",
                 error.to_string(),
             ),
+            EngineError::ReadOnly(read_only) => ApiError::read_only(&read_only),
             other => ApiError::internal("the projection engine", &other),
         }
     }
@@ -165,6 +220,9 @@ impl From<EngineError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
+        if let Some(timeout) = body_timed_out(&rejection) {
+            return timeout;
+        }
         let code = match &rejection {
             JsonRejection::JsonDataError(_) => "invalid_body",
             JsonRejection::JsonSyntaxError(_) => "invalid_json",
@@ -188,6 +246,9 @@ impl From<JsonRejection> for ApiError {
 
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> ApiError {
+        if let Some(timeout) = body_timed_out(&rejection) {
+            return timeout;
+        }
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
@@ -208,6 +269,22 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
         ApiError::bad_request("invalid_parameter", rejection.body_text())
     }
+}
+
+/// 408 if reading the body failed because it did not arrive in time.
+fn body_timed_out(rejection: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut cause = Some(rejection);
+    while let Some(error) = cause {
+        if let Some(timeout) = error.downcast_ref::<BodyTimedOut>() {
+            return Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                timeout.to_string(),
+            ));
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// A rejection's status, kept only if it is a client error: an extractor failing is

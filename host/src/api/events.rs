@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, Params};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 use crate::log::{Event, NewEvent, ReadQuery, StreamFilter, correlation_id};
 
 /// The query parameters that select events, shared by read, count and subscribe.
@@ -119,6 +119,9 @@ pub(crate) async fn append(
     ApiPath(stream): ApiPath<String>,
     ApiJson(body): ApiJson<Box<RawValue>>,
 ) -> Result<Json<Appended>, ApiError> {
+    if let Some(read_only) = state.engine().read_only() {
+        return Err(ApiError::read_only(&read_only));
+    }
     let batch = parse_batch(body.get())?;
     if batch.events.is_empty() {
         return Err(ApiError::new(
@@ -164,19 +167,27 @@ pub(crate) async fn append(
             )
         })
         .collect();
-    // Awaited, not on the blocking pool: the task waits for the group commit without
-    // holding a thread, so many concurrent appends cost no thread each.
-    let offsets = state
-        .log()
-        .append_async(events)
-        .instrument(span.clone())
-        .await
-        .map_err(ApiError::from)
-        .inspect_err(|error| {
-            span.in_scope(|| {
-                tracing::warn!(code = error.code, "append refused: {}", error.message);
-            });
-        })?;
+    // Awaited, not on the blocking pool: the task waits for the group commit (or, in
+    // cluster mode, for JetStream and the mirror) without holding a thread, so many
+    // concurrent appends cost no thread each.
+    let appended = match state.cluster() {
+        None => state
+            .log()
+            .append_async(events)
+            .instrument(span.clone())
+            .await
+            .map_err(ApiError::from),
+        Some(cluster) => cluster
+            .append(events)
+            .instrument(span.clone())
+            .await
+            .map_err(ApiError::from),
+    };
+    let offsets = appended.inspect_err(|error| {
+        span.in_scope(|| {
+            tracing::warn!(code = error.code, "append refused: {}", error.message);
+        });
+    })?;
 
     span.in_scope(|| {
         for (offset, (event_type, correlation_id)) in offsets.iter().zip(&described) {

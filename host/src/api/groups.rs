@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, Params};
 use super::limits::SUBSCRIBE_POLL;
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 use crate::groups::state::StateError;
 use crate::groups::{
     AckOutcome, Delivery, GroupError, GroupFilter, GroupView, Groups, NackOutcome, ResetTo,

@@ -18,11 +18,23 @@
 //! | `refract_batch_latency_seconds` | histogram | projector, version |
 //! | `refract_traps_total` | counter | projector, version |
 //! | `refract_dead_letters_total` | counter | projector, version |
+//! | `refract_deadline_overruns_total` | counter | projector, version |
+//! | `refract_projector_overrun_seconds` | gauge | projector, version |
+//! | `refract_log_lines_dropped_total` | counter | projector, version |
 //! | `refract_swaps_total` | counter | |
 //! | `refract_rejected_plugins` | gauge | |
 //! | `refract_subscribers` | gauge | |
+//! | `refract_cluster_nats_connected` | gauge (0/1) | node |
+//! | `refract_cluster_mirror_position` | gauge | node |
+//! | `refract_cluster_stream_head` | gauge | node |
+//! | `refract_cluster_mirror_lag_messages` | gauge | node |
+//! | `refract_http_open_connections` | gauge | |
+//! | `refract_http_unauthenticated_connections` | gauge | |
+//! | `refract_http_evicted_connections_total` | counter | |
+//! | `refract_http_refused_connections_total` | counter | |
 //!
-//! Consumer groups and retention add theirs (`consumer_metrics`).
+//! The `refract_cluster_` families appear in cluster mode only. Consumer groups add
+//! theirs (`consumer_metrics`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +47,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, watch};
 
+use super::admission::Admission;
 use crate::engine::ProjectorView;
 use crate::engine::status::{BATCH_LATENCY_BUCKETS, VersionStatus};
 
@@ -47,6 +60,7 @@ pub(crate) struct Metrics {
     head: watch::Receiver<u64>,
     subscribers: Arc<Semaphore>,
     max_subscribers: usize,
+    admission: Arc<Admission>,
 }
 
 /// What the engine reported at scrape time.
@@ -63,6 +77,8 @@ pub(crate) struct EngineSnapshot {
     pub appended: u64,
     /// Consumer groups and retention, when the host serves them.
     pub consumers: Option<super::consumer_metrics::ConsumerSnapshot>,
+    /// The node's cluster status, in cluster mode.
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 impl Metrics {
@@ -70,11 +86,13 @@ impl Metrics {
         head: watch::Receiver<u64>,
         subscribers: Arc<Semaphore>,
         max_subscribers: usize,
+        admission: Arc<Admission>,
     ) -> Metrics {
         Metrics {
             head,
             subscribers,
             max_subscribers,
+            admission,
         }
     }
 
@@ -85,10 +103,18 @@ impl Metrics {
             registry.register_collector(Box::new(consumers));
         }
         let open = self.max_subscribers - self.subscribers.available_permits();
+        let (connections, unauthenticated) = self.admission.counts();
+        let (evicted, refused) = self.admission.turned_away();
         registry.register_collector(Box::new(Scrape {
             engine,
             head: *self.head.borrow(),
             subscribers: open,
+            connections: Connections {
+                open: connections,
+                unauthenticated,
+                evicted,
+                refused,
+            },
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)?;
@@ -102,6 +128,16 @@ struct Scrape {
     engine: EngineSnapshot,
     head: u64,
     subscribers: usize,
+    connections: Connections,
+}
+
+/// The API's connections at scrape time.
+#[derive(Debug)]
+struct Connections {
+    open: usize,
+    unauthenticated: usize,
+    evicted: u64,
+    refused: u64,
 }
 
 /// The labels of a per-version series.
@@ -136,6 +172,44 @@ impl Scrape {
         let mut family = encoder.encode_descriptor(name, help, None, kind)?;
         for (labels, status) in self.versions() {
             sample(family.encode_family(&labels)?, status)?;
+        }
+        Ok(())
+    }
+}
+
+impl Scrape {
+    /// The cluster families, labelled with the node's name.
+    fn encode_cluster(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let Some(cluster) = &self.engine.cluster else {
+            return Ok(());
+        };
+        let labels = [("node", cluster.node.clone())];
+        let figures: [(&str, &str, u64); 4] = [
+            (
+                "refract_cluster_nats_connected",
+                "1 while this node is connected to NATS",
+                u64::from(cluster.nats == "connected"),
+            ),
+            (
+                "refract_cluster_mirror_position",
+                "The last JetStream sequence applied to this node's mirror of the log",
+                cluster.mirror_position,
+            ),
+            (
+                "refract_cluster_stream_head",
+                "The JetStream stream's last sequence, as this node last heard it",
+                cluster.stream_head.unwrap_or(0),
+            ),
+            (
+                "refract_cluster_mirror_lag_messages",
+                "JetStream messages not yet applied to this node's mirror (replication lag)",
+                cluster.lag.unwrap_or(0),
+            ),
+        ];
+        for (name, help, value) in figures {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -183,6 +257,31 @@ impl Collector for Scrape {
             "Open event subscriptions (SSE)",
             &ConstGauge::new(self.subscribers as i64),
         )?;
+        let connections = &self.connections;
+        single(
+            e,
+            "refract_http_open_connections",
+            "Open connections to the HTTP API",
+            &ConstGauge::new(connections.open as i64),
+        )?;
+        single(
+            e,
+            "refract_http_unauthenticated_connections",
+            "Open connections that have not yet sent a request with the token",
+            &ConstGauge::new(connections.unauthenticated as i64),
+        )?;
+        single(
+            e,
+            "refract_http_evicted_connections",
+            "Unauthenticated connections closed to make room for newer ones",
+            &ConstCounter::new(connections.evicted),
+        )?;
+        single(
+            e,
+            "refract_http_refused_connections",
+            "Connections refused because every slot was held by a client with the token",
+            &ConstCounter::new(connections.refused),
+        )?;
         self.per_version(
             e,
             "refract_events_projected",
@@ -227,6 +326,27 @@ impl Collector for Scrape {
         )?;
         self.per_version(
             e,
+            "refract_deadline_overruns",
+            "Calls that ran past their deadline and its grace before returning",
+            MetricType::Counter,
+            |m, s| ConstCounter::new(s.deadline_overruns).encode(m),
+        )?;
+        self.per_version(
+            e,
+            "refract_projector_overrun_seconds",
+            "How long a call still running past its deadline and grace has run (0: none)",
+            MetricType::Gauge,
+            |m, s| ConstGauge::new(s.overrun.as_ref().map_or(0.0, |o| o.running_seconds)).encode(m),
+        )?;
+        self.per_version(
+            e,
+            "refract_log_lines_dropped",
+            "Projector log lines dropped over the per-call and per-second limits",
+            MetricType::Counter,
+            |m, s| ConstCounter::new(s.log_lines_dropped).encode(m),
+        )?;
+        self.per_version(
+            e,
             "refract_batch_latency_seconds",
             "Time from reading a batch from the log to committing it",
             MetricType::Histogram,
@@ -243,7 +363,8 @@ impl Collector for Scrape {
             },
         )?;
         self.encode_versions_info(e)?;
-        self.encode_replays(e)
+        self.encode_replays(e)?;
+        self.encode_cluster(e)
     }
 }
 

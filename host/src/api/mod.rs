@@ -16,11 +16,15 @@
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
 //! | `GET /v1/projectors/{name}/diff` | the shadow (or previous) version against the active one: tables, sample rows, the diff gate |
 //! | `GET /v1/groups`, `/v1/groups/{group}/...` | consumer groups: poll, subscribe, ack, nack, reset, delete, dead letters (see `groups`) |
+//! | `GET /v1/cluster` | cluster mode: NATS connectivity, the mirror against the stream's head |
 //! | `GET /health` | `ok` (200) or `degraded` (503) with the reasons |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! # Layout
-//! - [`server`]: [`ApiState`], the router and [`serve`].
+//! - [`server`]: the router and [`serve`], the accept loop.
+//! - `admission`: the connection caps, and which connection makes room for a new one.
+//! - `connection`: serving one connection, with its idle, head and body timeouts.
+//! - [`state`]: [`ApiState`], what every handler may use.
 //! - [`auth`]: the bearer [`Token`], its file, the middleware.
 //! - [`error`]: [`ApiError`], the one error shape and its statuses.
 //! - [`extract`]: extractors that turn bad input into [`ApiError`]s.
@@ -30,11 +34,15 @@
 //! - `projectors`: projector management. `query`: read-model queries. `diff`: two
 //!   versions compared.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
+//! - `cluster`: `GET /v1/cluster`.
 //!
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
 //! and the [`Engine`](crate::engine::Engine) only.
 
+mod admission;
 pub mod auth;
+mod cluster;
+mod connection;
 mod consumer_metrics;
 pub mod diff;
 pub mod error;
@@ -48,8 +56,10 @@ mod projectors;
 mod query;
 pub mod server;
 mod sse;
+pub mod state;
 
 pub use auth::Token;
 pub use error::ApiError;
 pub use limits::ServerConfig;
-pub use server::{ApiState, router, serve};
+pub use server::{router, serve};
+pub use state::ApiState;

@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::metrics::{self, EngineSnapshot};
-use super::server::{ApiState, blocking};
-use crate::engine::State as VersionState;
+use super::state::{ApiState, blocking};
 use crate::engine::control::Role;
 use crate::engine::{ProjectorView, Rejected};
+use crate::storage_fault::free_bytes;
 
 /// The body of `/health`.
 #[derive(Debug, Serialize)]
@@ -23,16 +23,39 @@ pub(crate) struct Health {
     reasons: Vec<String>,
 }
 
-/// `GET /health`: 200 `ok`, or 503 `degraded` with the reasons: a version stalled or
-/// failed, a refused plugin file, or an active version lagging more than
-/// `server.health_max_lag` events.
+/// `GET /health`: 200 `ok`, or 503 `degraded` with the reasons, one sentence each:
+/// a version that is not projecting (stalled, failed, retrying a host fault, ahead of
+/// the log), an active version lagging more than `server.health_max_lag` events, a
+/// refused plugin file, a host that runs read-only, a disk with less than
+/// `server.health_min_free_bytes` free, and in cluster mode NATS unreachable or the
+/// mirror failing or lagging (see
+/// [`ClusterStatus::degraded_reasons`](crate::cluster::ClusterStatus::degraded_reasons)),
+/// and a consumer group lagging more than its `lag_alert`.
 pub(crate) async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let engine = std::sync::Arc::clone(state.engine());
+    let min_free = state.config().health_min_free_bytes;
     // The engine's views are behind locks its controller may hold for a while.
-    let (projectors, rejected) =
-        blocking(move || Ok((engine.projectors(), engine.rejected()))).await?;
-    let mut reasons = degraded_reasons(&projectors, &rejected, state.config().health_max_lag);
+    let max_lag = state.config().health_max_lag;
+    let mut reasons = blocking(move || {
+        let mut reasons = Vec::new();
+        if let Some(read_only) = engine.read_only() {
+            reasons.push(format!("the host is read-only: {}", read_only.reason));
+        }
+        if let Some(low) = low_disk_space(engine.data_dir().root(), min_free) {
+            reasons.push(low);
+        }
+        Ok((reasons, engine.projectors(), engine.rejected()))
+    })
+    .await
+    .map(|(mut reasons, projectors, rejected)| {
+        reasons.extend(degraded_reasons(&projectors, &rejected, max_lag));
+        reasons
+    })?;
+    if let Some(cluster) = state.cluster() {
+        reasons.extend(cluster.status().degraded_reasons(max_lag));
+    }
     reasons.extend(consumer_reasons(&state).await?);
+    reasons.dedup();
     let (status, code) = if reasons.is_empty() {
         ("ok", StatusCode::OK)
     } else {
@@ -61,7 +84,20 @@ async fn consumer_reasons(state: &ApiState) -> Result<Vec<String>, ApiError> {
         .collect())
 }
 
-/// Everything that makes the host degraded, one sentence each.
+/// A reason when the disk holding `data_dir` has less than `min_free` bytes free.
+fn low_disk_space(data_dir: &std::path::Path, min_free: u64) -> Option<String> {
+    let free = free_bytes(data_dir).ok()?;
+    (free < min_free).then(|| {
+        format!(
+            "the disk holding the data directory {} has {free} bytes free, below \
+             server.health_min_free_bytes = {min_free}: free space on it before appends and \
+             projectors fail",
+            data_dir.display()
+        )
+    })
+}
+
+/// Everything about the projectors that makes the host degraded, one sentence each.
 fn degraded_reasons(
     projectors: &[ProjectorView],
     rejected: &[Rejected],
@@ -69,6 +105,9 @@ fn degraded_reasons(
 ) -> Vec<String> {
     let mut reasons = Vec::new();
     for projector in projectors {
+        if let Some(why) = &projector.unavailable {
+            reasons.push(format!("projector `{}`: {why}", projector.name));
+        }
         for version in &projector.versions {
             let name = &projector.name;
             let id = &version.version;
@@ -83,7 +122,7 @@ fn degraded_reasons(
             let Some(status) = &version.status else {
                 continue;
             };
-            if let VersionState::Stalled { .. } = status.state {
+            if !status.state.is_healthy() {
                 reasons.push(format!(
                     "projector `{name}` version {id} ({}) is {}",
                     version.role.as_str(),
@@ -113,6 +152,7 @@ fn degraded_reasons(
 pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let engine = std::sync::Arc::clone(state.engine());
     let groups = state.groups_if_any().cloned();
+    let cluster = state.cluster().map(crate::cluster::ClusterNode::status);
     let snapshot = blocking(move || {
         let consumers = match groups {
             Some(groups) => Some(super::consumer_metrics::ConsumerSnapshot {
@@ -126,6 +166,7 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
             swaps: engine.swaps_total(),
             appended: engine.log().appended_total(),
             consumers,
+            cluster,
         })
     })
     .await?;
@@ -141,6 +182,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::engine::State as VersionState;
     use crate::engine::VersionView;
     use crate::engine::status::LatencyHistogram;
 
@@ -159,6 +201,9 @@ mod tests {
                 dead_letters: 0,
                 events_projected: 0,
                 traps: 0,
+                overrun: None,
+                deadline_overruns: 0,
+                log_lines_dropped: 0,
                 batch_latency: LatencyHistogram::default(),
             }),
             replay: None,
@@ -169,6 +214,7 @@ mod tests {
         ProjectorView {
             name: "p".into(),
             active_version: Some("v1".into()),
+            unavailable: None,
             versions,
         }
     }
@@ -205,6 +251,35 @@ mod tests {
         assert!(reasons[1].contains("stalled at 7: trap"), "{}", reasons[1]);
         assert!(reasons[2].contains("failed: boom"), "{}", reasons[2]);
         assert!(reasons[3].contains("bad.wasm"), "{}", reasons[3]);
+        // Retrying a host fault, or finding the log behind: degraded too.
+        let views = [projector(vec![
+            version(
+                Role::Active,
+                VersionState::Retrying {
+                    attempts: 3,
+                    message: "database or disk is full".into(),
+                },
+                5,
+                5,
+            ),
+            version(
+                Role::Previous,
+                VersionState::AheadOfLog {
+                    checkpoint: 9,
+                    head: 0,
+                },
+                9,
+                0,
+            ),
+        ])];
+        let reasons = degraded_reasons(&views, &[], 100);
+        assert_eq!(reasons.len(), 2, "{reasons:#?}");
+        assert!(
+            reasons[0].contains("retrying after 3 failures"),
+            "{}",
+            reasons[0]
+        );
+        assert!(reasons[1].contains("ahead of the log"), "{}", reasons[1]);
         // At the threshold is still fine.
         let views = [projector(vec![version(
             Role::Active,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::{Params, ProjectorName};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 use crate::engine::{
     DeadLetter, DeployOutcome, Deployment, Engine, EngineError, ProjectorView, Rejected,
 };

@@ -21,9 +21,20 @@
 //!   transactions or savepoints, no `load_extension`; attached databases are also
 //!   limited to zero.
 //! - One statement per request.
-//! - A progress handler interrupts the statement after `server.query_timeout_ms`; the
-//!   answer stops at `server.max_query_rows` rows or `server.max_query_result_bytes`
-//!   bytes of text and blobs, with `truncated: true`.
+//!
+//! # Cost
+//! A query gets the same bounds as a projector's SQL (`refract::runtime`'s `sql_cost`
+//! and temporary-storage budget, from `[limits]`): values of at most
+//! `limits.max_value_bytes`, `LIKE` patterns of `limits.max_like_pattern_bytes`,
+//! `limits.max_columns` columns, the linear versions of SQLite's quadratic functions
+//! and the costly ones denied, and `limits.max_temp_bytes` of temporary files.
+//! - A progress handler interrupts the statement after `server.query_timeout_ms`, and a
+//!   timer then calls `sqlite3_interrupt` for the loops inside one step; a single step
+//!   is bounded by the limits above.
+//! - The answer stops at `server.max_query_rows` rows or `server.max_query_result_bytes`
+//!   bytes of JSON, with `truncated: true`. Each value is measured before it is
+//!   converted, so the body never passes the cap; a first row larger than the cap alone
+//!   is refused (422 `query_too_big`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,9 +43,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
-use rusqlite::limits::Limit;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -43,11 +52,13 @@ use serde_json::Value as JsonValue;
 use super::error::ApiError;
 use super::extract::{ApiJson, ProjectorName};
 use super::limits::{QUERY_PROGRESS_OPS, ServerConfig};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
+use crate::runtime::{COSTLY_FUNCTIONS, ReadModelConnection, SandboxLimits, costly_function};
 
 /// SQL functions a query may not call even though they read nothing: they reach
-/// outside the database.
-pub const DENIED_FUNCTIONS: &[&str] = &["load_extension", "fts3_tokenizer"];
+/// outside the database. (The functions whose cost cannot be bounded,
+/// [`COSTLY_FUNCTIONS`], are refused too.)
+pub const DENIED_FUNCTIONS: &[&str] = &["load_extension", "fts3_tokenizer", "sqlite_log"];
 
 /// A query request.
 #[derive(Debug, Deserialize)]
@@ -89,9 +100,17 @@ pub(crate) async fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let engine = Arc::clone(state.engine());
     let config = state.config().clone();
+    let limits = engine.sandbox_limits().clone();
     // SQLite blocks; a query may run up to the time limit.
     blocking(move || {
         let Some(model) = engine.read_model(&name) else {
+            if let Some(why) = engine.read_model_unavailable(&name) {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_model_unavailable",
+                    format!("projector `{name}` cannot be queried now: {why}; retry later"),
+                ));
+            }
             return Err(match engine.projector(&name) {
                 Some(_) => ApiError::new(
                     StatusCode::CONFLICT,
@@ -108,7 +127,30 @@ pub(crate) async fn run(
             });
         };
         let started = Instant::now();
-        let answer = run_query(&model.path, &request.sql, &params, &config, model.version);
+        let answer = run_query(
+            &model.path,
+            &request.sql,
+            &params,
+            &config,
+            &limits,
+            model.version,
+        )
+        .map_err(|error| {
+            // Deleted from under the host: the engine is about to rebuild it aside.
+            if error.status.is_server_error() && !model.path.exists() {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_model_unavailable",
+                    format!(
+                        "projector `{name}` cannot be queried now: its read model {} was \
+                         deleted; the host rebuilds it from the log; retry later",
+                        model.path.display()
+                    ),
+                )
+            } else {
+                error
+            }
+        });
         match &answer {
             Ok(answer) => tracing::debug!(
                 projector = %name,
@@ -155,26 +197,23 @@ fn run_query(
     sql: &str,
     params: &[Value],
     config: &ServerConfig,
+    limits: &SandboxLimits,
     version: String,
 ) -> Result<QueryAnswer, ApiError> {
     let host = |e: rusqlite::Error| ApiError::internal("opening the read model", &e);
-    // No URI flag: the path cannot smuggle in options such as `mode=rw`.
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(path, flags).map_err(host)?;
+    // Read-only, `DEFENSIVE`, an untrusted schema (functions named in the read model's
+    // own views and triggers run only if innocuous), and the sandbox's cost bounds.
+    let mut conn = ReadModelConnection::open(path, flags, limits).map_err(host)?;
     conn.busy_timeout(config.query_timeout()).map_err(host)?;
-    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)
-        .map_err(host)?;
-    let max_length = i32::try_from(config.max_query_result_bytes).unwrap_or(i32::MAX);
-    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, max_length)
-        .map_err(host)?;
-    // Functions named in the read model's own views and triggers run only if they are
-    // marked innocuous.
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)
-        .map_err(host)?;
 
     let deadline = Instant::now() + config.query_timeout();
-    conn.progress_handler(QUERY_PROGRESS_OPS, Some(move || Instant::now() >= deadline))
+    conn.conn_mut()
+        .progress_handler(QUERY_PROGRESS_OPS, Some(move || Instant::now() >= deadline))
         .map_err(host)?;
+    // The progress handler runs between SQLite's steps; past the deadline an interrupt
+    // also stops the loops inside one (counting a whole table, say).
+    let _interrupt = InterruptAt::start(deadline, conn.get_interrupt_handle());
 
     // The checkpoint and the rows come from one read transaction, so they agree.
     conn.execute_batch("BEGIN").map_err(host)?;
@@ -190,27 +229,30 @@ fn run_query(
 
     let denied = Arc::new(Mutex::new(None::<String>));
     let reason = Arc::clone(&denied);
-    conn.authorizer(Some(move |context: AuthContext<'_>| {
-        match allow(context.action) {
-            Ok(()) => Authorization::Allow,
-            Err(why) => {
-                reason
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert(why);
-                Authorization::Deny
+    conn.conn_mut()
+        .authorizer(Some(move |context: AuthContext<'_>| {
+            match allow(context.action) {
+                Ok(()) => Authorization::Allow,
+                Err(why) => {
+                    reason
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert(why);
+                    Authorization::Deny
+                }
             }
-        }
-    }))
-    .map_err(host)?;
+        }))
+        .map_err(host)?;
 
-    let denial = || {
-        denied
+    let failure = |error: rusqlite::Error| {
+        let denial = denied
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        let temp_full = conn.take_temp_refusal();
+        sql_error(&error, denial, temp_full, limits)
     };
-    let result = execute(&conn, sql, params, config, &denial).map(|(columns, rows, truncated)| {
+    let result = execute(&conn, sql, params, config, &failure).map(|(columns, rows, truncated)| {
         QueryAnswer {
             columns,
             rows,
@@ -224,6 +266,42 @@ fn run_query(
     result
 }
 
+/// Calls `sqlite3_interrupt` on a connection at a deadline, from a thread of its own,
+/// unless dropped first.
+struct InterruptAt {
+    cancel: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl InterruptAt {
+    fn start(deadline: Instant, handle: rusqlite::InterruptHandle) -> Self {
+        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("refract-query-timer".into())
+            .spawn(move || {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    cancelled.recv_timeout(left)
+                {
+                    handle.interrupt();
+                }
+            });
+        // Without the timer the progress handler still ends the query between steps.
+        if let Err(err) = spawned {
+            tracing::warn!("cannot start a query's interrupt timer: {err}");
+        }
+        Self {
+            cancel: Some(cancel),
+        }
+    }
+}
+
+impl Drop for InterruptAt {
+    fn drop(&mut self) {
+        // Wakes the timer, which then ends without interrupting.
+        drop(self.cancel.take());
+    }
+}
+
 /// Prepares, binds and steps the statement, collecting rows within the caps.
 #[allow(
     clippy::type_complexity,
@@ -234,9 +312,8 @@ fn execute(
     sql: &str,
     params: &[Value],
     config: &ServerConfig,
-    denial: &dyn Fn() -> Option<String>,
+    failed: &dyn Fn(rusqlite::Error) -> ApiError,
 ) -> Result<(Vec<String>, Vec<Vec<JsonValue>>, bool), ApiError> {
-    let failed = |error: rusqlite::Error| sql_error(&error, denial());
     let mut stmt = conn.prepare(sql).map_err(failed)?;
     if !stmt.readonly() {
         return Err(not_allowed("the statement would write".to_owned()));
@@ -256,37 +333,81 @@ fn execute(
     }
     let columns: Vec<String> = stmt.column_names().map(str::to_owned).collect();
     let width = columns.len();
+    let max_bytes = config.max_query_result_bytes;
     let mut rows = Vec::new();
-    let mut bytes = 0usize;
-    let mut truncated = false;
+    // The JSON around the rows: column names and the other fields, roughly.
+    let mut bytes = columns
+        .iter()
+        .map(|name| json_text_len(name.as_bytes()))
+        .sum::<usize>()
+        + 128;
     let mut cursor = stmt.raw_query();
     while let Some(row) = cursor.next().map_err(failed)? {
-        if rows.len() >= config.max_query_rows || bytes >= config.max_query_result_bytes {
-            truncated = true;
-            break;
+        if rows.len() >= config.max_query_rows {
+            return Ok((columns, rows, true));
         }
+        // Measure the whole row before converting any of it, so a row that does not
+        // fit costs nothing but SQLite's own copy.
+        let mut row_bytes = 2;
+        for index in 0..width {
+            row_bytes += 1 + json_len(row.get_ref(index).map_err(failed)?);
+        }
+        if bytes.saturating_add(row_bytes) > max_bytes {
+            if rows.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "query_too_big",
+                    format!(
+                        "the first row alone is {row_bytes} bytes of JSON, more than the {max_bytes} an answer may hold (`server.max_query_result_bytes`); select fewer or smaller columns"
+                    ),
+                ));
+            }
+            return Ok((columns, rows, true));
+        }
+        bytes += row_bytes;
         let mut values = Vec::with_capacity(width);
         for index in 0..width {
-            let value = row.get_ref(index).map_err(failed)?;
-            bytes += size_of::<JsonValue>();
-            values.push(match value {
+            values.push(match row.get_ref(index).map_err(failed)? {
                 ValueRef::Null => JsonValue::Null,
                 ValueRef::Integer(integer) => JsonValue::from(integer),
                 // Non-finite reals have no JSON form; serde_json writes them as null.
                 ValueRef::Real(real) => JsonValue::from(real),
                 ValueRef::Text(text) => {
-                    bytes += text.len();
                     JsonValue::String(String::from_utf8_lossy(text).into_owned())
                 }
-                ValueRef::Blob(blob) => {
-                    bytes += blob.len() * 2;
-                    serde_json::json!({"hex": hex::encode(blob)})
-                }
+                ValueRef::Blob(blob) => serde_json::json!({"hex": hex::encode(blob)}),
             });
         }
         rows.push(values);
     }
-    Ok((columns, rows, truncated))
+    Ok((columns, rows, false))
+}
+
+/// The most bytes `value` takes in the answer's JSON.
+fn json_len(value: ValueRef<'_>) -> usize {
+    match value {
+        ValueRef::Null => 4,
+        // `-9223372036854775808`, or a real in its shortest round-trip form.
+        ValueRef::Integer(_) | ValueRef::Real(_) => 24,
+        ValueRef::Text(text) => json_text_len(text),
+        // `{"hex":"…"}`
+        ValueRef::Blob(blob) => 10 + 2 * blob.len(),
+    }
+}
+
+/// The bytes of `text` as a JSON string: quotes, and escapes for quotes, backslashes
+/// and control characters (at most `\u00XX`, six bytes). Invalid UTF-8 becomes U+FFFD,
+/// three bytes for each bad byte at most.
+fn json_text_len(text: &[u8]) -> usize {
+    2 + text
+        .iter()
+        .map(|&byte| match byte {
+            b'"' | b'\\' => 2,
+            0x00..=0x1f => 6,
+            0x80..=0xff => 3,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 /// What the authorizer allows: reading, and nothing else.
@@ -301,6 +422,11 @@ fn allow(action: AuthAction<'_>) -> Result<(), String> {
                 Err(format!(
                     "the SQL function {function_name}() is not allowed in a query"
                 ))
+            } else if COSTLY_FUNCTIONS
+                .iter()
+                .any(|denied| denied.eq_ignore_ascii_case(function_name))
+            {
+                Err(costly_function(function_name))
             } else {
                 Ok(())
             }
@@ -358,12 +484,32 @@ fn not_allowed(reason: String) -> ApiError {
 }
 
 /// Maps an SQLite error from the user's statement to the client error it is.
-fn sql_error(error: &rusqlite::Error, denied: Option<String>) -> ApiError {
+/// `temp_full` says the temporary-storage budget refused a write (SQLite reports it as
+/// a full disk).
+fn sql_error(
+    error: &rusqlite::Error,
+    denied: Option<String>,
+    temp_full: bool,
+    limits: &SandboxLimits,
+) -> ApiError {
+    let too_costly = |message: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "query_too_costly",
+            message,
+        )
+    };
     let code = error.sqlite_error_code();
+    let message = match error {
+        rusqlite::Error::SqliteFailure(_, Some(message)) => message.clone(),
+        other => other.to_string(),
+    };
     match code {
         Some(ErrorCode::AuthorizationForStatementDenied) => {
             not_allowed(denied.unwrap_or_else(|| "queries are read-only".to_owned()))
         }
+        // A function refused in the authorizer surfaces as a plain error.
+        _ if denied.is_some() => not_allowed(denied.unwrap_or_default()),
         Some(ErrorCode::ReadOnly) => not_allowed("queries are read-only".to_owned()),
         Some(ErrorCode::OperationInterrupted) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -376,20 +522,32 @@ fn sql_error(error: &rusqlite::Error, denied: Option<String>) -> ApiError {
             "busy",
             "the read model is busy; retry",
         ),
+        Some(ErrorCode::TooBig | ErrorCode::DiskFull) if temp_full => too_costly(format!(
+            "the query needs more than {} bytes of temporary storage for its sorts and \
+             temporary tables (`limits.max_temp_bytes`); narrow it, or add an index in the projector",
+            limits.max_temp_bytes
+        )),
         Some(ErrorCode::TooBig) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "query_too_big",
-            "a value in the query or its result is larger than `server.max_query_result_bytes`",
+            format!(
+                "a value in the query or its result is larger than {} bytes (`limits.max_value_bytes`)",
+                limits.max_value_bytes
+            ),
         ),
         _ if matches!(error, rusqlite::Error::MultipleStatement) => {
             ApiError::bad_request("invalid_sql", "send one SQL statement per query")
         }
-        _ => match error {
-            rusqlite::Error::SqliteFailure(_, Some(message)) => {
-                ApiError::bad_request("invalid_sql", message.clone())
-            }
-            other => ApiError::bad_request("invalid_sql", other.to_string()),
-        },
+        _ if message.contains("`limits.") => too_costly(message),
+        _ if message.contains("LIKE or GLOB pattern too complex") => too_costly(format!(
+            "{message}: a pattern may be at most {} bytes (`limits.max_like_pattern_bytes`)",
+            limits.max_like_pattern_bytes
+        )),
+        _ if message.contains("too many columns") => too_costly(format!(
+            "{message}: at most {} (`limits.max_columns`)",
+            limits.max_columns
+        )),
+        _ => ApiError::bad_request("invalid_sql", message),
     }
 }
 
@@ -435,7 +593,14 @@ mod tests {
     }
 
     fn query(path: &Path, sql: &str, params: &[Value]) -> Result<QueryAnswer, ApiError> {
-        run_query(path, sql, params, &ServerConfig::default(), "v".into())
+        run_query(
+            path,
+            sql,
+            params,
+            &ServerConfig::default(),
+            &SandboxLimits::default(),
+            "v".into(),
+        )
     }
 
     #[test]
@@ -499,6 +664,7 @@ mod tests {
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n",
             &[],
             &config,
+            &SandboxLimits::default(),
             "v".into(),
         )
         .unwrap_err();
@@ -513,8 +679,96 @@ mod tests {
             max_query_rows: 2,
             ..ServerConfig::default()
         };
-        let answer = run_query(&path, "SELECT * FROM t", &[], &config, "v".into()).unwrap();
+        let answer = run_query(
+            &path,
+            "SELECT * FROM t",
+            &[],
+            &config,
+            &SandboxLimits::default(),
+            "v".into(),
+        )
+        .unwrap();
         assert_eq!(answer.rows.len(), 2);
         assert!(answer.truncated);
+    }
+
+    #[test]
+    fn bytes_stop_at_the_cap_before_they_are_spent() {
+        let (_dir, path) = fixture();
+        let config = ServerConfig {
+            max_query_result_bytes: 100_000,
+            ..ServerConfig::default()
+        };
+        let limits = SandboxLimits::default();
+        // Forty rows of 40 KB each: the cap holds two.
+        let answer = run_query(
+            &path,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 40)
+             SELECT x, printf('%.*c', 40000, 'a') FROM c",
+            &[],
+            &config,
+            &limits,
+            "v".into(),
+        )
+        .unwrap();
+        assert_eq!(answer.rows.len(), 2);
+        assert!(answer.truncated);
+        let body = serde_json::to_string(&answer).unwrap();
+        assert!(body.len() <= 100_000, "{}", body.len());
+        // A first row that cannot fit is refused, not answered empty.
+        let error = run_query(
+            &path,
+            "SELECT printf('%.*c', 60000, 'a'), printf('%.*c', 60000, 'b')",
+            &[],
+            &config,
+            &limits,
+            "v".into(),
+        )
+        .unwrap_err();
+        assert_eq!(error.code, "query_too_big", "{error}");
+        assert!(
+            error.message.contains("server.max_query_result_bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn queries_get_the_sandbox_bounds() {
+        let (_dir, path) = fixture();
+        let limits = SandboxLimits {
+            max_temp_bytes: 1 << 20,
+            ..SandboxLimits::default()
+        };
+        let config = ServerConfig::default();
+        let run = |sql: &str| run_query(&path, sql, &[], &config, &limits, "v".into());
+        // SQLite's own replace() took 20 s for this; the bounded one is linear.
+        let started = Instant::now();
+        let answer = run(
+            "SELECT length(replace(printf('%.*c', 1000000, 'a'), printf('%.*c', 500000, 'a') || 'b', 'x'))",
+        )
+        .unwrap();
+        assert_eq!(answer.rows[0][0], 1_000_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        for (sql, code) in [
+            ("SELECT zeroblob(2000000)", "query_too_big"),
+            ("SELECT json_group_array(k) FROM t", "query_not_allowed"),
+            ("SELECT json_pretty('[1]')", "query_not_allowed"),
+            (
+                "SELECT 'a' LIKE printf('%.*c', 200, '%')",
+                "query_too_costly",
+            ),
+            (
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000)
+                 SELECT count(*) FROM (SELECT printf('%.*c', 1000, x) AS v FROM c ORDER BY v)",
+                "query_too_costly",
+            ),
+        ] {
+            let error = run(sql).unwrap_err();
+            assert_eq!(error.code, code, "{sql}: {error}");
+            assert!(
+                error.message.contains("limits.") || code == "query_not_allowed",
+                "{sql}: {error}"
+            );
+        }
     }
 }

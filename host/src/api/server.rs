@@ -1,141 +1,28 @@
-//! The server: [`ApiState`], the router and [`serve`].
+//! The server: the router and [`serve`].
 //!
 //! [`serve`] takes the listener, the state and the shutdown signal as parameters, so the
 //! tests start the real server in-process on an ephemeral port.
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use super::auth::{self, Token};
+use super::admission::ensure_descriptor_budget;
+use super::auth;
+use super::connection::{ConnectionTimeouts, serve_connection};
 use super::error::{ApiError, panic_response};
-use super::limits::ServerConfig;
-use super::metrics::Metrics;
-use super::{diff, events, groups, operations, projectors, query, sse};
-use crate::engine::Engine;
-use crate::log::EventLog;
-
-/// Everything a request handler may use. Cheap to clone.
-#[derive(Clone)]
-pub struct ApiState {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    log: EventLog,
-    engine: Arc<Engine>,
-    config: ServerConfig,
-    token: Token,
-    metrics: Metrics,
-    /// One permit per allowed concurrent subscription.
-    subscribers: Arc<Semaphore>,
-    /// Set once the server starts shutting down, so that subscriptions (which would
-    /// otherwise stream forever) end and the graceful shutdown can finish.
-    shutdown: watch::Sender<bool>,
-    /// Consumer groups, once attached ([`ApiState::attach_groups`]).
-    groups: OnceLock<Arc<crate::groups::Groups>>,
-}
-
-impl ApiState {
-    /// The state for a server over `log` (the same log the engine projects, so appends
-    /// wake its workers at once) and `engine`.
-    pub fn new(log: EventLog, engine: Arc<Engine>, config: ServerConfig, token: Token) -> Self {
-        let subscribers = Arc::new(Semaphore::new(config.max_subscribers));
-        let metrics = Metrics::new(
-            log.watch_head(),
-            Arc::clone(&subscribers),
-            config.max_subscribers,
-        );
-        ApiState {
-            shared: Arc::new(Shared {
-                log,
-                engine,
-                config,
-                token,
-                metrics,
-                subscribers,
-                shutdown: watch::channel(false).0,
-                groups: OnceLock::new(),
-            }),
-        }
-    }
-
-    /// Serves consumer groups (`/v1/groups/...`) from `groups`. Without it those routes
-    /// answer 503. A second call is ignored.
-    pub fn attach_groups(&self, groups: Arc<crate::groups::Groups>) {
-        let _ = self.shared.groups.set(groups);
-    }
-
-    /// The consumer groups, if attached.
-    pub(crate) fn groups(&self) -> Result<&Arc<crate::groups::Groups>, ApiError> {
-        self.shared.groups.get().ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "groups_unavailable",
-                "this host serves no consumer groups (it was started without them)",
-            )
-        })
-    }
-
-    /// A permit for one held connection (a subscription, a group member's stream or a
-    /// waiting long poll), counted against `server.max_subscribers` until dropped.
-    pub(crate) fn hold_connection(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        Arc::clone(&self.shared.subscribers)
-            .try_acquire_owned()
-            .map_err(|_| {
-                ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "too_many_subscribers",
-                    format!(
-                        "{} subscriptions and long polls are open, the most this host allows \
-                         (`server.max_subscribers`); retry later",
-                        self.config().max_subscribers
-                    ),
-                )
-            })
-    }
-
-    /// The consumer groups, if attached, for health and metrics.
-    pub(crate) fn groups_if_any(&self) -> Option<&Arc<crate::groups::Groups>> {
-        self.shared.groups.get()
-    }
-
-    /// The event log.
-    pub fn log(&self) -> &EventLog {
-        &self.shared.log
-    }
-
-    /// The projection engine.
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.shared.engine
-    }
-
-    /// The limits.
-    pub fn config(&self) -> &ServerConfig {
-        &self.shared.config
-    }
-
-    pub(crate) fn token(&self) -> &Token {
-        &self.shared.token
-    }
-
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
-    }
-
-    /// A receiver that turns `true` when the server begins to shut down.
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shared.shutdown.subscribe()
-    }
-}
+use super::state::ApiState;
+use super::{cluster, diff, events, groups, operations, projectors, query, sse};
 
 /// The API's routes, with authentication, body limits, panic catching and request
 /// tracing.
@@ -147,6 +34,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/v1/streams/{stream}/events", post(events::append))
+        .route("/v1/cluster", get(cluster::show))
         .route("/v1/events", get(events::read))
         .route("/v1/events/count", get(events::count))
         .route("/v1/events/subscribe", get(sse::subscribe))
@@ -182,7 +70,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(body_limit)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.token().clone(),
             auth::require_token,
         ))
         // The console's page and scripts load before sign-in and hold no data: outside
@@ -205,30 +93,102 @@ pub fn router(state: ApiState) -> Router {
 
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting,
 /// ends every subscription and waits for requests in flight.
+///
+/// Each connection is admitted under the connection caps ([`super::admission`]) and
+/// served with its timeouts ([`super::connection`]).
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let stop = state.shared.shutdown.clone();
-    let signal = async move {
-        shutdown.await;
-        stop.send_replace(true);
+    let config = state.config().clone();
+    ensure_descriptor_budget(config.max_connections);
+    let admission = Arc::clone(state.admission());
+    let timeouts = ConnectionTimeouts {
+        header_read: config.header_read_timeout(),
+        body_read: config.body_read_timeout(),
+        idle: config.idle_timeout(),
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(signal)
-        .await
+    let router = router(state.clone());
+    let (stopping, stop_seen) = watch::channel(false);
+    // Every connection task holds a clone of `open`; when all are gone, they are done.
+    let (open, all_closed) = watch::channel(());
+    drop(all_closed);
+    let mut accept_errors = RepeatedAcceptError::default();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_errors.pause_after(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        accept_errors.reset();
+        let Some(ticket) = admission.admit(peer.ip()) else {
+            // Logged at 1, 2, 4, 8... refusals: a flood does not flood the log too.
+            let refused = admission.turned_away().1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, "refused a connection: every one of server.max_connections is held by a client with the token");
+            }
+            continue;
+        };
+        // Small responses go out at once rather than waiting for more to send.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let stop_seen = stop_seen.clone();
+        let open = open.subscribe();
+        tokio::spawn(async move {
+            serve_connection(stream, router, ticket, timeouts, stop_seen).await;
+            drop(open);
+        });
+    }
+    drop(listener);
+    state.begin_shutdown();
+    stopping.send_replace(true);
+    open.closed().await;
+    Ok(())
 }
 
-/// Runs blocking work (SQLite, engine calls that touch the disk or compile wasm) on
-/// tokio's blocking pool: on the async workers it would stall every other request,
-/// and the runtime has only a couple of them.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(error) => Err(ApiError::internal("a blocking task", &error)),
+/// How long the accept loop pauses after an error such as running out of file
+/// descriptors, so it does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Accept errors, logged once per run of them rather than once per attempt.
+#[derive(Debug, Default)]
+struct RepeatedAcceptError {
+    repeats: u64,
+}
+
+impl RepeatedAcceptError {
+    async fn pause_after(&mut self, error: &std::io::Error) {
+        // A connection reset before it was accepted is the client's business.
+        if matches!(
+            error.kind(),
+            ErrorKind::ConnectionAborted
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionRefused
+        ) {
+            return;
+        }
+        if self.repeats == 0 {
+            tracing::error!(
+                "cannot accept connections: {error}; if it says too many open files, lower \
+                 server.max_connections or raise `ulimit -n`"
+            );
+        }
+        self.repeats += 1;
+        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+    }
+
+    fn reset(&mut self) {
+        if self.repeats > 1 {
+            tracing::info!(failed = self.repeats, "accepting connections again");
+        }
+        self.repeats = 0;
     }
 }
 

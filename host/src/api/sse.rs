@@ -44,7 +44,7 @@ use super::error::ApiError;
 use super::events::{FILTER_KEYS, filters};
 use super::extract::Params;
 use super::limits::{SUBSCRIBE_KEEP_ALIVE, SUBSCRIBE_PAGE_EVENTS, SUBSCRIBE_POLL};
-use super::server::{ApiState, blocking};
+use super::state::{ApiState, blocking};
 use crate::log::correlation_id;
 use crate::log::{Event, EventLog, LogReader, ReadQuery};
 use crate::replay::{Pace, ProgressTracker};

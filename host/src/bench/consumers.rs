@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::api::{self, ApiState, Token};
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, LogCheck};
 use crate::groups::Groups;
 use crate::log::EventLog;
 
@@ -61,6 +61,7 @@ pub fn run(root: &Path, log_path: &Path, config: &Config) -> Result<f64> {
         data_dir: data.clone(),
         plugins_dir: data.plugins(),
         config: config.clone(),
+        log_check: LogCheck::Strict,
     };
     let engine = Arc::new(Engine::start(&options, &log, runtime.handle())?);
     let groups = Groups::start(&log, &data.control_db(), &config)?;

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow, ensure};
 use crate::api::{self, ApiState, Token};
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, LogCheck};
 use crate::log::EventLog;
 
 /// Concurrent HTTP clients, as the figure defines it.
@@ -31,6 +31,7 @@ pub fn run(root: &Path, config: &Config, events: usize) -> Result<f64> {
         data_dir: data.clone(),
         plugins_dir: data.plugins(),
         config: config.clone(),
+        log_check: LogCheck::Strict,
     };
     let engine = Arc::new(Engine::start(&options, &log, runtime.handle())?);
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;

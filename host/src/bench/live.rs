@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, LogCheck};
 use crate::log::EventLog;
 use crate::workload;
 
@@ -61,6 +61,7 @@ pub fn run(
         data_dir: data.clone(),
         plugins_dir: plugins,
         config: config.clone(),
+        log_check: LogCheck::Strict,
     };
     let engine = Engine::start(&options, &log, runtime.handle())?;
     let measured = (|| {

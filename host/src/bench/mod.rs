@@ -28,9 +28,16 @@
 //! - [`swap`]: a deploy through the engine: swap time and failed or stale reads.
 //! - [`memory`]: peak RSS of a replay, measured in a child process.
 //! - `consumers`: consumer-group throughput, three members over HTTP.
+//! - [`cluster`]: `refract bench --cluster`: cluster mode on loopback (its own run,
+//!   with nats-server processes; not part of the default run).
+//! - [`components`]: other builds of the workload given by path (`--component
+//!   balances-ts=…`): replay rate and ratio to native, size, compile time, cached cold
+//!   start, each checked against the native read model.
 
 mod append;
+pub mod cluster;
 mod cold_start;
+pub mod components;
 mod consumers;
 mod http;
 mod live;
@@ -161,6 +168,8 @@ pub struct BenchOptions {
     pub config: Config,
     /// The `refract` binary, re-executed for the memory figures; `None` skips them.
     pub exe: Option<PathBuf>,
+    /// Other builds of `balances` to measure on the same log (`--component`).
+    pub components: Vec<components::ComponentSpec>,
 }
 
 impl Default for BenchOptions {
@@ -174,6 +183,7 @@ impl Default for BenchOptions {
             seed: DEFAULT_SEED,
             config: Config::default(),
             exe: None,
+            components: Vec::new(),
         }
     }
 }
@@ -638,6 +648,7 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     ensure!(options.events >= 1, "--events must be at least 1");
     ensure!(options.reps >= 1, "--reps must be at least 1");
     let config = &options.config;
+    components::check_paths(&options.components)?;
     let plugin = balances_component(options.plugin.as_deref(), progress)?;
     let wasm =
         std::fs::read(&plugin).with_context(|| format!("cannot read {}", plugin.display()))?;
@@ -692,6 +703,7 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     if harness.wants(Group::Consumers) {
         harness.consumers(head)?;
     }
+    harness.components(&log, head)?;
 
     Ok(Report {
         figures: harness.figures,

@@ -27,7 +27,7 @@ use rusqlite::{CachedStatement, Connection, params};
 use serde::Deserialize;
 
 use crate::log::{EventRef, LogReader, ReadQuery};
-use crate::runtime::{DbOptions, SandboxLimits};
+use crate::runtime::{DbOptions, ReadModelConnection, SandboxLimits};
 
 /// The event types `balances` subscribes to, as its `info()` declares them.
 pub const SUBSCRIBED_TYPES: [&str; 3] = ["account.opened", "money.deposited", "money.withdrawn"];
@@ -98,7 +98,7 @@ pub fn open_read_model(
     path: &Path,
     options: DbOptions,
     limits: &SandboxLimits,
-) -> rusqlite::Result<Connection> {
+) -> rusqlite::Result<ReadModelConnection> {
     crate::runtime::open_read_model(path, options, limits)
 }
 
@@ -129,7 +129,7 @@ pub fn subscribed_query() -> ReadQuery {
 
 /// The native `balances`, bound to its read model and a log reader.
 pub struct NativeBalances {
-    conn: Connection,
+    conn: ReadModelConnection,
     reader: LogReader,
     query: ReadQuery,
     batch_events: usize,

@@ -62,6 +62,9 @@ pub struct Figure {
     pub measurement: Measurement,
     /// The target, if the figure has one.
     pub target: Option<Target>,
+    /// What was measured, when the figure is measured for several things (the label of
+    /// a `--component`).
+    pub subject: Option<String>,
 }
 
 impl Figure {
@@ -80,6 +83,21 @@ impl Figure {
                 reps,
             },
             target: target(name),
+            subject: None,
+        }
+    }
+
+    /// The same figure, about `subject`.
+    pub(super) fn about(mut self, subject: &str) -> Self {
+        self.subject = Some(subject.to_owned());
+        self
+    }
+
+    /// The name, with the subject when there is one: `component_replay_eps[balances-ts]`.
+    pub fn label(&self) -> String {
+        match &self.subject {
+            Some(subject) => format!("{}[{subject}]", self.name),
+            None => self.name.to_owned(),
         }
     }
 
@@ -94,6 +112,7 @@ impl Figure {
             decimals: 0,
             measurement: Measurement::NotMeasured(why.into()),
             target: target(name),
+            subject: None,
         }
     }
 
@@ -174,11 +193,14 @@ impl Report {
                     name: &'a str,
                     value: f64,
                     unit: &'a str,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    component: Option<&'a str>,
                 }
                 let line = Line {
                     name: figure.name,
                     value,
                     unit: figure.unit,
+                    component: figure.subject.as_deref(),
                 };
                 // Serialising three plain fields cannot fail.
                 out.push_str(&serde_json::to_string(&line).unwrap_or_default());
@@ -234,7 +256,7 @@ impl Report {
                             String::new()
                         };
                         [
-                            figure.name.to_owned(),
+                            figure.label(),
                             number(*median, figure.decimals),
                             figure.unit.to_owned(),
                             target,
@@ -243,7 +265,7 @@ impl Report {
                         ]
                     }
                     Measurement::NotMeasured(why) => [
-                        figure.name.to_owned(),
+                        figure.label(),
                         "-".to_owned(),
                         figure.unit.to_owned(),
                         target,

@@ -17,7 +17,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, LogCheck};
 use crate::log::EventLog;
 use crate::workload;
 
@@ -81,6 +81,7 @@ pub fn run(root: &Path, wasm: &[u8], config: &Config, seed: u64, events: usize) 
         data_dir: data.clone(),
         plugins_dir: data.plugins(),
         config: config.clone(),
+        log_check: LogCheck::Strict,
     };
     let engine = Arc::new(Engine::start(&options, &log, runtime.handle())?);
     wait(TIMEOUT, "balances to serve the whole log", || {

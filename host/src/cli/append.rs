@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use clap::Args;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::data_dir::DataDir;
+use crate::log::jsonl::read_events;
 use crate::log::{LogError, NewEvent};
 
 /// Append events to the log.
@@ -55,35 +54,6 @@ pub struct AppendArgs {
     /// Fail unless the stream is at this version (0: the stream must not exist yet).
     #[arg(long, value_name = "N")]
     pub expected_version: Option<u64>,
-}
-
-/// One line of an events file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileEvent {
-    stream: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    data: Box<RawValue>,
-    #[serde(default)]
-    metadata: Option<Box<RawValue>>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    expected_version: Option<u64>,
-}
-
-impl From<FileEvent> for NewEvent {
-    fn from(line: FileEvent) -> NewEvent {
-        NewEvent {
-            id: line.id,
-            stream: line.stream,
-            event_type: line.event_type,
-            data: Box::<str>::from(line.data).into(),
-            metadata: line.metadata.map(|m| Box::<str>::from(m).into()),
-            expected_version: line.expected_version,
-        }
-    }
 }
 
 /// Runs `refract append`.
@@ -141,43 +111,9 @@ fn read_file(path: &Path) -> anyhow::Result<(Vec<NewEvent>, Vec<usize>)> {
     }
 }
 
-fn read_lines(
-    mut input: impl BufRead,
-    source: &str,
-) -> anyhow::Result<(Vec<NewEvent>, Vec<usize>)> {
-    let mut events = Vec::new();
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        number += 1;
-        let read = input
-            .read_line(&mut line)
-            .with_context(|| format!("{source} line {number}: cannot read it"))?;
-        if read == 0 {
-            break;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event: FileEvent = serde_json::from_str(&line)
-            .map_err(|e| anyhow!("{source} line {number}: {}", describe_json_error(&e)))?;
-        events.push(event.into());
-        lines.push(number);
-    }
-    Ok((events, lines))
-}
-
-/// A serde_json error without its "at line 1 column N" suffix (every input is one line),
-/// but with the column.
-fn describe_json_error(error: &serde_json::Error) -> String {
-    let message = error.to_string();
-    let suffix = format!(" at line {} column {}", error.line(), error.column());
-    match message.strip_suffix(&suffix) {
-        Some(message) => format!("{message} (column {})", error.column()),
-        None => message,
-    }
+fn read_lines(input: impl BufRead, source: &str) -> anyhow::Result<(Vec<NewEvent>, Vec<usize>)> {
+    let read = read_events(input, source)?;
+    Ok((read.events, read.lines))
 }
 
 /// Adds the line number to an error about one event of an events file.

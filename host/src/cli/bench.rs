@@ -37,6 +37,16 @@ pub struct BenchArgs {
     /// The workload's seed.
     #[arg(long, value_name = "SEED", default_value_t = bench::DEFAULT_SEED)]
     seed: u64,
+    /// Measure cluster mode instead: starts three nats-server processes on loopback
+    /// (needs `apt-get install -y nats-server`); `--events` single-event appends per
+    /// throughput figure, five times as many in batches.
+    #[arg(long, conflicts_with_all = ["only", "plugin", "component"])]
+    cluster: bool,
+    /// Also measure another build of `balances` (TypeScript, Python, …) on the same log:
+    /// replay rate and ratio to native, size, compile time and cached cold start. May be
+    /// repeated.
+    #[arg(long, value_name = "LABEL=PATH")]
+    component: Vec<bench::components::ComponentSpec>,
 
     // The memory probe: `refract bench` re-executes itself with these to measure one
     // replay's peak RSS in a process of its own.
@@ -59,6 +69,9 @@ pub fn run(config: &Config, args: &BenchArgs) -> Result<()> {
     if let Some(log) = &args.rss_probe_log {
         return probe(config, args, log);
     }
+    if args.cluster {
+        return cluster(args);
+    }
     let options = BenchOptions {
         events: args.events,
         reps: args.reps,
@@ -68,12 +81,45 @@ pub fn run(config: &Config, args: &BenchArgs) -> Result<()> {
         seed: args.seed,
         config: config.clone(),
         exe: std::env::current_exe().ok(),
+        components: args.component.clone(),
     };
     let report = bench::run(&options, &mut |line| eprintln!("bench: {line}"))?;
     let text = if args.json {
         report.json_lines()
     } else {
         report.table()
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// `refract bench --cluster`.
+fn cluster(args: &BenchArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.events >= 1 && args.reps >= 1,
+        "--events and --reps must be at least 1"
+    );
+    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let figures = bench::cluster::run(args.events, args.reps, &work_dir, &mut |line| {
+        eprintln!("bench: {line}");
+    })?;
+    let text = if args.json {
+        figures
+            .iter()
+            .map(|figure| {
+                let (value, reps) = match &figure.measurement {
+                    bench::Measurement::Measured { median, reps } => (Some(*median), reps.clone()),
+                    bench::Measurement::NotMeasured(_) => (None, Vec::new()),
+                };
+                serde_json::json!({"name": figure.name, "value": value, "unit": figure.unit, "reps": reps})
+                    .to_string()
+                    + "\n"
+            })
+            .collect()
+    } else {
+        bench::cluster::table(&figures)
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;

@@ -10,18 +10,22 @@
 mod append;
 mod bench;
 mod client;
+mod cluster;
 mod consume;
 mod demo;
 mod deploy;
+mod dev;
 mod diff;
 mod events;
 mod groups;
 mod manage;
+mod new;
 mod project;
 mod query;
 mod run;
 mod status;
 mod tail;
+mod test;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -34,6 +38,7 @@ use crate::api::limits::DEFAULT_URL;
 use crate::config::Config;
 use crate::data_dir::{DEFAULT_DATA_DIR, DataDir};
 use crate::log::EventLog;
+use crate::runtime::compile;
 
 /// The environment variable that overrides the default data directory.
 pub const DATA_DIR_ENV: &str = "REFRACT_DATA";
@@ -90,6 +95,9 @@ pub enum Command {
     Append(append::AppendArgs),
     /// Measure Refract against a native-Rust baseline; print a table or JSON Lines.
     Bench(bench::BenchArgs),
+    /// Cluster mode: `cluster init --from <data-dir>` publishes a single-node log into
+    /// the cluster.
+    Cluster(cluster::ClusterArgs),
     /// Deploy a projector component to the running host (or, with none running, into
     /// the plugins folder).
     Deploy(deploy::DeployArgs),
@@ -98,6 +106,9 @@ pub enum Command {
     Consume(consume::ConsumeArgs),
     /// Build the example projectors, seed a demo log, and start the host.
     Demo(demo::DemoArgs),
+    /// Run a projector project on a local host: rebuild on save, show each change's
+    /// diff against the running version, swap.
+    Dev(dev::DevArgs),
     /// Compare a projector's shadow or previous version with the active one.
     Diff(diff::DiffArgs),
     /// Print events from the log as JSON Lines, or count them.
@@ -105,6 +116,9 @@ pub enum Command {
     /// List consumer groups (members, partitions, committed offset, lag), or reset or
     /// delete one.
     Groups(groups::GroupsArgs),
+    /// Create a projector project (Rust, TypeScript or Python) that builds and passes
+    /// its test as generated.
+    New(new::NewArgs),
     /// Replay the log through one projector into a fresh read-model database.
     Project(project::ProjectArgs),
     /// Swap a projector's caught-up shadow version in now (running host).
@@ -119,10 +133,53 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Follow the event stream of the running host, as JSON Lines.
     Tail(tail::TailArgs),
+    /// Run golden fixtures (events in, expected rows out) against a projector component.
+    Test(test::TestArgs),
+}
+
+/// An error that ends the command with an exit code of its own (each command documents
+/// its codes); `message`, when not empty, is printed as an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitWith {
+    /// The process's exit code.
+    pub code: u8,
+    /// The error to print, if any.
+    pub message: String,
+}
+
+/// The arguments of the hidden compile worker, `refract __compile` (see
+/// [`crate::runtime::compile`]): it is not a command for people, so it is parsed apart
+/// from [`Cli`], before any configuration or logging is set up.
+#[derive(Debug, Parser)]
+#[command(name = "refract __compile")]
+struct CompileWorkerArgs {
+    /// The engine's wasm stack limit, which is part of its configuration.
+    #[arg(long)]
+    max_wasm_stack_bytes: usize,
+    /// The heap the worker may use (`limits.max_compile_memory_bytes`).
+    #[arg(long)]
+    max_compile_memory_bytes: usize,
 }
 
 /// Runs the command line: parses the arguments, runs the command, prints any error.
 pub fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    if args
+        .nth(1)
+        .is_some_and(|arg| arg == compile::COMPILE_WORKER_COMMAND)
+    {
+        let worker = CompileWorkerArgs::parse_from(std::env::args_os().skip(1));
+        let code = compile::run_compile_worker(
+            worker.max_wasm_stack_bytes,
+            worker.max_compile_memory_bytes,
+        );
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    // Compiles run in a child process of this binary, killed at the compile deadline.
+    if let Ok(exe) = std::env::current_exe() {
+        compile::compile_in_child_processes(exe);
+    }
     // Usage errors exit with 2, --help and --version with 0, both printed by clap.
     let cli = Cli::parse();
     if let Err(error) = init_logging(&cli) {
@@ -132,8 +189,16 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ExitWith>().is_some() => {
+            let exit = e.downcast_ref::<ExitWith>();
+            let (code, message) = exit.map_or((1, ""), |exit| (exit.code, exit.message.as_str()));
+            if !message.is_empty() {
+                eprintln!("error: {message}");
+            }
+            ExitCode::from(code)
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::error_text::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -153,8 +218,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Append(args) => append::run(&data, &config, &args),
         Command::Bench(args) => bench::run(&config, &args),
+        Command::Cluster(args) => cluster::run(&config, &args),
         Command::Demo(args) => demo::run(&data, config, &args, cli.token.as_deref()),
+        Command::Dev(args) => {
+            // The dev host keeps its data inside the project unless a folder is named.
+            let named = (data.root() != Path::new(DEFAULT_DATA_DIR)).then(|| data.root());
+            dev::run(named, config, &args, cli.token.as_deref())
+        }
         Command::Diff(args) => diff::run(&data, &config, &args),
+        Command::New(args) => new::run(&args),
+        Command::Test(args) => test::run(&config, &args),
         Command::Events(args) => events::run(&data, &config, &args),
         Command::Project(args) => project::run(&data, &config, &args),
         Command::Run(args) => run::run(&data, config, &args, cli.token.as_deref()),

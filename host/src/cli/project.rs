@@ -28,7 +28,7 @@ pub struct ProjectArgs {
     #[arg(long, value_name = "N")]
     until_offset: Option<u64>,
     /// Events per call into the projector.
-    #[arg(long, value_name = "N", default_value_t = crate::engine::projection::DEFAULT_BATCH_EVENTS)]
+    #[arg(long, value_name = "N", default_value_t = crate::config::DEFAULT_BATCH_EVENTS)]
     batch_size: usize,
 }
 

@@ -9,9 +9,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use crate::api::{self, ApiState, Token};
+use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, LogCheck, integrity};
 use crate::groups::Groups;
 use crate::log::EventLog;
 
@@ -32,6 +33,16 @@ pub struct RunArgs {
     /// from the network (every endpoint but /health still needs the token).
     #[arg(long)]
     pub allow_remote: bool,
+
+    /// Run as a cluster node: the NATS servers holding the replicated log,
+    /// comma-separated, e.g. `nats://h1:4222,nats://h2:4222` (replaces `cluster.urls`).
+    #[arg(long, value_name = "URLS")]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster, unique among its nodes (replaces
+    /// `cluster.node`).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 }
 
 /// Runs the host until a shutdown signal. `token` is `--token` / `REFRACT_TOKEN`;
@@ -50,6 +61,11 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         .bind
         .clone()
         .unwrap_or_else(|| config.server.bind.clone());
+    let cluster_config = ClusterConfig::resolve(
+        config.cluster.as_ref(),
+        args.cluster.as_deref(),
+        args.node.as_deref(),
+    )?;
     let _lock = data.lock_host()?;
     let token = match token {
         Some(secret) => Token::new(secret).context("invalid --token / REFRACT_TOKEN")?,
@@ -61,6 +77,16 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
             }
             token
         }
+    };
+    // Before the log is opened, which would create a missing one. A cluster node's log is
+    // a mirror that catches up from JetStream, so there a missing one is only behind.
+    if cluster_config.is_none() {
+        integrity::check_log_exists(data)?;
+    }
+    let log_check = if cluster_config.is_some() {
+        LogCheck::MayTrail
+    } else {
+        LogCheck::Strict
     };
     let log = EventLog::open(&data.events_db(), config.log_options())
         .with_context(|| format!("cannot use the data directory `{}`", data.root().display()))?;
@@ -83,10 +109,17 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         .local_addr()
         .context("cannot read the address the API listens on")?;
     let server_config = config.server.clone();
+    // In cluster mode the mirror starts before the engine: an empty data directory
+    // starts catching up at once, and the engine's workers follow the mirror's head.
+    let cluster = cluster_config
+        .map(|cluster| runtime.block_on(ClusterNode::start(cluster, log.clone())))
+        .transpose()
+        .context("cannot start cluster mode")?;
     let options = EngineOptions {
         data_dir: data.clone(),
         plugins_dir: plugins_dir.clone(),
         config,
+        log_check,
     };
     let engine = Arc::new(
         Engine::start(&options, &log, runtime.handle())
@@ -98,6 +131,15 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     println!("  plugins:     {}", plugins_dir.display());
     println!("  http api:    http://{address}");
     println!("  console:     http://{address}/  (sign in with the api token)");
+    if let Some((node, _)) = &cluster {
+        let config = node.config();
+        println!(
+            "  cluster:     node {} on JetStream stream {} via {}",
+            config.node,
+            config.stream,
+            config.urls.join(",")
+        );
+    }
     match Token::read_file(data) {
         Ok(Some(file)) if file.secret() == token.secret() => {
             println!("  api token:   {}", Token::file(data).display());
@@ -122,9 +164,19 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         "Stop with Ctrl-C. In another terminal: `refract status`, `refract tail`, `refract deploy ...`."
     );
 
+    // In cluster mode each node serves its own groups, from its mirror of the log.
     let groups = Groups::start(&log, &data.control_db(), engine.config())
         .context("cannot start the consumer groups")?;
-    let state = ApiState::new(log, Arc::clone(&engine), server_config, token);
+    let (state, cluster_tasks) = match cluster {
+        Some((node, tasks)) => (
+            ApiState::clustered(log, node, Arc::clone(&engine), server_config, token),
+            Some(tasks),
+        ),
+        None => (
+            ApiState::new(log, Arc::clone(&engine), server_config, token),
+            None,
+        ),
+    };
     state.attach_groups(Arc::clone(&groups));
     let served = runtime.block_on(async {
         api::serve(listener, state, signal)
@@ -133,12 +185,18 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     });
     tracing::info!("shutting down: finishing the batches in flight");
     groups.shutdown();
+    if let Some(tasks) = cluster_tasks {
+        runtime.block_on(tasks.shutdown());
+    }
     engine.shutdown();
     served
 }
 
 /// Binds the API's listener, refusing a non-loopback address unless allowed.
-async fn bind_listener(bind: &str, allow_remote: bool) -> Result<tokio::net::TcpListener> {
+pub(super) async fn bind_listener(
+    bind: &str,
+    allow_remote: bool,
+) -> Result<tokio::net::TcpListener> {
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host(bind)
         .await
         .with_context(|| {
@@ -171,7 +229,7 @@ async fn bind_listener(bind: &str, allow_remote: bool) -> Result<tokio::net::Tcp
 
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. Installs the handlers now, so
 /// a failure to do so is reported before the host starts serving.
-fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+pub(super) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::client::{Client, ClientError, wire};
+use crate::cluster::ClusterStatus;
 use crate::data_dir::DataDir;
 use crate::engine::{StatusRow, offline_status};
 
@@ -81,6 +82,13 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
     } else {
         None
     };
+    let cluster = match &live {
+        Some(_) => match client.get::<ClusterStatus>("/v1/cluster", &[]) {
+            Ok(status) => Some(describe_cluster(&status)),
+            Err(_) => None,
+        },
+        None => offline_cluster(data),
+    };
     let (rows, rejected) = match live {
         Some(live) => live,
         None => {
@@ -97,6 +105,9 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
             std::io::Write::write_all(&mut out, b"\n")?;
         }
         return Ok(());
+    }
+    if let Some(line) = &cluster {
+        println!("{line}");
     }
     for file in &rejected {
         eprintln!("refused plugin file {}: {}", file.path, file.reason);
@@ -141,6 +152,43 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
         .collect();
     print!("{}", render_table(&header, &table));
     Ok(())
+}
+
+/// One line on a running node's place in the cluster.
+fn describe_cluster(status: &ClusterStatus) -> String {
+    let stream_head = status
+        .stream_head
+        .map_or_else(|| "unknown".to_owned(), |head| head.to_string());
+    let lag = status
+        .lag
+        .map_or_else(|| "unknown".to_owned(), |lag| lag.to_string());
+    let mut line = format!(
+        "cluster: node {}, NATS {} ({}), mirror {} at JetStream sequence {} of {stream_head} (lag {lag}), log head offset {}",
+        status.node,
+        status.nats,
+        status.urls.join(","),
+        status.mirror.as_str(),
+        status.mirror_position,
+        status.mirror_head
+    );
+    if let Some(error) = &status.last_error {
+        line.push_str(&format!("; last problem: {error}"));
+    }
+    line
+}
+
+/// With no host running: where the data directory's mirror stands, if it is one.
+fn offline_cluster(data: &DataDir) -> Option<String> {
+    if !data.events_db().is_file() {
+        return None;
+    }
+    let log =
+        crate::log::EventLog::open(&data.events_db(), crate::log::LogOptions::default()).ok()?;
+    let position = log.mirror_position().ok()??;
+    Some(format!(
+        "cluster: a node's mirror of {} at JetStream sequence {}, log head offset {} (no host running: the stream's head is not known)",
+        position.source, position.position, position.head
+    ))
 }
 
 /// The rows of a running host's answer, one per version.

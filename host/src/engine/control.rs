@@ -15,7 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::storage_fault::StorageFault;
 
 /// Identifies a Refract control database (`PRAGMA application_id`), so `refract`
 /// never mistakes another SQLite file for its own: ASCII "RFCT".
@@ -72,8 +74,9 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
-    /// SQLite failed on the control database.
-    #[error("control database {path}: {source}")]
+    /// SQLite failed on the control database. When the cause is a storage fault (a
+    /// full disk, an unwritable or damaged file), the message says the fix.
+    #[error("control database {}: {source}{}", path.display(), advice(path, source))]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -104,6 +107,32 @@ pub enum ControlError {
         /// The newest this build knows.
         supported: i64,
     },
+}
+
+impl ControlError {
+    /// The storage fault behind this error, if it is one.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        match self {
+            ControlError::Sqlite { source, .. } => StorageFault::of_sqlite(source),
+            _ => None,
+        }
+    }
+}
+
+/// The fix for a storage fault behind a SQLite error on `control.db`, or nothing.
+fn advice(path: &Path, source: &rusqlite::Error) -> String {
+    match StorageFault::of_sqlite(source) {
+        // Losing control.db loses history, not data: it can be rebuilt.
+        Some(StorageFault::Damaged) => format!(
+            "; the file is damaged or is not a SQLite database: restore it from a backup, or \
+             move it away and start refract again, which recreates it and deploys the plugins \
+             folder afresh (the version history and dead letters are lost; the event log is not \
+             touched). {}",
+            path.display()
+        ),
+        Some(fault) => format!("; {}", fault.advice(path, "the host's control database")),
+        None => String::new(),
+    }
 }
 
 /// The role a version plays for its projector.
@@ -213,6 +242,46 @@ impl Control {
         tx.pragma_update(None, "application_id", CONTROL_APPLICATION_ID)
             .map_err(wrap)?;
         tx.commit().map_err(wrap)?;
+        Ok(Control {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens an existing control database for reading only, writing nothing to it: for
+    /// a host that cannot write it (a full disk, a read-only mount) and for
+    /// `refract status`. Refuses a foreign or newer file as [`Control::open`] does.
+    pub fn open_read_only(path: &Path) -> Result<Control, ControlError> {
+        let wrap = |source| ControlError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(wrap)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
+        let found: i32 = conn
+            .pragma_query_value(None, "application_id", |row| row.get(0))
+            .map_err(wrap)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(wrap)?;
+        if found != CONTROL_APPLICATION_ID {
+            return Err(ControlError::Foreign {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(ControlError::NewerSchema {
+                path: path.to_owned(),
+                found: version,
+                supported,
+            });
+        }
         Ok(Control {
             conn,
             path: path.to_owned(),

@@ -1,17 +1,20 @@
 //! Comparing two read models table by table, for `refract diff` and
 //! `GET /v1/projectors/{name}/diff`: row counts, a content checksum, a sample of the
-//! rows only one side has, and the projector's diff gate run on the pair.
+//! rows only one side has, and the projector's diff gate, which an automatic swap
+//! must pass and which can be run on any pair.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rusqlite::fallible_iterator::FallibleIterator as _;
 use rusqlite::{Connection, ErrorCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::data_dir::DataDir;
 use crate::engine::control::{Control, ControlError, Role};
-use crate::engine::swap::{self, open_read_only, read_only_uri, value_text};
+use crate::engine::version_files::open_read_only;
 
 /// How often (in SQLite VM instructions) a comparison with a deadline checks the clock.
 const DEADLINE_CHECK_OPS: std::ffi::c_int = 10_000;
@@ -196,7 +199,7 @@ pub fn diff_versions(data: &DataDir, request: &DiffRequest<'_>) -> Result<Versio
             }
         })?;
     let gate = request.gate.map(|file| {
-        let verdict = swap::run_gate(file, &other_db, Some(&base_db));
+        let verdict = run_gate(file, &other_db, Some(&base_db));
         GateVerdict {
             file: file.to_owned(),
             passed: verdict.is_ok(),
@@ -350,6 +353,71 @@ fn except(
 /// A SQL identifier, double-quoted.
 fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// Runs a diff gate: every statement in the file is a query returning the rows that
+/// violate an assertion, run read-only against the shadow with the active read model
+/// attached as `active`. Passes when no query returns a row.
+pub(crate) fn run_gate(
+    gate: &Path,
+    shadow_db: &Path,
+    active_db: Option<&Path>,
+) -> Result<(), String> {
+    let sql = fs::read_to_string(gate)
+        .map_err(|error| format!("cannot read {}: {error}", gate.display()))?;
+    let conn =
+        open_read_only(shadow_db).map_err(|error| format!("cannot open the shadow: {error}"))?;
+    if let Some(active) = active_db {
+        conn.execute("ATTACH DATABASE ?1 AS active", [read_only_uri(active)])
+            .map_err(|error| format!("cannot attach the active read model: {error}"))?;
+    }
+    let mut statements = rusqlite::Batch::new(&conn, &sql);
+    let mut index = 0;
+    while let Some(mut statement) = statements
+        .next()
+        .map_err(|error| format!("assertion {}: {error}", index + 1))?
+    {
+        index += 1;
+        let columns = statement.column_count();
+        let mut rows = statement.raw_query();
+        if let Some(row) = rows
+            .next()
+            .map_err(|error| format!("assertion {index}: {error}"))?
+        {
+            let first = (0..columns)
+                .map(|column| row.get_ref(column).map_or_else(|_| "?".into(), value_text))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(format!(
+                "assertion {index} returned a violating row ({first})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `file:` URI that opens `path` read-only when attached.
+pub(crate) fn read_only_uri(path: &Path) -> String {
+    // In a URI, `%`, `?` and `#` in the path must be escaped.
+    let path = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    format!("file:{path}?mode=ro")
+}
+
+/// A SQL value as short text, for messages.
+pub(crate) fn value_text(value: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Text(text) => format!("'{}'", String::from_utf8_lossy(text)),
+        ValueRef::Blob(blob) => format!("x'{}'", hex::encode(blob)),
+    }
 }
 
 #[cfg(test)]

@@ -12,19 +12,12 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use crate::config::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS};
 use crate::engine::checkpoint::{self, Identity};
 use crate::log::{LogError, LogReader, ReadQuery, StreamFilter};
 use crate::runtime::{
     DbOptions, EventBatch, LoadedProjector, ProjectorError, ProjectorInstance, RuntimeError,
 };
-
-/// Events handed to a projector in one call when nothing else is configured.
-pub const DEFAULT_BATCH_EVENTS: usize = 1000;
-
-/// Text bytes (ids, streams, types, payloads) in one batch. A batch closes early when
-/// it reaches this size, so a run of large events cannot exhaust the guest's memory;
-/// a single event larger than this still travels alone.
-pub const DEFAULT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// How a [`Projection`] batches its work.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +62,17 @@ pub enum ProjectionError {
     /// Host state around the projection (for example `control.db`) failed.
     #[error("{0}")]
     Host(String),
+    /// The read model was deleted while the projection ran. It is never recreated in
+    /// place, where readers would see it empty and then partial: the engine rebuilds it
+    /// aside (see the controller's `rebuild`).
+    #[error(
+        "read model {path} was deleted while its projector ran; it is rebuilt from the log \
+         aside and moved into place when whole"
+    )]
+    ReadModelMissing {
+        /// The read-model database.
+        path: PathBuf,
+    },
     /// The database at the path was built by another projector or version.
     #[error(
         "read model {path} belongs to projector `{found_projector}` version {found_version}, \
@@ -347,6 +351,12 @@ fn live_instance<'a>(
 ) -> Result<&'a mut ProjectorInstance, ProjectionError> {
     let instance = match slot.take().filter(|instance| !instance.is_poisoned()) {
         Some(instance) => instance,
+        // Opening would create an empty database in its place.
+        None if !db_path.exists() => {
+            return Err(ProjectionError::ReadModelMissing {
+                path: db_path.to_owned(),
+            });
+        }
         None => loaded.instantiate(db_path, db_options)?,
     };
     Ok(slot.insert(instance))

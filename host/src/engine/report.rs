@@ -1,13 +1,14 @@
 //! Status read from disk alone, for `refract status` when no host is running.
 
-use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::data_dir::DataDir;
 use crate::engine::checkpoint;
-use crate::engine::control::{Control, ControlError};
-use crate::engine::status::VersionStatus;
+use crate::engine::control::{Control, ControlError, Role};
+use crate::engine::status::{State, VersionStatus};
+use crate::engine::version_files::open_read_only;
 use crate::log::{EventLog, LogError, LogOptions};
+use crate::storage_fault::StorageFault;
 
 /// One version's status, as reported by `refract status`.
 #[derive(Debug, Clone, Serialize)]
@@ -64,13 +65,18 @@ pub enum ReportError {
     Log(#[from] LogError),
 }
 
-/// Reads every known version's status from `control.db`, the read models and the log.
-/// A data directory with no `control.db` has no projectors.
+/// Reads every known version's status from `control.db`, the read models and the log,
+/// writing nothing (it works on a full disk or a read-only mount). A data directory with
+/// no `control.db` has no projectors.
+///
+/// What `control.db` last recorded is checked against the files: a read model that is
+/// missing, cannot be read, or is ahead of the log is reported as such, with the fix,
+/// whatever state was recorded.
 pub fn offline_status(data: &DataDir) -> Result<Vec<StatusRow>, ReportError> {
     if !data.control_db().exists() {
         return Ok(Vec::new());
     }
-    let control = Control::open(&data.control_db())?;
+    let control = Control::open_read_only(&data.control_db())?;
     let head = if data.events_db().exists() {
         EventLog::open(&data.events_db(), LogOptions::default())?.head()?
     } else {
@@ -78,17 +84,49 @@ pub fn offline_status(data: &DataDir) -> Result<Vec<StatusRow>, ReportError> {
     };
     let mut rows = Vec::new();
     for version in control.versions()? {
-        let checkpoint = read_checkpoint(&data.version_db(&version.projector, &version.version));
+        let db = data.version_db(&version.projector, &version.version);
         let dead_letters = control.dead_letter_count(&version.projector, &version.version)?;
+        let kept = matches!(version.role, Role::Active | Role::Shadow | Role::Previous);
+        let (checkpoint, state, last_error) = match read_checkpoint(&db) {
+            Ok(Some(checkpoint)) if checkpoint > head => {
+                let state = State::AheadOfLog { checkpoint, head }.to_string();
+                (checkpoint, state.clone(), Some(state))
+            }
+            Ok(Some(checkpoint)) => (checkpoint, version.state, version.last_error),
+            // A replay that has not created its read model yet.
+            Ok(None) if version.state == "catching-up" => (0, version.state, version.last_error),
+            Ok(None) if kept => {
+                let problem = format!(
+                    "the read model {} is missing; `refract run` rebuilds it from the log",
+                    db.display()
+                );
+                (0, "missing".to_owned(), Some(problem))
+            }
+            Ok(None) => (0, version.state, version.last_error),
+            Err(error) => {
+                let mut problem = format!("cannot read the read model {}: {error}", db.display());
+                if let Some(fault) = StorageFault::of_sqlite(&error) {
+                    problem.push_str("; ");
+                    problem.push_str(&fault.advice(
+                        &db,
+                        &format!("the read model of projector `{}`", version.projector),
+                    ));
+                    if fault == StorageFault::Damaged {
+                        problem.push_str(", or delete it: `refract run` rebuilds it from the log");
+                    }
+                }
+                (0, "unreadable".to_owned(), Some(problem))
+            }
+        };
         rows.push(StatusRow {
             role: version.role.as_str().to_owned(),
-            state: version.state,
+            state,
             checkpoint,
             head,
             lag: head.saturating_sub(checkpoint),
             events_per_second: None,
             dead_letters,
-            last_error: version.last_error,
+            last_error,
             projector: version.projector,
             version: version.version,
         });
@@ -96,10 +134,12 @@ pub fn offline_status(data: &DataDir) -> Result<Vec<StatusRow>, ReportError> {
     Ok(rows)
 }
 
-/// A read model's checkpoint, or 0 if it does not exist or cannot be read yet.
-fn read_checkpoint(path: &std::path::Path) -> u64 {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .ok()
-        .and_then(|conn| checkpoint::load(&conn).ok().flatten())
-        .map_or(0, |stored| stored.checkpoint)
+/// A read model's checkpoint: `None` if the file does not exist or has no checkpoint
+/// yet, an error if it cannot be read.
+fn read_checkpoint(path: &std::path::Path) -> rusqlite::Result<Option<u64>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = open_read_only(path)?;
+    Ok(checkpoint::load(&conn)?.map(|stored| stored.checkpoint))
 }

@@ -29,20 +29,48 @@ pub enum State {
         /// Why.
         message: String,
     },
+    /// Failing on a host fault (a full disk, an unreadable read model, a lost
+    /// permission, a busy database) and retrying with backoff; it resumes by itself once
+    /// the fault is fixed.
+    Retrying {
+        /// Failures in a row so far.
+        attempts: u64,
+        /// The last failure, with its fix when it is a storage fault.
+        message: String,
+    },
+    /// The read model's checkpoint is past the log's head: the log was deleted, emptied
+    /// or replaced under it. The worker stops projecting (new events would land at
+    /// offsets it believes applied); see [`integrity`](crate::engine::integrity).
+    AheadOfLog {
+        /// The read model's checkpoint.
+        checkpoint: u64,
+        /// The log's head.
+        head: u64,
+    },
     /// Stopped for good.
     Retired,
 }
 
 impl State {
-    /// The short name stored in `control.db`: `catching-up`, `live`, `stalled`, `retired`.
+    /// The short name: `catching-up`, `live`, `stalled`, `failed`, `retrying`,
+    /// `ahead-of-log`, `retired`.
     pub fn name(&self) -> &'static str {
         match self {
             State::CatchingUp => "catching-up",
             State::Live => "live",
             State::Stalled { .. } => "stalled",
             State::Failed { .. } => "failed",
+            State::Retrying { .. } => "retrying",
+            State::AheadOfLog { .. } => "ahead-of-log",
             State::Retired => "retired",
         }
+    }
+
+    /// Whether the version is doing its job: projecting, or waiting at the head. Any
+    /// other state (stalled, failed, retrying, ahead of the log, or one added later)
+    /// makes `/health` degraded.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, State::CatchingUp | State::Live | State::Retired)
     }
 }
 
@@ -51,6 +79,15 @@ impl fmt::Display for State {
         match self {
             State::Stalled { at, message } => write!(f, "stalled at {at}: {message}"),
             State::Failed { message } => write!(f, "failed: {message}"),
+            State::Retrying { attempts, message } => {
+                write!(f, "retrying after {attempts} failures in a row: {message}")
+            }
+            State::AheadOfLog { checkpoint, head } => write!(
+                f,
+                "ahead of the log: its checkpoint {checkpoint} is past the log's head {head}, so \
+                 the event log was deleted, emptied or replaced; restore events.db from a backup, \
+                 or start afresh with a new data directory"
+            ),
             other => f.write_str(other.name()),
         }
     }
@@ -106,6 +143,28 @@ pub struct ReplayProgress {
     pub eta_seconds: Option<f64>,
 }
 
+/// A call into the projector that has run past its deadline and the grace after it
+/// (`limits.batch_deadline_ms` + `limits.deadline_grace_ms`) and is still running: the
+/// sandbox failed to stop it in time. The host has interrupted it; the status shows it
+/// until it returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Overrun {
+    /// How long the call has been running, in seconds.
+    pub running_seconds: f64,
+    /// The deadline plus grace it has passed, in seconds.
+    pub limit_seconds: f64,
+    /// The first log offset of the batch it is applying.
+    pub at: u64,
+}
+
+/// The call a worker is in, as the status watches it.
+#[derive(Debug, Clone, Copy)]
+struct CallInFlight {
+    started: Instant,
+    limit: Duration,
+    at: u64,
+}
+
 /// A snapshot of one version's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionStatus {
@@ -130,6 +189,16 @@ pub struct VersionStatus {
     pub events_projected: u64,
     /// Batches that trapped (a crash inside the guest) since the host started.
     pub traps: u64,
+    /// A call running right now past its deadline and grace; while there is one, the
+    /// state is `stalled` with the reason.
+    pub overrun: Option<Overrun>,
+    /// Calls since the host started that ran past their deadline and grace before they
+    /// returned.
+    pub deadline_overruns: u64,
+    /// Log lines the projector wrote that were dropped over the limits per call and per
+    /// second (`limits.max_log_lines_per_call`, `limits.max_log_lines_per_second`,
+    /// `limits.max_log_bytes_per_second`), since the host started.
+    pub log_lines_dropped: u64,
     /// Batch latencies since the host started.
     #[serde(skip)]
     pub batch_latency: LatencyHistogram,
@@ -149,7 +218,7 @@ impl VersionStatus {
 /// The live status of one version, shared by its worker (which writes) and readers.
 #[derive(Clone)]
 pub struct StatusCell {
-    inner: Arc<Mutex<(VersionStatus, RateMeter)>>,
+    inner: Arc<Mutex<(VersionStatus, RateMeter, Option<CallInFlight>)>>,
 }
 
 impl StatusCell {
@@ -165,19 +234,64 @@ impl StatusCell {
             dead_letters: 0,
             events_projected: 0,
             traps: 0,
+            overrun: None,
+            deadline_overruns: 0,
+            log_lines_dropped: 0,
             batch_latency: LatencyHistogram::default(),
         };
         StatusCell {
-            inner: Arc::new(Mutex::new((status, RateMeter::default()))),
+            inner: Arc::new(Mutex::new((status, RateMeter::default(), None))),
         }
     }
 
-    /// A copy of the current status.
+    /// A copy of the current status. A call running past its deadline and grace is
+    /// reported here, as it is read: the worker is inside that call and cannot.
     pub fn snapshot(&self) -> VersionStatus {
         let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut status = guard.0.clone();
-        status.events_per_second = guard.1.rate(Instant::now());
+        let now = Instant::now();
+        status.events_per_second = guard.1.rate(now);
+        if let Some(call) = guard.2 {
+            let running = now.duration_since(call.started);
+            if running > call.limit {
+                let overrun = Overrun {
+                    running_seconds: running.as_secs_f64(),
+                    limit_seconds: call.limit.as_secs_f64(),
+                    at: call.at,
+                };
+                status.state = State::Stalled {
+                    at: call.at,
+                    message: overrun.describe(),
+                };
+                status.overrun = Some(overrun);
+            }
+        }
         status
+    }
+
+    /// The worker starts a call that should end within `limit` (the deadline and its
+    /// grace), applying events from offset `at`.
+    pub(crate) fn start_call(&self, at: u64, limit: Duration) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).2 = Some(CallInFlight {
+            started: Instant::now(),
+            limit,
+            at,
+        });
+    }
+
+    /// The call has returned. If it ran past its limit, it is counted, and returned.
+    pub(crate) fn end_call(&self) -> Option<Overrun> {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let call = guard.2.take()?;
+        let running = call.started.elapsed();
+        (running > call.limit).then(|| {
+            guard.0.deadline_overruns += 1;
+            Overrun {
+                running_seconds: running.as_secs_f64(),
+                limit_seconds: call.limit.as_secs_f64(),
+                at: call.at,
+            }
+        })
     }
 
     /// Changes the status under the lock.
@@ -211,6 +325,16 @@ impl StatusCell {
             events_per_second: status.events_per_second,
             eta_seconds,
         }
+    }
+}
+
+impl Overrun {
+    /// The reason the status gives.
+    pub fn describe(&self) -> String {
+        format!(
+            "a call into the projector (from offset {}) has run for {:.1} s, past its deadline and grace of {:.1} s (`limits.batch_deadline_ms`, `limits.deadline_grace_ms`); the host interrupted it and waits for it to return",
+            self.at, self.running_seconds, self.limit_seconds
+        )
     }
 }
 
@@ -270,6 +394,29 @@ mod tests {
         assert_eq!(histogram.counts[3], 1);
         assert_eq!(histogram.overflow, 1);
         assert_eq!(histogram.count, 4);
+    }
+
+    #[test]
+    fn a_call_past_its_limit_shows_as_stalled_until_it_returns() {
+        let cell = StatusCell::new("p", "v");
+        cell.start_call(7, Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+        let status = cell.snapshot();
+        let overrun = status.overrun.expect("overrunning");
+        assert_eq!(overrun.at, 7);
+        assert!(
+            matches!(&status.state, State::Stalled { at: 7, message } if message.contains("limits.batch_deadline_ms")),
+            "{}",
+            status.state
+        );
+        assert!(cell.end_call().is_some());
+        let status = cell.snapshot();
+        assert_eq!(status.overrun, None);
+        assert_eq!(status.deadline_overruns, 1);
+        assert_eq!(status.state, State::CatchingUp);
+        cell.start_call(8, Duration::from_secs(60));
+        assert_eq!(cell.snapshot().overrun, None);
+        assert!(cell.end_call().is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! this process (the log's head watch, the fast path), the external-poll interval (for
 //! appends made by other processes), a retry's backoff, or shutdown.
 
+use std::cmp::Ordering;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,10 +17,18 @@ use tokio::sync::watch;
 
 use crate::config::PoisonPolicy;
 use crate::engine::control::Control;
+use crate::engine::integrity::LogCheck;
 use crate::engine::projection::{BatchLimits, Projection, ProjectionError, Step};
 use crate::engine::status::{State, StatusCell};
 use crate::log::{EventLog, ReadQuery, correlation_id};
-use crate::runtime::{DbOptions, LoadedProjector, ProjectorError};
+use crate::repeats::{Occurrence, Repeats};
+use crate::runtime::{DbOptions, LoadedProjector, ProjectorError, TrapKind};
+use crate::storage_fault::StorageFault;
+
+/// How long a shutdown waits for the workers, all together, before it leaves behind
+/// one still inside a call. Calls are cancelled first, so a worker normally ends within
+/// a tick; only a single SQLite step that the deadlines cannot cut short takes longer.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Everything a worker needs to run one projector version.
 pub(crate) struct WorkerSpec {
@@ -45,6 +54,8 @@ pub(crate) struct WorkerSpec {
     pub mode: Mode,
     /// Events per second a shadow may apply while replaying; 0 = no limit.
     pub replay_rate_limit: u64,
+    /// Whether a checkpoint past the log's head is an error (see `integrity`).
+    pub log_check: LogCheck,
 }
 
 /// What a worker is running for; it changes how failures and pacing are handled.
@@ -74,6 +85,8 @@ enum Command {
 /// The engine's handle on a worker thread.
 pub(crate) struct WorkerHandle {
     thread: Option<JoinHandle<()>>,
+    /// Disconnects when the thread ends, so a stop can wait with a time limit.
+    finished: std::sync::mpsc::Receiver<()>,
     stop: watch::Sender<bool>,
     commands: tokio::sync::mpsc::UnboundedSender<Command>,
     /// The worker's live status.
@@ -96,6 +109,32 @@ impl WorkerHandle {
             && thread.join().is_err()
         {
             tracing::error!(version = %self.version, "worker thread panicked");
+        }
+    }
+
+    /// Asks the worker to stop after its batch in flight, without waiting.
+    pub fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops the worker and waits for it until `deadline`, for shutting down. A
+    /// thread still inside a call then (one SQLite step the deadlines could not cut
+    /// short) is left behind rather than joined: its batch is not committed, and the
+    /// process is about to exit.
+    pub fn stop_by(mut self, deadline: Instant) {
+        self.request_stop();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.finished.recv_timeout(left) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    version = %self.version,
+                    "the projector is still inside a call; shutting down without waiting for it (its batch is not committed)"
+                );
+                drop(self.thread.take());
+            }
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.stop_in_place();
+            }
         }
     }
 
@@ -141,6 +180,7 @@ pub(crate) fn spawn(
     let (stop, stop_rx) = watch::channel(false);
     let (commands, commands_rx) = tokio::sync::mpsc::unbounded_channel();
     let name = format!("refract-{}-{version}", spec.projector);
+    let (finished_tx, finished) = std::sync::mpsc::channel();
     let worker = Worker {
         head: log.watch_head(),
         log: log.clone(),
@@ -153,12 +193,18 @@ pub(crate) fn spawn(
         control: None,
         recorded_state: None,
         pace: Pace::default(),
+        failures: Repeats::new(),
+        state_failures: Repeats::new(),
+        ahead_of_log: false,
     };
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || worker.run())?;
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        // Dropped when the thread ends, however it ends.
+        let _finished = finished_tx;
+        worker.run();
+    })?;
     Ok(WorkerHandle {
         thread: Some(thread),
+        finished,
         stop,
         commands,
         status,
@@ -180,6 +226,12 @@ struct Worker {
     recorded_state: Option<(String, Option<String>)>,
     mode: Mode,
     pace: Pace,
+    /// The host failure being retried, logged once and then counted.
+    failures: Repeats,
+    /// Failures to record the state in `control.db`, likewise.
+    state_failures: Repeats,
+    /// The checkpoint was found past the log's head: projecting stops for good.
+    ahead_of_log: bool,
 }
 
 /// What the worker is doing about a poison event under the `skip` policy.
@@ -211,10 +263,20 @@ impl Worker {
             while let Ok(command) = self.commands.try_recv() {
                 self.obey(command, &mut projection);
             }
+            if self.ahead_of_log {
+                // Events appended now would land at offsets this read model believes
+                // applied: project nothing until an operator restores the log.
+                if let Some(command) = self.wait_for_work() {
+                    self.obey(command, &mut projection);
+                }
+                continue;
+            }
             // Mark the head as seen *before* reading, so an append that lands during
             // the step wakes the wait below instead of being slept through.
             self.head.borrow_and_update();
             let started = Instant::now();
+            self.status
+                .start_call(projection.checkpoint() + 1, self.call_limit());
             let result = match &isolation {
                 Isolation::None => projection.step(None),
                 Isolation::SingleEventsThrough(_) => projection.step(None),
@@ -236,9 +298,12 @@ impl Worker {
                     projection.step(Some(offset - 1))
                 }
             };
+            let took = started.elapsed();
+            self.end_call(&projection);
             match result {
                 Ok(Step::Applied { events, through }) => {
                     backoff.reset();
+                    self.recovered();
                     self.status.record_batch(events, started.elapsed());
                     self.progress(&mut projection, through);
                     if matches!(self.mode, Mode::Shadow | Mode::Initial)
@@ -256,10 +321,12 @@ impl Worker {
                 }
                 Ok(Step::Skipped { through }) => {
                     backoff.reset();
+                    self.recovered();
                     self.progress(&mut projection, through);
                 }
                 Ok(Step::CaughtUp) => {
                     backoff.reset();
+                    self.recovered();
                     self.pace = Pace::default();
                     let checkpoint = projection.checkpoint();
                     self.progress(&mut projection, checkpoint);
@@ -267,6 +334,8 @@ impl Worker {
                         self.obey(command, &mut projection);
                     }
                 }
+                // The host is shutting down and cut the call short; nothing was kept.
+                Err(ProjectionError::Projector(ProjectorError::Cancelled { .. })) => break,
                 Err(ProjectionError::Projector(error)) if error.is_poison() => {
                     let message = describe(&error);
                     if matches!(error, ProjectorError::Trap { .. }) {
@@ -282,6 +351,18 @@ impl Worker {
                         let at = known.unwrap_or(projection.checkpoint() + 1);
                         self.fail(&format!("at offset {at}: {message}"));
                         break;
+                    }
+                    if matches!(
+                        error,
+                        ProjectorError::Trap {
+                            kind: TrapKind::Deadline,
+                            ..
+                        }
+                    ) {
+                        // A call that ran to its deadline is retried only after as long
+                        // again: a projector stuck on one batch keeps at most half a
+                        // core busy, however its retries are scheduled.
+                        self.sleep(took);
                     }
                     match known {
                         // The events before the poison one are good: apply them first,
@@ -325,6 +406,33 @@ impl Worker {
         }
         let checkpoint = projection.checkpoint();
         tracing::info!(projector = %self.spec.projector, %version, checkpoint, "projector stopped");
+    }
+
+    /// How long one call may take before the status reports it as overrunning: the
+    /// batch deadline and its grace.
+    fn call_limit(&self) -> Duration {
+        let limits = self.spec.loaded.runtime().limits();
+        limits
+            .batch_deadline()
+            .saturating_add(limits.deadline_grace())
+    }
+
+    /// After a call: an overrun is logged, and the log lines the guest had dropped
+    /// are copied into the status.
+    fn end_call(&mut self, projection: &Projection) {
+        if let Some(overrun) = self.status.end_call() {
+            tracing::error!(
+                projector = %self.spec.projector,
+                version = %self.spec.loaded.version(),
+                offset = overrun.at,
+                "a call ran for {:.1} s, past its deadline and grace of {:.1} s: a single SQLite step outlasted the sandbox's bounds",
+                overrun.running_seconds,
+                overrun.limit_seconds,
+            );
+        }
+        let dropped = projection.loaded().log_lines_dropped();
+        self.status
+            .update(|status| status.log_lines_dropped = dropped);
     }
 
     /// Carries out a request from the controller.
@@ -406,13 +514,19 @@ impl Worker {
         *self.shutdown.borrow()
     }
 
-    /// Records progress: checkpoint, head, and the catching-up or live state.
+    /// Records progress: checkpoint, head, and the catching-up or live state, or
+    /// [`State::AheadOfLog`] when the checkpoint is past the head.
     fn progress(&mut self, projection: &mut Projection, checkpoint: u64) {
-        let head = projection.log_head().unwrap_or(checkpoint).max(checkpoint);
-        let state = if checkpoint >= head {
-            State::Live
-        } else {
-            State::CatchingUp
+        let head = projection.log_head().unwrap_or(checkpoint);
+        let state = progress_state(checkpoint, head, self.spec.log_check);
+        if matches!(state, State::AheadOfLog { .. }) && !self.ahead_of_log {
+            self.ahead_of_log = true;
+            tracing::error!(projector = %self.spec.projector, version = %self.spec.loaded.version(), read_model = %self.spec.db_path.display(), "projection stopped: {state}");
+        }
+        let head = match self.spec.log_check {
+            LogCheck::Strict => head,
+            // A trailing mirror: the read model is as far as it gets for now.
+            LogCheck::MayTrail => head.max(checkpoint),
         };
         self.status.update(|status| {
             status.checkpoint = checkpoint;
@@ -443,18 +557,70 @@ impl Worker {
         self.sleep(pause);
     }
 
-    /// A host failure (I/O, a busy or full disk): never poison, always retried.
+    /// A host failure (I/O, a busy or full disk, an unreadable read model): never
+    /// poison, always retried. The version shows [`State::Retrying`] until it recovers;
+    /// the failure is logged once, then counted.
     fn transient(&mut self, failure: &ProjectionError, backoff: &mut Backoff) {
         let pause = backoff.next();
-        let message = describe(failure);
-        if backoff.failures() == 1 {
-            tracing::warn!(projector = %self.spec.projector, version = %self.spec.loaded.version(), retry_in = ?pause, "projector failed, will retry: {message}");
-        } else {
-            tracing::debug!(projector = %self.spec.projector, retry_in = ?pause, "retrying after: {message}");
+        let message = self.explain(failure);
+        let attempts = u64::from(backoff.failures());
+        let (projector, version) = (&self.spec.projector, self.spec.loaded.version());
+        match self.failures.note(&message) {
+            Occurrence::First => {
+                tracing::warn!(%projector, %version, retry_in = ?pause, "projector failed, will retry: {message}");
+            }
+            Occurrence::Summary { repeats } => {
+                tracing::warn!(%projector, %version, attempts, "projector still failing ({repeats} more times since the last report): {message}");
+            }
+            Occurrence::Quiet => {
+                tracing::debug!(%projector, retry_in = ?pause, "retrying after: {message}");
+            }
         }
-        self.status
-            .update(|status| status.last_error = Some(message));
+        let state = State::Retrying {
+            attempts,
+            message: message.clone(),
+        };
+        self.status.update(|status| {
+            status.state = state.clone();
+            status.last_error = Some(message.clone());
+        });
+        self.record_state(&state, Some(&message));
         self.sleep(pause);
+    }
+
+    /// A step succeeded: if host failures were being retried, say they are over.
+    fn recovered(&mut self) {
+        if let Some(failures) = self.failures.clear() {
+            tracing::info!(projector = %self.spec.projector, version = %self.spec.loaded.version(), failures, "projector recovered");
+        }
+    }
+
+    /// A failure and its causes as one line, with the fix when the read model's storage
+    /// is at fault (the log's and `control.db`'s errors carry their own).
+    fn explain(&self, failure: &ProjectionError) -> String {
+        let mut message = describe(failure);
+        let own_advice = matches!(
+            failure,
+            ProjectionError::Log(_)
+                | ProjectionError::Host(_)
+                | ProjectionError::ReadModelMissing { .. }
+        );
+        if own_advice {
+            return message;
+        }
+        let path = &self.spec.db_path;
+        if let Some(fault) = StorageFault::of(failure).or_else(|| StorageFault::probe(path)) {
+            message.push_str("; ");
+            message.push_str(&fault.advice(
+                path,
+                &format!("the read model of projector `{}`", self.spec.projector),
+            ));
+            if fault == StorageFault::Damaged {
+                // A read model is derived: the log has everything to build it again.
+                message.push_str(", or delete it and refract rebuilds it from the log");
+            }
+        }
+        message
     }
 
     /// Records `offset` as a dead letter, then moves the checkpoint past it. In that
@@ -509,8 +675,22 @@ impl Worker {
                 .map_err(|error| ProjectionError::Host(error.to_string()))
         });
         match written {
-            Ok(()) => self.recorded_state = Some(entry),
-            Err(failure) => tracing::warn!(%projector, "cannot record state: {failure}"),
+            Ok(()) => {
+                self.recorded_state = Some(entry);
+                self.state_failures.clear();
+            }
+            Err(failure) => {
+                let message = failure.to_string();
+                match self.state_failures.note(&message) {
+                    Occurrence::First => {
+                        tracing::warn!(%projector, "cannot record the state in control.db: {message}");
+                    }
+                    Occurrence::Summary { repeats } => {
+                        tracing::warn!(%projector, "still cannot record the state in control.db ({repeats} more times): {message}");
+                    }
+                    Occurrence::Quiet => {}
+                }
+            }
         }
     }
 
@@ -562,19 +742,21 @@ impl Worker {
     }
 }
 
+/// The state of a version at `checkpoint` with the log at `head`: a checkpoint past the
+/// head is an error under [`LogCheck::Strict`], and a mirror still catching up under
+/// [`LogCheck::MayTrail`].
+fn progress_state(checkpoint: u64, head: u64, log_check: LogCheck) -> State {
+    match (checkpoint.cmp(&head), log_check) {
+        (Ordering::Greater, LogCheck::Strict) => State::AheadOfLog { checkpoint, head },
+        // The read model waits for the mirror to reach it.
+        (Ordering::Greater, LogCheck::MayTrail) | (Ordering::Less, _) => State::CatchingUp,
+        (Ordering::Equal, _) => State::Live,
+    }
+}
+
 /// An error and its causes, as one line: status and `control.db` show this text.
 fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::error_text::one_line(error)
 }
 
 /// Paces a rate-limited replay: how long to pause so that events applied since the
@@ -640,6 +822,20 @@ mod tests {
         assert!(first > Duration::from_millis(900), "{first:?}");
         let second = pace.admit(1000, 1000);
         assert!(second > Duration::from_millis(1900), "{second:?}");
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_head_is_an_error_unless_the_log_may_trail() {
+        assert_eq!(progress_state(5, 9, LogCheck::Strict), State::CatchingUp);
+        assert_eq!(progress_state(9, 9, LogCheck::Strict), State::Live);
+        assert_eq!(
+            progress_state(9, 0, LogCheck::Strict),
+            State::AheadOfLog {
+                checkpoint: 9,
+                head: 0
+            }
+        );
+        assert_eq!(progress_state(9, 0, LogCheck::MayTrail), State::CatchingUp);
     }
 
     #[test]

@@ -29,9 +29,19 @@ use super::ids::IdGenerator;
 use super::query::{STREAM_VERSION_SQL, get_u64, to_sql_int};
 use super::schema::sqlite_error;
 use super::{EventField, LogError, LogOptions, MAX_NAME_CHARS, NewEvent};
+use crate::storage_fault::StorageFault;
 
 /// The outcome of one append request.
 pub(super) type Reply = Result<Vec<u64>, LogError>;
+
+/// Work for the writer thread: local appends, which it groups, and the cluster
+/// mirror's already-ordered batches (see `mirror.rs`), each committed alone.
+pub(super) enum Job {
+    /// An `append` call.
+    Append(Request),
+    /// A batch of replicated messages for a cluster node's mirror.
+    Mirror(super::mirror::MirrorJob),
+}
 
 /// One `append` call on its way to the writer.
 pub(super) struct Request {
@@ -134,7 +144,9 @@ pub(super) fn spawn_writer(
     max_group_events: usize,
     head: watch::Sender<u64>,
     appended: Arc<AtomicU64>,
-) -> Result<(mpsc::Sender<Request>, JoinHandle<()>), LogError> {
+) -> Result<(mpsc::Sender<Job>, JoinHandle<()>), LogError> {
+    let mirror = super::mirror::stored_position(&conn)
+        .map_err(|source| sqlite_error(&path, "reading the mirror position", source))?;
     let (sender, receiver) = mpsc::channel();
     let thread_path = path.clone();
     let handle = thread::Builder::new()
@@ -148,6 +160,7 @@ pub(super) fn spawn_writer(
                 appended,
                 versions: HashMap::new(),
                 ids: IdGenerator::new(),
+                mirror,
             };
             writer.run(&receiver);
         })
@@ -156,43 +169,59 @@ pub(super) fn spawn_writer(
 }
 
 /// The state of the writer thread.
-struct Writer {
-    conn: Connection,
-    path: PathBuf,
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
     max_group_events: usize,
-    head: watch::Sender<u64>,
+    pub(super) head: watch::Sender<u64>,
     /// Events this writer has committed (new ones, not idempotent repeats).
-    appended: Arc<AtomicU64>,
+    pub(super) appended: Arc<AtomicU64>,
     /// Stream versions written or read in the current group. Cleared at the start of every
     /// group (another process may have appended since) and whenever a request rolls back.
-    versions: HashMap<String, u64>,
+    pub(super) versions: HashMap<String, u64>,
     /// Generates the ids of events that come without one.
-    ids: IdGenerator,
+    pub(super) ids: IdGenerator,
+    /// Where this log stands as a cluster node's mirror; `None` for a single-node log.
+    /// A mirror refuses local appends: its events come from the cluster only.
+    pub(super) mirror: Option<super::MirrorPosition>,
 }
 
 /// What a group transaction tracks while it runs.
-struct GroupState {
+pub(super) struct GroupState {
     /// The offset the next inserted event gets.
-    next_offset: u64,
+    pub(super) next_offset: u64,
     /// `recorded_at` of every event in this group: now, but never before the previous
     /// event, so times never decrease along offsets.
-    recorded_at: i64,
+    pub(super) recorded_at: i64,
 }
 
 impl Writer {
-    fn run(&mut self, receiver: &Receiver<Request>) {
+    fn run(&mut self, receiver: &Receiver<Job>) {
         let mut group = Vec::new();
+        // A mirror job met while gathering a group waits for that group's commit.
+        let mut held_back = None;
         // No waiting for stragglers: while one group waits for its fsync, the next one
         // queues up by itself. (Measured: yielding or lingering for the appenders of the
         // previous group made groups bigger but throughput lower.)
-        while let Ok(first) = receiver.recv() {
+        while let Some(job) = held_back.take().or_else(|| receiver.recv().ok()) {
+            let first = match job {
+                Job::Append(request) => request,
+                Job::Mirror(job) => {
+                    self.apply_mirror(job);
+                    continue;
+                }
+            };
             let mut events = first.events.len();
             group.push(first);
             while events < self.max_group_events {
                 match receiver.try_recv() {
-                    Ok(request) => {
+                    Ok(Job::Append(request)) => {
                         events += request.events.len();
                         group.push(request);
+                    }
+                    Ok(mirror @ Job::Mirror(_)) => {
+                        held_back = Some(mirror);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -203,6 +232,14 @@ impl Writer {
 
     /// Writes and commits one group, then answers every request in it (draining `group`).
     fn commit_group(&mut self, group: &mut Vec<Request>) {
+        if self.mirror.is_some() {
+            for request in group.drain(..) {
+                request.reply.send(Err(LogError::Mirror {
+                    path: self.path.clone(),
+                }));
+            }
+            return;
+        }
         match self.write_group(group) {
             Ok((replies, before, head)) => {
                 // Inside the group's write transaction nobody else appends, so the
@@ -218,11 +255,18 @@ impl Writer {
                 }
             }
             Err(e) => {
+                let disk_full = StorageFault::of_sqlite(&e) == Some(StorageFault::DiskFull);
                 let reason = e.to_string();
                 for request in group.drain(..) {
-                    request.reply.send(Err(LogError::Write {
-                        path: self.path.clone(),
-                        reason: reason.clone(),
+                    request.reply.send(Err(if disk_full {
+                        LogError::DiskFull {
+                            path: self.path.clone(),
+                        }
+                    } else {
+                        LogError::Write {
+                            path: self.path.clone(),
+                            reason: reason.clone(),
+                        }
                     }));
                 }
             }
@@ -311,9 +355,9 @@ impl Writer {
 
 /// Rolls back the writer's transaction if it is dropped before being finished (an
 /// error part-way through a group).
-struct OpenTransaction<'c> {
-    conn: &'c Connection,
-    finished: bool,
+pub(super) struct OpenTransaction<'c> {
+    pub(super) conn: &'c Connection,
+    pub(super) finished: bool,
 }
 
 impl Drop for OpenTransaction<'_> {
@@ -326,7 +370,7 @@ impl Drop for OpenTransaction<'_> {
 }
 
 /// Appends one request's events inside its savepoint and returns their offsets.
-fn append_request(
+pub(super) fn append_request(
     conn: &Connection,
     path: &Path,
     state: &mut GroupState,
@@ -334,7 +378,15 @@ fn append_request(
     ids: &mut IdGenerator,
     events: &[NewEvent],
 ) -> Result<Vec<u64>, LogError> {
-    let sqlite = |source| sqlite_error(path, "appending an event", source);
+    let sqlite = |source: rusqlite::Error| {
+        if StorageFault::of_sqlite(&source) == Some(StorageFault::DiskFull) {
+            LogError::DiskFull {
+                path: path.to_owned(),
+            }
+        } else {
+            sqlite_error(path, "appending an event", source)
+        }
+    };
     let mut find_id = conn
         .prepare_cached(r#"SELECT "offset" FROM events WHERE id = ?1"#)
         .map_err(sqlite)?;

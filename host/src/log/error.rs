@@ -1,7 +1,9 @@
 //! The one error type of the event log.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::storage_fault::StorageFault;
 
 /// Everything that can go wrong opening, appending to or reading the event log.
 ///
@@ -92,8 +94,10 @@ pub enum LogError {
         reason: String,
     },
 
-    /// SQLite failed while doing something specific to one request.
-    #[error("event log `{}`: {operation} failed", path.display())]
+    /// SQLite failed while doing something specific to one request. When the cause is
+    /// a storage fault (a full disk, an unwritable or damaged file), the message says
+    /// the fix.
+    #[error("event log `{}`: {operation} failed{}", path.display(), advice(path, source))]
     Sqlite {
         /// The log file.
         path: PathBuf,
@@ -114,12 +118,51 @@ pub enum LogError {
         reason: String,
     },
 
+    /// A local append to a log that is a cluster node's mirror: its events come from the
+    /// cluster only, or the nodes would disagree.
+    #[error(
+        "`{}` is a cluster node's mirror of the replicated log: append through a running cluster node (`refract run --cluster ...`) instead",
+        path.display()
+    )]
+    Mirror {
+        /// The log file.
+        path: PathBuf,
+    },
+
+    /// Replicated messages that do not continue this mirror; nothing was applied.
+    #[error("cannot apply the replicated log to `{}`: {reason}", path.display())]
+    MirrorMismatch {
+        /// The log file.
+        path: PathBuf,
+        /// What does not match, and the fix.
+        reason: String,
+    },
+
+    /// The disk holding the log is full. Nothing of the append was written; it can be
+    /// retried once space is freed.
+    #[error(
+        "cannot write to the event log `{}`: the disk holding it is full, so nothing was written; \
+         free space on it (or move the data directory to a larger disk), then retry",
+        path.display()
+    )]
+    DiskFull {
+        /// The log file.
+        path: PathBuf,
+    },
+
     /// The log's writer thread is gone (it panicked or the process is shutting down).
     #[error("the event log writer for `{}` has stopped; reopen the log", path.display())]
     WriterStopped {
         /// The log file.
         path: PathBuf,
     },
+}
+
+/// The fix for a storage fault behind a SQLite error, as `: <advice>`, or nothing.
+fn advice(path: &Path, source: &rusqlite::Error) -> String {
+    StorageFault::of_sqlite(source).map_or_else(String::new, |fault| {
+        format!(": {}", fault.advice(path, "the event log"))
+    })
 }
 
 /// A field of a [`NewEvent`](super::NewEvent), named by validation errors.

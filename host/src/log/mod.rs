@@ -30,6 +30,9 @@
 //! - `ids.rs`: generated UUID v7 event ids.
 //! - `query.rs`: [`ReadQuery`] and how each filter maps to an index.
 //! - `read.rs`: [`EventIter`], counts and the [`LogReader`] replay path.
+//! - `mirror.rs`: the log as a cluster node's mirror: [`EventLog::apply_ordered`]
+//!   applies already-ordered, replicated requests; local appends are then refused.
+//! - [`jsonl`]: events as JSON Lines (`refract append --file`, golden fixtures).
 //!
 //! # Threads and blocking
 //! Every method blocks on SQLite (appends until their group commit is on disk). From async
@@ -39,6 +42,8 @@
 mod append;
 mod error;
 mod ids;
+pub mod jsonl;
+mod mirror;
 mod model;
 mod options;
 mod query;
@@ -54,6 +59,7 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 pub use error::{EventField, LogError};
+pub use mirror::{MirrorBatch, MirrorOutcome, MirrorPosition, OrderedMessage, OrderedRequest};
 pub use model::{
     Event, EventRef, NewEvent, correlation_id, format_timestamp, micros_to_timestamp,
     timestamp_to_micros,
@@ -83,7 +89,7 @@ struct Inner {
     path: PathBuf,
     options: LogOptions,
     /// The writer's queue; `None` only while dropping.
-    requests: Option<Sender<append::Request>>,
+    requests: Option<Sender<append::Job>>,
     writer: Option<JoinHandle<()>>,
     head: watch::Receiver<u64>,
     readers: Arc<read::ReaderPool>,
@@ -195,8 +201,70 @@ impl EventLog {
             .as_ref()
             .ok_or_else(|| self.writer_stopped())?;
         requests
-            .send(append::Request { events, reply })
+            .send(append::Job::Append(append::Request { events, reply }))
             .map_err(|_| self.writer_stopped())
+    }
+
+    /// Checks a batch as [`append`](EventLog::append) would (names, JSON, the size
+    /// limits of this log's options) without appending it: for callers that append
+    /// elsewhere first, such as a cluster node publishing to the replicated log.
+    pub fn validate(&self, events: &[NewEvent]) -> Result<(), LogError> {
+        append::validate(events, &self.inner.options)
+    }
+
+    /// Where this log stands as a cluster node's mirror, or `None` for a single-node
+    /// log. See [`apply_ordered`](EventLog::apply_ordered).
+    pub fn mirror_position(&self) -> Result<Option<MirrorPosition>, LogError> {
+        let pool = &self.inner.readers;
+        let conn = pool.take()?;
+        let position = mirror::stored_position(&conn).map_err(|source| {
+            schema::sqlite_error(&self.inner.path, "reading the mirror position", source)
+        });
+        pool.give_back(conn);
+        position
+    }
+
+    /// Applies messages of a replicated, totally ordered source (a cluster's JetStream
+    /// stream) to this log, in one transaction, and records the source position reached.
+    ///
+    /// This is the only way events enter a mirror. Each request is applied exactly as a
+    /// local append would be (ids first, then `expected_version`), so every node applying
+    /// the same messages ends with the same events at the same offsets and the same
+    /// refusals. The first batch turns an empty log into a mirror of `batch.source`;
+    /// from then on [`append`](EventLog::append) is refused with [`LogError::Mirror`].
+    ///
+    /// Returns each request's outcome; a request's refusal (a version conflict, an
+    /// invalid event) is an `Err` inside the outcome, not a failure of the batch.
+    ///
+    /// # Errors
+    /// [`LogError::MirrorMismatch`] when the batch does not continue this log (another
+    /// source, a gap in positions, a log that is not empty and not a mirror, events
+    /// written by someone else); [`LogError::Sqlite`] when the commit fails. Nothing of
+    /// the batch is applied then.
+    pub async fn apply_ordered(&self, batch: MirrorBatch) -> Result<MirrorOutcome, LogError> {
+        self.mirror_job(mirror::MirrorWork::Apply(batch)).await
+    }
+
+    /// Marks this log as the mirror of `source` up to `position`, keeping its events:
+    /// the hand-over after `refract cluster init` has published them as the source's
+    /// first `position` messages. Refused if the log already is a mirror.
+    pub async fn start_mirror(&self, source: String, position: u64) -> Result<(), LogError> {
+        self.mirror_job(mirror::MirrorWork::Start { source, position })
+            .await
+            .map(drop)
+    }
+
+    async fn mirror_job(&self, work: mirror::MirrorWork) -> Result<MirrorOutcome, LogError> {
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        let requests = self
+            .inner
+            .requests
+            .as_ref()
+            .ok_or_else(|| self.writer_stopped())?;
+        requests
+            .send(append::Job::Mirror(mirror::MirrorJob { work, reply }))
+            .map_err(|_| self.writer_stopped())?;
+        replied.await.map_err(|_| self.writer_stopped())?
     }
 
     fn writer_stopped(&self) -> LogError {

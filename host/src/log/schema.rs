@@ -43,6 +43,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_type_offset ON events (type, "offset");
     CREATE INDEX events_recorded_at ON events (recorded_at);
     "#,
+    // 2: the mirror position of a cluster node's log (see `mirror.rs`): at most one row,
+    // written in the same transaction as the events it accounts for. Empty in a
+    // single-node log.
+    r#"
+    CREATE TABLE mirror (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        source    TEXT    NOT NULL, -- the source stream's identity
+        position  INTEGER NOT NULL, -- the last source position applied
+        head      INTEGER NOT NULL  -- the log's head offset after it
+    ) STRICT;
+    "#,
 ];
 
 /// The first 16 bytes of every SQLite 3 database file.

@@ -48,6 +48,11 @@ impl CompileCache {
         Ok(Self { dir })
     }
 
+    /// The directory of this engine configuration's entries.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where the entry for the component with this sha256 lives.
     pub(crate) fn path(&self, sha256_hex: &str) -> PathBuf {
         self.dir.join(format!("{sha256_hex}.cwasm"))

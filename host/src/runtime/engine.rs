@@ -1,18 +1,26 @@
-//! The wasmtime engine configuration and the epoch ticker that enforces deadlines.
+//! The wasmtime engine configuration, and the epoch ticker and watchdog that enforce
+//! deadlines.
 //!
 //! One engine serves every projector of a [`Runtime`](super::Runtime). The configuration
 //! is fixed (only the wasm stack size comes from the limits) because it is part of the
 //! compile-cache key.
+//!
+//! The ticker thread advances the epoch every [`EPOCH_TICK`]: wasm checks it at function
+//! entries and loop back-edges, SQLite's progress handler between its steps. On the same
+//! tick the [`Watchdog`] looks at every open read-model connection and sends
+//! `sqlite3_interrupt` to one whose call has passed its deadline (or was cancelled),
+//! which stops the loops SQLite runs within a single step.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine};
 
 use super::limits::SandboxLimits;
+use super::sql::Guard;
 
 /// How often the ticker advances the engine's epoch. A deadline is enforced to within
 /// about one tick; a shorter tick costs a wake-up per tick on an otherwise idle host.
@@ -63,11 +71,57 @@ pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
     u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
-/// The thread that advances the epoch every [`EPOCH_TICK`]. It stops when the ticker is
-/// dropped, that is when the last clone of the runtime goes away.
+/// Every open read-model connection of a runtime, looked at on every tick.
+#[derive(Debug, Default)]
+pub(crate) struct Watchdog {
+    guards: Mutex<Vec<Weak<Guard>>>,
+    /// Set once the host shuts down; shared with every guard.
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    /// Puts a connection's guard under watch until it is dropped.
+    pub(crate) fn watch(&self, guard: &Arc<Guard>) {
+        self.guards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(guard));
+    }
+
+    /// The flag every guard of this runtime reads to see that calls are cancelled.
+    pub(crate) fn cancelled(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancelled)
+    }
+
+    /// Cancels every call in progress and every later one.
+    pub(crate) fn cancel_all(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.check(u64::MAX);
+    }
+
+    /// Interrupts the connections whose calls are past their deadline at `now`, and
+    /// forgets the closed ones.
+    fn check(&self, now: u64) {
+        self.guards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|guard| match guard.upgrade() {
+                Some(guard) => {
+                    guard.watch(now);
+                    true
+                }
+                None => false,
+            });
+    }
+}
+
+/// The thread that advances the epoch every [`EPOCH_TICK`] and runs the watchdog. It
+/// stops when the ticker is dropped, that is when the last clone of the runtime goes
+/// away.
 #[derive(Debug)]
 pub(crate) struct Ticker {
     clock: TickClock,
+    watchdog: Arc<Watchdog>,
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -76,10 +130,12 @@ impl Ticker {
     /// Starts the ticker thread for `engine`.
     pub(crate) fn start(engine: &Engine) -> std::io::Result<Self> {
         let clock = TickClock::default();
+        let watchdog = Arc::new(Watchdog::default());
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = {
             let engine = engine.clone();
             let clock = clock.clone();
+            let watchdog = Arc::clone(&watchdog);
             std::thread::Builder::new()
                 .name("refract-epoch".into())
                 .spawn(move || {
@@ -89,11 +145,13 @@ impl Ticker {
                     {
                         clock.advance();
                         engine.increment_epoch();
+                        watchdog.check(clock.now());
                     }
                 })?
         };
         Ok(Self {
             clock,
+            watchdog,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -102,6 +160,11 @@ impl Ticker {
     /// The shared tick count.
     pub(crate) fn clock(&self) -> &TickClock {
         &self.clock
+    }
+
+    /// The watchdog over this runtime's connections.
+    pub(crate) fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
     }
 }
 

@@ -164,6 +164,20 @@ pub enum ProjectorError {
         #[source]
         source: Box<RuntimeError>,
     },
+    /// The host cancelled the call because it is shutting down
+    /// ([`Runtime::cancel_calls`](super::Runtime::cancel_calls)). The batch was rolled
+    /// back and is applied on the next start. Not poison.
+    #[error(
+        "projector `{projector}` (version {version}) was stopped {at}: the host is shutting down; the batch was rolled back"
+    )]
+    Cancelled {
+        /// The projector's name.
+        projector: String,
+        /// Its version (short hash).
+        version: String,
+        /// Where it was.
+        at: Position,
+    },
     /// The batch could not be packed. A host bug, not the projector's fault.
     #[error("projector `{projector}` (version {version}): invalid batch {at}: {reason}")]
     InvalidBatch {
@@ -188,7 +202,7 @@ impl ProjectorError {
                 true
             }
             Self::Reinstantiate { source, .. } => source.is_guest_fault(),
-            Self::Host { .. } | Self::InvalidBatch { .. } => false,
+            Self::Host { .. } | Self::InvalidBatch { .. } | Self::Cancelled { .. } => false,
         }
     }
 
@@ -208,7 +222,8 @@ impl ProjectorError {
             | Self::Aborted { at, .. }
             | Self::Host { at, .. }
             | Self::Reinstantiate { at, .. }
-            | Self::InvalidBatch { at, .. } => at.offset(),
+            | Self::InvalidBatch { at, .. }
+            | Self::Cancelled { at, .. } => at.offset(),
         }
     }
 
@@ -221,7 +236,8 @@ impl ProjectorError {
             | Self::Aborted { projector, .. }
             | Self::Host { projector, .. }
             | Self::Reinstantiate { projector, .. }
-            | Self::InvalidBatch { projector, .. } => projector,
+            | Self::InvalidBatch { projector, .. }
+            | Self::Cancelled { projector, .. } => projector,
         }
     }
 
@@ -234,7 +250,8 @@ impl ProjectorError {
             | Self::Aborted { version, .. }
             | Self::Host { version, .. }
             | Self::Reinstantiate { version, .. }
-            | Self::InvalidBatch { version, .. } => version,
+            | Self::InvalidBatch { version, .. }
+            | Self::Cancelled { version, .. } => version,
         }
     }
 }
@@ -266,6 +283,47 @@ pub enum RuntimeError {
     NotWasm {
         /// What was found instead.
         reason: String,
+    },
+    /// The component is larger than `limits.max_component_bytes`; refused before it is
+    /// hashed or compiled.
+    #[error(
+        "the component is {size} bytes, more than the {limit} that `limits.max_component_bytes` allows; \
+         build it smaller (a release build, stripped of debug info) or raise the limit"
+    )]
+    TooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// The limit, formatted for people.
+        limit: String,
+    },
+    /// Compiling the component took longer than `limits.compile_timeout_ms`; the compile
+    /// was stopped.
+    #[error(
+        "compiling the component took longer than {limit_ms} ms (`limits.compile_timeout_ms`) and was stopped; \
+         raise the limit if the component is legitimately that large"
+    )]
+    CompileTimeout {
+        /// The limit in milliseconds.
+        limit_ms: u64,
+    },
+    /// Compiling the component needed more memory than
+    /// `limits.max_compile_memory_bytes`.
+    #[error(
+        "compiling the component needed more than {limit} of memory (`limits.max_compile_memory_bytes`); \
+         raise the limit if the component is legitimately that large"
+    )]
+    CompileMemory {
+        /// The limit, formatted for people.
+        limit: String,
+    },
+    /// Too many compiles that overran their deadline are still running (only when
+    /// compiling in threads; see `runtime::compile`). Transient.
+    #[error(
+        "{running} compiles that ran past `limits.compile_timeout_ms` are still running; try again once they end"
+    )]
+    CompilerBusy {
+        /// How many.
+        running: usize,
     },
     /// The bytes are a core WebAssembly module, which cannot implement a WIT world.
     #[error(
@@ -334,7 +392,10 @@ impl RuntimeError {
     pub fn is_guest_fault(&self) -> bool {
         match self {
             Self::OpenDb { source, .. } => !is_host_failure(source),
-            Self::Limits(_) | Self::Engine { .. } | Self::Cache { .. } => false,
+            Self::Limits(_)
+            | Self::Engine { .. }
+            | Self::Cache { .. }
+            | Self::CompilerBusy { .. } => false,
             _ => true,
         }
     }
@@ -386,7 +447,7 @@ pub(crate) fn describe_trap(
             .map(str::trim)
             .filter(|line| !line.is_empty());
         message = format!(
-            "{message}; its stderr: {}",
+            "{message}; its last stderr lines: {}",
             stderr.collect::<Vec<_>>().join(" / ")
         );
     }
@@ -428,7 +489,7 @@ fn classify_trap(err: &wasmtime::Error, limits: &SandboxLimits) -> (TrapKind, St
         Some(Trap::UnreachableCodeReached) => {
             return (
                 TrapKind::Crash,
-                "crashed: wasm `unreachable` executed (a Rust projector panics or aborts this way)"
+                "crashed: wasm `unreachable` executed (the guest panicked, aborted, or stopped on an uncaught error; its stderr, when it wrote any, says why)"
                     .to_owned(),
             );
         }
@@ -509,7 +570,29 @@ mod tests {
         assert_eq!(kind, TrapKind::Limit("max_memory_bytes"));
         assert!(message.contains("limits.max_memory_bytes"), "{message}");
         assert!(
-            message.ends_with("its stderr: memory allocation of 1610612736 bytes failed"),
+            message
+                .ends_with("its last stderr lines: memory allocation of 1610612736 bytes failed"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn crash_messages_name_no_language() {
+        let err = wasmtime::Error::new(Trap::UnreachableCodeReached);
+        let (kind, message) = describe_trap(
+            &err,
+            &SandboxLimits::default(),
+            TrapContext {
+                refused: None,
+                stderr: Some("…\nTraceback (most recent call last):\nKeyError: 'amount'".into()),
+            },
+        );
+        assert_eq!(kind, TrapKind::Crash);
+        assert!(!message.contains("Rust"), "{message}");
+        assert!(
+            message.ends_with(
+                "its last stderr lines: … / Traceback (most recent call last): / KeyError: 'amount'"
+            ),
             "{message}"
         );
     }

@@ -8,20 +8,25 @@
 //!
 //! A failure the guest can handle is returned as an `sql-error` value; only a broken
 //! canonical ABI (invalid UTF-8, say) traps.
+//!
+//! Memory is counted before it is spent: a query's rows are charged value by value
+//! against `limits.max_query_bytes` before each value is copied, and the SQL text the
+//! instance keeps for its statements against `limits.max_prepared_sql_bytes`.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rusqlite::fallible_iterator::FallibleIterator as _;
 use rusqlite::types::{Null, ValueRef};
-use rusqlite::{CachedStatement, Statement};
+use rusqlite::{Batch, CachedStatement, Statement};
 use wasmtime::component::{ComponentType, Lift, Linker, WasmList, WasmStr};
 use wasmtime::{AsContext, StoreContext, StoreContextMut};
 
 use super::bindings::refract::projector::sql::{Rows, WriteError};
 use super::bindings::refract::projector::types::{SqlError, SqlErrorKind, SqlValue};
 use super::limits::{SandboxLimits, format_bytes};
-use super::sql::SandboxedDb;
+use super::sql::{HOST_TABLE_PREFIX, SandboxedDb};
 use super::store::StoreState;
 
 /// The interface name this module implements.
@@ -60,10 +65,12 @@ const VALUE_OVERHEAD_BYTES: usize = 16;
 pub(crate) struct SqlHost {
     db: SandboxedDb,
     limits: Arc<SandboxLimits>,
-    /// Statement texts by handle.
-    statements: Vec<Box<str>>,
+    /// Statement texts by handle, and whether each is an `ALTER TABLE`.
+    statements: Vec<(Box<str>, bool)>,
     /// Handles by statement text, so the same text gets the same handle.
     handles: HashMap<Box<str>, u32>,
+    /// The bytes of SQL text in `statements`.
+    statement_bytes: usize,
     /// Whether the host has opened the transaction the guest's SQL runs in.
     in_transaction: bool,
     /// The first host-side failure (I/O, busy, full disk) seen during the current call.
@@ -97,6 +104,7 @@ impl SqlHost {
             limits,
             statements: Vec::new(),
             handles: HashMap::new(),
+            statement_bytes: 0,
             in_transaction: false,
             host_failure: Cell::new(None),
         }
@@ -158,8 +166,9 @@ impl SqlHost {
         Ok(())
     }
 
-    /// `prepare`: the existing handle for this text, or the compiled text to register.
-    fn prepare(&self, sql: &str) -> Result<Result<u32, Box<str>>, Failure> {
+    /// `prepare`: the existing handle for this text, or the compiled text to register
+    /// and whether it alters a table.
+    fn prepare(&self, sql: &str) -> Result<Result<u32, (Box<str>, bool)>, Failure> {
         self.check_sql_len(sql.len())?;
         self.ensure_transaction()?;
         if let Some(&handle) = self.handles.get(sql) {
@@ -175,24 +184,94 @@ impl SqlHost {
             )
             .into());
         }
+        let max_bytes = self.limits.max_prepared_sql_bytes;
+        if self.statement_bytes.saturating_add(sql.len()) > max_bytes {
+            return Err(sql_error(
+                SqlErrorKind::Limit,
+                format!(
+                    "this instance already holds {} of prepared SQL; {} more would pass the limit of {} (`limits.max_prepared_sql_bytes`)",
+                    format_bytes(self.statement_bytes),
+                    format_bytes(sql.len()),
+                    format_bytes(max_bytes)
+                ),
+            )
+            .into());
+        }
         // Compile now, so a denial or a syntax error is reported by `prepare` itself; the
         // compiled statement stays in the connection's cache for the first use.
+        self.db.start_statement();
+        self.db.guard().take_altered();
         self.db
             .conn()
             .prepare_cached(sql)
             .map_err(|err| self.fail(err))?;
-        Ok(Err(sql.into()))
+        Ok(Err((sql.into(), self.db.guard().take_altered())))
     }
 
-    fn register(&mut self, sql: Box<str>) -> wasmtime::Result<u32> {
+    fn register(&mut self, (sql, alters): (Box<str>, bool)) -> wasmtime::Result<u32> {
         let handle = u32::try_from(self.statements.len())?;
-        self.statements.push(sql.clone());
+        self.statement_bytes += sql.len();
+        self.statements.push((sql.clone(), alters));
         self.handles.insert(sql, handle);
         Ok(handle)
     }
 
+    /// Whether the statement behind `handle` is an `ALTER TABLE`.
+    fn alters(&self, handle: u32) -> bool {
+        usize::try_from(handle)
+            .ok()
+            .and_then(|index| self.statements.get(index))
+            .is_some_and(|(_, alters)| *alters)
+    }
+
+    /// Runs an `ALTER TABLE` so that a rename into the host's namespace is undone and
+    /// denied: SQLite's authorizer is told the table's old name only. The statement
+    /// runs in a savepoint; if the host's objects grew in number, it is rolled back.
+    fn guard_rename<T>(&self, run: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+        let before = self.db.host_object_count().map_err(|err| self.fail(err))?;
+        self.db
+            .host_turn(|conn| conn.execute_batch("SAVEPOINT refract_alter"))
+            .map_err(|err| self.fail(err))?;
+        let outcome = run();
+        let after = self.db.host_object_count();
+        let end = |keep: bool| {
+            // After SQLite rolled the whole transaction back, the savepoint is gone
+            // and there is nothing to undo; the call then fails as aborted.
+            self.db.host_turn(|conn| {
+                if !keep {
+                    let _ = conn.execute_batch("ROLLBACK TO refract_alter");
+                }
+                let _ = conn.execute_batch("RELEASE refract_alter");
+            });
+        };
+        match (outcome, after) {
+            (Ok(value), Ok(after)) if after <= before => {
+                end(true);
+                Ok(value)
+            }
+            (Ok(_), Ok(_)) => {
+                end(false);
+                Err(sql_error(
+                    SqlErrorKind::Denied,
+                    format!(
+                        "renaming a table to a name prefixed `{HOST_TABLE_PREFIX}` is not allowed: those names belong to the host (the rename was undone)"
+                    ),
+                )
+                .into())
+            }
+            (Err(failure), _) => {
+                end(false);
+                Err(failure)
+            }
+            (Ok(_), Err(err)) => {
+                end(false);
+                Err(self.fail(err))
+            }
+        }
+    }
+
     fn statement(&self, handle: u32) -> Result<CachedStatement<'_>, Failure> {
-        let Some(text) = usize::try_from(handle)
+        let Some((text, _)) = usize::try_from(handle)
             .ok()
             .and_then(|index| self.statements.get(index))
         else {
@@ -273,7 +352,12 @@ impl SqlHost {
     ) -> Result<u64, Failure> {
         let mut statement = self.statement(handle)?;
         self.bind(&mut statement, params, store)?;
-        let changed = statement.raw_execute().map_err(|err| self.fail(err))?;
+        let mut run = || statement.raw_execute().map_err(|err| self.fail(err));
+        let changed = if self.alters(handle) {
+            self.guard_rename(run)?
+        } else {
+            run()?
+        };
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
     }
 
@@ -302,11 +386,18 @@ impl SqlHost {
             }
         };
         self.bind(statement, params, store)?;
-        let changed = statement.raw_execute().map_err(|err| self.fail(err))?;
+        let mut run = || statement.raw_execute().map_err(|err| self.fail(err));
+        let changed = if self.alters(handle) {
+            self.guard_rename(run)?
+        } else {
+            run()?
+        };
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
     }
 
-    /// `query`, capped in rows and bytes.
+    /// `query`, capped in rows and bytes. Each value is charged before it is copied, so
+    /// the cap is never passed by more than nothing: a query over it copies at most
+    /// `limits.max_query_bytes` before it fails.
     fn query(
         &self,
         handle: u32,
@@ -315,11 +406,31 @@ impl SqlHost {
     ) -> Result<Rows, Failure> {
         let mut statement = self.statement(handle)?;
         self.bind(&mut statement, params, store)?;
+        if self.alters(handle) {
+            // An `ALTER TABLE` returns no rows; run it where a rename can be undone.
+            return self.guard_rename(|| {
+                let mut rows = statement.raw_query();
+                while rows.next().map_err(|err| self.fail(err))?.is_some() {}
+                Ok(Rows {
+                    columns: Vec::new(),
+                    rows: Vec::new(),
+                })
+            });
+        }
         let columns = statement
             .column_names()
             .map(str::to_owned)
             .collect::<Vec<_>>();
         let (max_rows, max_bytes) = (self.limits.max_query_rows, self.limits.max_query_bytes);
+        let over_bytes = || {
+            Failure::Sql(sql_error(
+                SqlErrorKind::Limit,
+                format!(
+                    "the query returns more than {} (`limits.max_query_bytes`); select fewer columns or rows",
+                    format_bytes(max_bytes)
+                ),
+            ))
+        };
         let mut bytes = columns.iter().map(String::len).sum::<usize>();
         let mut out = Vec::new();
         let mut rows = statement.raw_query();
@@ -336,43 +447,52 @@ impl SqlHost {
             let mut values = Vec::with_capacity(columns.len());
             for index in 0..columns.len() {
                 let value = row.get_ref(index).map_err(|err| self.fail(err))?;
-                let (value, size) = match value {
-                    ValueRef::Null => (SqlValue::Null, 0),
-                    ValueRef::Integer(value) => (SqlValue::Integer(value), 8),
-                    ValueRef::Real(value) => (SqlValue::Real(value), 8),
-                    ValueRef::Text(text) => (
-                        SqlValue::Text(String::from_utf8_lossy(text).into_owned()),
-                        text.len(),
-                    ),
-                    ValueRef::Blob(blob) => (SqlValue::Blob(blob.to_vec()), blob.len()),
+                let size = match value {
+                    ValueRef::Null => 0,
+                    ValueRef::Integer(_) | ValueRef::Real(_) => 8,
+                    ValueRef::Text(bytes) | ValueRef::Blob(bytes) => bytes.len(),
                 };
                 bytes = bytes.saturating_add(size + VALUE_OVERHEAD_BYTES);
-                values.push(value);
-            }
-            if bytes > max_bytes {
-                return Err(sql_error(
-                    SqlErrorKind::Limit,
-                    format!(
-                        "the query returns more than {} (`limits.max_query_bytes`); select fewer columns or rows",
-                        format_bytes(max_bytes)
-                    ),
-                )
-                .into());
+                if bytes > max_bytes {
+                    return Err(over_bytes());
+                }
+                values.push(match value {
+                    ValueRef::Null => SqlValue::Null,
+                    ValueRef::Integer(value) => SqlValue::Integer(value),
+                    ValueRef::Real(value) => SqlValue::Real(value),
+                    ValueRef::Text(text) => {
+                        SqlValue::Text(String::from_utf8_lossy(text).into_owned())
+                    }
+                    ValueRef::Blob(blob) => SqlValue::Blob(blob.to_vec()),
+                });
             }
             out.push(values);
         }
         Ok(Rows { columns, rows: out })
     }
 
-    /// `execute-script`: several statements, no parameters.
+    /// `execute-script`: several statements, no parameters, each run as
+    /// `execute_batch` would (stepped once), each under its own statement deadline.
     fn execute_script(&self, sql: &str) -> Result<(), Failure> {
         self.check_sql_len(sql.len())?;
         self.ensure_transaction()?;
-        self.db.start_statement();
-        self.db
-            .conn()
-            .execute_batch(sql)
-            .map_err(|err| self.fail(err))
+        let mut batch = Batch::new(self.db.conn(), sql);
+        loop {
+            self.db.start_statement();
+            self.db.guard().take_altered();
+            let Some(mut statement) = batch.next().map_err(|err| self.fail(err))? else {
+                return Ok(());
+            };
+            let mut run = || {
+                let mut rows = statement.raw_query();
+                rows.next().map(drop).map_err(|err| self.fail(err))
+            };
+            if self.db.guard().take_altered() {
+                self.guard_rename(run)?;
+            } else {
+                run()?;
+            }
+        }
     }
 
     fn too_many_params(&self, count: usize) -> Option<SqlError> {

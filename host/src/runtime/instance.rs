@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wasmtime::Store;
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::batch::EventBatch;
 use super::bindings::{self, Projector, ProjectorPre};
 use super::engine;
 use super::error::{Position, ProjectorError, RuntimeError, TrapContext, TrapKind, describe_trap};
-use super::host_log::{LOG_TARGET, LogHost, truncate};
+use super::host_log::{LOG_TARGET, LogBudget, LogHost, truncate};
 use super::host_sql::SqlHost;
 use super::limits::{MAX_NAME_BYTES, SandboxLimits, format_bytes};
 use super::projector::{LoadedProjector, Runtime};
@@ -80,38 +80,56 @@ pub(crate) struct Started {
     pub(crate) info: ProjectorInfo,
 }
 
-/// Instantiates `pre` against `db` and calls `metadata`, under the call deadline.
+/// A call ended because the host cancelled it ([`Runtime::cancel_calls`]): it is
+/// shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("the call was cancelled: the host is shutting down")]
+pub(crate) struct Cancelled;
+
+/// Instantiates `pre` against `db` and calls `metadata`, under the call deadline and
+/// `limits`.
 pub(crate) fn start(
     runtime: &Runtime,
     pre: &ProjectorPre<StoreState>,
     version: &Arc<str>,
+    limits: &Arc<SandboxLimits>,
+    log_budget: &Arc<LogBudget>,
     db: SandboxedDb,
 ) -> Result<Started, RuntimeError> {
     let shared = runtime.inner();
-    let limits = &shared.limits;
     let guard = Arc::clone(db.guard());
-    let stderr = wasi::StderrCapture::new(limits.max_error_message_bytes);
+    let stderr = wasi::StderrCapture::new(limits.max_stderr_bytes, limits.max_stderr_lines);
     let state = StoreState::new(
         wasi::deny_all_ctx(limits.max_random_bytes, stderr.clone()),
         stderr,
         limits,
         SqlHost::new(db, Arc::clone(limits)),
-        LogHost::new(
-            Arc::clone(version),
-            limits.max_log_message_bytes,
-            limits.max_log_lines_per_call,
-        ),
+        LogHost::new(Arc::clone(version), Arc::clone(log_budget), limits),
     );
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|state| &mut state.limiter);
     store.set_hostcall_fuel(limits.max_hostcall_bytes);
+    // The call's deadline and cancellation, checked on every epoch tick: the same
+    // deadline the guard gives SQLite, so wasm and SQL end a call together.
+    {
+        let (guard, clock) = (Arc::clone(&guard), runtime.clock().clone());
+        store.epoch_deadline_callback(move |_| {
+            if guard.cancelled() {
+                return Err(wasmtime::Error::new(Cancelled));
+            }
+            if guard.call_expired(clock.now()) {
+                return Err(wasmtime::Error::new(Trap::Interrupt));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+    }
 
     let ticks = engine::deadline_ticks(limits.batch_deadline());
     let started = {
         let _guest = guard.enter_guest(runtime.clock().now().saturating_add(ticks));
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(1);
         pre.instantiate(&mut store).and_then(|bindings| {
-            store.set_epoch_deadline(ticks);
+            store.set_epoch_deadline(1);
             let info = bindings.call_metadata(&mut store)?;
             Ok((bindings, info))
         })
@@ -158,14 +176,22 @@ impl LoadedProjector {
         let db = SandboxedDb::open(
             db_path,
             options,
-            &runtime.inner().limits,
+            &self.limits,
             runtime.clock().clone(),
+            runtime.watchdog(),
         )
         .map_err(|source| RuntimeError::OpenDb {
             path: db_path.to_owned(),
             source,
         })?;
-        let started = start(runtime, &self.inner.pre, &self.inner.version, db)?;
+        let started = start(
+            runtime,
+            &self.inner.pre,
+            &self.inner.version,
+            &self.limits,
+            &self.log_budget,
+            db,
+        )?;
         if started.info != self.inner.info {
             return Err(RuntimeError::InvalidMetadata {
                 version: self.version().to_owned(),
@@ -206,6 +232,12 @@ impl ProjectorInstance {
     /// [`LoadedProjector::instantiate`] itself.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// The most temporary storage (sorts, temporary b-trees) this instance's connection
+    /// has held at once, in bytes; at most `limits.max_temp_bytes`.
+    pub fn temp_peak_bytes(&self) -> u64 {
+        self.store.data().sql.db().temp_peak_bytes()
     }
 
     /// The read model's connection for the host's own reads and writes (checkpoints),
@@ -276,6 +308,15 @@ impl ProjectorInstance {
         ) -> wasmtime::Result<Result<(), GuestError>>,
         host_writes: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
     ) -> Result<(), ProjectorError> {
+        // Checked first: a fresh instance could not start either, and its failure would
+        // look like the projector's fault.
+        if self.guard.cancelled() {
+            return Err(ProjectorError::Cancelled {
+                projector: self.info.name.clone(),
+                version: self.loaded.version().to_owned(),
+                at,
+            });
+        }
         if self.poisoned {
             let fresh = self.loaded.instantiate(&self.db_path, self.options);
             *self = fresh.map_err(|source| ProjectorError::Reinstantiate {
@@ -292,7 +333,7 @@ impl ProjectorInstance {
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|source| self.host_error(at, "begin a transaction", source))?;
 
-        let limits = Arc::clone(&self.loaded.runtime().inner().limits);
+        let limits = Arc::clone(&self.loaded.limits);
         let ticks = engine::deadline_ticks(limits.batch_deadline());
         let deadline = self.loaded.runtime().clock().now().saturating_add(ticks);
         let guard = Arc::clone(&self.guard);
@@ -303,7 +344,7 @@ impl ProjectorInstance {
         }
         let outcome = {
             let _guest = guard.enter_guest(deadline);
-            self.store.set_epoch_deadline(ticks);
+            self.store.set_epoch_deadline(1);
             call(&self.bindings, &mut self.store)
         };
         let host_failure = {
@@ -312,6 +353,16 @@ impl ProjectorInstance {
             state.log.finish_call();
             state.sql.take_host_failure()
         };
+        if guard.cancelled() {
+            // Whatever the guest made of its interrupted SQL, nothing of it is kept.
+            self.rollback();
+            self.poisoned |= outcome.is_err();
+            return Err(ProjectorError::Cancelled {
+                projector: self.info.name.clone(),
+                version: self.loaded.version().to_owned(),
+                at,
+            });
+        }
 
         let guest_result = match outcome {
             Err(trap) => {

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default for [`SandboxLimits::batch_deadline_ms`]: 10 seconds per `init` or `handle`
 /// call. Generous for a batch of a thousand events; an infinite loop ends here.
@@ -66,10 +66,61 @@ pub const DEFAULT_MAX_WRITES_PER_CALL: usize = 100_000;
 /// statement. Also SQLite's `SQLITE_LIMIT_VARIABLE_NUMBER`.
 pub const DEFAULT_MAX_PARAMS_PER_STATEMENT: usize = 999;
 
-/// Default for [`SandboxLimits::max_value_bytes`]: 16 MiB for one text or blob, whether
+/// Default for [`SandboxLimits::max_value_bytes`]: 1 MiB for one text or blob, whether
 /// bound as a parameter or built by SQL (`zeroblob`, `printf`). Also SQLite's
 /// `SQLITE_LIMIT_LENGTH`.
-pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 << 20;
+///
+/// It is the `n` in the cost of every SQL function: one call runs without a check of the
+/// deadline in between, so its worst case must be short. At 1 MiB the worst function
+/// (`LIKE` with a pattern at [`DEFAULT_MAX_LIKE_PATTERN_BYTES`]) takes well under a
+/// second; at 16 MiB it took sixteen times longer, and the memory a statement can hold
+/// (values times columns or arguments) grows the same way. An event's data is at most
+/// 1 MiB by default too (`log.max_data_bytes`).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Default for [`SandboxLimits::max_like_pattern_bytes`]: 100 bytes of `LIKE` or `GLOB`
+/// pattern, SQLite's `SQLITE_LIMIT_LIKE_PATTERN_LENGTH` (SQLite's own default is
+/// 50,000). SQLite matches a pattern in time up to the pattern's length times the
+/// value's, inside one function call, and the host keeps SQLite's own `LIKE` so that
+/// prefix patterns can still use an index.
+pub const DEFAULT_MAX_LIKE_PATTERN_BYTES: usize = 100;
+
+/// Default for [`SandboxLimits::max_function_cost`]: 2^28 (about 268 million) units for
+/// one call of an SQL function whose cost is the product of two arguments' lengths:
+/// `json_patch` (the target's bytes times the patch's), and `trim` or `unhex` with a
+/// character list over text that is not valid UTF-8 (the text's bytes times the list's
+/// characters). A call over it fails with a `limit` error instead of running for
+/// minutes; at the cap one takes a fraction of a second.
+pub const DEFAULT_MAX_FUNCTION_COST: u64 = 1 << 28;
+
+/// Default for [`SandboxLimits::max_columns`]: 64 columns in a table, an index, a
+/// result row, a `GROUP BY` or `ORDER BY`, SQLite's `SQLITE_LIMIT_COLUMN` (SQLite's own
+/// default is 2,000). SQLite holds a result row whole before the host reads it, so a row
+/// costs up to this many values of [`DEFAULT_MAX_VALUE_BYTES`], about twice over while
+/// it is built: 128 MiB measured at the defaults, as much as a guest's whole memory.
+pub const DEFAULT_MAX_COLUMNS: usize = 64;
+
+/// Default for [`SandboxLimits::max_function_args`]: 64 arguments to one SQL function,
+/// SQLite's `SQLITE_LIMIT_FUNCTION_ARG` (SQLite's own default is 1,000). SQLite computes
+/// every argument before the call, so a call holds up to this many values.
+pub const DEFAULT_MAX_FUNCTION_ARGS: usize = 64;
+
+/// Default for [`SandboxLimits::max_prepared_sql_bytes`]: 4 MiB of SQL text across the
+/// statements one instance has prepared. The host keeps each text for the instance's
+/// life, and SQLite a compiled program a few times its size for the most recently used
+/// [`STATEMENT_CACHE_CAPACITY`](super::STATEMENT_CACHE_CAPACITY) of them.
+pub const DEFAULT_MAX_PREPARED_SQL_BYTES: usize = 4 << 20;
+
+/// Default for [`SandboxLimits::max_temp_bytes`]: 256 MiB of temporary files one
+/// connection may hold at once: the sorters, the temporary b-trees behind `ORDER BY`,
+/// `GROUP BY`, `DISTINCT`, `UNION` and `IN`, materialised views and CTEs, and statement
+/// journals. Past it the statement fails with a `limit` error.
+pub const DEFAULT_MAX_TEMP_BYTES: u64 = 256 << 20;
+
+/// Default for [`SandboxLimits::deadline_grace_ms`]: 2 seconds past `batch_deadline_ms`
+/// before a call still running is reported as overrunning its deadline (the version's
+/// status says so, and the host interrupts SQLite again).
+pub const DEFAULT_DEADLINE_GRACE_MS: u64 = 2_000;
 
 /// Default for [`SandboxLimits::max_expr_depth`]: SQL expression tree depth, SQLite's
 /// `SQLITE_LIMIT_EXPR_DEPTH` (SQLite's own default is 1000; read models need far less).
@@ -95,6 +146,18 @@ pub const DEFAULT_MAX_LOG_MESSAGE_BYTES: usize = 8 << 10;
 /// the host's log.
 pub const DEFAULT_MAX_LOG_LINES_PER_CALL: usize = 1_000;
 
+/// Default for [`SandboxLimits::max_log_lines_per_second`]: log lines one projector
+/// version may write per second, over all its calls. A burst of one second's worth is
+/// allowed; lines past the rate are dropped and counted (the version's status and
+/// `/metrics` show the count).
+pub const DEFAULT_MAX_LOG_LINES_PER_SECOND: u64 = 100;
+
+/// Default for [`SandboxLimits::max_log_bytes_per_second`]: bytes of log messages one
+/// projector version may write per second, over all its calls, with a burst of one
+/// second's worth. Together with the line rate it bounds the host's log over time, not
+/// only per call.
+pub const DEFAULT_MAX_LOG_BYTES_PER_SECOND: u64 = 64 << 10;
+
 /// Default for [`SandboxLimits::max_error_message_bytes`]: 8 KiB for the message of a
 /// `handle-error` or an `init` error; longer messages are cut at the cap.
 pub const DEFAULT_MAX_ERROR_MESSAGE_BYTES: usize = 8 << 10;
@@ -114,12 +177,46 @@ pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 256;
 /// for. The bytes are deterministic; the cap bounds the host's allocation.
 pub const DEFAULT_MAX_RANDOM_BYTES: usize = 64 << 10;
 
+/// Default for [`SandboxLimits::max_component_bytes`]: 64 MiB of component binary. A
+/// Rust projector is well under 1 MiB, a componentize-js build about 12 MiB and a
+/// componentize-py build about 18 MiB; the cap bounds what the host reads, hashes and
+/// hands to the compiler. The same as the API's `server.max_upload_bytes`.
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// Default for [`SandboxLimits::compile_timeout_ms`]: 60 seconds to compile one
+/// component. A Rust projector compiles in well under a second and a componentize-py
+/// build in 7–15 s on a 2-core machine; a component built to make Cranelift work for
+/// minutes is refused here.
+pub const DEFAULT_COMPILE_TIMEOUT_MS: u64 = 60_000;
+
+/// Default for [`SandboxLimits::max_compile_memory_bytes`]: 1 GiB of heap for the
+/// process that compiles one component. A componentize-py build takes about 380 MB.
+pub const DEFAULT_MAX_COMPILE_MEMORY_BYTES: usize = 1 << 30;
+
+/// Default for [`SandboxLimits::max_stderr_bytes`]: the last 8 KiB the guest wrote to
+/// stderr during a call are kept, to explain a trap (a panic message, a Python
+/// traceback, a JavaScript `console.error`).
+pub const DEFAULT_MAX_STDERR_BYTES: usize = 8 << 10;
+
+/// Default for [`SandboxLimits::max_stderr_lines`]: how many of the guest's last stderr
+/// lines a trap's message carries.
+pub const DEFAULT_MAX_STDERR_LINES: usize = 20;
+
+/// The limits that apply to the whole engine or to loading, before a component's
+/// projector name is known: they can be set under `[limits]` only, never per projector.
+pub const ENGINE_WIDE_LIMITS: &[&str] = &[
+    "max_wasm_stack_bytes",
+    "max_component_bytes",
+    "compile_timeout_ms",
+    "max_compile_memory_bytes",
+];
+
 /// The longest projector name, fixed by the WIT contract (`[a-z0-9_-]{1,64}`).
 pub const MAX_NAME_BYTES: usize = 64;
 
 /// The sandbox limits applied to every projector, embedded in `refract.toml` as
 /// `[limits]`. Every field is optional there; a missing one takes its default.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxLimits {
     /// `limits.batch_deadline_ms`: wall-clock budget of one `init` or `handle` call,
@@ -158,6 +255,23 @@ pub struct SandboxLimits {
     pub max_params_per_statement: usize,
     /// `limits.max_value_bytes`: one text or blob value, bound or computed.
     pub max_value_bytes: usize,
+    /// `limits.max_like_pattern_bytes`: one `LIKE` or `GLOB` pattern.
+    pub max_like_pattern_bytes: usize,
+    /// `limits.max_function_cost`: one call of an SQL function whose cost grows as the
+    /// product of two arguments' lengths.
+    pub max_function_cost: u64,
+    /// `limits.max_columns`: columns of a table, index or result row.
+    pub max_columns: usize,
+    /// `limits.max_function_args`: arguments of one SQL function call.
+    pub max_function_args: usize,
+    /// `limits.max_prepared_sql_bytes`: SQL text of all the statements one instance has
+    /// prepared.
+    pub max_prepared_sql_bytes: usize,
+    /// `limits.max_temp_bytes`: temporary files one connection holds at once.
+    pub max_temp_bytes: u64,
+    /// `limits.deadline_grace_ms`: how long past `batch_deadline_ms` a call may still be
+    /// running before its version is reported as overrunning.
+    pub deadline_grace_ms: u64,
     /// `limits.max_expr_depth`: SQL expression tree depth.
     pub max_expr_depth: usize,
     /// `limits.max_query_rows`: rows one `query` may return.
@@ -170,6 +284,10 @@ pub struct SandboxLimits {
     pub max_log_message_bytes: usize,
     /// `limits.max_log_lines_per_call`: log lines kept per guest call.
     pub max_log_lines_per_call: usize,
+    /// `limits.max_log_lines_per_second`: log lines per second per version.
+    pub max_log_lines_per_second: u64,
+    /// `limits.max_log_bytes_per_second`: log bytes per second per version.
+    pub max_log_bytes_per_second: u64,
     /// `limits.max_error_message_bytes`: an `init` or `handle` error message; longer ones
     /// are cut.
     pub max_error_message_bytes: usize,
@@ -181,6 +299,20 @@ pub struct SandboxLimits {
     pub max_subscription_bytes: usize,
     /// `limits.max_random_bytes`: one `wasi:random` request.
     pub max_random_bytes: usize,
+    /// `limits.max_component_bytes`: the size of a component binary; a larger one is
+    /// refused before it is hashed or compiled. Engine-wide.
+    pub max_component_bytes: usize,
+    /// `limits.compile_timeout_ms`: wall-clock budget to compile one component. The
+    /// `refract` binary compiles in a child process that is killed at the deadline.
+    /// Engine-wide.
+    pub compile_timeout_ms: u64,
+    /// `limits.max_compile_memory_bytes`: heap of the child process that compiles one
+    /// component (its `RLIMIT_DATA`). Engine-wide.
+    pub max_compile_memory_bytes: usize,
+    /// `limits.max_stderr_bytes`: the tail of the guest's stderr kept per call.
+    pub max_stderr_bytes: usize,
+    /// `limits.max_stderr_lines`: the guest's last stderr lines a trap message carries.
+    pub max_stderr_lines: usize,
 }
 
 impl Default for SandboxLimits {
@@ -200,17 +332,31 @@ impl Default for SandboxLimits {
             max_writes_per_call: DEFAULT_MAX_WRITES_PER_CALL,
             max_params_per_statement: DEFAULT_MAX_PARAMS_PER_STATEMENT,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_like_pattern_bytes: DEFAULT_MAX_LIKE_PATTERN_BYTES,
+            max_function_cost: DEFAULT_MAX_FUNCTION_COST,
+            max_columns: DEFAULT_MAX_COLUMNS,
+            max_function_args: DEFAULT_MAX_FUNCTION_ARGS,
+            max_prepared_sql_bytes: DEFAULT_MAX_PREPARED_SQL_BYTES,
+            max_temp_bytes: DEFAULT_MAX_TEMP_BYTES,
+            deadline_grace_ms: DEFAULT_DEADLINE_GRACE_MS,
             max_expr_depth: DEFAULT_MAX_EXPR_DEPTH,
             max_query_rows: DEFAULT_MAX_QUERY_ROWS,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_page_count: DEFAULT_MAX_PAGE_COUNT,
             max_log_message_bytes: DEFAULT_MAX_LOG_MESSAGE_BYTES,
             max_log_lines_per_call: DEFAULT_MAX_LOG_LINES_PER_CALL,
+            max_log_lines_per_second: DEFAULT_MAX_LOG_LINES_PER_SECOND,
+            max_log_bytes_per_second: DEFAULT_MAX_LOG_BYTES_PER_SECOND,
             max_error_message_bytes: DEFAULT_MAX_ERROR_MESSAGE_BYTES,
             max_description_bytes: DEFAULT_MAX_DESCRIPTION_BYTES,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_subscription_bytes: DEFAULT_MAX_SUBSCRIPTION_BYTES,
             max_random_bytes: DEFAULT_MAX_RANDOM_BYTES,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            compile_timeout_ms: DEFAULT_COMPILE_TIMEOUT_MS,
+            max_compile_memory_bytes: DEFAULT_MAX_COMPILE_MEMORY_BYTES,
+            max_stderr_bytes: DEFAULT_MAX_STDERR_BYTES,
+            max_stderr_lines: DEFAULT_MAX_STDERR_LINES,
         }
     }
 }
@@ -228,6 +374,16 @@ impl SandboxLimits {
         Duration::from_millis(self.batch_deadline_ms)
     }
 
+    /// How long past the call's deadline a call may run before it counts as overrunning.
+    pub fn deadline_grace(&self) -> Duration {
+        Duration::from_millis(self.deadline_grace_ms)
+    }
+
+    /// The compile deadline as a [`Duration`].
+    pub fn compile_timeout(&self) -> Duration {
+        Duration::from_millis(self.compile_timeout_ms)
+    }
+
     /// The per-statement deadline as a [`Duration`].
     pub fn statement_deadline(&self) -> Duration {
         Duration::from_millis(self.statement_deadline_ms)
@@ -242,7 +398,7 @@ impl SandboxLimits {
 
     /// Checks that every limit is usable, naming the first bad key.
     pub fn validate(&self) -> Result<(), InvalidLimit> {
-        let positive: [(&'static str, usize); 20] = [
+        let positive: [(&'static str, usize); 24] = [
             ("max_memory_bytes", self.max_memory_bytes),
             ("max_table_elements", self.max_table_elements),
             ("max_instances", self.max_instances),
@@ -255,6 +411,10 @@ impl SandboxLimits {
             ("max_writes_per_call", self.max_writes_per_call),
             ("max_params_per_statement", self.max_params_per_statement),
             ("max_value_bytes", self.max_value_bytes),
+            ("max_like_pattern_bytes", self.max_like_pattern_bytes),
+            ("max_columns", self.max_columns),
+            ("max_function_args", self.max_function_args),
+            ("max_prepared_sql_bytes", self.max_prepared_sql_bytes),
             ("max_expr_depth", self.max_expr_depth),
             ("max_query_rows", self.max_query_rows),
             ("max_query_bytes", self.max_query_bytes),
@@ -278,15 +438,29 @@ impl SandboxLimits {
                 "must be at least 1",
             ));
         }
+        let positive_u64: [(&'static str, u64); 4] = [
+            ("max_function_cost", self.max_function_cost),
+            ("max_log_lines_per_second", self.max_log_lines_per_second),
+            ("max_log_bytes_per_second", self.max_log_bytes_per_second),
+            ("max_temp_bytes", self.max_temp_bytes),
+        ];
+        for (key, value) in positive_u64 {
+            if value == 0 {
+                return Err(InvalidLimit::new(key, "must be at least 1"));
+            }
+        }
         if self.max_page_count == 0 || self.max_page_count > u64::from(u32::MAX) {
             return Err(InvalidLimit::new(
                 "max_page_count",
                 "must be between 1 and 4294967295",
             ));
         }
-        let sqlite: [(&'static str, usize); 4] = [
+        let sqlite: [(&'static str, usize); 7] = [
             ("max_sql_bytes", self.max_sql_bytes),
             ("max_value_bytes", self.max_value_bytes),
+            ("max_like_pattern_bytes", self.max_like_pattern_bytes),
+            ("max_columns", self.max_columns),
+            ("max_function_args", self.max_function_args),
             ("max_params_per_statement", self.max_params_per_statement),
             ("max_expr_depth", self.max_expr_depth),
         ];
@@ -295,6 +469,7 @@ impl SandboxLimits {
                 return Err(InvalidLimit::new(key, "must fit SQLite's 32-bit limits"));
             }
         }
+        self.validate_loading()?;
         if self.max_wasm_stack_bytes > 256 << 20 {
             return Err(InvalidLimit::new(
                 "max_wasm_stack_bytes",
@@ -304,6 +479,40 @@ impl SandboxLimits {
         Ok(())
     }
 }
+
+impl SandboxLimits {
+    /// The checks of the loading and stderr limits.
+    fn validate_loading(&self) -> Result<(), InvalidLimit> {
+        let positive: [(&'static str, usize); 4] = [
+            ("max_component_bytes", self.max_component_bytes),
+            ("max_compile_memory_bytes", self.max_compile_memory_bytes),
+            ("max_stderr_bytes", self.max_stderr_bytes),
+            ("max_stderr_lines", self.max_stderr_lines),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(InvalidLimit::new(key, "must be at least 1"));
+            }
+        }
+        if self.compile_timeout_ms == 0 {
+            return Err(InvalidLimit::new(
+                "compile_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.max_compile_memory_bytes < MIN_COMPILE_MEMORY_BYTES {
+            return Err(InvalidLimit::new(
+                "max_compile_memory_bytes",
+                "must be at least 67108864 (64 MiB): the compiler itself needs that much",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The least `limits.max_compile_memory_bytes` accepted: below it even an empty
+/// component's compile fails, which would only confuse.
+const MIN_COMPILE_MEMORY_BYTES: usize = 64 << 20;
 
 /// A limit in the configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

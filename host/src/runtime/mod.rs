@@ -23,8 +23,13 @@
 //! ```
 //!
 //! # Layout
-//! - `projector`: [`Runtime`] and loading — header checks, compile or cache, import and
-//!   export checks, pre-linking — into a [`LoadedProjector`].
+//! - `projector`: [`Runtime`] and loading — header and size checks, import checks
+//!   before any compile, compile or cache, export checks, pre-linking — into a
+//!   [`LoadedProjector`], whose instances may run under limits of their own.
+//! - `imports`: a component's imports, read from its binary without compiling it.
+//! - [`compile`]: compiling within `limits.compile_timeout_ms` and
+//!   `limits.max_compile_memory_bytes`, in a child process the `refract` binary runs.
+//! - `refusals`: refused components remembered by content hash.
 //! - `instance`: [`ProjectorInstance`] — instantiation, `metadata` validation, and the
 //!   `init`/`apply` calls inside host-owned transactions.
 //! - `batch`: the packed [`EventBatch`], with reusable buffers.
@@ -32,10 +37,16 @@
 //! - `engine`: the wasmtime configuration and the epoch ticker behind deadlines.
 //! - `cache`: compiled components on disk, checksummed, written atomically.
 //! - `wasi`: WASI 0.2 linked deny-by-default, frozen clocks, fixed randomness, captured
-//!   stderr, and the import allowlist.
+//!   stderr (its tail), and the import allowlist.
+//! - `wasi_http`: `wasi:http` 0.2 linked with every request denied, so default
+//!   componentize-js builds load.
 //! - `sql`: the read-model connection and its confinement (authorizer, SQLite limits,
 //!   deadlines) and the mapping of SQLite errors to `sql-error` kinds.
 //! - `sql_functions`: the date and time functions, refusing the clock and time zone.
+//! - `sql_cost`: what one SQL step can cost: the audit of SQLite's functions, the
+//!   limits on sizes, and linear replacements for the quadratic built-ins; shared with
+//!   the API's query endpoint.
+//! - `temp_vfs`: a VFS per connection that caps its temporary files.
 //! - `host_sql`, `host_log`: the host side of the contract's `sql` and `log` interfaces.
 //! - `store`: the per-instance store data and the memory/table limiter.
 //! - `bindings`: the one `bindgen!` of the WIT world.
@@ -45,17 +56,23 @@
 mod batch;
 mod bindings;
 mod cache;
+pub mod compile;
 mod engine;
 mod error;
 mod host_log;
 mod host_sql;
+mod imports;
 mod instance;
 mod limits;
 mod projector;
+mod refusals;
 mod sql;
+mod sql_cost;
 mod sql_functions;
 mod store;
+mod temp_vfs;
 mod wasi;
+mod wasi_http;
 
 pub use batch::{BatchEvent, EventBatch};
 pub use engine::EPOCH_TICK;
@@ -64,8 +81,12 @@ pub use host_log::LOG_TARGET;
 pub use instance::{ProjectorInfo, ProjectorInstance, Subscriptions};
 pub use limits::*;
 pub use projector::{LoadedProjector, Runtime, RuntimeConfig, VERSION_HEX_LEN};
+pub use refusals::MAX_REMEMBERED_REFUSALS;
 pub use sql::{
-    DENIED_FUNCTIONS, DbOptions, HOST_TABLE_PREFIX, PRAGMAS_ANY_ARGUMENT, PRAGMAS_READ_ONLY,
-    STATEMENT_CACHE_CAPACITY, Synchronous, VIRTUAL_TABLE_MODULES, open_read_model,
+    DENIED_FUNCTIONS, DbOptions, HIDDEN_TABLES, HOST_TABLE_PREFIX, PRAGMAS_ANY_ARGUMENT,
+    PRAGMAS_READ_ONLY, ReadModelConnection, STATEMENT_CACHE_CAPACITY, Synchronous,
+    VIRTUAL_TABLE_MODULES, costly_function, open_read_model,
 };
+pub use sql_cost::COSTLY_FUNCTIONS;
 pub use wasi::{ALLOWED_WASI_PACKAGES, REFRACT_INTERFACES};
+pub use wasi_http::DENIED_WASI_PACKAGES;

@@ -6,17 +6,19 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 
 use super::bindings::ProjectorPre;
 use super::cache::CompileCache;
-use super::engine::{self, TickClock, Ticker};
+use super::engine::{self, TickClock, Ticker, Watchdog};
 use super::error::RuntimeError;
+use super::host_log::LogBudget;
 use super::instance::{self, ProjectorInfo};
-use super::limits::SandboxLimits;
+use super::limits::{InvalidLimit, SandboxLimits, format_bytes};
+use super::refusals::Refusals;
 use super::sql::{DbOptions, SandboxedDb};
 use super::store::StoreState;
-use super::{host_log, host_sql, wasi};
+use super::{compile, host_log, host_sql, imports, wasi, wasi_http};
 
 /// Hex digits of the sha256 used as a projector's version: 32 bits, enough to tell a
 /// deployment's versions apart, short enough for file names and messages.
@@ -44,6 +46,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) linker: Linker<StoreState>,
     pub(crate) limits: Arc<SandboxLimits>,
     cache: Option<CompileCache>,
+    refusals: Refusals,
     ticker: Ticker,
 }
 
@@ -72,12 +75,14 @@ impl Runtime {
             .transpose()?;
         let ticker = Ticker::start(&engine)
             .map_err(|err| engine_error(format!("cannot start the epoch thread: {err}")))?;
+        let refusals = Refusals::new(cache.as_ref().map(|cache| cache.dir().to_owned()));
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
                 limits: Arc::new(limits),
                 cache,
+                refusals,
                 ticker,
             }),
         })
@@ -88,16 +93,52 @@ impl Runtime {
         &self.inner.limits
     }
 
-    /// Validates, compiles (or loads from the cache), checks imports and exports,
-    /// pre-links a component, and starts it once on a scratch database to read its
-    /// metadata. The version is the first [`VERSION_HEX_LEN`] hex digits of
-    /// the sha256 of `wasm`.
+    /// Validates, checks imports (before compiling), compiles within the compile limits
+    /// (or loads from the cache), checks exports, pre-links a component, and starts it
+    /// once on a scratch database to read its metadata. The version is the first
+    /// [`VERSION_HEX_LEN`] hex digits of the sha256 of `wasm`.
+    ///
+    /// A component refused for what its bytes are (an import outside the sandbox, a
+    /// compile error or a compile over its budget, the wrong world) is remembered by
+    /// content hash and refused again at once.
     pub fn load(&self, wasm: &[u8]) -> Result<LoadedProjector, RuntimeError> {
         let started = Instant::now();
         check_header(wasm)?;
+        let limits = &self.inner.limits;
+        if wasm.len() > limits.max_component_bytes {
+            return Err(RuntimeError::TooLarge {
+                size: wasm.len(),
+                limit: format_bytes(limits.max_component_bytes),
+            });
+        }
         let sha256 = hex::encode(Sha256::digest(wasm));
+        if let Some(refused) = self.inner.refusals.get(&sha256, limits) {
+            return Err(refused);
+        }
+        self.examine(wasm, sha256.clone(), started)
+            .inspect_err(|error| self.inner.refusals.remember(&sha256, error, limits))
+    }
+
+    /// [`Runtime::load`] past the checks that need no examination.
+    fn examine(
+        &self,
+        wasm: &[u8],
+        sha256: String,
+        started: Instant,
+    ) -> Result<LoadedProjector, RuntimeError> {
         let version = sha256[..VERSION_HEX_LEN].to_owned();
         let engine = &self.inner.engine;
+        // Imports first, from the binary: a refusal costs no compile.
+        let imports = imports::component_imports(wasm)
+            .map_err(|message| RuntimeError::Invalid { message })?;
+        for name in &imports {
+            if let Some(message) = wasi::refuse_import(name) {
+                return Err(RuntimeError::UnsupportedImport {
+                    import: name.clone(),
+                    message,
+                });
+            }
+        }
 
         let cached = self
             .inner
@@ -107,19 +148,9 @@ impl Runtime {
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
-            None => Component::new(engine, wasm).map_err(|err| RuntimeError::Invalid {
-                message: format!("{err:#}"),
-            })?,
+            None => compile::compile(engine, wasm, &self.inner.limits)?,
         };
 
-        for (name, _) in component.component_type().imports(engine) {
-            if let Some(message) = wasi::refuse_import(name) {
-                return Err(RuntimeError::UnsupportedImport {
-                    import: name.to_owned(),
-                    message,
-                });
-            }
-        }
         let instance_pre = self
             .inner
             .linker
@@ -168,13 +199,23 @@ impl Runtime {
             DbOptions::live(),
             &self.inner.limits,
             self.clock().clone(),
+            self.watchdog(),
         )
         .map_err(|source| RuntimeError::OpenDb {
             path: PathBuf::from(":memory:"),
             source,
         })?;
         let version: Arc<str> = Arc::from(version);
-        let info = instance::start(self, &pre, &version, scratch)?.info;
+        let log_budget = Arc::new(LogBudget::new(&self.inner.limits));
+        let info = instance::start(
+            self,
+            &pre,
+            &version,
+            &self.inner.limits,
+            &log_budget,
+            scratch,
+        )?
+        .info;
 
         if !from_cache && let Some(cache) = &self.inner.cache {
             // A cache that cannot be written costs only speed; the projector still loads.
@@ -195,7 +236,17 @@ impl Runtime {
                 from_cache,
                 load_time: started.elapsed(),
             }),
+            limits: Arc::clone(&self.inner.limits),
+            log_budget,
         })
+    }
+
+    /// Cancels every call into a projector of this runtime, those in progress and
+    /// those to come: each ends within a tick, its batch rolled back, with
+    /// [`ProjectorError::Cancelled`](super::ProjectorError::Cancelled). For shutting
+    /// down: it cannot be undone.
+    pub fn cancel_calls(&self) {
+        self.inner.ticker.watchdog().cancel_all();
     }
 
     pub(crate) fn inner(&self) -> &RuntimeInner {
@@ -205,12 +256,18 @@ impl Runtime {
     pub(crate) fn clock(&self) -> &TickClock {
         self.inner.ticker.clock()
     }
+
+    pub(crate) fn watchdog(&self) -> &Watchdog {
+        self.inner.ticker.watchdog()
+    }
 }
 
-/// The host's imports: WASI (denied by default) and the contract's `sql` and `log`.
+/// The host's imports: WASI and `wasi:http` (denied by default) and the contract's `sql`
+/// and `log`.
 fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasi::add_to_linker(&mut linker)?;
+    wasi_http::add_to_linker(&mut linker)?;
     // `types` holds only types; a component that imports it needs the instance to exist.
     linker.instance("refract:projector/types@0.1.0")?;
     host_sql::add_to_linker(&mut linker)?;
@@ -259,6 +316,11 @@ fn check_header(wasm: &[u8]) -> Result<(), RuntimeError> {
 #[derive(Clone)]
 pub struct LoadedProjector {
     pub(crate) inner: Arc<LoadedInner>,
+    /// The sandbox limits its instances run under: the runtime's, unless
+    /// [`LoadedProjector::with_limits`] gave it its own.
+    pub(crate) limits: Arc<SandboxLimits>,
+    /// The version's log rate, over all its instances (at `limits`' rates).
+    pub(crate) log_budget: Arc<LogBudget>,
 }
 
 pub(crate) struct LoadedInner {
@@ -306,6 +368,38 @@ impl LoadedProjector {
     /// The runtime this projector was loaded by.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
+    }
+
+    /// Log lines this version wrote that the host dropped, over every instance: past
+    /// `limits.max_log_lines_per_call` in one call, or past the per-second rates.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.log_budget.lines_dropped()
+    }
+
+    /// The sandbox limits its instances run under.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// The same compiled projector, whose instances run under `limits` instead (a
+    /// projector's own `[projectors.<name>.limits]`), with a log budget of its own at
+    /// those limits' rates. The limits that belong to the whole engine
+    /// ([`ENGINE_WIDE_LIMITS`]) must equal the runtime's.
+    ///
+    /// [`ENGINE_WIDE_LIMITS`]: super::ENGINE_WIDE_LIMITS
+    pub fn with_limits(self, limits: SandboxLimits) -> Result<LoadedProjector, RuntimeError> {
+        limits.validate()?;
+        if limits.max_wasm_stack_bytes != self.inner.runtime.limits().max_wasm_stack_bytes {
+            return Err(RuntimeError::Limits(InvalidLimit {
+                key: "max_wasm_stack_bytes",
+                reason: "applies to the whole engine; set it under [limits], not per projector",
+            }));
+        }
+        Ok(LoadedProjector {
+            inner: self.inner,
+            log_budget: Arc::new(LogBudget::new(&limits)),
+            limits: Arc::new(limits),
+        })
     }
 }
 

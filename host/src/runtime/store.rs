@@ -8,15 +8,19 @@ use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::host_log::LogHost;
 use super::host_sql::SqlHost;
 use super::limits::{LimitExceeded, SandboxLimits, format_bytes};
 use super::wasi::StderrCapture;
+use super::wasi_http::DeniedHttp;
 
 /// Everything a projector instance's host functions need.
 pub(crate) struct StoreState {
     wasi: WasiCtx,
+    /// `wasi:http`, every request denied.
+    http: DeniedHttp,
     table: ResourceTable,
     /// Memory, table and instance caps.
     pub(crate) limiter: Limiter,
@@ -38,6 +42,7 @@ impl StoreState {
     ) -> Self {
         Self {
             wasi,
+            http: DeniedHttp::default(),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits),
             sql,
@@ -60,6 +65,12 @@ impl WasiView for StoreState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
     }
 }
 

@@ -18,8 +18,11 @@
 //! - **Randomness:** deterministic, from a fixed seed. Denying it would trap every Rust
 //!   projector that builds a `HashMap` (std seeds its hasher from `wasi:random`).
 //!
-//! Anything else a component imports (`wasi:http`, a newer WASI, another package) is
-//! refused at load time by [`check_imports`], naming the import.
+//! - **HTTP:** `wasi:http` 0.2 is linked (see `wasi_http`) so that a default
+//!   componentize-js build loads, and every request fails with `HTTP-request-denied`.
+//!
+//! Anything else a component imports (a newer WASI, another package) is refused at load
+//! time by [`refuse_import`], naming the import, before the component is compiled.
 
 use std::io;
 use std::pin::Pin;
@@ -28,6 +31,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use super::wasi_http::DENIED_WASI_PACKAGES;
 use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
@@ -109,7 +114,7 @@ pub(crate) fn refuse_import(name: &str) -> Option<String> {
     }
     if let Some(rest) = name.strip_prefix("wasi:")
         && let Some((package, interface)) = rest.split_once('/')
-        && ALLOWED_WASI_PACKAGES.contains(&package)
+        && (ALLOWED_WASI_PACKAGES.contains(&package) || DENIED_WASI_PACKAGES.contains(&package))
         && interface
             .split_once('@')
             .is_some_and(|(_, version)| version.starts_with("0.2."))
@@ -118,51 +123,92 @@ pub(crate) fn refuse_import(name: &str) -> Option<String> {
     }
     Some(format!(
         "imports `{name}`, which Refract does not provide; projectors may only import \
-         refract:projector/* and WASI 0.2 (wasi:{})",
-        ALLOWED_WASI_PACKAGES.join(", wasi:")
+         refract:projector/* and WASI 0.2 (wasi:{}, and wasi:{} with every request denied)",
+        ALLOWED_WASI_PACKAGES.join(", wasi:"),
+        DENIED_WASI_PACKAGES.join(", wasi:")
     ))
 }
 
-/// The guest's stderr, kept up to a cap: the first bytes written since [`clear`], which
-/// for a panicking Rust projector is the panic message.
+/// The tail of the guest's stderr since [`clear`]: the last `max_bytes` bytes, of which
+/// [`text`] gives the last `max_lines` lines. The end is what explains a failure: a
+/// Rust panic message, the last frames and the exception of a Python traceback, a
+/// JavaScript `console.error` just before an uncaught exception.
 ///
 /// [`clear`]: StderrCapture::clear
+/// [`text`]: StderrCapture::text
 #[derive(Debug, Clone)]
 pub(crate) struct StderrCapture {
-    buffer: Arc<Mutex<Vec<u8>>>,
+    buffer: Arc<Mutex<Tail>>,
     max_bytes: usize,
+    max_lines: usize,
+}
+
+/// The kept bytes, and whether earlier ones were dropped.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: Vec<u8>,
+    dropped: bool,
 }
 
 impl StderrCapture {
-    pub(crate) fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize, max_lines: usize) -> Self {
         Self {
-            buffer: Arc::new(Mutex::new(Vec::new())),
+            buffer: Arc::new(Mutex::new(Tail::default())),
             max_bytes,
+            max_lines,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tail> {
         self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Forgets what was captured.
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        let mut tail = self.lock();
+        tail.bytes.clear();
+        tail.dropped = false;
     }
 
-    /// What was captured, as text, if anything but whitespace.
+    /// The last lines captured, as text, if anything but whitespace; `…` first when
+    /// earlier output was dropped.
     pub(crate) fn text(&self) -> Option<String> {
-        let buffer = self.lock();
-        let text = String::from_utf8_lossy(&buffer);
-        let text = text.trim();
-        (!text.is_empty()).then(|| text.to_owned())
+        let tail = self.lock();
+        let start = tail.bytes.len().saturating_sub(self.max_bytes);
+        let text = String::from_utf8_lossy(&tail.bytes[start..]);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim_end)
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        let first = lines.len().saturating_sub(self.max_lines);
+        let mut kept = lines[first..].join("\n");
+        if tail.dropped || start > 0 || first > 0 {
+            kept.insert_str(0, "…\n");
+        }
+        Some(kept)
     }
 
-    /// Keeps what fits under the cap and silently drops the rest.
+    /// Keeps the newest bytes: the buffer grows to twice the cap, then its older half
+    /// is dropped, so a guest that writes without end costs bounded memory and time.
     fn append(&self, bytes: &[u8]) {
-        let mut buffer = self.lock();
-        let room = self.max_bytes.saturating_sub(buffer.len());
-        buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let mut tail = self.lock();
+        let bytes = if bytes.len() > self.max_bytes {
+            tail.bytes.clear();
+            tail.dropped = true;
+            &bytes[bytes.len() - self.max_bytes..]
+        } else {
+            bytes
+        };
+        tail.bytes.extend_from_slice(bytes);
+        if tail.bytes.len() > self.max_bytes.saturating_mul(2) {
+            let excess = tail.bytes.len() - self.max_bytes;
+            tail.bytes.drain(..excess);
+            tail.dropped = true;
+        }
     }
 }
 
@@ -287,6 +333,8 @@ mod tests {
             "wasi:io/streams@0.2.6",
             "wasi:sockets/tcp@0.2.3",
             "wasi:filesystem/preopens@0.2.12",
+            "wasi:http/outgoing-handler@0.2.10",
+            "wasi:http/types@0.2.0",
             "refract:projector/sql@0.1.0",
         ] {
             assert_eq!(refuse_import(name), None, "{name}");
@@ -296,7 +344,7 @@ mod tests {
     #[test]
     fn anything_else_is_refused_by_name() {
         for name in [
-            "wasi:http/outgoing-handler@0.2.0",
+            "wasi:http/outgoing-handler@0.3.0-rc-2025-09-16",
             "wasi:cli/environment@0.3.0",
             "wasi:keyvalue/store@0.2.0",
             "refract:projector/sql@0.2.0",
@@ -308,12 +356,27 @@ mod tests {
     }
 
     #[test]
-    fn stderr_is_capped() {
-        let capture = StderrCapture::new(8);
-        capture.append(b"panicked at lib.rs");
-        assert_eq!(capture.text().as_deref(), Some("panicked"));
+    fn stderr_keeps_the_last_lines() {
+        let capture = StderrCapture::new(64, 2);
+        capture.append(b"Traceback (most recent call last):\n  File \"app.py\"\n");
+        capture.append(b"KeyError: 'amount'\n");
+        assert_eq!(
+            capture.text().as_deref(),
+            Some("…\n  File \"app.py\"\nKeyError: 'amount'")
+        );
         capture.clear();
         assert_eq!(capture.text(), None);
+    }
+
+    #[test]
+    fn stderr_is_capped_in_bytes_and_keeps_the_end() {
+        let capture = StderrCapture::new(8, 10);
+        for _ in 0..1000 {
+            capture.append(b"noise noise noise\n");
+        }
+        capture.append(b"the end");
+        assert!(capture.lock().bytes.len() <= 16, "bounded");
+        assert_eq!(capture.text().as_deref(), Some("…\nthe end"));
     }
 
     #[test]

@@ -1,11 +1,9 @@
-//! The file side of versions and swaps: the stable path, stored components, pruning,
-//! and the diff gate.
+//! The files of versions: the stable path, stored components, pruning.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
-use rusqlite::fallible_iterator::FallibleIterator as _;
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
@@ -51,10 +49,14 @@ pub(crate) fn keep_component(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// strays anyway.
 pub(crate) fn remove_version_files(data: &DataDir, projector: &str, version: &str) {
     let db = data.version_db(projector, version);
+    let rebuild = data.rebuild_db(projector, version);
     let files = [
         db.clone(),
         db.with_extension("db-wal"),
         db.with_extension("db-shm"),
+        rebuild.clone(),
+        rebuild.with_extension("db-wal"),
+        rebuild.with_extension("db-shm"),
         data.version_wasm(projector, version),
     ];
     for file in files {
@@ -97,47 +99,6 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Runs a diff gate: every statement in the file is a query returning the rows that
-/// violate an assertion, run read-only against the shadow with the active read model
-/// attached as `active`. Passes when no query returns a row.
-pub(crate) fn run_gate(
-    gate: &Path,
-    shadow_db: &Path,
-    active_db: Option<&Path>,
-) -> Result<(), String> {
-    let sql = fs::read_to_string(gate)
-        .map_err(|error| format!("cannot read {}: {error}", gate.display()))?;
-    let conn =
-        open_read_only(shadow_db).map_err(|error| format!("cannot open the shadow: {error}"))?;
-    if let Some(active) = active_db {
-        conn.execute("ATTACH DATABASE ?1 AS active", [read_only_uri(active)])
-            .map_err(|error| format!("cannot attach the active read model: {error}"))?;
-    }
-    let mut statements = rusqlite::Batch::new(&conn, &sql);
-    let mut index = 0;
-    while let Some(mut statement) = statements
-        .next()
-        .map_err(|error| format!("assertion {}: {error}", index + 1))?
-    {
-        index += 1;
-        let columns = statement.column_count();
-        let mut rows = statement.raw_query();
-        if let Some(row) = rows
-            .next()
-            .map_err(|error| format!("assertion {index}: {error}"))?
-        {
-            let first = (0..columns)
-                .map(|column| row.get_ref(column).map_or_else(|_| "?".into(), value_text))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(format!(
-                "assertion {index} returned a violating row ({first})"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// A read-only connection that also refuses to create the file.
 pub(crate) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     Connection::open_with_flags(
@@ -146,28 +107,4 @@ pub(crate) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
     )
-}
-
-/// A `file:` URI that opens `path` read-only when attached.
-pub(crate) fn read_only_uri(path: &Path) -> String {
-    // In a URI, `%`, `?` and `#` in the path must be escaped.
-    let path = path
-        .display()
-        .to_string()
-        .replace('%', "%25")
-        .replace('?', "%3f")
-        .replace('#', "%23");
-    format!("file:{path}?mode=ro")
-}
-
-/// A SQL value as short text, for messages.
-pub(crate) fn value_text(value: rusqlite::types::ValueRef<'_>) -> String {
-    use rusqlite::types::ValueRef;
-    match value {
-        ValueRef::Null => "NULL".into(),
-        ValueRef::Integer(i) => i.to_string(),
-        ValueRef::Real(f) => f.to_string(),
-        ValueRef::Text(text) => format!("'{}'", String::from_utf8_lossy(text)),
-        ValueRef::Blob(blob) => format!("x'{}'", hex::encode(blob)),
-    }
 }

@@ -1,0 +1,186 @@
+//! [`ApiState`], what every request handler may use, and [`blocking`], how handlers
+//! run blocking work.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{Semaphore, watch};
+
+use super::admission::{Admission, AdmissionLimits};
+use super::auth::Token;
+use super::error::ApiError;
+use super::limits::ServerConfig;
+use super::metrics::Metrics;
+use crate::cluster::ClusterNode;
+use crate::engine::Engine;
+use crate::log::EventLog;
+
+/// Everything a request handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    log: EventLog,
+    /// The cluster node, in cluster mode: appends go through it.
+    cluster: Option<ClusterNode>,
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    token: Token,
+    metrics: Metrics,
+    /// One permit per allowed concurrent subscription.
+    subscribers: Arc<Semaphore>,
+    /// The open connections and their caps.
+    admission: Arc<Admission>,
+    /// Set once the server starts shutting down, so that subscriptions (which would
+    /// otherwise stream forever) end and the graceful shutdown can finish.
+    shutdown: watch::Sender<bool>,
+    /// Consumer groups, once attached ([`ApiState::attach_groups`]).
+    groups: OnceLock<Arc<crate::groups::Groups>>,
+}
+
+impl ApiState {
+    /// The state for a server over `log` (the same log the engine projects, so appends
+    /// wake its workers at once) and `engine`.
+    pub fn new(log: EventLog, engine: Arc<Engine>, config: ServerConfig, token: Token) -> Self {
+        Self::build(log, None, engine, config, token)
+    }
+
+    /// The state for a cluster node: as [`new`](ApiState::new), but appends go through
+    /// `cluster` (published to JetStream, then applied to `log`, the node's mirror) and
+    /// health, metrics and `GET /v1/cluster` report on it.
+    pub fn clustered(
+        log: EventLog,
+        cluster: ClusterNode,
+        engine: Arc<Engine>,
+        config: ServerConfig,
+        token: Token,
+    ) -> Self {
+        Self::build(log, Some(cluster), engine, config, token)
+    }
+
+    fn build(
+        log: EventLog,
+        cluster: Option<ClusterNode>,
+        engine: Arc<Engine>,
+        config: ServerConfig,
+        token: Token,
+    ) -> Self {
+        let subscribers = Arc::new(Semaphore::new(config.max_subscribers));
+        let admission = Arc::new(Admission::new(AdmissionLimits::from_config(&config)));
+        let metrics = Metrics::new(
+            log.watch_head(),
+            Arc::clone(&subscribers),
+            config.max_subscribers,
+            Arc::clone(&admission),
+        );
+        ApiState {
+            shared: Arc::new(Shared {
+                log,
+                cluster,
+                engine,
+                config,
+                token,
+                metrics,
+                subscribers,
+                admission,
+                shutdown: watch::channel(false).0,
+                groups: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Serves consumer groups (`/v1/groups/...`) from `groups`. Without it those routes
+    /// answer 503. A second call is ignored.
+    pub fn attach_groups(&self, groups: Arc<crate::groups::Groups>) {
+        let _ = self.shared.groups.set(groups);
+    }
+
+    /// The consumer groups, if attached.
+    pub(crate) fn groups(&self) -> Result<&Arc<crate::groups::Groups>, ApiError> {
+        self.shared.groups.get().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "groups_unavailable",
+                "this host serves no consumer groups (it was started without them)",
+            )
+        })
+    }
+
+    /// The consumer groups, if attached, for health and metrics.
+    pub(crate) fn groups_if_any(&self) -> Option<&Arc<crate::groups::Groups>> {
+        self.shared.groups.get()
+    }
+
+    /// A permit for one held connection (a subscription, a group member's stream or a
+    /// waiting long poll), counted against `server.max_subscribers` until dropped.
+    pub(crate) fn hold_connection(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.shared.subscribers)
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_subscribers",
+                    format!(
+                        "{} subscriptions and long polls are open, the most this host allows \
+                         (`server.max_subscribers`); retry later",
+                        self.config().max_subscribers
+                    ),
+                )
+            })
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &EventLog {
+        &self.shared.log
+    }
+
+    /// The cluster node, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterNode> {
+        self.shared.cluster.as_ref()
+    }
+
+    /// The projection engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.shared.engine
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    pub(crate) fn token(&self) -> &Token {
+        &self.shared.token
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub(crate) fn admission(&self) -> &Arc<Admission> {
+        &self.shared.admission
+    }
+
+    /// Tells subscriptions the server is shutting down, so they end.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when the server begins to shut down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shared.shutdown.subscribe()
+    }
+}
+
+/// Runs blocking work (SQLite, engine calls that touch the disk or compile wasm) on
+/// tokio's blocking pool: on the async workers it would stall every other request,
+/// and the runtime has only a couple of them.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) => Err(ApiError::internal("a blocking task", &error)),
+    }
+}

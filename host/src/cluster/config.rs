@@ -1,0 +1,325 @@
+//! The `[cluster]` section of `refract.toml`, the `--cluster` / `--node` flags, and
+//! every cluster limit as a named constant.
+//!
+//! ```toml
+//! [cluster]
+//! urls = ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+//! node = "n1"                  # this node's name: unique in the cluster
+//! stream = "REFRACT"           # the JetStream stream holding the log
+//! replicas = 3                 # JetStream replicas of the stream (1, 3 or 5)
+//! token = "s3cret"             # or user + password, or credentials_file
+//! publish_timeout_ms = 5000
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The JetStream stream that holds the log when none is configured.
+pub const DEFAULT_STREAM: &str = "REFRACT";
+
+/// JetStream replicas of the stream when none are configured: three servers, so the
+/// log survives losing any one of them.
+pub const DEFAULT_REPLICAS: usize = 3;
+
+/// How long an append waits for JetStream to acknowledge its message (stored on a
+/// majority of the replicas), and then again for this node's mirror to apply it. An
+/// append that runs out of either answers 503, saying whether it may have been stored.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most replicated messages the mirror applies in one SQLite transaction: one
+/// commit per batch, not per message, while catching up; small enough that the workers
+/// and waiting appenders hear about progress often.
+pub const MIRROR_BATCH_MESSAGES: usize = 512;
+
+/// The most bytes of replicated messages the mirror holds for one transaction.
+pub const MIRROR_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long one of the mirror consumer's pull requests waits for messages. The client
+/// sets the idle heartbeat to half of it and recreates the consumer after two missed
+/// heartbeats, so this bounds how long a mirror stays silent after the NATS server that
+/// held its consumer dies: about 2 × this, instead of a minute at the client's default
+/// (a 30 s pull with a 15 s heartbeat).
+pub const MIRROR_PULL_EXPIRES: Duration = Duration::from_secs(4);
+
+/// The first pause after the mirror or the connection fails; doubles up to
+/// [`RETRY_MAX`].
+pub const RETRY_INITIAL: Duration = Duration::from_millis(100);
+
+/// The longest pause between attempts to reach NATS or resume the mirror, so a node
+/// notices a returning NATS within this.
+pub const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How often a node asks JetStream for the stream's head while nothing arrives, so
+/// the replication lag it reports is never older than this.
+pub const HEAD_POLL: Duration = Duration::from_secs(1);
+
+/// The most JetStream messages one node has published and not yet had acknowledged;
+/// further appends wait for a slot (back-pressure rather than unbounded memory).
+pub const MAX_PUBLISHES_IN_FLIGHT: usize = 4096;
+
+/// `[cluster]`: present means cluster mode (as does `refract run --cluster`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// NATS server URLs (`nats://host:port`); the client fails over between them.
+    pub urls: Vec<String>,
+    /// This node's name: unique in the cluster, shown in status and metrics, and part
+    /// of every message id it publishes.
+    pub node: Option<String>,
+    /// The JetStream stream that holds the log. Every node of one cluster uses the
+    /// same; separate clusters on one NATS use different ones.
+    pub stream: String,
+    /// JetStream replicas of the stream when a node creates it: 1, 3 or 5 (an odd
+    /// number, so a majority exists). An existing stream keeps its own.
+    pub replicas: usize,
+    /// A NATS token (`authorization { token: ... }` on the server).
+    pub token: Option<String>,
+    /// A NATS user name; needs `password`.
+    pub user: Option<String>,
+    /// The password of `user`.
+    pub password: Option<String>,
+    /// A NATS `.creds` file (JWT and NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// Milliseconds an append waits for JetStream, then for the mirror (see
+    /// [`DEFAULT_PUBLISH_TIMEOUT`]).
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            node: None,
+            stream: DEFAULT_STREAM.to_owned(),
+            replicas: DEFAULT_REPLICAS,
+            token: None,
+            user: None,
+            password: None,
+            credentials_file: None,
+            publish_timeout_ms: u64::try_from(DEFAULT_PUBLISH_TIMEOUT.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// How a node authenticates to NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// No authentication.
+    None,
+    /// A token.
+    Token(String),
+    /// A user name and password.
+    UserPassword(String, String),
+    /// A `.creds` file.
+    File(PathBuf),
+}
+
+/// A complete, checked cluster configuration for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// NATS server URLs.
+    pub urls: Vec<String>,
+    /// This node's name.
+    pub node: String,
+    /// The JetStream stream.
+    pub stream: String,
+    /// Replicas when creating the stream.
+    pub replicas: usize,
+    /// Authentication.
+    pub credentials: Credentials,
+    /// See [`ClusterSection::publish_timeout_ms`].
+    pub publish_timeout: Duration,
+}
+
+/// Why a cluster configuration cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterConfigError {
+    /// A key is missing or out of range; the message names it and the fix.
+    #[error("cluster configuration: {0}")]
+    Invalid(String),
+}
+
+impl ClusterConfig {
+    /// Combines the `[cluster]` section (if any) with the command line's `--cluster`
+    /// URLs (comma-separated; they replace `urls`) and `--node` (replaces `node`).
+    /// `None` when neither asks for cluster mode.
+    ///
+    /// # Errors
+    /// A missing node name or URL, a bad stream name, an even or zero replica count,
+    /// half a user/password pair, or more than one kind of credentials.
+    pub fn resolve(
+        section: Option<&ClusterSection>,
+        urls: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<Option<ClusterConfig>, ClusterConfigError> {
+        if section.is_none() && urls.is_none() {
+            if node.is_some() {
+                return Err(invalid(
+                    "--node names a cluster node, but cluster mode is off: add --cluster nats://host:port or a [cluster] section",
+                ));
+            }
+            return Ok(None);
+        }
+        let mut section = section.cloned().unwrap_or_default();
+        if let Some(urls) = urls {
+            section.urls = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(node) = node {
+            section.node = Some(node.to_owned());
+        }
+        section.check().map(Some)
+    }
+}
+
+impl ClusterSection {
+    fn check(self) -> Result<ClusterConfig, ClusterConfigError> {
+        if self.urls.is_empty() {
+            return Err(invalid(
+                "no NATS server: set cluster.urls or pass --cluster nats://host:port[,...]",
+            ));
+        }
+        let node = self.node.ok_or_else(|| {
+            invalid("this node has no name: pass --node <name> or set cluster.node (unique in the cluster)")
+        })?;
+        check_name("cluster.node", &node)?;
+        check_name("cluster.stream", &self.stream)?;
+        if self.replicas == 0 || self.replicas > 5 || self.replicas.is_multiple_of(2) {
+            return Err(invalid(&format!(
+                "cluster.replicas is {}; use 1, 3 or 5 (an odd count, so a majority of the replicas exists)",
+                self.replicas
+            )));
+        }
+        if self.publish_timeout_ms == 0 {
+            return Err(invalid("cluster.publish_timeout_ms must be at least 1"));
+        }
+        let credentials = match (self.token, self.user, self.password, self.credentials_file) {
+            (None, None, None, None) => Credentials::None,
+            (Some(token), None, None, None) => Credentials::Token(token),
+            (None, Some(user), Some(password), None) => Credentials::UserPassword(user, password),
+            (None, None, None, Some(file)) => Credentials::File(file),
+            (None, Some(_), None, None) | (None, None, Some(_), None) => {
+                return Err(invalid(
+                    "cluster.user and cluster.password go together; set both",
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    "choose one way to authenticate: cluster.token, cluster.user + cluster.password, or cluster.credentials_file",
+                ));
+            }
+        };
+        Ok(ClusterConfig {
+            urls: self.urls,
+            node,
+            stream: self.stream,
+            replicas: self.replicas,
+            credentials,
+            publish_timeout: Duration::from_millis(self.publish_timeout_ms),
+        })
+    }
+}
+
+/// Node and stream names become parts of NATS subjects and message ids: letters,
+/// digits, `-` and `_` only.
+fn check_name(key: &str, value: &str) -> Result<(), ClusterConfigError> {
+    let fine = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if fine {
+        Ok(())
+    } else {
+        Err(invalid(&format!(
+            "{key} is {value:?}; use 1 to 64 letters, digits, `-` or `_`"
+        )))
+    }
+}
+
+fn invalid(message: &str) -> ClusterConfigError {
+    ClusterConfigError::Invalid(message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_unless_asked_for() {
+        assert_eq!(ClusterConfig::resolve(None, None, None), Ok(None));
+        let lone_node = ClusterConfig::resolve(None, None, Some("n1")).unwrap_err();
+        assert!(lone_node.to_string().contains("cluster mode is off"));
+    }
+
+    #[test]
+    fn the_section_parses_and_refuses_unknown_keys() {
+        let path = std::path::Path::new("refract.toml");
+        let config = crate::config::Config::parse(
+            "[cluster]\nurls = [\"nats://a:1\"]\nnode = \"n1\"\nstream = \"S\"\nreplicas = 1\ntoken = \"t\"\n",
+            path,
+        )
+        .unwrap();
+        let resolved = ClusterConfig::resolve(config.cluster.as_ref(), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(resolved.stream, "S");
+        assert_eq!(resolved.credentials, Credentials::Token("t".into()));
+        let typo = crate::config::Config::parse("[cluster]\nurl = [\"nats://a:1\"]\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("unknown field `url`"), "{typo}");
+    }
+
+    #[test]
+    fn flags_override_the_section() {
+        let section = ClusterSection {
+            urls: vec!["nats://a:1".into()],
+            node: Some("from-file".into()),
+            ..ClusterSection::default()
+        };
+        let config =
+            ClusterConfig::resolve(Some(&section), Some("nats://b:2, nats://c:3"), Some("n2"))
+                .unwrap()
+                .unwrap();
+        assert_eq!(config.urls, ["nats://b:2", "nats://c:3"]);
+        assert_eq!(config.node, "n2");
+        assert_eq!(config.stream, DEFAULT_STREAM);
+        assert_eq!(config.replicas, DEFAULT_REPLICAS);
+        assert_eq!(config.credentials, Credentials::None);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let no_node = ClusterConfig::resolve(None, Some("nats://a:1"), None).unwrap_err();
+        assert!(no_node.to_string().contains("--node <name>"), "{no_node}");
+        let even = ClusterSection {
+            urls: vec!["nats://a:1".into()],
+            node: Some("n1".into()),
+            replicas: 2,
+            ..ClusterSection::default()
+        };
+        let error = ClusterConfig::resolve(Some(&even), None, None).unwrap_err();
+        assert!(error.to_string().contains("use 1, 3 or 5"), "{error}");
+        let dotted = ClusterConfig::resolve(None, Some("nats://a:1"), Some("n.1")).unwrap_err();
+        assert!(dotted.to_string().contains("cluster.node"), "{dotted}");
+        let both = ClusterSection {
+            urls: vec!["nats://a:1".into()],
+            node: Some("n1".into()),
+            token: Some("t".into()),
+            user: Some("u".into()),
+            password: Some("p".into()),
+            ..ClusterSection::default()
+        };
+        let error = ClusterConfig::resolve(Some(&both), None, None).unwrap_err();
+        assert!(error.to_string().contains("choose one way"), "{error}");
+    }
+}

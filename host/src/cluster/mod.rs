@@ -1,0 +1,238 @@
+//! Cluster mode: the event log replicated by NATS JetStream, appends on any node, every
+//! node a full read replica.
+//!
+//! JetStream is the source of truth. The log is one JetStream stream (replicated by
+//! JetStream's own Raft); each message carries one or more append requests
+//! ([`wire`]). Every node keeps a **mirror** of it in its own `events.db`, fed in
+//! stream order by a JetStream consumer ([`mirror`]) through the log's one entry point
+//! for replicated requests, [`EventLog::apply_ordered`]. Applying is deterministic, so
+//! every node holds the same events at the same offsets, and projections, reads,
+//! queries and subscriptions stay local.
+//!
+//! An append on any node ([`append`]) is validated, given ids for the events that have
+//! none, published as one message with a `Nats-Msg-Id`, and acknowledged to the client
+//! once JetStream has stored it (a majority of the replicas) **and** this node's
+//! mirror has applied it: the outcome (offsets, or a 409 conflict) is what every node
+//! computes for that message. The README's "Scaling out" section has the whole design
+//! and its proof.
+//!
+//! # Layout
+//! - [`config`]: `[cluster]`, `--cluster` / `--node`, every cluster limit.
+//! - [`connection`]: the NATS client and the stream.
+//! - [`wire`]: the message format.
+//! - [`mirror`]: the consumer that feeds the local mirror, and the waiters it answers.
+//! - [`append`]: the append path.
+//! - [`status`]: connectivity, mirror position against the stream's head, health
+//!   reasons, metrics.
+//! - [`migrate`]: `refract cluster init --from <data-dir>`.
+//!
+//! Nothing outside this room talks to NATS; the API and the CLI use [`ClusterNode`].
+
+pub mod append;
+pub mod config;
+pub mod connection;
+pub mod migrate;
+pub mod mirror;
+pub mod status;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use append::AppendError;
+pub use config::{ClusterConfig, ClusterConfigError, ClusterSection};
+pub use status::ClusterStatus;
+
+use crate::log::{EventLog, LogError};
+
+/// What a node's waiting appender receives: the outcome of each request of its message.
+pub(crate) type Outcomes = Vec<Result<Vec<u64>, LogError>>;
+
+/// Why cluster mode could not start or went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The NATS client could not be set up (a bad URL).
+    #[error("cannot connect to NATS at {urls}: {reason}")]
+    Connect {
+        /// The configured URLs.
+        urls: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// The credentials file could not be read.
+    #[error("cannot read the NATS credentials file `{}`", path.display())]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// NATS is not connected.
+    #[error("NATS is unreachable (no connection to {urls})")]
+    Disconnected {
+        /// The configured URLs.
+        urls: String,
+    },
+    /// The stream could not be opened or created.
+    #[error("JetStream stream `{stream}`: {reason}")]
+    Stream {
+        /// The stream name.
+        stream: String,
+        /// What went wrong, and the fix.
+        reason: String,
+    },
+    /// The consumer feeding the mirror failed; the mirror resumes from its position.
+    #[error("the JetStream consumer of `{stream}` failed: {reason}")]
+    Consumer {
+        /// The stream name.
+        stream: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A message this build must not apply (written by a newer Refract).
+    #[error("JetStream sequence {sequence}: {source}")]
+    Message {
+        /// The message's stream sequence.
+        sequence: u64,
+        /// Why.
+        source: wire::WireError,
+    },
+    /// The local log refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// A running cluster node: the NATS connection, the mirror consumer, the append path
+/// and the status. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterNode {
+    shared: Arc<Shared>,
+}
+
+/// State shared by the append path, the mirror task and the status readers.
+pub(crate) struct Shared {
+    pub(crate) config: ClusterConfig,
+    pub(crate) client: async_nats::Client,
+    pub(crate) jetstream: async_nats::jetstream::Context,
+    pub(crate) log: EventLog,
+    pub(crate) subject: String,
+    /// Appenders waiting for their message to be applied, by `Nats-Msg-Id`.
+    pub(crate) waiters: Mutex<HashMap<String, oneshot::Sender<Outcomes>>>,
+    /// Appends on their way to the publisher (see [`append::publisher`]).
+    pub(crate) queue: tokio::sync::mpsc::UnboundedSender<append::Queued>,
+    pub(crate) progress: Mutex<status::Progress>,
+}
+
+impl Shared {
+    /// Takes the waiter of a message id, if this node published it and still waits.
+    pub(crate) fn take_waiter(&self, id: &str) -> Option<oneshot::Sender<Outcomes>> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
+    }
+
+    pub(crate) fn progress(&self) -> std::sync::MutexGuard<'_, status::Progress> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The node's background tasks, stopped by [`ClusterNode::shutdown`].
+pub struct ClusterTasks {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Connects to NATS (in the background: a node starts while NATS is down) and
+    /// starts the mirror consumer and the head poller on `runtime`.
+    ///
+    /// # Errors
+    /// A bad URL, an unreadable credentials file, or a log that cannot be a mirror of a
+    /// cluster (it holds events of its own; see [`migrate`]).
+    pub async fn start(
+        config: ClusterConfig,
+        log: EventLog,
+    ) -> Result<(ClusterNode, ClusterTasks), ClusterError> {
+        let position = {
+            let log = log.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, LogError> {
+                Ok((log.mirror_position()?, log.head()?))
+            })
+            .await
+            .map_err(|e| ClusterError::Consumer {
+                stream: config.stream.clone(),
+                reason: e.to_string(),
+            })??
+        };
+        if let (None, head) = &position
+            && *head > 0
+        {
+            return Err(LogError::MirrorMismatch {
+                path: log.path().to_owned(),
+                reason: format!(
+                    "it already holds {head} events of its own, so it cannot be a cluster node's mirror; \
+                     start the node with an empty data directory, or publish this log into the \
+                     cluster first with `refract cluster init --from <data-dir>`"
+                ),
+            }
+            .into());
+        }
+        let client = connection::connect(&config, &format!("refract-{}", config.node)).await?;
+        let jetstream = connection::jetstream(client.clone());
+        let subject = connection::subject(&config.stream);
+        let progress = status::Progress::new(position.0.as_ref(), position.1);
+        let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            jetstream,
+            log,
+            subject,
+            waiters: Mutex::new(HashMap::new()),
+            queue,
+            progress: Mutex::new(progress),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(mirror::follow(Arc::clone(&shared), stopped.clone())),
+            tokio::spawn(status::poll_head(Arc::clone(&shared), stopped.clone())),
+            tokio::spawn(append::publisher(Arc::clone(&shared), queued, stopped)),
+        ];
+        Ok((ClusterNode { shared }, ClusterTasks { stop, tasks }))
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.shared.config
+    }
+
+    /// Appends a batch through the cluster (see [`append`]).
+    ///
+    /// # Errors
+    /// See [`AppendError`].
+    pub async fn append(&self, events: Vec<crate::log::NewEvent>) -> Result<Vec<u64>, AppendError> {
+        append::append(&self.shared, events).await
+    }
+
+    /// Connectivity, mirror position, the stream's head and lag.
+    pub fn status(&self) -> ClusterStatus {
+        status::snapshot(&self.shared)
+    }
+}
+
+impl ClusterTasks {
+    /// Stops the mirror and the head poller and waits for them; the client's
+    /// connection closes when the last handle is dropped.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

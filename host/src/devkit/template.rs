@@ -1,0 +1,272 @@
+//! `refract new`: a projector project from a template embedded in the binary.
+//!
+//! The templates are the folders `plugins-sdk/templates/<language>/` of the source tree
+//! this binary was built from, embedded at build time (`host/build.rs`). A project
+//! references the SDK in that source tree by absolute path (nothing is published to a
+//! registry), so `new` needs the tree to still be there.
+//!
+//! In file contents and names, `{{name}}`, `{{name_snake}}`, `{{sdk_dir}}` and
+//! `{{wit_dir}}` are replaced, and a trailing `.tmpl` is dropped from file names (a
+//! template's `Cargo.toml.tmpl` is not seen as a crate inside this repository).
+
+use std::path::{Path, PathBuf};
+
+use crate::runtime::MAX_NAME_BYTES;
+
+include!(concat!(env!("OUT_DIR"), "/templates.rs"));
+
+/// A template folder embedded in the binary.
+#[derive(Debug)]
+pub(crate) struct EmbeddedTemplate {
+    /// The folder's name under `plugins-sdk/templates/`.
+    language: &'static str,
+    /// Its files, by path relative to the folder.
+    files: &'static [EmbeddedFile],
+}
+
+/// One embedded file.
+#[derive(Debug)]
+pub(crate) struct EmbeddedFile {
+    path: &'static str,
+    contents: &'static [u8],
+}
+
+/// The languages `refract new` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    /// Rust, with `refract-sdk`.
+    Rust,
+    /// TypeScript, with the TypeScript SDK and componentize-js.
+    #[value(name = "ts", alias = "typescript")]
+    TypeScript,
+    /// Python, with the Python SDK and componentize-py.
+    #[value(alias = "py")]
+    Python,
+}
+
+impl Language {
+    /// The template folder's name under `plugins-sdk/templates/`.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::TypeScript => "typescript",
+            Language::Python => "python",
+        }
+    }
+}
+
+/// Why a project could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScaffoldError {
+    /// The name is not a usable projector name.
+    #[error(
+        "`{0}` is not a usable projector name: use 1 to {MAX_NAME_BYTES} characters of a-z, 0-9, `_` and `-`, starting with a letter"
+    )]
+    InvalidName(String),
+    /// This binary was built without the language's template.
+    #[error(
+        "this refract binary has no {language} template: plugins-sdk/templates/{folder}/ was missing when it was built; add the template and rebuild refract (`cargo build --release`)"
+    )]
+    NoTemplate {
+        /// The language asked for.
+        language: &'static str,
+        /// The folder it would come from.
+        folder: &'static str,
+    },
+    /// The source tree the project would reference is gone.
+    #[error(
+        "the Refract source tree this binary was built from is not at {root} (its plugins-sdk/ and wit/ are needed): projects reference the SDK there by path; rebuild refract from a checkout"
+    )]
+    NoSourceTree {
+        /// Where it was expected.
+        root: PathBuf,
+    },
+    /// The target folder exists and holds files.
+    #[error("{0} already exists and is not empty; choose another --dir or name")]
+    NotEmpty(PathBuf),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// What [`scaffold`] created.
+#[derive(Debug, Clone)]
+pub struct Scaffolded {
+    /// The project folder.
+    pub dir: PathBuf,
+    /// The files written, relative to it.
+    pub files: Vec<PathBuf>,
+}
+
+/// The languages whose templates this binary embeds.
+pub fn embedded_languages() -> Vec<&'static str> {
+    TEMPLATES.iter().map(|template| template.language).collect()
+}
+
+/// Checks a new projector's name: the contract's `[a-z0-9_-]{1,64}`, starting with a
+/// letter (a package name in every language's tooling).
+pub fn check_name(name: &str) -> Result<(), ScaffoldError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ScaffoldError::InvalidName(name.to_owned()))
+    }
+}
+
+/// Creates the project `name` in `dir` (which must not exist, or be empty) from the
+/// `language` template, referencing the SDK and WIT of the source tree at `source_root`.
+/// The project appears whole or not at all: it is written to a sibling folder first and
+/// renamed into place.
+pub fn scaffold(
+    name: &str,
+    language: Language,
+    dir: &Path,
+    source_root: &Path,
+) -> Result<Scaffolded, ScaffoldError> {
+    check_name(name)?;
+    let template = TEMPLATES
+        .iter()
+        .find(|template| template.language == language.folder())
+        .ok_or(ScaffoldError::NoTemplate {
+            language: match language {
+                Language::Rust => "Rust",
+                Language::TypeScript => "TypeScript",
+                Language::Python => "Python",
+            },
+            folder: language.folder(),
+        })?;
+    let sdk_dir = source_root.join("plugins-sdk");
+    let wit_dir = source_root.join("wit");
+    if !sdk_dir.join("Cargo.toml").is_file() || !wit_dir.join("projector.wit").is_file() {
+        return Err(ScaffoldError::NoSourceTree {
+            root: source_root.to_owned(),
+        });
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ScaffoldError::Io { path, source }
+    };
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(io(dir))?;
+        if entries.next().is_some() {
+            return Err(ScaffoldError::NotEmpty(dir.to_owned()));
+        }
+    }
+    let parent = dir
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging = parent.join(format!(
+        ".{}.refract-new-{}",
+        dir.file_name()
+            .map_or_else(|| name.into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let replacements = [
+        ("{{name}}", name.to_owned()),
+        ("{{name_snake}}", name.replace('-', "_")),
+        ("{{sdk_dir}}", sdk_dir.to_string_lossy().into_owned()),
+        ("{{wit_dir}}", wit_dir.to_string_lossy().into_owned()),
+    ];
+    let substitute = |text: &str| {
+        replacements
+            .iter()
+            .fold(text.to_owned(), |text, (from, to)| text.replace(from, to))
+    };
+    let write_all = || -> Result<Vec<PathBuf>, ScaffoldError> {
+        let mut written = Vec::new();
+        for file in template.files {
+            let relative = substitute(file.path);
+            let relative = PathBuf::from(relative.strip_suffix(".tmpl").unwrap_or(&relative));
+            let path = staging.join(&relative);
+            if let Some(folder) = path.parent() {
+                std::fs::create_dir_all(folder).map_err(io(folder))?;
+            }
+            // Text is templated; anything that is not UTF-8 is copied as it is.
+            let contents = match std::str::from_utf8(file.contents) {
+                Ok(text) => substitute(text).into_bytes(),
+                Err(_) => file.contents.to_vec(),
+            };
+            std::fs::write(&path, contents).map_err(io(&path))?;
+            written.push(relative);
+        }
+        Ok(written)
+    };
+    let written = write_all().and_then(|written| {
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&staging, dir).map_err(io(dir))?;
+        Ok(written)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(Scaffolded {
+        dir: dir.to_owned(),
+        files: written?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_suit_every_toolchain() {
+        for good in ["demo", "demo-rust", "a1_b"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1demo", "-x", "Demo", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_rust_template_is_embedded() {
+        assert!(embedded_languages().contains(&"rust"));
+    }
+
+    #[test]
+    fn a_project_is_templated_and_never_overwrites() {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let root = crate::guest_build::workspace_root();
+        let dir = scratch.path().join("demo-x");
+        let made = scaffold("demo-x", Language::Rust, &dir, &root).expect("scaffolded");
+        assert!(
+            made.files.contains(&PathBuf::from("Cargo.toml")),
+            "{:?}",
+            made.files
+        );
+        let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).expect("written");
+        assert!(cargo.contains("name = \"demo-x\""), "{cargo}");
+        assert!(cargo.contains(&root.join("plugins-sdk").to_string_lossy().into_owned()));
+        let manifest = std::fs::read_to_string(dir.join("projector.toml")).expect("written");
+        assert!(manifest.contains("demo_x.wasm"), "{manifest}");
+        assert!(!manifest.contains("{{"), "{manifest}");
+
+        let again = scaffold("demo-x", Language::Rust, &dir, &root).expect_err("not empty");
+        assert!(matches!(again, ScaffoldError::NotEmpty(_)), "{again}");
+        let gone = scaffold(
+            "demo-y",
+            Language::Rust,
+            &scratch.path().join("y"),
+            scratch.path(),
+        )
+        .expect_err("no tree");
+        assert!(matches!(gone, ScaffoldError::NoSourceTree { .. }), "{gone}");
+    }
+}

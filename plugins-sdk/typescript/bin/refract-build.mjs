@@ -1,0 +1,126 @@
+#!/usr/bin/env node
+// Builds a TypeScript projector into a WebAssembly component:
+//
+//   refract-build src/index.ts --out dist/my-projector.wasm --wit ../refract/wit
+//
+// 1. esbuild bundles the projector (its default export) and the SDK's component
+//    glue into one ES module, with the contract's imports left to the engine.
+// 2. componentize-js embeds that module in the SpiderMonkey engine and makes a
+//    component of the `projector` world, with every engine feature that reaches
+//    outside the sandbox switched off (no fetch, no clocks, no randomness):
+//    the component imports only the contract and the little WASI the engine
+//    itself needs (stdio, for error messages), all of which the host links.
+//
+// Both tools are pinned in the SDK's package.json and installed by `npm ci`;
+// nothing is downloaded at build time.
+
+import { mkdir, writeFile } from "node:fs/promises";
+import { basename, dirname, extname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+/** The WIT world every projector implements. */
+const WORLD = "projector";
+
+/**
+ * componentize-js engine features a projector never needs. A projector reaches
+ * only its read model and the log: no `fetch` (http, fetch-event), no clock (it
+ * takes time from its events), no randomness (a replay must be identical).
+ * `stdio` stays on: an uncaught error's message goes to stderr, which the host
+ * captures into the trap's report.
+ */
+const DISABLED_FEATURES = ["http", "fetch-event", "clocks", "random"];
+
+const usage = `usage: refract-build <entry.ts> --out <component.wasm> --wit <wit dir>
+
+Bundles the projector exported by default from <entry.ts> and builds it into a
+WebAssembly component for Refract. --wit is the Refract source tree's wit/ folder.`;
+
+async function main() {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      out: { type: "string", short: "o" },
+      wit: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(usage);
+    return;
+  }
+  if (positionals.length !== 1 || !values.out || !values.wit) {
+    fail(usage);
+  }
+  const entry = resolve(positionals[0]);
+  const out = resolve(values.out);
+  const wit = resolve(values.wit);
+  const bundle = join(dirname(out), `${basename(out, extname(out))}.js`);
+  await mkdir(dirname(out), { recursive: true });
+
+  const started = performance.now();
+  await bundleProjector(entry, bundle);
+  const bundled = performance.now();
+  const component = await componentizeBundle(bundle, wit);
+  await writeFile(out, component);
+  const done = performance.now();
+  console.error(
+    `refract-build: ${out} (${(component.length / 1048576).toFixed(1)} MiB) ` +
+      `in ${((done - started) / 1000).toFixed(1)} s ` +
+      `(bundle ${((bundled - started) / 1000).toFixed(1)} s, componentize ${((done - bundled) / 1000).toFixed(1)} s)`,
+  );
+}
+
+/** Bundles the projector and the SDK's component glue into one ES module at `bundle`. */
+async function bundleProjector(entry, bundle) {
+  const esbuild = await import("esbuild");
+  const glue = fileURLToPath(new URL("../src/component.ts", import.meta.url));
+  const source = [
+    `import projector from ${JSON.stringify(entry)};`,
+    `import { exportProjector } from ${JSON.stringify(glue)};`,
+    `export const { metadata, init, handle } = exportProjector(projector);`,
+  ].join("\n");
+  try {
+    await esbuild.build({
+      stdin: { contents: source, resolveDir: dirname(entry), sourcefile: "refract-entry.js", loader: "js" },
+      bundle: true,
+      format: "esm",
+      platform: "neutral",
+      mainFields: ["module", "main"],
+      target: "es2022",
+      external: ["refract:projector/*"],
+      outfile: bundle,
+      logLevel: "silent",
+      legalComments: "none",
+    });
+  } catch (e) {
+    const messages = (e.errors ?? []).map((m) => {
+      const at = m.location ? `${m.location.file}:${m.location.line}:${m.location.column}: ` : "";
+      return `  ${at}${m.text}`;
+    });
+    fail(`refract-build: bundling ${entry} failed:\n${messages.join("\n") || e.message}`);
+  }
+}
+
+/** Makes a component of the `projector` world from the bundled module. */
+async function componentizeBundle(bundle, wit) {
+  const { componentize } = await import("@bytecodealliance/componentize-js");
+  try {
+    const { component } = await componentize({
+      sourcePath: bundle,
+      witPath: wit,
+      worldName: WORLD,
+      disableFeatures: DISABLED_FEATURES,
+    });
+    return component;
+  } catch (e) {
+    fail(`refract-build: componentize-js failed on ${bundle}:\n${e.message ?? e}`);
+  }
+}
+
+function fail(message) {
+  console.error(message);
+  process.exit(1);
+}
+
+await main();

@@ -1,0 +1,361 @@
+//! The TypeScript SDK end to end: its own native tests, the `balances-ts` example built
+//! from source with the pinned npm toolchain and run in the real sandbox against the
+//! Rust `balances` on one log, errors thrown in `handle`, values past 2^53, and batches
+//! far larger than the engine's default in the default memory limit.
+//!
+//! Needs Node.js 20+ and npm; without them these tests fail with the install command.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use refract::engine::{BatchLimits, Projection, Step};
+use refract::log::{EventLog, LogOptions, NewEvent};
+use refract::runtime::{
+    DbOptions, EventBatch, LoadedProjector, ProjectorError, Runtime, RuntimeConfig, SandboxLimits,
+};
+use support::{cli, guests_ts};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Events in the log both `balances` replay: a few thousand, past the workload's
+/// thousand account openings into a mix of deposits and withdrawals.
+const LOG_EVENTS: usize = 4_000;
+
+/// The workload's seed.
+const SEED: u64 = 11;
+
+/// A runtime with `limits`, caching compiled components under `target/`: compiling the
+/// JavaScript engine inside a TypeScript component takes many seconds, and the cache
+/// makes every later load (here, and in the next run) take milliseconds.
+fn runtime(limits: SandboxLimits) -> Result<Runtime> {
+    let cache = guests_ts::workspace_root()
+        .join("target")
+        .join("ts-guest-cache");
+    Ok(Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache),
+        limits,
+    })?)
+}
+
+/// `balances-ts`, built from source and loaded once per process with default limits.
+fn balances_ts() -> Result<LoadedProjector> {
+    static LOADED: OnceLock<std::result::Result<LoadedProjector, String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let bytes = guests_ts::ts_guest_bytes("balances-ts");
+            runtime(SandboxLimits::default())
+                .and_then(|runtime| Ok(runtime.load(&bytes)?))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(Into::into)
+}
+
+/// The Rust `balances`, built from source.
+fn balances_rust() -> Result<LoadedProjector> {
+    let bytes = support::guests::guest_bytes("balances");
+    Ok(runtime(SandboxLimits::default())?.load(&bytes)?)
+}
+
+/// Replays the whole log through `loaded` into a fresh read model at `db`, as
+/// `refract project` does.
+fn replay(loaded: &LoadedProjector, log: &EventLog, db: &Path) -> Result<u64> {
+    let head = log.head()?;
+    let mut projection = Projection::open(
+        loaded.clone(),
+        db,
+        DbOptions::replay(),
+        log.reader()?,
+        BatchLimits::default(),
+    )?;
+    while projection.step(Some(head))? != Step::CaughtUp {}
+    projection.sync()?;
+    Ok(projection.checkpoint())
+}
+
+/// The SQL that created each projector table and index, by name (`None` for the
+/// indexes SQLite makes itself).
+fn schema(db: &Path) -> Result<Vec<(String, Option<String>)>> {
+    let conn = rusqlite::Connection::open(db)?;
+    let mut statement = conn.prepare(
+        "SELECT name, sql FROM sqlite_schema WHERE name NOT LIKE '\\_refract\\_%' ESCAPE '\\' ORDER BY name",
+    )?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[test]
+fn balances_ts_builds_the_same_read_model_as_rust_balances() -> Result {
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::open(&dir.path().join("events.db"), LogOptions::default())?;
+    let events: Vec<NewEvent> = refract::workload::balances(SEED, LOG_EVENTS).collect();
+    for chunk in events.chunks(1_000) {
+        log.append(chunk.to_vec())?;
+    }
+    let head = log.head()?;
+    assert_eq!(head, LOG_EVENTS as u64);
+
+    let rust_db = dir.path().join("rust.db");
+    let ts_db = dir.path().join("ts.db");
+    assert_eq!(replay(&balances_rust()?, &log, &rust_db)?, head);
+    assert_eq!(replay(&balances_ts()?, &log, &ts_db)?, head);
+
+    // The benchmark's checksum: every value of every row, typed, plus the checkpoint.
+    let rust = refract::bench::checksum(&rust_db)?;
+    let ts = refract::bench::checksum(&ts_db)?;
+    assert_eq!(
+        rust, ts,
+        "the TypeScript read model differs from the Rust one"
+    );
+    assert_eq!(rust.rows, refract::workload::BALANCES_ACCOUNTS as u64);
+    // The same tables, created by the same SQL, and nothing else differs by `refract diff`.
+    assert_eq!(schema(&rust_db)?, schema(&ts_db)?);
+    let diffs = refract::engine::diff::compare(&rust_db, &ts_db, 5)?;
+    assert!(
+        !diffs.is_empty() && diffs.iter().all(|d| d.same()),
+        "{diffs:#?}"
+    );
+    Ok(())
+}
+
+/// An `EventBatch` of balances events at `offsets`, one `(type, data)` each.
+fn batch(events: &[(u64, &str, &str)]) -> EventBatch {
+    let mut batch = EventBatch::new();
+    for (i, &(offset, event_type, data)) in events.iter().enumerate() {
+        let version = u64::try_from(i).unwrap_or(u64::MAX) + 1;
+        batch.push(
+            offset,
+            &format!("e-{offset}"),
+            "account-acc-1",
+            version,
+            event_type,
+            data,
+            None,
+            0,
+        );
+    }
+    batch
+}
+
+/// `balances` rows as `(account, owner, balance, tx_count, last_offset)`.
+type Row = (String, Option<String>, i64, i64, i64);
+
+fn rows(conn: &rusqlite::Connection) -> Result<Vec<Row>> {
+    let mut statement = conn.prepare(
+        "SELECT account, owner, balance, tx_count, last_offset FROM balances ORDER BY account",
+    )?;
+    let rows = statement.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[test]
+fn an_exception_thrown_in_handle_is_a_handle_error_naming_its_offset() -> Result {
+    let dir = tempfile::tempdir()?;
+    let mut instance = balances_ts()?.instantiate(&dir.path().join("ts.db"), DbOptions::live())?;
+    instance.init(|_| Ok(()))?;
+    // The data of the third event is `null`, so the projector's `e.account` throws the
+    // engine's own TypeError: not an error the projector chose to throw.
+    let failing = batch(&[
+        (40, "account.opened", r#"{"account":"acc-1","owner":"Ann"}"#),
+        (41, "money.deposited", r#"{"account":"acc-1","amount":5}"#),
+        (42, "money.deposited", "null"),
+        (43, "money.deposited", r#"{"account":"acc-1","amount":7}"#),
+    ]);
+    match instance.apply(&failing, |_| Ok(())) {
+        Err(ProjectorError::Handler {
+            offset, message, ..
+        }) => {
+            assert_eq!(offset, 42, "{message}");
+            assert!(message.starts_with("TypeError: "), "{message}");
+            assert!(message.contains("account"), "{message}");
+        }
+        other => panic!("expected a handle error at offset 42, got {other:?}"),
+    }
+    // The whole batch rolled back.
+    assert_eq!(rows(instance.host_connection())?, []);
+    Ok(())
+}
+
+#[test]
+fn values_past_2_pow_53_round_trip_exactly() -> Result {
+    const BIG: u64 = (1 << 53) + 1;
+    let dir = tempfile::tempdir()?;
+    let amount = format!(r#"{{"account":"acc-1","amount":{BIG}}}"#);
+    let events = batch(&[
+        (
+            BIG,
+            "account.opened",
+            r#"{"account":"acc-1","owner":"Ann"}"#,
+        ),
+        (BIG + 1, "money.deposited", &amount),
+        (BIG + 2, "money.deposited", &amount),
+        (
+            BIG + 4,
+            "money.withdrawn",
+            r#"{"account":"acc-1","amount":1}"#,
+        ),
+    ]);
+    let expected_balance = i64::try_from(2 * BIG - 1)?;
+    let mut models = Vec::new();
+    for (name, loaded) in [("rust", balances_rust()?), ("ts", balances_ts()?)] {
+        let mut instance =
+            loaded.instantiate(&dir.path().join(format!("{name}.db")), DbOptions::live())?;
+        instance.init(|_| Ok(()))?;
+        instance.apply(&events, |_| Ok(()))?;
+        models.push(rows(instance.host_connection())?);
+    }
+    let expected: Vec<Row> = vec![(
+        "acc-1".into(),
+        Some("Ann".into()),
+        expected_balance,
+        3,
+        i64::try_from(BIG + 4)?,
+    )];
+    assert_eq!(models[0], expected, "the Rust balances");
+    assert_eq!(models[1], expected, "the TypeScript balances");
+    Ok(())
+}
+
+/// A batch of `count` balances events, over a thousand accounts.
+fn large_batch(count: usize) -> EventBatch {
+    let mut batch = EventBatch::new();
+    for (i, event) in refract::workload::balances(SEED, count).enumerate() {
+        let offset = u64::try_from(i).unwrap_or(u64::MAX) + 1;
+        batch.push(
+            offset,
+            &format!("e-{offset}"),
+            &event.stream,
+            1,
+            &event.event_type,
+            &event.data,
+            None,
+            0,
+        );
+    }
+    batch
+}
+
+/// Memory cap for the large batches: half the default, so the test holds with room to
+/// spare under the limit projectors actually run with.
+const LARGE_BATCH_MEMORY_BYTES: usize = 64 << 20;
+
+#[test]
+fn batches_of_5000_and_20000_events_fit_in_half_the_default_memory_limit() -> Result {
+    let limits = SandboxLimits {
+        max_memory_bytes: LARGE_BATCH_MEMORY_BYTES,
+        // Memory is under test, not speed: a loaded CI machine may take a while.
+        batch_deadline_ms: 300_000,
+        ..SandboxLimits::default()
+    };
+    let loaded = runtime(limits)?.load(&guests_ts::ts_guest_bytes("balances-ts"))?;
+    let dir = tempfile::tempdir()?;
+    for count in [5_000, 20_000] {
+        let mut instance =
+            loaded.instantiate(&dir.path().join(format!("{count}.db")), DbOptions::replay())?;
+        instance.init(|_| Ok(()))?;
+        instance.apply(&large_batch(count), |_| Ok(()))?;
+        let events: i64 = instance.host_connection().query_row(
+            "SELECT sum(tx_count) + count(owner) FROM balances",
+            [],
+            |row| row.get(0),
+        )?;
+        assert_eq!(
+            events,
+            i64::try_from(count)?,
+            "every event of the {count}-event batch applied"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_typescript_sdk_native_tests_pass() -> Result {
+    let sdk = guests_ts::sdk_dir();
+    guests_ts::install(&sdk)?;
+    let output = guests_ts::npm(&sdk, &["test"])?;
+    assert!(output.contains("# fail 0"), "{output}");
+    Ok(())
+}
+
+#[test]
+fn balances_ts_native_tests_pass() -> Result {
+    // Building installs the example's toolchain.
+    let component: PathBuf = guests_ts::ts_guest("balances-ts");
+    let dir = component
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the component is not in <example>/dist")?;
+    let output = guests_ts::npm(dir, &["test"])?;
+    assert!(output.contains("# fail 0"), "{output}");
+    Ok(())
+}
+
+#[test]
+fn refract_new_ts_scaffolds_a_project_that_refract_test_passes() -> Result {
+    let dir = tempfile::tempdir()?;
+    let project = dir.path().join("demo-ts");
+    let project_arg = project.to_str().ok_or("a non-UTF-8 temp path")?;
+    let created = cli::refract_ok(
+        dir.path(),
+        &["new", "demo-ts", "--lang", "ts", "--dir", project_arg],
+    )?;
+    assert!(created.contains("npm ci"), "{created}");
+    // The dotfiles come too: `.npmrc` keeps npm from writing outside the project's
+    // lockfile pins, `.gitignore` keeps `node_modules` and the build out of git.
+    for dotfile in [".npmrc", ".gitignore"] {
+        assert!(project.join(dotfile).is_file(), "no {dotfile}:\n{created}");
+    }
+
+    guests_ts::install(&project)?;
+    let native = guests_ts::npm(&project, &["test"])?;
+    assert!(
+        native.contains("# pass 1") && native.contains("# fail 0"),
+        "{native}"
+    );
+    // `refract test` builds with the manifest's command and runs the golden fixture in
+    // the real sandbox.
+    let tested = cli::refract_ok(&project, &["test"])?;
+    assert!(
+        tested.contains("testing `demo-ts`") && tested.contains("fixtures: 1 passed, 0 failed"),
+        "{tested}"
+    );
+    assert!(project.join("dist/demo-ts.wasm").is_file(), "{tested}");
+    Ok(())
+}
+
+#[test]
+fn the_template_lockfile_pins_what_the_example_is_tested_with() -> Result {
+    let root = guests_ts::workspace_root();
+    let read = |path: &str| -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&std::fs::read_to_string(
+            root.join(path),
+        )?)?)
+    };
+    let example = read("example-plugins/balances-ts/package-lock.json")?;
+    let template = read("plugins-sdk/templates/typescript/package-lock.json.tmpl")?;
+    let packages =
+        |lock: &serde_json::Value| -> Result<serde_json::Map<String, serde_json::Value>> {
+            let mut packages = lock["packages"].as_object().ok_or("no packages")?.clone();
+            packages.remove("");
+            if let Some(sdk) = packages.get_mut("node_modules/refract-sdk") {
+                sdk["resolved"] = serde_json::Value::Null;
+            }
+            Ok(packages)
+        };
+    assert!(
+        packages(&example)? == packages(&template)?,
+        "the template's lockfile is out of date: run `node plugins-sdk/typescript/scripts/sync-template-lockfile.mjs`"
+    );
+    // And the example's lockfile records the SDK's current dependencies, so `npm ci`
+    // installs what the SDK declares.
+    let sdk: serde_json::Value = read("plugins-sdk/typescript/package.json")?;
+    assert_eq!(
+        example["packages"]["node_modules/refract-sdk"]["dependencies"], sdk["dependencies"],
+        "refresh example-plugins/balances-ts/package-lock.json (`rm package-lock.json && npm install`), then sync the template's"
+    );
+    Ok(())
+}
