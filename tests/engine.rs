@@ -578,6 +578,30 @@ fn a_poison_event_stalls_the_projector_under_stop() -> Result {
     let balance: i64 =
         open_read_only(&db)?.query_row("SELECT balance FROM balances", [], |row| row.get(0))?;
     assert_eq!(balance, (1..=10).sum::<i64>());
+    // Events appended while it stalls show as lag: the head it reports keeps up with
+    // the log, so a stalled version never looks caught up.
+    let head = host.log.append(
+        (21..=25)
+            .map(|amount| {
+                NewEvent::new(
+                    "account-b",
+                    "money.deposited",
+                    json!({ "account": "b", "amount": amount }).to_string(),
+                )
+            })
+            .collect(),
+    )?[4];
+    support::host::wait_until(
+        Duration::from_secs(30),
+        "the stalled version to report the new head",
+        || host.engine.status()[0].head == head,
+    );
+    let status = host.engine.status().remove(0);
+    assert_eq!(
+        (status.checkpoint, status.lag()),
+        (10, head - 10),
+        "{status:?}"
+    );
     // The stall is recorded for `refract status` without a server.
     let control = open_read_only(&host.data.control_db())?;
     let state: String = control.query_row("SELECT state FROM versions", [], |row| row.get(0))?;

@@ -2,7 +2,8 @@
 //! componentize-py (`tests/support/guests_py.rs`), loaded by the host's runtime, and
 //! replayed by the engine's own loop.
 //!
-//! - The Python `balances` builds the same read model as the Rust one, by checksum.
+//! - The Rust, TypeScript and Python `balances` build identical read models from one
+//!   log, by checksum.
 //! - A Python exception becomes a handle error naming the event's offset.
 //! - `py-probe` drives every path of the SDK's component glue.
 //! - `refract new --lang python` scaffolds a project that passes its native tests and,
@@ -108,44 +109,84 @@ fn replay(loaded: &LoadedProjector, log: &EventLog, db: &Path, head: u64) -> Res
     Ok(())
 }
 
+/// `balances-ts`, built from source with the pinned npm toolchain, loaded through the
+/// compile cache the TypeScript tests use (`tests/sdk_typescript.rs`), so the two test
+/// binaries compile its JavaScript engine once between them.
+fn load_balances_ts() -> Result<LoadedProjector> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(workspace_root().join("target/ts-guest-cache")),
+        limits: SandboxLimits::default(),
+    })?;
+    Ok(runtime.load(&support::guests_ts::ts_guest_bytes("balances-ts"))?)
+}
+
+/// The SQL that created each projector table and index, by name.
+fn schema(db: &Path) -> Result<Vec<(String, Option<String>)>> {
+    let conn = Connection::open(db)?;
+    let mut statement = conn.prepare(
+        "SELECT name, sql FROM sqlite_schema WHERE name NOT LIKE '\\_refract\\_%' ESCAPE '\\' ORDER BY name",
+    )?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The identity proof: `balances` in Rust, TypeScript and Python, each built
+/// from source, replay one log (the benchmark's workload, then text and numbers that
+/// are easy to get wrong) into read models that are identical by the benchmark's
+/// checksum, schema and `refract diff`.
 #[test]
-fn python_and_rust_balances_build_identical_read_models() -> Result {
+fn rust_typescript_and_python_balances_build_identical_read_models() -> Result {
     let dir = tempfile::tempdir()?;
     let (log, head) = balances_log(dir.path())?;
     let rust = load("balances")?;
-    let python = load("balances-py")?;
-    assert_eq!(
-        python.info(),
-        rust.info(),
-        "the two say the same about themselves"
-    );
-
-    let (rust_db, python_db) = (dir.path().join("rust.db"), dir.path().join("python.db"));
+    let builds = [
+        ("Python", load("balances-py")?),
+        ("TypeScript", load_balances_ts()?),
+    ];
+    let rust_db = dir.path().join("rust.db");
     replay(&rust, &log, &rust_db, head)?;
-    replay(&python, &log, &python_db, head)?;
-
     let rust_sum = refract::bench::checksum(&rust_db)?;
-    let python_sum = refract::bench::checksum(&python_db)?;
-    assert_eq!(
-        python_sum, rust_sum,
-        "the Python balances built a different read model than the Rust one"
-    );
     // 1,000 opened accounts plus the one that only ever saw money.
     assert_eq!((rust_sum.rows, rust_sum.checkpoint), (1_001, head));
-    let conn = Connection::open(&python_db)?;
-    let (owner, balance): (String, i64) = conn.query_row(
-        "SELECT owner, balance FROM balances WHERE account = 'acc-0001'",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
-    assert_eq!(owner, "Zoë \"Z\" O'Neil 🎉");
-    assert!(balance != 0, "acc-0001 saw money in the workload");
-    let big: (Option<String>, i64, i64) = conn.query_row(
-        "SELECT owner, balance, tx_count FROM balances WHERE account = 'acc-9999'",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )?;
-    assert_eq!(big, (None, (1 << 62) - 1, 2), "exact past 2^53");
+
+    for (language, loaded) in builds {
+        assert_eq!(
+            loaded.info(),
+            rust.info(),
+            "{language}: the metadata differs from the Rust one's"
+        );
+        let db = dir.path().join(format!("{language}.db"));
+        replay(&loaded, &log, &db, head)?;
+        assert_eq!(
+            refract::bench::checksum(&db)?,
+            rust_sum,
+            "the {language} balances built a different read model than the Rust one"
+        );
+        assert_eq!(
+            schema(&db)?,
+            schema(&rust_db)?,
+            "{language}: another schema"
+        );
+        let diffs = refract::engine::diff::compare(&rust_db, &db, 5)?;
+        assert!(
+            !diffs.is_empty() && diffs.iter().all(|d| d.same()),
+            "{language}: {diffs:#?}"
+        );
+        let conn = Connection::open(&db)?;
+        let (owner, balance): (String, i64) = conn.query_row(
+            "SELECT owner, balance FROM balances WHERE account = 'acc-0001'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        assert_eq!(owner, "Zoë \"Z\" O'Neil 🎉", "{language}");
+        assert!(balance != 0, "acc-0001 saw money in the workload");
+        let big: (Option<String>, i64, i64) = conn.query_row(
+            "SELECT owner, balance, tx_count FROM balances WHERE account = 'acc-9999'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        assert_eq!(big, (None, (1 << 62) - 1, 2), "{language}: exact past 2^53");
+    }
     Ok(())
 }
 

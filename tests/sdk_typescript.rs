@@ -1,7 +1,9 @@
 //! The TypeScript SDK end to end: its own native tests, the `balances-ts` example built
-//! from source with the pinned npm toolchain and run in the real sandbox against the
-//! Rust `balances` on one log, errors thrown in `handle`, values past 2^53, and batches
-//! far larger than the engine's default in the default memory limit.
+//! from source with the pinned npm toolchain and run in the real sandbox (errors thrown
+//! in `handle`, values past 2^53, batches far larger than the engine's default in the
+//! default memory limit), and `refract new --lang ts` then `refract test`. The proof
+//! that it builds the same read model as the Rust and Python `balances` is in
+//! `tests/sdk_python.rs`, which builds all three.
 //!
 //! Needs Node.js 20+ and npm; without them these tests fail with the install command.
 
@@ -10,18 +12,12 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use refract::engine::{BatchLimits, Projection, Step};
-use refract::log::{EventLog, LogOptions, NewEvent};
 use refract::runtime::{
     DbOptions, EventBatch, LoadedProjector, ProjectorError, Runtime, RuntimeConfig, SandboxLimits,
 };
 use support::{cli, guests_ts};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// Events in the log both `balances` replay: a few thousand, past the workload's
-/// thousand account openings into a mix of deposits and withdrawals.
-const LOG_EVENTS: usize = 4_000;
 
 /// The workload's seed.
 const SEED: u64 = 11;
@@ -57,67 +53,6 @@ fn balances_ts() -> Result<LoadedProjector> {
 fn balances_rust() -> Result<LoadedProjector> {
     let bytes = support::guests::guest_bytes("balances");
     Ok(runtime(SandboxLimits::default())?.load(&bytes)?)
-}
-
-/// Replays the whole log through `loaded` into a fresh read model at `db`, as
-/// `refract project` does.
-fn replay(loaded: &LoadedProjector, log: &EventLog, db: &Path) -> Result<u64> {
-    let head = log.head()?;
-    let mut projection = Projection::open(
-        loaded.clone(),
-        db,
-        DbOptions::replay(),
-        log.reader()?,
-        BatchLimits::default(),
-    )?;
-    while projection.step(Some(head))? != Step::CaughtUp {}
-    projection.sync()?;
-    Ok(projection.checkpoint())
-}
-
-/// The SQL that created each projector table and index, by name (`None` for the
-/// indexes SQLite makes itself).
-fn schema(db: &Path) -> Result<Vec<(String, Option<String>)>> {
-    let conn = rusqlite::Connection::open(db)?;
-    let mut statement = conn.prepare(
-        "SELECT name, sql FROM sqlite_schema WHERE name NOT LIKE '\\_refract\\_%' ESCAPE '\\' ORDER BY name",
-    )?;
-    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-#[test]
-fn balances_ts_builds_the_same_read_model_as_rust_balances() -> Result {
-    let dir = tempfile::tempdir()?;
-    let log = EventLog::open(&dir.path().join("events.db"), LogOptions::default())?;
-    let events: Vec<NewEvent> = refract::workload::balances(SEED, LOG_EVENTS).collect();
-    for chunk in events.chunks(1_000) {
-        log.append(chunk.to_vec())?;
-    }
-    let head = log.head()?;
-    assert_eq!(head, LOG_EVENTS as u64);
-
-    let rust_db = dir.path().join("rust.db");
-    let ts_db = dir.path().join("ts.db");
-    assert_eq!(replay(&balances_rust()?, &log, &rust_db)?, head);
-    assert_eq!(replay(&balances_ts()?, &log, &ts_db)?, head);
-
-    // The benchmark's checksum: every value of every row, typed, plus the checkpoint.
-    let rust = refract::bench::checksum(&rust_db)?;
-    let ts = refract::bench::checksum(&ts_db)?;
-    assert_eq!(
-        rust, ts,
-        "the TypeScript read model differs from the Rust one"
-    );
-    assert_eq!(rust.rows, refract::workload::BALANCES_ACCOUNTS as u64);
-    // The same tables, created by the same SQL, and nothing else differs by `refract diff`.
-    assert_eq!(schema(&rust_db)?, schema(&ts_db)?);
-    let diffs = refract::engine::diff::compare(&rust_db, &ts_db, 5)?;
-    assert!(
-        !diffs.is_empty() && diffs.iter().all(|d| d.same()),
-        "{diffs:#?}"
-    );
-    Ok(())
 }
 
 /// An `EventBatch` of balances events at `offsets`, one `(type, data)` each.

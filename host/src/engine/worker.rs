@@ -549,12 +549,21 @@ impl Worker {
         } else {
             tracing::debug!(projector = %self.spec.projector, offset = at, retry_in = ?pause, "still stalled: {message}");
         }
+        let head = self.head_seen();
         self.status.update(|status| {
             status.state = state.clone();
             status.last_error = Some(message.to_owned());
+            status.head = status.head.max(head);
         });
         self.record_state(&state, Some(message));
         self.sleep(pause);
+    }
+
+    /// The log's head as last appended through this process. A version that is not
+    /// progressing still reports it, so its lag grows while it stalls or retries
+    /// instead of freezing at its last good step.
+    fn head_seen(&self) -> u64 {
+        *self.head.borrow()
     }
 
     /// A host failure (I/O, a busy or full disk, an unreadable read model): never
@@ -580,9 +589,11 @@ impl Worker {
             attempts,
             message: message.clone(),
         };
+        let head = self.head_seen();
         self.status.update(|status| {
             status.state = state.clone();
             status.last_error = Some(message.clone());
+            status.head = status.head.max(head);
         });
         self.record_state(&state, Some(&message));
         self.sleep(pause);
