@@ -102,7 +102,7 @@ impl ApiState {
             ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "groups_unavailable",
-                "this host serves no consumer groups (it was started without them)",
+                "this host serves no consumer groups now: it runs read-only (see GET /health) or was started without them",
             )
         })
     }

@@ -165,8 +165,22 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     );
 
     // In cluster mode each node serves its own groups, from its mirror of the log.
-    let groups = Groups::start(&log, &data.control_db(), engine.config())
-        .context("cannot start the consumer groups")?;
+    // Groups keep their positions in `control.db`: a host that started read-only
+    // (that file cannot be written) serves everything else and answers group calls
+    // with 503 until it is restarted with space to write.
+    let groups = match Groups::start(&log, &data.control_db(), engine.config()) {
+        Ok(groups) => Some(groups),
+        Err(error) if engine.read_only().is_some() => {
+            tracing::warn!(
+                "consumer groups are not served while the host is read-only: {}",
+                crate::error_text::one_line(&error)
+            );
+            None
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("cannot start the consumer groups"));
+        }
+    };
     let (state, cluster_tasks) = match cluster {
         Some((node, tasks)) => (
             ApiState::clustered(log, node, Arc::clone(&engine), server_config, token),
@@ -177,14 +191,18 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
             None,
         ),
     };
-    state.attach_groups(Arc::clone(&groups));
+    if let Some(groups) = &groups {
+        state.attach_groups(Arc::clone(groups));
+    }
     let served = runtime.block_on(async {
         api::serve(listener, state, signal)
             .await
             .context("the HTTP API failed")
     });
     tracing::info!("shutting down: finishing the batches in flight");
-    groups.shutdown();
+    if let Some(groups) = groups {
+        groups.shutdown();
+    }
     if let Some(tasks) = cluster_tasks {
         runtime.block_on(tasks.shutdown());
     }
