@@ -596,16 +596,20 @@ impl Groups {
         Ok(())
     }
 
-    /// Every group, by name.
-    pub fn views(&self, now: Instant) -> Result<Vec<GroupView>, GroupError> {
-        let head = self.log.head()?;
-        let groups: Vec<Arc<Group>> = self
-            .groups
+    /// Every group, as a snapshot that holds no lock while the caller works on it.
+    fn all(&self) -> Vec<Arc<Group>> {
+        self.groups
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Every group, by name.
+    pub fn views(&self, now: Instant) -> Result<Vec<GroupView>, GroupError> {
+        let head = self.log.head()?;
+        let groups = self.all();
         groups
             .iter()
             .map(|group| self.view_of(group, head, now))
@@ -668,13 +672,7 @@ impl Groups {
 
     /// Ends expired leases and sessions of every group (see [`GroupState::expire`]).
     pub fn tick(&self, now: Instant) -> Result<(), GroupError> {
-        let groups: Vec<Arc<Group>> = self
-            .groups
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let groups = self.all();
         for group in groups {
             let (dead, changed) = group.state().expire(now);
             self.dead_letter(&group, &dead)?;
@@ -687,13 +685,7 @@ impl Groups {
 
     /// Writes every group's committed position that moved since it was last written.
     pub fn flush(&self) -> Result<(), GroupError> {
-        let groups: Vec<Arc<Group>> = self
-            .groups
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let groups = self.all();
         let mut changed = Vec::new();
         for group in &groups {
             let position = group.position();
@@ -749,13 +741,7 @@ impl Groups {
                 "consumer groups: cannot write committed positions at shutdown: {error}"
             );
         }
-        let groups: Vec<Arc<Group>> = self
-            .groups
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let groups = self.all();
         for group in groups {
             group.wake.notify_waiters();
         }
