@@ -43,6 +43,13 @@ pub const MIRROR_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// (a 30 s pull with a 15 s heartbeat).
 pub const MIRROR_PULL_EXPIRES: Duration = Duration::from_secs(4);
 
+/// How long the mirror waits for a message while JetStream reports the stream ahead of
+/// it before it drops its consumer and opens a new one at its committed position. The
+/// client's own recovery (two missed heartbeats, then recreating with a backoff that
+/// grows to 10 s per attempt) can leave a mirror silent for longer than an append waits
+/// after the NATS server that held the consumer dies; this bounds it.
+pub const MIRROR_STALL: Duration = Duration::from_secs(3);
+
 /// The first pause after the mirror or the connection fails; doubles up to
 /// [`RETRY_MAX`].
 pub const RETRY_INITIAL: Duration = Duration::from_millis(100);

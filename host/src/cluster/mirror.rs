@@ -6,7 +6,8 @@
 //! client on a gap or a missed heartbeat), started at the mirror's position + 1: the
 //! position committed with the events is the only resume point, so a node killed at
 //! any moment resumes exactly where its last commit left off, and a node with an empty
-//! data directory starts at the first message. Any failure ends the consumer; after a
+//! data directory starts at the first message. Any failure ends the consumer, and so
+//! does silence for [`MIRROR_STALL`] while the stream is known to be ahead; after a
 //! pause (doubling up to [`RETRY_MAX`]) a new one starts from the committed position.
 
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::watch;
 
 use super::config::{
-    MIRROR_BATCH_BYTES, MIRROR_BATCH_MESSAGES, MIRROR_PULL_EXPIRES, RETRY_INITIAL, RETRY_MAX,
+    MIRROR_BATCH_BYTES, MIRROR_BATCH_MESSAGES, MIRROR_PULL_EXPIRES, MIRROR_STALL, RETRY_INITIAL,
+    RETRY_MAX,
 };
 use super::status::MirrorState;
 use super::{ClusterError, Shared, connection, wire};
@@ -98,7 +100,23 @@ async fn follow_once(shared: &Shared) -> Result<(), ClusterError> {
     shared.progress().set(MirrorState::Following, None);
     tracing::info!(node = %shared.config.node, from = start, "cluster mirror: following the stream");
     loop {
-        let first = next(shared, messages.next().await)?;
+        let Ok(item) = tokio::time::timeout(MIRROR_STALL, messages.next()).await else {
+            let progress = shared.progress();
+            match progress.stream_head {
+                Some(head) if head > progress.position => {
+                    return Err(ClusterError::Consumer {
+                        stream: shared.config.stream.clone(),
+                        reason: format!(
+                            "no message for {MIRROR_STALL:?} while the stream is {} message(s) \
+                             ahead; opening a new consumer at the committed position",
+                            head - progress.position
+                        ),
+                    });
+                }
+                _ => continue,
+            }
+        };
+        let first = next(shared, item)?;
         let mut bytes = first.payload.len();
         let mut batch = vec![first];
         let mut failure = None;
