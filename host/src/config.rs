@@ -42,6 +42,12 @@
 //! max_unauthenticated_connections = 256
 //! max_unauthenticated_per_peer = 128
 //!
+//! [retention]                       # see `refract::retention::config`
+//! interval_ms = 60000
+//! [retention.prefixes."audit-"]      # no policy: keep forever (the default)
+//! max_age = "30d"                    # and/or max_events_per_stream, max_bytes
+//! mode = "archive"                   # or "delete"
+//!
 //! [cluster]                         # cluster mode: see `refract::cluster::config`
 //! urls = ["nats://127.0.0.1:4222"]
 //! node = "n1"
@@ -153,6 +159,9 @@ pub struct Config {
     pub consumers: crate::groups::ConsumersConfig,
     /// Declared consumer groups, by name (see [`crate::groups::config`]).
     pub groups: BTreeMap<String, crate::groups::GroupSection>,
+    /// Retention policies per stream prefix (see [`crate::retention::config`]); none
+    /// means keep every event forever.
+    pub retention: crate::retention::RetentionConfig,
     /// Cluster mode (see [`crate::cluster::config`]); absent means single-node.
     pub cluster: Option<crate::cluster::ClusterSection>,
 }
@@ -366,6 +375,9 @@ impl Config {
         self.consumers
             .validate()
             .and_then(|()| crate::groups::config::validate_groups(&self.groups, &self.consumers))
+            .map_err(|(key, problem)| out_of_range(key, &problem))?;
+        self.retention
+            .validate()
             .map_err(|(key, problem)| out_of_range(key, &problem))?;
         for (name, section) in &self.projectors {
             if section.batch_size == Some(0) {

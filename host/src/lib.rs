@@ -13,6 +13,8 @@
 //!   `refract tail`).
 //! - [`groups`]: consumer groups: members, partitions, leases, acks, dead letters and
 //!   committed positions (in `control.db`).
+//! - [`retention`]: retention policies per stream prefix, in the background: events
+//!   past them are archived (zstd segments that replays still read) or deleted.
 //! - [`cluster`]: cluster mode: the log replicated by NATS JetStream, appends on any
 //!   node, every node a read replica with its own mirror of the log.
 //! - [`config`]: the optional `refract.toml`.
@@ -48,6 +50,7 @@ pub mod guest_build;
 pub mod log;
 pub mod repeats;
 pub mod replay;
+pub mod retention;
 pub mod runtime;
 pub mod storage_fault;
 pub mod workload;

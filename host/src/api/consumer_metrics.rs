@@ -11,6 +11,13 @@
 //! | `refract_group_acked_total` | counter | group |
 //! | `refract_group_redeliveries_total` | counter | group |
 //! | `refract_group_dead_letters_total` | counter | group |
+//! | `refract_retention_archived_events_total` | counter | |
+//! | `refract_retention_deleted_events_total` | counter | |
+//! | `refract_retention_removed_bytes_total` | counter | |
+//! | `refract_retention_reclaimed_bytes_total` | counter | |
+//! | `refract_retention_archive_bytes` | gauge | |
+//! | `refract_retention_archive_segments` | gauge | |
+//! | `refract_retention_truncated_before` | gauge | |
 
 use std::fmt;
 
@@ -27,7 +34,63 @@ use crate::groups::GroupView;
 pub(crate) struct ConsumerSnapshot {
     /// Every consumer group.
     pub groups: Vec<GroupView>,
+    /// Retention, when it runs.
+    pub retention: Option<crate::retention::RetentionStatus>,
 }
+
+/// How one retention figure is read and encoded.
+type RetentionFigure = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&crate::retention::RetentionStatus) -> u64,
+);
+
+/// Every retention family: name, help, type, value.
+const RETENTION_FIGURES: &[RetentionFigure] = &[
+    (
+        "refract_retention_archived_events",
+        "Events retention moved from events.db to the archive, all time",
+        MetricType::Counter,
+        |r| r.horizon.archived_events,
+    ),
+    (
+        "refract_retention_deleted_events",
+        "Events retention deleted for good, all time",
+        MetricType::Counter,
+        |r| r.horizon.deleted_events,
+    ),
+    (
+        "refract_retention_removed_bytes",
+        "Event text (data and metadata) retention removed from events.db, all time",
+        MetricType::Counter,
+        |r| r.horizon.removed_bytes,
+    ),
+    (
+        "refract_retention_reclaimed_bytes",
+        "File space incremental vacuum gave back after retention removed events, all time",
+        MetricType::Counter,
+        |r| r.horizon.reclaimed_bytes,
+    ),
+    (
+        "refract_retention_archive_bytes",
+        "Size of the archive's segments on disk",
+        MetricType::Gauge,
+        |r| r.archive_bytes,
+    ),
+    (
+        "refract_retention_archive_segments",
+        "Segments in the archive",
+        MetricType::Gauge,
+        |r| r.archive_segments as u64,
+    ),
+    (
+        "refract_retention_truncated_before",
+        "Events below this offset may be gone from events.db (archived or deleted)",
+        MetricType::Gauge,
+        |r| r.truncated_before,
+    ),
+];
 
 /// How one per-group figure is read and encoded.
 type GroupFigure = (
@@ -99,6 +162,15 @@ impl Collector for ConsumerSnapshot {
                 match kind {
                     MetricType::Counter => ConstCounter::new(value(group)).encode(metric)?,
                     _ => ConstGauge::new(value(group) as f64).encode(metric)?,
+                }
+            }
+        }
+        if let Some(retention) = &self.retention {
+            for (name, help, kind, value) in RETENTION_FIGURES {
+                let family = encoder.encode_descriptor(name, help, None, *kind)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(value(retention)).encode(family)?,
+                    _ => ConstGauge::new(value(retention) as f64).encode(family)?,
                 }
             }
         }

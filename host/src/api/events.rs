@@ -237,6 +237,16 @@ pub(crate) struct Page {
     /// Where the next page starts, when this one was cut short by its limit or byte
     /// budget; `null` when it reached the end of the log as of the request.
     next_from_offset: Option<u64>,
+    /// Present when the read reaches below the retention horizon: events before this
+    /// offset may have been removed (archived or deleted) and are not in this answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated_before: Option<u64>,
+}
+
+/// The retention horizon a read starting at `from_offset` reaches below, if any.
+fn truncated_before(log: &crate::log::EventLog, from_offset: u64) -> Result<Option<u64>, ApiError> {
+    let before = log.horizon()?.truncated_before();
+    Ok((before > 1 && from_offset < before).then_some(before))
 }
 
 /// `GET /v1/events`: a page of events matching the filters.
@@ -253,6 +263,7 @@ pub(crate) async fn read(
         usize::try_from(limit).map_or(READ_CHUNK_EVENTS, |l| l.min(READ_CHUNK_EVENTS));
     let log = state.log().clone();
     let page = blocking(move || {
+        let truncated_before = truncated_before(&log, query.from_offset)?;
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut cut = false;
@@ -270,6 +281,7 @@ pub(crate) async fn read(
         Ok(Page {
             events,
             next_from_offset,
+            truncated_before,
         })
     })
     .await?;
@@ -285,6 +297,10 @@ pub(crate) struct Count {
     /// never reused; once retention has removed events, the count of the whole log is
     /// below the head, so a client that wants to start "from now" starts after this.
     head: u64,
+    /// Present when the count reaches below the retention horizon: events before this
+    /// offset may have been removed and are not counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated_before: Option<u64>,
 }
 
 /// `GET /v1/events/count`: how many events match the filters, counted from indexes.
@@ -296,8 +312,16 @@ pub(crate) async fn count(
     let mut query = filters(&params)?;
     query.limit = params.number("limit")?;
     let log = state.log().clone();
-    let (count, head) = blocking(move || Ok((log.count(&query)?, log.head()?))).await?;
-    Ok(Json(Count { count, head }))
+    let (count, head, truncated_before) = blocking(move || {
+        let truncated = truncated_before(&log, query.from_offset)?;
+        Ok((log.count(&query)?, log.head()?, truncated))
+    })
+    .await?;
+    Ok(Json(Count {
+        count,
+        head,
+        truncated_before,
+    }))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
 //! | `GET /v1/projectors/{name}/diff` | the shadow (or previous) version against the active one: tables, sample rows, the diff gate |
 //! | `GET /v1/groups`, `/v1/groups/{group}/...` | consumer groups: poll, subscribe, ack, nack, reset, delete, dead letters (see `groups`) |
+//! | `GET /v1/retention` | retention: policies, safety floor, archived/deleted/reclaimed, archive size, partial history |
 //! | `GET /v1/cluster` | cluster mode: NATS connectivity, the mirror against the stream's head |
 //! | `GET /health` | `ok` (200) or `degraded` (503) with the reasons |
 //! | `GET /metrics` | Prometheus text format |
@@ -54,6 +55,7 @@ mod metrics;
 mod operations;
 mod projectors;
 mod query;
+mod retention;
 pub mod server;
 mod sse;
 pub mod state;

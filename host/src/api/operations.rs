@@ -153,12 +153,18 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
     let engine = std::sync::Arc::clone(state.engine());
     let groups = state.groups_if_any().cloned();
     let cluster = state.cluster().map(crate::cluster::ClusterNode::status);
+    let retention = state.retention().cloned();
     let snapshot = blocking(move || {
-        let consumers = match groups {
-            Some(groups) => Some(super::consumer_metrics::ConsumerSnapshot {
-                groups: groups.views(std::time::Instant::now())?,
+        let retention = retention.map(|retention| retention.status());
+        let consumers = match (groups, retention) {
+            (None, None) => None,
+            (groups, retention) => Some(super::consumer_metrics::ConsumerSnapshot {
+                groups: match groups {
+                    Some(groups) => groups.views(std::time::Instant::now())?,
+                    None => Vec::new(),
+                },
+                retention,
             }),
-            None => None,
         };
         Ok(EngineSnapshot {
             projectors: engine.projectors(),

@@ -22,7 +22,7 @@ use super::auth;
 use super::connection::{ConnectionTimeouts, serve_connection};
 use super::error::{ApiError, panic_response};
 use super::state::ApiState;
-use super::{cluster, diff, events, groups, operations, projectors, query, sse};
+use super::{cluster, diff, events, groups, operations, projectors, query, retention, sse};
 
 /// The API's routes, with authentication, body limits, panic catching and request
 /// tracing.
@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/projectors/{name}/query", post(query::run))
         .route("/v1/projectors/{name}/diff", get(diff::diff))
+        .route("/v1/retention", get(retention::show))
         .route("/v1/groups", get(groups::list))
         .route(
             "/v1/groups/{group}",

@@ -37,6 +37,8 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     /// Consumer groups, once attached ([`ApiState::attach_groups`]).
     groups: OnceLock<Arc<crate::groups::Groups>>,
+    /// Retention, once attached ([`ApiState::attach_retention`]).
+    retention: OnceLock<Arc<crate::retention::Retention>>,
 }
 
 impl ApiState {
@@ -86,6 +88,7 @@ impl ApiState {
                 admission,
                 shutdown: watch::channel(false).0,
                 groups: OnceLock::new(),
+                retention: OnceLock::new(),
             }),
         }
     }
@@ -105,6 +108,17 @@ impl ApiState {
                 "this host serves no consumer groups now: it runs read-only (see GET /health) or was started without them",
             )
         })
+    }
+
+    /// Reports retention (status, metrics, deploy warnings) from `retention`. A second
+    /// call is ignored.
+    pub fn attach_retention(&self, retention: Arc<crate::retention::Retention>) {
+        let _ = self.shared.retention.set(retention);
+    }
+
+    /// Retention, if attached.
+    pub(crate) fn retention(&self) -> Option<&Arc<crate::retention::Retention>> {
+        self.shared.retention.get()
     }
 
     /// The consumer groups, if attached, for health and metrics.

@@ -60,6 +60,18 @@ pub fn run(data: &DataDir, config: &Config, args: &DeployArgs, client: &Client) 
         )
     })?;
     let name = loaded.info().name.clone();
+    let deleting = crate::retention::config::deleting_overlap(
+        &config.retention.policies().unwrap_or_default(),
+        &loaded.info().subscriptions.stream_prefixes,
+    );
+    if !deleting.is_empty() {
+        tracing::warn!(projector = %name, prefixes = ?deleting, "deploying a projector over streams retention deletes");
+        eprintln!(
+            "warning: projector `{name}` reads streams under {deleting:?}, where retention deletes \
+             events for good (mode = \"delete\"): a new version's read model will not reflect \
+             the deleted history. Use mode = \"archive\" to keep it replayable."
+        );
+    }
 
     let path = format!("/v1/projectors/{name}/versions");
     let deployment: wire::Deployment = match client.post_bytes(&path, &wasm) {

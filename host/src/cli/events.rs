@@ -87,6 +87,14 @@ impl EventsArgs {
 pub fn run(data: &DataDir, config: &Config, args: &EventsArgs) -> anyhow::Result<()> {
     let log = super::open_log(data, config)?;
     let query = args.query();
+    // Never silence: a read reaching below the retention horizon says what it lacks.
+    let before = log.horizon()?.truncated_before();
+    if before > 1 && query.from_offset < before {
+        eprintln!(
+            "truncated_before: {before} (retention removed events before offset {before}: \
+             archived ones are read by replays, not here; deleted ones are gone)"
+        );
+    }
     let mut out = BufWriter::new(io::stdout().lock());
     if args.count {
         writeln!(out, "{}", log.count(&query)?)?;

@@ -269,10 +269,14 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens (creating if needed) the event log of a data directory.
+/// Opens (creating if needed) the event log of a data directory, with its archive
+/// attached (if retention has archived events), so replays read the whole history.
 pub fn open_log(data: &DataDir, config: &Config) -> anyhow::Result<EventLog> {
-    EventLog::open(&data.events_db(), config.log_options())
-        .with_context(|| format!("cannot use the data directory `{}`", data.root().display()))
+    let log = EventLog::open(&data.events_db(), config.log_options())
+        .with_context(|| format!("cannot use the data directory `{}`", data.root().display()))?;
+    crate::retention::attach_archive(&log, data.root())
+        .with_context(|| format!("cannot use the archive of `{}`", data.root().display()))?;
+    Ok(log)
 }
 
 /// Whether an error is stdout having been closed by the reader (`refract events | head`),

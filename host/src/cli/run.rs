@@ -90,6 +90,9 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     };
     let log = EventLog::open(&data.events_db(), config.log_options())
         .with_context(|| format!("cannot use the data directory `{}`", data.root().display()))?;
+    // Before any reader exists: replays must see the archive from their first batch.
+    crate::retention::attach_archive(&log, data.root())
+        .with_context(|| format!("cannot use the archive of `{}`", data.root().display()))?;
     // The async runtime waits (signals, worker wake-ups) and serves HTTP; guest calls
     // run on each projector's own thread and SQLite on the blocking pool.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -194,12 +197,19 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     if let Some(groups) = &groups {
         state.attach_groups(Arc::clone(groups));
     }
+    let retention = start_retention(&engine, groups.as_ref(), data)?;
+    if let Some(retention) = &retention {
+        state.attach_retention(Arc::clone(retention));
+    }
     let served = runtime.block_on(async {
         api::serve(listener, state, signal)
             .await
             .context("the HTTP API failed")
     });
     tracing::info!("shutting down: finishing the batches in flight");
+    if let Some(retention) = retention {
+        retention.shutdown();
+    }
     if let Some(groups) = groups {
         groups.shutdown();
     }
@@ -208,6 +218,47 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     }
     engine.shutdown();
     served
+}
+
+/// Starts retention's background passes, holding back for every running projector
+/// version and every group that holds retention. Not in cluster mode (each node's log is
+/// a mirror of JetStream, whose own retention applies) nor on a read-only host.
+fn start_retention(
+    engine: &Arc<Engine>,
+    groups: Option<&Arc<Groups>>,
+    data: &DataDir,
+) -> Result<Option<Arc<crate::retention::Retention>>> {
+    let config = &engine.config().retention;
+    if engine.config().cluster.is_some() || engine.read_only().is_some() {
+        if !config.prefixes.is_empty() {
+            tracing::warn!(
+                "retention policies are not applied on a cluster node or a read-only host"
+            );
+        }
+        return Ok(None);
+    }
+    let holders = {
+        let engine = Arc::clone(engine);
+        let groups = groups.cloned();
+        Box::new(move || {
+            let mut holders: Vec<crate::retention::Holder> = engine
+                .status()
+                .into_iter()
+                .map(|version| crate::retention::Holder::Projector {
+                    name: version.projector,
+                    version: version.version,
+                    position: version.checkpoint,
+                })
+                .collect();
+            if let Some((position, name)) = groups.as_ref().and_then(|g| g.retention_floor()) {
+                holders.push(crate::retention::Holder::Group { name, position });
+            }
+            holders
+        })
+    };
+    let retention = crate::retention::Retention::start(engine.log(), data.root(), config, holders)
+        .context("cannot start retention")?;
+    Ok(Some(Arc::new(retention)))
 }
 
 /// Binds the API's listener, refusing a non-loopback address unless allowed.

@@ -89,6 +89,13 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
         },
         None => offline_cluster(data),
     };
+    let retention = match &live {
+        Some(_) => client
+            .get::<serde_json::Value>("/v1/retention", &[])
+            .ok()
+            .and_then(|status| describe_retention(&status)),
+        None => None,
+    };
     let (rows, rejected) = match live {
         Some(live) => live,
         None => {
@@ -108,6 +115,9 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
     }
     if let Some(line) = &cluster {
         println!("{line}");
+    }
+    if let Some(lines) = &retention {
+        println!("{lines}");
     }
     for file in &rejected {
         eprintln!("refused plugin file {}: {}", file.path, file.reason);
@@ -152,6 +162,56 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
         .collect();
     print!("{}", render_table(&header, &table));
     Ok(())
+}
+
+/// Retention in a line or two, or `None` when it has no policy and removed nothing.
+fn describe_retention(status: &serde_json::Value) -> Option<String> {
+    let number = |pointer: &str| {
+        status
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let policies = status
+        .get("policies")
+        .and_then(|p| p.as_array())
+        .map_or(0, Vec::len);
+    let (archived, deleted) = (
+        number("/horizon/archived_events"),
+        number("/horizon/deleted_events"),
+    );
+    if policies == 0 && archived == 0 && deleted == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "retention: {policies} policies; archived {archived} events ({} bytes in {} segments), \
+         deleted {deleted}, reclaimed {} bytes; events before offset {} may be gone from events.db",
+        number("/archive_bytes"),
+        number("/archive_segments"),
+        number("/horizon/reclaimed_bytes"),
+        number("/truncated_before"),
+    );
+    if let Some(holder) = status.pointer("/floor/held_by").and_then(|h| h.as_str()) {
+        line.push_str(&format!(
+            "; held at offset {} by {holder}",
+            number("/floor/offset")
+        ));
+    }
+    if let Some(error) = status.get("last_error").and_then(|e| e.as_str()) {
+        line.push_str(&format!("\nretention: last pass failed: {error}"));
+    }
+    let partial: Vec<&str> = status
+        .get("partial_history")
+        .and_then(|p| p.as_array())
+        .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if !partial.is_empty() {
+        line.push_str(&format!(
+            "\nretention: built from partial history (deleted events missing): {}",
+            partial.join(", ")
+        ));
+    }
+    Some(line)
 }
 
 /// One line on a running node's place in the cluster.

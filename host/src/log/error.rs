@@ -150,6 +150,21 @@ pub enum LogError {
         path: PathBuf,
     },
 
+    /// The archive of removed events (retention's cold tier) could not be read: a
+    /// segment is missing, damaged or fails its checksum. Replays stop here rather than
+    /// skip the events it holds.
+    #[error(
+        "cannot read the archive at `{}`: {reason}; restore the archive folder from a backup, \
+         never delete its segments while the log refers to them",
+        path.display()
+    )]
+    Archive {
+        /// The archive folder or segment file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The log's writer thread is gone (it panicked or the process is shutting down).
     #[error("the event log writer for `{}` has stopped; reopen the log", path.display())]
     WriterStopped {

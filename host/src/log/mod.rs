@@ -32,6 +32,9 @@
 //! - `read.rs`: [`EventIter`], counts and the [`LogReader`] replay path.
 //! - `mirror.rs`: the log as a cluster node's mirror: [`EventLog::apply_ordered`]
 //!   applies already-ordered, replicated requests; local appends are then refused.
+//! - `horizon.rs`: the retention [`Horizon`] and the [`Pruner`] that removes events
+//!   under it in small transactions (retention's policies live in [`crate::retention`]).
+//! - `cold.rs`: the [`ColdTier`] seam: replays read archived events, merged by offset.
 //! - [`jsonl`]: events as JSON Lines (`refract append --file`, golden fixtures).
 //!
 //! # Threads and blocking
@@ -40,7 +43,9 @@
 //! async-friendly way to learn about new events.
 
 mod append;
+mod cold;
 mod error;
+mod horizon;
 mod ids;
 pub mod jsonl;
 mod mirror;
@@ -58,7 +63,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
+pub use cold::ColdTier;
 pub use error::{EventField, LogError};
+pub use horizon::{Horizon, PRUNE_CHUNK_EVENTS, Pruner, Removal, VACUUM_STEP_PAGES};
 pub use mirror::{MirrorBatch, MirrorOutcome, MirrorPosition, OrderedMessage, OrderedRequest};
 pub use model::{
     Event, EventRef, NewEvent, correlation_id, format_timestamp, micros_to_timestamp,
@@ -306,6 +313,30 @@ impl EventLog {
     /// that no filter scans the whole table.
     pub fn explain(&self, query: &ReadQuery) -> Result<Vec<String>, LogError> {
         read::explain(&self.inner.readers, query)
+    }
+
+    /// Attaches the archive retention moved events to: every [`LogReader`] made from now
+    /// on reads it below the horizon, so replays see the whole history. Attach it right
+    /// after opening, before any reader is made. Returns `false` (and changes nothing)
+    /// if one is attached already.
+    pub fn attach_cold_tier(&self, tier: Arc<dyn ColdTier>) -> bool {
+        self.inner.readers.cold.set(tier).is_ok()
+    }
+
+    /// How far retention has removed events, as the file says now.
+    pub fn horizon(&self) -> Result<Horizon, LogError> {
+        let pool = &self.inner.readers;
+        let conn = pool.take()?;
+        let horizon = horizon::read(&conn).map_err(|source| {
+            schema::sqlite_error(&self.inner.path, "reading the retention horizon", source)
+        });
+        pool.give_back(conn);
+        horizon
+    }
+
+    /// A write connection of its own for retention's removals (see [`Pruner`]).
+    pub fn pruner(&self) -> Result<Pruner, LogError> {
+        Pruner::open(&self.inner.path, &self.inner.options)
     }
 
     /// A reader with its own read-only connection, for a worker thread.

@@ -7,10 +7,11 @@
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rusqlite::{Connection, Row, Statement};
 
+use super::cold::ColdTier;
 use super::model::micros_to_timestamp;
 use super::query::{Key, Plan, Span, get_u64, to_sql_int};
 use super::schema::{open_reader, sqlite_error};
@@ -25,6 +26,8 @@ pub(super) struct ReaderPool {
     path: PathBuf,
     options: LogOptions,
     idle: Mutex<Vec<Connection>>,
+    /// The archive, once attached: every [`LogReader`] made after that reads it.
+    pub(super) cold: OnceLock<Arc<dyn ColdTier>>,
 }
 
 impl ReaderPool {
@@ -33,6 +36,7 @@ impl ReaderPool {
             path,
             options,
             idle: Mutex::new(Vec::new()),
+            cold: OnceLock::new(),
         }
     }
 
@@ -120,7 +124,7 @@ pub(super) fn explain(pool: &ReaderPool, query: &ReadQuery) -> Result<Vec<String
 
 /// Decodes the row of an event query (columns in [`super::query`]'s order) as borrowed
 /// strings.
-fn event_ref<'r>(row: &'r Row<'_>) -> rusqlite::Result<EventRef<'r>> {
+pub(super) fn event_ref<'r>(row: &'r Row<'_>) -> rusqlite::Result<EventRef<'r>> {
     Ok(EventRef {
         offset: get_u64(row, 0)?,
         id: row.get_ref(1)?.as_str()?,
@@ -149,7 +153,7 @@ fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
 
 /// Binds a page query's parameters: `?1` cursor, `?2` window end, `?3` limit, then the
 /// plan's own.
-fn bind_page(
+pub(super) fn bind_page(
     stmt: &mut Statement<'_>,
     plan: &Plan,
     cursor: u64,
@@ -317,6 +321,8 @@ pub struct ScanResult {
 pub struct LogReader {
     conn: Connection,
     path: PathBuf,
+    /// The archive, when one is attached (see `cold.rs`).
+    cold: Option<Arc<dyn ColdTier>>,
 }
 
 impl LogReader {
@@ -324,6 +330,7 @@ impl LogReader {
         Ok(LogReader {
             conn: pool.open()?,
             path: pool.path().to_path_buf(),
+            cold: pool.cold.get().cloned(),
         })
     }
 
@@ -358,6 +365,25 @@ impl LogReader {
         if max_events == 0 {
             result.scanned_through = after;
             return Ok(result);
+        }
+        // Below the archive horizon (read in this snapshot) the cold tier joins in.
+        if let Some(cold) = &self.cold {
+            let archived_through = super::horizon::read(&tx).map_err(sqlite)?.archived_through;
+            if after < archived_through {
+                let result = super::cold::read_merged(
+                    &tx,
+                    cold.as_ref(),
+                    query,
+                    after,
+                    head,
+                    archived_through,
+                    max_events,
+                    &mut visit,
+                )?
+                .map_err(sqlite)?;
+                tx.finish().map_err(sqlite)?;
+                return Ok(result);
+            }
         }
         let Some(span) = plan.span(&tx, query, after, head).map_err(sqlite)? else {
             return Ok(result);

@@ -54,6 +54,22 @@ const MIGRATIONS: &[&str] = &[
         head      INTEGER NOT NULL  -- the log's head offset after it
     ) STRICT;
     "#,
+    // 3: the retention horizon (see `horizon.rs`): one row, written in the same
+    // transaction as the removals it accounts for. All zeros until retention removes
+    // anything.
+    r#"
+    CREATE TABLE horizon (
+        singleton        INTEGER PRIMARY KEY CHECK (singleton = 1),
+        archived_through INTEGER NOT NULL, -- the highest offset moved to the archive
+        deleted_through  INTEGER NOT NULL, -- the highest offset deleted for good
+        settled_segment  INTEGER NOT NULL, -- the last archive segment fully removed from here
+        archived_events  INTEGER NOT NULL,
+        deleted_events   INTEGER NOT NULL,
+        removed_bytes    INTEGER NOT NULL, -- event text (data and metadata) removed
+        reclaimed_bytes  INTEGER NOT NULL  -- file space given back by incremental vacuum
+    ) STRICT;
+    INSERT INTO horizon VALUES (1, 0, 0, 0, 0, 0, 0, 0);
+    "#,
 ];
 
 /// The first 16 bytes of every SQLite 3 database file.
@@ -237,6 +253,16 @@ fn refuse_newer(path: &Path, found: i64) -> Result<(), LogError> {
         });
     }
     Ok(())
+}
+
+pub(super) fn configure_writer_like(
+    conn: &Connection,
+    path: &Path,
+    options: &LogOptions,
+) -> Result<(), LogError> {
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(|e| sqlite_error(path, "setting the busy timeout", e))?;
+    configure_common(conn, path, options)
 }
 
 pub(super) fn sqlite_error(

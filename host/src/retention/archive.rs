@@ -1,0 +1,206 @@
+//! The archive folder, `<data-dir>/archive/`: its segments, and reading them back as
+//! the log's [`ColdTier`].
+//!
+//! Segments are immutable and only ever added. Their offset ranges may overlap (a later
+//! pass can archive an event older than an earlier segment's last one, such as a stream's
+//! newest event that has since been superseded), so a read merges every segment whose
+//! range meets the offsets asked for.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::log::{ColdTier, Event, LogError, Pruner, Removal};
+
+use super::segment::{self, SegmentId, TEMP_SUFFIX};
+
+/// The folder's name inside a data directory.
+pub const ARCHIVE_DIR_NAME: &str = "archive";
+
+/// Decoded segments kept in memory, shared by every replay: a replay reads a segment a
+/// batch at a time, and each is decoded once, not once per batch. Bounds the memory to
+/// this many times [`segment::SEGMENT_MAX_BYTES`] (plus the per-event overhead).
+pub const DECODED_SEGMENTS_CACHED: usize = 4;
+
+/// The archive of one data directory.
+#[derive(Debug)]
+pub struct Archive {
+    dir: PathBuf,
+    /// Every segment with its size in bytes, by sequence number.
+    segments: RwLock<Vec<(SegmentId, u64)>>,
+    /// Recently decoded segments, newest last.
+    decoded: Mutex<VecDeque<(SegmentId, Arc<Vec<Event>>)>>,
+}
+
+impl Archive {
+    /// Opens (creating it if needed) the archive in `dir`, removing any segment left
+    /// half-written by a crash (its events are still in the log).
+    pub fn open(dir: &Path) -> std::io::Result<Archive> {
+        fs::create_dir_all(dir)?;
+        let archive = Archive {
+            dir: dir.to_path_buf(),
+            segments: RwLock::new(Vec::new()),
+            decoded: Mutex::new(VecDeque::new()),
+        };
+        let mut removed_temp = false;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(TEMP_SUFFIX) {
+                fs::remove_file(entry.path())?;
+                removed_temp = true;
+            }
+        }
+        if removed_temp {
+            segment::sync_dir(dir)?;
+        }
+        archive.rescan()?;
+        Ok(archive)
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Lists the folder again (another process may have added segments).
+    fn rescan(&self) -> std::io::Result<()> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if let Some(id) = entry.file_name().to_str().and_then(SegmentId::parse) {
+                found.push((id, entry.metadata()?.len()));
+            }
+        }
+        found.sort();
+        *self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = found;
+        Ok(())
+    }
+
+    /// Every segment, by sequence number.
+    pub fn segments(&self) -> Vec<(SegmentId, u64)> {
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The archive's size on disk, in bytes, and its number of segments.
+    pub fn size(&self) -> (u64, usize) {
+        let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        (segments.iter().map(|(_, size)| size).sum(), segments.len())
+    }
+
+    /// Writes `events` as the next segment, durably, and lists it. Its events are still
+    /// in the log: remove them next, with [`Removal::Archived`] naming the segment.
+    pub fn write(&self, events: &[Event]) -> std::io::Result<SegmentId> {
+        let seq = self.segments().last().map_or(1, |(id, _)| id.seq + 1);
+        let (id, size) = segment::write(&self.dir, seq, events)?;
+        self.segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((id, size));
+        Ok(id)
+    }
+
+    /// Makes sure every segment's events are gone from the log: after a crash between
+    /// writing a segment and removing its last events, removes what is left. Segments
+    /// up to the horizon's `settled_segment` are known to be settled and not read.
+    pub fn reconcile(&self, pruner: &mut Pruner) -> Result<u64, LogError> {
+        let settled = pruner.horizon()?.settled_segment;
+        let mut removed = 0;
+        for (id, _) in self.segments() {
+            if id.seq <= settled {
+                continue;
+            }
+            let events = self.load(id)?;
+            let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+            removed += pruner.remove(
+                &offsets,
+                Removal::Archived {
+                    segment: id.seq,
+                    last_chunk: true,
+                },
+            )?;
+        }
+        Ok(removed)
+    }
+
+    /// A segment's events, decoded (from the cache when it was read lately).
+    fn load(&self, id: SegmentId) -> Result<Arc<Vec<Event>>, LogError> {
+        {
+            let decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, events)) = decoded.iter().find(|(cached, _)| *cached == id) {
+                return Ok(Arc::clone(events));
+            }
+        }
+        let path = self.dir.join(id.file_name());
+        let events = Arc::new(
+            segment::read(&path, id).map_err(|reason| LogError::Archive {
+                path: path.clone(),
+                reason,
+            })?,
+        );
+        let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        if decoded.len() >= DECODED_SEGMENTS_CACHED {
+            decoded.pop_front();
+        }
+        decoded.push_back((id, Arc::clone(&events)));
+        Ok(events)
+    }
+}
+
+impl ColdTier for Archive {
+    fn read(
+        &self,
+        after: u64,
+        through: u64,
+        max: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(), LogError> {
+        let known_end = |segments: &[(SegmentId, u64)]| {
+            segments.iter().map(|(id, _)| id.last).max().unwrap_or(0)
+        };
+        // The horizon the caller read says segments reach `through`: if this process has
+        // not seen them, another one wrote them since.
+        if known_end(&self.segments()) < through {
+            self.rescan().map_err(|e| LogError::Archive {
+                path: self.dir.clone(),
+                reason: format!("cannot list it: {e}"),
+            })?;
+            if known_end(&self.segments()) < through {
+                return Err(LogError::Archive {
+                    path: self.dir.clone(),
+                    reason: format!(
+                        "the log says events up to offset {through} were archived, but no \
+                         segment reaches that far"
+                    ),
+                });
+            }
+        }
+        let mut picked: Vec<Event> = Vec::new();
+        for (id, _) in self.segments() {
+            if id.last <= after || id.first > through {
+                continue;
+            }
+            let events = self.load(id)?;
+            let start = events.partition_point(|e| e.offset <= after);
+            picked.extend(
+                events[start..]
+                    .iter()
+                    .take_while(|e| e.offset <= through)
+                    .take(max)
+                    .cloned(),
+            );
+            // Segments come in sequence order, not offset order: keep the smallest.
+            picked.sort_unstable_by_key(|e| e.offset);
+            picked.truncate(max);
+        }
+        out.append(&mut picked);
+        Ok(())
+    }
+}
