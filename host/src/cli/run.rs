@@ -237,25 +237,7 @@ fn start_retention(
         }
         return Ok(None);
     }
-    let holders = {
-        let engine = Arc::clone(engine);
-        let groups = groups.cloned();
-        Box::new(move || {
-            let mut holders: Vec<crate::retention::Holder> = engine
-                .status()
-                .into_iter()
-                .map(|version| crate::retention::Holder::Projector {
-                    name: version.projector,
-                    version: version.version,
-                    position: version.checkpoint,
-                })
-                .collect();
-            if let Some((position, name)) = groups.as_ref().and_then(|g| g.retention_floor()) {
-                holders.push(crate::retention::Holder::Group { name, position });
-            }
-            holders
-        })
-    };
+    let holders = crate::retention::engine_holders(Arc::clone(engine), groups.cloned());
     let retention = crate::retention::Retention::start(engine.log(), data.root(), config, holders)
         .context("cannot start retention")?;
     Ok(Some(Arc::new(retention)))

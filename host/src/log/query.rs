@@ -80,13 +80,23 @@ const LAST_BEFORE_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_r
 pub(super) const STREAM_VERSION_SQL: &str = "SELECT stream_version FROM events INDEXED BY events_stream_version \
     WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1";
 
-/// The offset of version `?2` of stream `?1`.
+/// The offset of version `?2` of stream `?1` or, if retention removed it, of the next
+/// version still there (the stream's newest version always is).
 const VERSION_OFFSET_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_stream_version
-    WHERE stream = ?1 AND stream_version = ?2"#;
+    WHERE stream = ?1 AND stream_version >= ?2 ORDER BY stream_version LIMIT 1"#;
 
 /// Events of stream `?1` with versions in `[?2, ?3]` and type `?4`.
 const COUNT_STREAM_TYPE_SQL: &str = "SELECT count(*) FROM events INDEXED BY events_stream_version \
     WHERE stream = ?1 AND stream_version BETWEEN ?2 AND ?3 AND type = ?4";
+
+/// Events of stream `?1` with versions in `[?2, ?3]` (versions may have gaps once
+/// retention removed some).
+const COUNT_STREAM_VERSIONS_SQL: &str = "SELECT count(*) FROM events INDEXED BY events_stream_version \
+    WHERE stream = ?1 AND stream_version BETWEEN ?2 AND ?3";
+
+/// Events with offsets in `[?1, ?2]` (offsets may have gaps once retention removed some).
+const COUNT_OFFSET_RANGE_SQL: &str =
+    r#"SELECT count(*) FROM events WHERE "offset" BETWEEN ?1 AND ?2"#;
 
 /// Events of streams in `[?1, ?2)` with offsets in `[?3, ?4]`.
 const COUNT_STREAM_RANGE_SQL: &str = r#"SELECT count(*) FROM events INDEXED BY events_stream_version
@@ -246,8 +256,15 @@ impl Plan {
         }
     }
 
-    /// Counts the events in `span`, each term answered from an index.
-    pub(super) fn count(&self, conn: &Connection, span: Span) -> rusqlite::Result<u64> {
+    /// Counts the events in `span`, each term answered from an index. `removed_through`
+    /// is the retention horizon (0 when nothing was ever removed): below it, offsets and
+    /// stream versions may have gaps, so ranges there are counted row by row.
+    pub(super) fn count(
+        &self,
+        conn: &Connection,
+        span: Span,
+        removed_through: u64,
+    ) -> rusqlite::Result<u64> {
         let (lo, hi) = (to_sql_int(span.cursor + 1), to_sql_int(span.end));
         // Offsets and stream versions are gap-free, so an unfiltered range counts itself.
         let whole_range = span.end - span.cursor;
@@ -257,6 +274,9 @@ impl Plan {
         };
         match (self.key, &self.stream) {
             (Key::Version, Some(stream)) => {
+                if self.types.is_empty() && removed_through > 0 {
+                    return query_count(COUNT_STREAM_VERSIONS_SQL, &[stream, &lo, &hi]);
+                }
                 if self.types.is_empty() {
                     return Ok(whole_range);
                 }
@@ -267,7 +287,13 @@ impl Plan {
                 Ok(total)
             }
             _ => match (self.types.is_empty(), self.prefixes.is_empty()) {
-                (true, true) => Ok(whole_range),
+                (true, true) if span.cursor >= removed_through => Ok(whole_range),
+                (true, true) => {
+                    // Below the horizon, what remains; above it, the range counts itself.
+                    let below_end = to_sql_int(span.end.min(removed_through));
+                    let below = query_count(COUNT_OFFSET_RANGE_SQL, &[&lo, &below_end])?;
+                    Ok(below + span.end.saturating_sub(removed_through))
+                }
                 (true, false) => {
                     let mut total = 0;
                     for (lower, upper) in &self.prefixes {

@@ -89,8 +89,9 @@ pub(super) fn count(pool: &ReaderPool, query: &ReadQuery) -> Result<u64, LogErro
     let result = (|| {
         let tx = conn.unchecked_transaction()?;
         let head = head(&tx)?;
+        let removed_through = super::horizon::read(&tx)?.truncated_before() - 1;
         let total = match plan.span(&tx, query, 0, head)? {
-            Some(span) => plan.count(&tx, span)?,
+            Some(span) => plan.count(&tx, span, removed_through)?,
             None => 0,
         };
         tx.finish()?;

@@ -100,6 +100,29 @@ impl Holder {
 /// Where retention learns what still needs events, asked before every pass.
 pub type HolderSource = Box<dyn Fn() -> Vec<Holder> + Send + Sync>;
 
+/// What still needs events in a host: every running projector version of `engine`,
+/// and the lowest committed position of the groups that hold retention.
+pub fn engine_holders(
+    engine: Arc<crate::engine::Engine>,
+    groups: Option<Arc<crate::groups::Groups>>,
+) -> HolderSource {
+    Box::new(move || {
+        let mut holders: Vec<Holder> = engine
+            .status()
+            .into_iter()
+            .map(|version| Holder::Projector {
+                name: version.projector,
+                version: version.version,
+                position: version.checkpoint,
+            })
+            .collect();
+        if let Some((position, name)) = groups.as_ref().and_then(|g| g.retention_floor()) {
+            holders.push(Holder::Group { name, position });
+        }
+        holders
+    })
+}
+
 /// The archive folder of a data directory.
 pub fn archive_dir(data_root: &Path) -> PathBuf {
     data_root.join(ARCHIVE_DIR_NAME)

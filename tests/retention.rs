@@ -1,0 +1,462 @@
+//! Retention over a real log, engine, consumer groups and archive, in this process, and
+//! through the real `refract` binary.
+//!
+//! Covered: archive mode shrinks `events.db`, and a projector replayed afterwards (by the
+//! engine and by `refract project`) builds a read model identical by checksum to one
+//! built before; delete mode drops events and reads say `truncated_before`, with later
+//! versions reported as built from partial history; the safety floor (a replaying
+//! projector, a group that holds retention); the states a crash during archiving can
+//! leave (a half-written segment, a segment whose events are still in the log) lose
+//! and duplicate nothing.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use refract::config::Config;
+use refract::data_dir::DataDir;
+use refract::engine::{Engine, EngineOptions, LogCheck};
+use refract::groups::{Groups, ResetTo};
+use refract::log::{Durability, EventLog, LogOptions, ReadQuery};
+use refract::retention::{Archive, Retention, RetentionStatus};
+use support::cli::refract;
+use support::guests::guest;
+use support::host::{wait_until, wait_until_showing};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Generous liveness bound for anything a test waits on.
+const LIVENESS: Duration = Duration::from_secs(90);
+
+/// A host in this process: log (with its archive), engine, groups and retention.
+struct Node {
+    log: EventLog,
+    engine: Arc<Engine>,
+    groups: Arc<Groups>,
+    retention: Retention,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Node {
+    fn start(data: &DataDir, config_text: &str) -> Result<Node> {
+        let config = Config::parse(config_text, Path::new("refract.toml"))?;
+        std::fs::create_dir_all(data.plugins())?;
+        let log = open_log(data)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let engine = Arc::new(Engine::start(
+            &EngineOptions {
+                data_dir: data.clone(),
+                plugins_dir: data.plugins(),
+                config: config.clone(),
+                log_check: LogCheck::Strict,
+            },
+            &log,
+            runtime.handle(),
+        )?);
+        let groups = Groups::start(&log, &data.control_db(), engine.config())?;
+        let retention = Retention::start(
+            &log,
+            data.root(),
+            &config.retention,
+            refract::retention::engine_holders(Arc::clone(&engine), Some(Arc::clone(&groups))),
+        )?;
+        Ok(Node {
+            log,
+            engine,
+            groups,
+            retention,
+            _runtime: runtime,
+        })
+    }
+
+    /// Deploys `component` and waits until its active version is live at the head;
+    /// returns its read model's file.
+    fn deploy_and_wait(&self, component: &str, projector: &str) -> Result<std::path::PathBuf> {
+        self.engine.deploy(&std::fs::read(guest(component))?)?;
+        let head = self.log.head()?;
+        wait_until_showing(
+            LIVENESS,
+            "the projector to be live at the head",
+            || {
+                self.engine.projector(projector).is_some_and(|view| {
+                    view.active_version.is_some()
+                        && view.versions.iter().any(|v| {
+                            v.status
+                                .as_ref()
+                                .is_some_and(|s| s.checkpoint >= head && s.state.name() == "live")
+                        })
+                })
+            },
+            || format!("{:#?}", self.engine.projector(projector)),
+        );
+        Ok(self
+            .engine
+            .read_model(projector)
+            .ok_or("no read model")?
+            .path)
+    }
+
+    /// Waits for two passes in a row that remove nothing more, and returns the status.
+    fn settled(&self) -> RetentionStatus {
+        let mut quiet = 0;
+        let mut seen = 0;
+        wait_until_showing(
+            LIVENESS,
+            "retention to settle",
+            || {
+                let status = self.retention.status();
+                if status.passes > seen {
+                    seen = status.passes;
+                    let idle = status
+                        .last_pass
+                        .as_ref()
+                        .is_some_and(|p| p.archived + p.deleted == 0 && p.complete);
+                    quiet = if idle { quiet + 1 } else { 0 };
+                }
+                quiet >= 2
+            },
+            || format!("{:#?}", self.retention.status()),
+        );
+        self.retention.status()
+    }
+
+    fn stop(self) {
+        self.retention.shutdown();
+        self.groups.shutdown();
+        self.engine.shutdown();
+    }
+}
+
+fn open_log(data: &DataDir) -> Result<EventLog> {
+    let log = EventLog::open(
+        &data.events_db(),
+        LogOptions {
+            durability: Durability::Normal,
+            ..LogOptions::default()
+        },
+    )?;
+    refract::retention::attach_archive(&log, data.root())?;
+    Ok(log)
+}
+
+/// Appends `events` events of the balances workload (1000 account streams).
+fn append_balances(data: &DataDir, events: usize) -> Result {
+    let log = open_log(data)?;
+    let all: Vec<_> = refract::workload::balances(7, events).collect();
+    for chunk in all.chunks(1000) {
+        log.append(chunk.to_vec())?;
+    }
+    Ok(())
+}
+
+/// `refract project` of the balances projector into a fresh file: its checksum.
+fn project(dir: &Path, data: &DataDir, out: &str) -> Result<String> {
+    let out = dir.join(out);
+    let output = refract(
+        dir,
+        &[
+            "--data-dir",
+            &data.root().display().to_string(),
+            "project",
+            "--plugin",
+            &guest("balances").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    )
+    .output()?;
+    assert!(output.status.success(), "{}", support::cli::text(&output));
+    Ok(refract::bench::checksum(&out)?.sha256)
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Every offset a full replay visits, through a reader with the archive attached.
+fn replayed_offsets(log: &EventLog) -> Result<Vec<u64>> {
+    let mut reader = log.reader()?;
+    let mut offsets = Vec::new();
+    let mut after = 0;
+    loop {
+        let scan = reader.read_batch(&ReadQuery::default(), after, 700, |event| {
+            offsets.push(event.offset);
+            ControlFlow::Continue(())
+        })?;
+        if scan.visited == 0 && scan.scanned_through == after {
+            break;
+        }
+        after = scan.scanned_through;
+        if after >= log.head()? {
+            break;
+        }
+    }
+    Ok(offsets)
+}
+
+const ARCHIVE_POLICY: &str = r#"
+[retention]
+interval_ms = 100
+[retention.prefixes."account-"]
+max_events_per_stream = 2
+mode = "archive"
+"#;
+
+#[test]
+fn archived_history_replays_to_the_same_read_model_and_the_log_shrinks() -> Result {
+    let dir = tempfile::tempdir()?;
+    let data = DataDir::new(dir.path().join("data"));
+    const EVENTS: u64 = 12_000;
+    append_balances(&data, EVENTS as usize)?;
+    let before = project(dir.path(), &data, "before.db")?;
+    let size_before = file_size(&data.events_db());
+
+    let node = Node::start(&data, ARCHIVE_POLICY)?;
+    let status = node.settled();
+    let archived = status.horizon.archived_events;
+    assert!(archived > EVENTS / 2, "too little archived: {status:#?}");
+    assert!(
+        status.archive_segments >= 1 && status.archive_bytes > 0,
+        "{status:#?}"
+    );
+    assert!(status.horizon.reclaimed_bytes > 0, "{status:#?}");
+    // Reads and counts see what remains; a full replay sees everything, once each.
+    assert_eq!(node.log.count(&ReadQuery::default())?, EVENTS - archived);
+    assert_eq!(
+        replayed_offsets(&node.log)?,
+        (1..=EVENTS).collect::<Vec<_>>()
+    );
+
+    // A projector deployed now replays the archive, then the live log.
+    let replayed = refract::bench::checksum(&node.deploy_and_wait("balances", "balances")?)?.sha256;
+    assert_eq!(
+        replayed, before,
+        "the engine's replay differs from the unarchived one"
+    );
+    node.stop();
+
+    assert!(
+        file_size(&data.events_db()) < size_before,
+        "events.db did not shrink: {} -> {}",
+        size_before,
+        file_size(&data.events_db())
+    );
+    assert_eq!(project(dir.path(), &data, "after.db")?, before);
+    Ok(())
+}
+
+#[test]
+fn delete_mode_drops_events_and_reads_say_so() -> Result {
+    let dir = tempfile::tempdir()?;
+    let data = DataDir::new(dir.path().join("data"));
+    const EVENTS: u64 = 4_000;
+    append_balances(&data, EVENTS as usize)?;
+    // A version running while events are deleted has seen them all: deployed first,
+    // it is running when the host starts again with the policy.
+    let node = Node::start(&data, "")?;
+    node.deploy_and_wait("balances", "balances")?;
+    node.stop();
+    let node = Node::start(
+        &data,
+        "[retention]\ninterval_ms = 100\n[retention.prefixes.\"account-\"]\nmax_events_per_stream = 1\nmode = \"delete\"\n",
+    )?;
+    let status = node.settled();
+    let deleted = status.horizon.deleted_events;
+    assert!(
+        deleted > 0 && status.horizon.archived_events == 0,
+        "{status:#?}"
+    );
+    assert!(status.partial_history.is_empty(), "{status:#?}");
+    let remaining = EVENTS - deleted;
+    assert_eq!(node.log.count(&ReadQuery::default())?, remaining);
+    // Every stream keeps its newest event: 1000 accounts.
+    assert_eq!(remaining, 1000);
+    let truncated = status.truncated_before;
+    assert!(truncated > 1, "{status:#?}");
+
+    // A projector deployed after the deletion is built from partial history.
+    node.deploy_and_wait("order-summary", "order-summary")?;
+    let status = node.retention.status();
+    assert!(
+        status
+            .partial_history
+            .iter()
+            .any(|v| v.starts_with("order-summary@")),
+        "{status:#?}"
+    );
+    assert!(
+        !status
+            .partial_history
+            .iter()
+            .any(|v| v.starts_with("balances@")),
+        "{status:#?}"
+    );
+    node.stop();
+
+    // The command line counts what remains and says where the log was cut.
+    let output = refract(
+        dir.path(),
+        &[
+            "--data-dir",
+            &data.root().display().to_string(),
+            "events",
+            "--count",
+        ],
+    )
+    .output()?;
+    let text = support::cli::text(&output);
+    assert!(output.status.success(), "{text}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        remaining.to_string(),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("truncated_before: {truncated}")),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn nothing_leaves_the_log_before_a_replaying_projector_or_a_holding_group_is_past_it() -> Result {
+    let dir = tempfile::tempdir()?;
+    let data = DataDir::new(dir.path().join("data"));
+    append_balances(&data, 6_000)?;
+    let config = format!(
+        "{ARCHIVE_POLICY}\n[groups.mailer]\nretention = \"hold\"\n\
+         [projectors.balances]\nreplay_rate_limit = 2000\n"
+    );
+    let node = Node::start(&data, &config)?;
+    // The group has committed nothing: nothing may go.
+    wait_until(LIVENESS, "two passes", || {
+        node.retention.status().passes >= 2
+    });
+    let status = node.retention.status();
+    assert_eq!(status.horizon.archived_events, 0, "{status:#?}");
+    let floor = status.floor.as_ref().ok_or("no floor")?;
+    assert_eq!(
+        (floor.offset, floor.held_by.as_deref()),
+        (0, Some("group mailer"))
+    );
+
+    // A slow replay starts, then the group lets go of everything up to 5000: the
+    // replay holds the floor as it moves.
+    node.engine.deploy(&std::fs::read(guest("balances"))?)?;
+    wait_until(LIVENESS, "the replay to start", || {
+        !node.engine.status().is_empty()
+    });
+    node.groups.reset("mailer", ResetTo::Offset(5_001))?;
+    let checkpoint = || {
+        node.engine
+            .status()
+            .iter()
+            .map(|s| s.checkpoint)
+            .min()
+            .unwrap_or(0)
+    };
+    let mut saw_progress_under_a_lagging_projector = false;
+    wait_until_showing(
+        LIVENESS,
+        "the replay to finish with retention following it",
+        || {
+            let horizon = node.log.horizon().expect("horizon");
+            let checkpoint = checkpoint();
+            assert!(
+                horizon.archived_through <= checkpoint,
+                "archived through {} past the projector's checkpoint {checkpoint}",
+                horizon.archived_through
+            );
+            assert!(
+                horizon.archived_through <= 5_000,
+                "past the group: {horizon:?}"
+            );
+            if horizon.archived_through > 0 && checkpoint < 5_000 {
+                saw_progress_under_a_lagging_projector = true;
+            }
+            checkpoint >= 6_000
+        },
+        || format!("{:#?}", node.retention.status()),
+    );
+    let status = node.settled();
+    assert!(status.horizon.archived_events > 0, "{status:#?}");
+    assert!(status.horizon.archived_through <= 5_000, "{status:#?}");
+    assert!(
+        saw_progress_under_a_lagging_projector,
+        "retention never ran while the projector replayed: {status:#?}"
+    );
+    node.stop();
+    Ok(())
+}
+
+#[test]
+fn a_crash_while_archiving_loses_and_duplicates_nothing() -> Result {
+    let dir = tempfile::tempdir()?;
+    let data = DataDir::new(dir.path().join("data"));
+    const EVENTS: u64 = 3_000;
+    append_balances(&data, EVENTS as usize)?;
+    let log = open_log(&data)?;
+    // The states a crash leaves: a half-written segment (its events never left the
+    // log), and a whole segment whose events are still in the log.
+    let archive_dir = refract::retention::archive_dir(data.root());
+    let archive = Archive::open(&archive_dir)?;
+    let chosen: Vec<_> = log
+        .read(&ReadQuery {
+            to_offset: Some(1_500),
+            ..ReadQuery::default()
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|e| e.offset % 3 == 0 && e.offset > 1000)
+        .collect();
+    let segment = archive.write(&chosen)?;
+    std::fs::write(
+        archive_dir.join("seg-00000002-x.zst.tmp"),
+        b"half a segment",
+    )?;
+    drop(archive);
+    drop(log);
+
+    // A replay at this point sees each offset once.
+    let log = open_log(&data)?;
+    let mut pruner = log.pruner()?;
+    // Pretend the crash came after the first removal transaction of the segment.
+    pruner.remove(
+        &[chosen[0].offset],
+        refract::log::Removal::Archived {
+            segment: segment.seq,
+            last_chunk: false,
+        },
+    )?;
+    drop(pruner);
+    assert_eq!(replayed_offsets(&log)?, (1..=EVENTS).collect::<Vec<_>>());
+    drop(log);
+
+    // The next start settles it: the rest of the segment leaves the log, the temporary
+    // file goes, and still every offset is replayed once.
+    let node = Node::start(&data, "")?;
+    let horizon = node.log.horizon()?;
+    assert_eq!(horizon.archived_events, chosen.len() as u64, "{horizon:?}");
+    assert_eq!(horizon.settled_segment, segment.seq);
+    assert_eq!(
+        node.log.count(&ReadQuery::default())?,
+        EVENTS - chosen.len() as u64
+    );
+    assert_eq!(
+        replayed_offsets(&node.log)?,
+        (1..=EVENTS).collect::<Vec<_>>()
+    );
+    let leftovers: BTreeSet<String> = std::fs::read_dir(&archive_dir)?
+        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    assert_eq!(leftovers, BTreeSet::from([segment.file_name()]));
+    node.stop();
+    Ok(())
+}
