@@ -28,6 +28,8 @@
 //! - [`swap`]: a deploy through the engine: swap time and failed or stale reads.
 //! - [`memory`]: peak RSS of a replay, measured in a child process.
 //! - `consumers`: consumer-group throughput, three members over HTTP.
+//! - `retention`: WASM replay from a log whose history is in the archive, next to the
+//!   same replay from the live log.
 //! - [`cluster`]: `refract bench --cluster`: cluster mode on loopback (its own run,
 //!   with nats-server processes; not part of the default run).
 //! - [`components`]: other builds of the workload given by path (`--component
@@ -39,6 +41,7 @@ pub mod cluster;
 mod cold_start;
 pub mod components;
 mod consumers;
+mod retention;
 mod http;
 mod live;
 pub mod memory;
@@ -101,11 +104,13 @@ pub enum Group {
     ColdStart,
     /// `consumer_group_eps`.
     Consumers,
+    /// `replay_live_eps`, `replay_archive_eps`.
+    Retention,
 }
 
 impl Group {
     /// Every group, in the order a run measures them.
-    pub const ALL: [Group; 8] = [
+    pub const ALL: [Group; 9] = [
         Group::Append,
         Group::Replay,
         Group::Floors,
@@ -114,6 +119,7 @@ impl Group {
         Group::Memory,
         Group::ColdStart,
         Group::Consumers,
+        Group::Retention,
     ];
 
     /// The group's name on the command line.
@@ -127,6 +133,7 @@ impl Group {
             Group::Memory => "memory",
             Group::ColdStart => "cold-start",
             Group::Consumers => "consumers",
+            Group::Retention => "retention",
         }
     }
 }
@@ -595,6 +602,38 @@ impl Harness<'_> {
         Ok(())
     }
 
+    /// Replay from the archive next to replay from the live log (see `retention.rs`).
+    fn retention(&mut self, log: &EventLog, head: u64) -> Result<()> {
+        let root = self.scratch.dir("retention")?;
+        self.note("retention: archiving all but each stream's newest event of a copy of the log");
+        let (archived_log, archived) = retention::archived_copy(&self.log_path, &root)?;
+        let (mut live, mut archive) = (Vec::new(), Vec::new());
+        let reps = self.options.reps;
+        for rep in 1..=reps {
+            self.note(&format!(
+                "retention: replay of {head} events ({archived} of them archived) and of the live log (rep {rep}/{reps})"
+            ));
+            let (live_eps, archive_eps) = retention::replay_both(
+                &self.loaded,
+                log,
+                &archived_log,
+                &root,
+                self.batch,
+                head,
+                rep % 2 == 0,
+            )?;
+            live.push(live_eps);
+            archive.push(archive_eps);
+        }
+        drop(archived_log);
+        let _ = std::fs::remove_dir_all(&root);
+        self.figures
+            .push(Figure::measured("replay_live_eps", "events/s", 0, live));
+        self.figures
+            .push(Figure::measured("replay_archive_eps", "events/s", 0, archive));
+        Ok(())
+    }
+
     /// Time to first event from a fresh runtime: on an empty compile cache, and on a
     /// warm one.
     fn cold_start(&mut self, log: &EventLog) -> Result<()> {
@@ -702,6 +741,9 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     }
     if harness.wants(Group::Consumers) {
         harness.consumers(head)?;
+    }
+    if harness.wants(Group::Retention) {
+        harness.retention(&log, head)?;
     }
     harness.components(&log, head)?;
 
