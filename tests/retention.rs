@@ -414,7 +414,7 @@ fn a_crash_while_archiving_loses_and_duplicates_nothing() -> Result {
         })?
         .collect::<std::result::Result<Vec<_>, _>>()?
         .into_iter()
-        .filter(|e| e.offset % 3 == 0 && e.offset > 1000)
+        .filter(|e| e.offset.is_multiple_of(3) && e.offset > 1000)
         .collect();
     let segment = archive.write(&chosen)?;
     std::fs::write(

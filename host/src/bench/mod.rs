@@ -41,13 +41,13 @@ pub mod cluster;
 mod cold_start;
 pub mod components;
 mod consumers;
-mod retention;
 mod http;
 mod live;
 pub mod memory;
 pub mod native;
 mod replay;
 pub mod report;
+mod retention;
 pub mod swap;
 
 use std::path::{Path, PathBuf};
@@ -629,8 +629,12 @@ impl Harness<'_> {
         let _ = std::fs::remove_dir_all(&root);
         self.figures
             .push(Figure::measured("replay_live_eps", "events/s", 0, live));
-        self.figures
-            .push(Figure::measured("replay_archive_eps", "events/s", 0, archive));
+        self.figures.push(Figure::measured(
+            "replay_archive_eps",
+            "events/s",
+            0,
+            archive,
+        ));
         Ok(())
     }
 

@@ -61,7 +61,10 @@ pub fn archived_copy(log_path: &Path, root: &Path) -> Result<(EventLog, u64)> {
         }
     }
     let archived = log.horizon()?.archived_events;
-    ensure!(archived > 0, "retention archived nothing of the benchmark's log");
+    ensure!(
+        archived > 0,
+        "retention archived nothing of the benchmark's log"
+    );
     Ok((log, archived))
 }
 
@@ -96,5 +99,8 @@ pub fn replay_both(
         std::fs::remove_file(db).with_context(|| format!("cannot remove {}", db.display()))?;
     }
     let rate = |seconds: f64| head as f64 / seconds;
-    Ok((rate(live_time.as_secs_f64()), rate(archive_time.as_secs_f64())))
+    Ok((
+        rate(live_time.as_secs_f64()),
+        rate(archive_time.as_secs_f64()),
+    ))
 }

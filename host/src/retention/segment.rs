@@ -223,7 +223,7 @@ mod tests {
             stream_version: offset,
             event_type: "T".to_owned(),
             data: format!("{{\"n\":{offset}}}"),
-            metadata: (offset % 2 == 0).then(|| "{}".to_owned()),
+            metadata: offset.is_multiple_of(2).then(|| "{}".to_owned()),
             recorded_at: micros_to_timestamp(
                 1_700_000_000_000_000 + i64::try_from(offset).unwrap(),
             ),
