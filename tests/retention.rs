@@ -37,7 +37,7 @@ struct Node {
     log: EventLog,
     engine: Arc<Engine>,
     groups: Arc<Groups>,
-    retention: Retention,
+    retention: Arc<Retention>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -61,12 +61,12 @@ impl Node {
             runtime.handle(),
         )?);
         let groups = Groups::start(&log, &data.control_db(), engine.config())?;
-        let retention = Retention::start(
+        let retention = Arc::new(Retention::start(
             &log,
             data.root(),
             &config.retention,
             refract::retention::engine_holders(Arc::clone(&engine), Some(Arc::clone(&groups))),
-        )?;
+        )?);
         Ok(Node {
             log,
             engine,
@@ -127,10 +127,58 @@ impl Node {
         self.retention.status()
     }
 
+    /// Serves the HTTP API over this node on a loopback port.
+    fn serve(&self) -> Result<Api> {
+        let token = refract::api::Token::generate();
+        let state = refract::api::ApiState::new(
+            self.log.clone(),
+            Arc::clone(&self.engine),
+            self.engine.config().server.clone(),
+            token.clone(),
+        );
+        state.attach_groups(Arc::clone(&self.groups));
+        state.attach_retention(Arc::clone(&self.retention));
+        let listener = self
+            ._runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self._runtime
+            .spawn(refract::api::serve(listener, state, async move {
+                let _ = stopped.await;
+            }));
+        Ok(Api {
+            url,
+            bearer: format!("Bearer {}", token.secret()),
+            _stop: stop,
+        })
+    }
+
     fn stop(self) {
         self.retention.shutdown();
         self.groups.shutdown();
         self.engine.shutdown();
+    }
+}
+
+/// The API of a [`Node`], until dropped.
+struct Api {
+    url: String,
+    bearer: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Api {
+    fn text(&self, path: &str) -> Result<String> {
+        Ok(ureq::get(format!("{}{path}", self.url))
+            .header("Authorization", &self.bearer)
+            .call()?
+            .into_body()
+            .read_to_string()?)
+    }
+
+    fn get(&self, path: &str) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.text(path)?)?)
     }
 }
 
@@ -280,6 +328,28 @@ fn delete_mode_drops_events_and_reads_say_so() -> Result {
     assert_eq!(remaining, 1000);
     let truncated = status.truncated_before;
     assert!(truncated > 1, "{status:#?}");
+
+    // The API says so too, and reports retention in status and metrics.
+    let api = node.serve()?;
+    let count = api.get("/v1/events/count")?;
+    assert_eq!(count["count"], remaining, "{count}");
+    assert_eq!(count["truncated_before"], truncated, "{count}");
+    let page = api.get("/v1/events?limit=1")?;
+    assert_eq!(page["truncated_before"], truncated, "{page}");
+    let beyond = api.get(&format!("/v1/events?from_offset={truncated}&limit=1"))?;
+    assert!(beyond.get("truncated_before").is_none(), "{beyond}");
+    let shown = api.get("/v1/retention")?;
+    assert_eq!(shown["horizon"]["deleted_events"], deleted, "{shown}");
+    let metrics = api.text("/metrics")?;
+    assert!(
+        metrics.contains(&format!("refract_retention_deleted_events_total {deleted}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("refract_retention_reclaimed_bytes_total"),
+        "{metrics}"
+    );
+    drop(api);
 
     // A projector deployed after the deletion is built from partial history.
     node.deploy_and_wait("order-summary", "order-summary")?;
