@@ -182,10 +182,20 @@ impl ColdTier for Archive {
                 });
             }
         }
+        // The segments that meet (after, through], lowest first offset first: once `max`
+        // events are picked below the next segment's first offset, the rest can wait
+        // for the next call (and are not decoded now).
+        let mut meeting: Vec<SegmentId> = self
+            .segments()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.last > after && id.first <= through)
+            .collect();
+        meeting.sort_unstable_by_key(|id| id.first);
         let mut picked: Vec<Event> = Vec::new();
-        for (id, _) in self.segments() {
-            if id.last <= after || id.first > through {
-                continue;
+        for id in meeting {
+            if picked.len() >= max && picked.last().is_some_and(|e| e.offset < id.first) {
+                break;
             }
             let events = self.load(id)?;
             let start = events.partition_point(|e| e.offset <= after);
@@ -196,7 +206,7 @@ impl ColdTier for Archive {
                     .take(max)
                     .cloned(),
             );
-            // Segments come in sequence order, not offset order: keep the smallest.
+            // Segments may overlap: keep the smallest offsets.
             picked.sort_unstable_by_key(|e| e.offset);
             picked.truncate(max);
         }
