@@ -123,6 +123,10 @@ async fn change(
     // The engine's controller may be busy (compiling a deploy); wait off the workers.
     let version = blocking(move || Ok(command(&engine, &projector)?)).await?;
     tracing::info!(projector = %name, %version, action, "projector changed through the API");
+    if let Some(cluster) = state.cluster() {
+        // A rollback or an abort is cluster-wide: every node does the same.
+        cluster.announce_change(action, &name, &version);
+    }
     Ok(Json(Changed {
         projector: name,
         version,

@@ -12,7 +12,7 @@ use crate::api::{self, ApiState, Token};
 use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions, LogCheck, integrity};
+use crate::engine::{Engine, EngineHooks, EngineOptions, LogCheck, integrity};
 use crate::groups::Groups;
 use crate::log::EventLog;
 
@@ -121,10 +121,25 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         config,
         log_check,
     };
+    // A cluster node hears of every local deploy, to give it to the whole cluster.
+    let (deploy_hooks, local_deploys) = if cluster.is_some() {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let hooks = EngineHooks {
+            deploys: Some(sender),
+        };
+        (hooks, Some(receiver))
+    } else {
+        (EngineHooks::default(), None)
+    };
     let engine = Arc::new(
-        Engine::start(&options, &log, runtime.handle())
+        Engine::start_with_hooks(&options, &log, runtime.handle(), deploy_hooks)
             .context("cannot start the projection engine")?,
     );
+    let mut cluster = cluster;
+    if let (Some((node, tasks)), Some(local)) = (cluster.as_mut(), local_deploys) {
+        let _context = runtime.enter();
+        node.start_deploys(Arc::clone(&engine), local, tasks);
+    }
 
     println!("refract is running on {}", data.root().display());
     println!("  event log:   {}", data.events_db().display());

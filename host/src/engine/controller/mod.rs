@@ -52,6 +52,8 @@ pub(in crate::engine) enum Command {
     Deploy {
         wasm: Vec<u8>,
         expected_name: Option<String>,
+        /// Report the deploy to the engine's hooks (not for one the cluster asked for).
+        announce: bool,
         reply: mpsc::Sender<Result<Deployment, EngineError>>,
     },
     Promote(String, mpsc::Sender<Result<String, EngineError>>),
@@ -124,6 +126,8 @@ pub(in crate::engine) struct Controller {
     read_models_checked: Instant,
     /// The slots changed since they were last published.
     dirty: bool,
+    /// Still in [`Controller::start`] (deploys then are reported as `at_startup`).
+    starting: bool,
 }
 
 impl Controller {
@@ -152,11 +156,13 @@ impl Controller {
             slots: BTreeMap::new(),
             read_models_checked: Instant::now(),
             dirty: true,
+            starting: true,
         };
         controller.restore()?;
         for path in plugin_files(&plugins_dir)? {
             controller.plugin_changed(&path);
         }
+        controller.starting = false;
         controller.publish();
         Ok(controller)
     }
@@ -171,9 +177,10 @@ impl Controller {
                 Ok(Command::Deploy {
                     wasm,
                     expected_name,
+                    announce,
                     reply,
                 }) => {
-                    let result = self.deploy(&wasm, expected_name.as_deref());
+                    let result = self.deploy(&wasm, expected_name.as_deref(), announce);
                     self.answer(&reply, result);
                 }
                 Ok(Command::Promote(name, reply)) => {
