@@ -420,3 +420,133 @@ fn a_deploy_through_one_plugins_folder_reaches_every_node_and_swaps_under_reader
     }
     Ok(())
 }
+
+/// A node's swap record of `projector`, from the cluster view of `from`.
+fn swap_record(from: &Node, projector: &str, node: &str) -> Value {
+    view(from)["projectors"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == projector).cloned())
+        .and_then(|p| {
+            p["nodes"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["node"] == node).cloned())
+        })
+        .map_or(Value::Null, |n| n["last_swap"].clone())
+}
+
+/// `promote = "manual"`: v2, deployed with `refract deploy` on one node, replays on
+/// every node and waits; a promote on another node swaps every node at one log offset
+/// (each node's swap record says so), and a node that was down during the promote
+/// swaps at that same offset when it returns, though the log has grown since.
+#[test]
+fn a_manual_promote_swaps_every_node_at_one_offset_and_a_node_down_applies_it_on_return() -> Result
+{
+    let dir = tempfile::tempdir()?;
+    let config = "[projectors.cars]\npromote = \"manual\"\n";
+    let mut nodes = three_nodes(dir.path(), "T_PROMOTE", &["cars-v1"], config);
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_until_showing(
+        LIVENESS,
+        "v1 active on n1",
+        || version_in(&nodes[0], "cars", "active").is_some(),
+        || tails(&all),
+    );
+    let v1 = version_in(&nodes[0], "cars", "active").expect("v1")["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    story_part_one(&nodes[1]);
+    wait_serving(&all, "cars", &v1, 6);
+
+    // v2 through `refract deploy` on n2: a shadow everywhere, caught up, not swapped.
+    let output = std::process::Command::new(refract())
+        .args(["--url", &nodes[1].url, "--token", TOKEN, "deploy"])
+        .arg(support::guests::guest("cars-v2"))
+        .output()?;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut v2 = String::new();
+    for node in &all {
+        wait_until_showing(
+            LIVENESS,
+            &format!("v2's shadow caught up on {}", node.spec.name),
+            || match version_in(node, "cars", "shadow") {
+                Some(shadow) => {
+                    v2 = shadow["version"].as_str().unwrap_or_default().to_owned();
+                    shadow["status"]["state"] == "live"
+                        && shadow["status"]["checkpoint"].as_u64() == Some(6)
+                }
+                None => false,
+            },
+            || tails(&all),
+        );
+    }
+    assert_eq!(
+        version_in(&nodes[0], "cars", "active").map(|a| a["version"].clone()),
+        Some(json!(v1)),
+        "manual: v1 still serves"
+    );
+
+    // n3 goes down; the promote happens without it.
+    nodes[2].kill_9();
+    wait_until_showing(
+        LIVENESS,
+        "n3 unreachable in n1's view",
+        || {
+            view(&nodes[0])["nodes"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n["node"] == "n3" && n["state"] == "unreachable")
+            })
+        },
+        || view(&nodes[0]).to_string(),
+    );
+    let promoted = nodes[0].post("/v1/projectors/cars/promote", &json!({}));
+    assert_eq!(promoted.status, 200, "{}", promoted.text);
+    assert_eq!(promoted.json["version"], v2.as_str(), "{}", promoted.text);
+    let live = [&nodes[0], &nodes[1]];
+    wait_serving(&live, "cars", &v2, 6);
+    for name in ["n1", "n2"] {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{name}'s swap record"),
+            || swap_record(&nodes[0], "cars", name)["version"] == v2.as_str(),
+            || view(&nodes[0]).to_string(),
+        );
+        let record = swap_record(&nodes[0], "cars", name);
+        assert_eq!(record["offset"], 6, "{record}");
+        assert!(record["promote"].is_string(), "{record}");
+        assert_eq!(record["missed_offset"], Value::Null, "{record}");
+    }
+    let promote_id = swap_record(&nodes[0], "cars", "n1")["promote"].clone();
+
+    // The log grows past the promote offset; n3 returns and swaps at the offset all
+    // the same: its v1 starts held there.
+    for (stream, event_type, data) in story_part_two() {
+        let answer = nodes[0].append(stream, car(event_type, &data), None);
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+    nodes[2].restart(refract());
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_serving(&all, "cars", &v2, 9);
+    wait_until_showing(
+        LIVENESS,
+        "n3's swap record",
+        || swap_record(&nodes[0], "cars", "n3")["version"] == v2.as_str(),
+        || view(&nodes[0]).to_string(),
+    );
+    let record = swap_record(&nodes[0], "cars", "n3");
+    assert_eq!(record["offset"], 6, "{record}");
+    assert_eq!(record["promote"], promote_id, "{record}");
+    let sums: Vec<String> = all
+        .iter()
+        .map(|n| read_model_checksum(n, "cars"))
+        .collect::<Result<_>>()?;
+    assert!(sums.windows(2).all(|w| w[0] == w[1]), "{sums:?}");
+    for node in &mut nodes {
+        node.stop();
+    }
+    Ok(())
+}

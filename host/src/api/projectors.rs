@@ -139,6 +139,19 @@ pub(crate) async fn promote(
     State(state): State<ApiState>,
     ProjectorName(name): ProjectorName,
 ) -> Result<Json<Changed>, ApiError> {
+    if let Some(cluster) = state.cluster()
+        && let Some(promoted) = cluster.promote(&name).await
+    {
+        // `promote = "manual"` in a cluster: every node swaps at one offset.
+        let promoted = promoted
+            .map_err(|reason| ApiError::new(StatusCode::CONFLICT, "promote_refused", reason))?;
+        tracing::info!(projector = %name, version = %promoted.version, offset = promoted.offset, "cluster promote through the API");
+        return Ok(Json(Changed {
+            projector: name,
+            version: promoted.version,
+            action: "promote",
+        }));
+    }
     change(state, name, "promote", Engine::promote).await
 }
 

@@ -239,6 +239,7 @@ impl ClusterNode {
         &self,
         engine: Arc<crate::engine::Engine>,
         local: tokio::sync::mpsc::UnboundedReceiver<crate::engine::LocalDeploy>,
+        swaps: tokio::sync::mpsc::UnboundedReceiver<crate::engine::SwapRecord>,
         tasks: &mut ClusterTasks,
     ) {
         let state = Arc::new(deploys::Deploys::new(Arc::clone(&self.shared), engine));
@@ -260,6 +261,11 @@ impl ClusterNode {
             )),
             tokio::spawn(deploys::apply::reconcile(Arc::clone(&state), stop.clone())),
             tokio::spawn(deploys::heartbeat::beat(Arc::clone(&state), stop.clone())),
+            tokio::spawn(deploys::promote::record_swaps(
+                Arc::clone(&state),
+                swaps,
+                stop.clone(),
+            )),
             tokio::spawn(deploys::heartbeat::watch_nodes(state, stop)),
         ]);
     }
@@ -295,6 +301,26 @@ impl ClusterNode {
         tokio::spawn(async move {
             deploys::publish::announce(&state, &projector, &version, action).await;
         });
+    }
+
+    /// Promotes `projector` on every node at one log offset, if the cluster asks for it
+    /// with `promote = "manual"` (see [`deploys::promote`]); `None` when it does not
+    /// (promote it on this node as on a single node).
+    ///
+    /// # Errors
+    /// Why the cluster cannot promote now, with the fix.
+    pub async fn promote(
+        &self,
+        projector: &str,
+    ) -> Option<Result<deploys::promote::Promoted, String>> {
+        let state = self.shared.deploys.get()?;
+        let manual = deploys::lock(&state.desired)
+            .get(projector)
+            .is_some_and(|seen| seen.record.promote == "manual");
+        if !manual {
+            return None;
+        }
+        Some(deploys::promote::coordinate(state, projector).await)
     }
 
     /// Every node's view of every projector, with what diverges; `None` before

@@ -325,6 +325,15 @@ impl Engine {
         self.ask(|reply| Command::Abort(name.to_owned(), reply))
     }
 
+    /// Holds a projector's active version at `ceiling`: it projects no event past
+    /// that offset until the hold is lifted (`None`) or a swap replaces it. Returns its
+    /// checkpoint once the hold is in force, which stays put if it is at or past the
+    /// ceiling. A cluster's coordinated swap uses it so that every node swaps at one
+    /// offset.
+    pub fn hold(&self, name: &str, ceiling: Option<u64>) -> Result<u64, EngineError> {
+        self.ask(|reply| Command::Hold(name.to_owned(), ceiling, reply))
+    }
+
     /// Stops every worker after its batch in flight and waits for them. Idempotent.
     pub fn shutdown(&self) {
         if let Some(commands) = lock(&self.commands).take() {

@@ -38,7 +38,7 @@ pub(crate) mod worker;
 pub use controller::PLUGIN_DEBOUNCE;
 pub use error::EngineError;
 pub use handle::{Engine, EngineOptions};
-pub use hooks::{EngineHooks, LocalDeploy};
+pub use hooks::{EngineHooks, LocalDeploy, SwapRecord};
 pub use integrity::{LogBehindReadModels, LogCheck};
 pub use projection::{BatchLimits, Projection, ProjectionError, Step};
 pub use report::{StatusRow, offline_status};

@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
 
-use super::records::{Action, Desired, RECORD_FORMAT};
+use super::records::{Action, Desired, NodeSwap, PromoteRecord, RECORD_FORMAT};
 use super::{Deploys, RECONCILE_INTERVAL, SeenDesired, lock};
 use crate::cluster::config::{RETRY_INITIAL, RETRY_MAX};
 use crate::engine::control::Role;
@@ -28,7 +28,7 @@ pub(crate) async fn watch_desired(deploys: Arc<Deploys>, mut stop: watch::Receiv
             buckets = deploys.buckets() => buckets,
             _ = stop.changed() => return,
         };
-        match buckets.projectors.watch_with_history("desired.>").await {
+        match buckets.projectors.watch_with_history(">").await {
             Ok(mut entries) => loop {
                 let entry = tokio::select! {
                     entry = entries.next() => entry,
@@ -37,6 +37,10 @@ pub(crate) async fn watch_desired(deploys: Arc<Deploys>, mut stop: watch::Receiv
                 match entry {
                     Some(Ok(entry)) => {
                         pause = RETRY_INITIAL;
+                        if !entry.key.starts_with("desired.") {
+                            other_record(&deploys, &entry);
+                            continue;
+                        }
                         let projector = entry.key.trim_start_matches("desired.").to_owned();
                         if entry.operation != Operation::Put {
                             lock(&deploys.desired).remove(&projector);
@@ -89,15 +93,41 @@ pub(crate) async fn watch_desired(deploys: Arc<Deploys>, mut stop: watch::Receiv
     }
 }
 
+/// Keeps a promote or swap record.
+fn other_record(deploys: &Deploys, entry: &async_nats::jetstream::kv::Entry) {
+    if entry.operation != Operation::Put {
+        return;
+    }
+    if entry.key.starts_with("promote.") {
+        if let Ok(record) = serde_json::from_slice::<PromoteRecord>(&entry.value) {
+            lock(&deploys.promotes).insert(record.projector.clone(), (entry.revision, record));
+            deploys.changed.notify_one();
+        }
+    } else if entry.key.starts_with("swap.")
+        && let Ok(record) = serde_json::from_slice::<NodeSwap>(&entry.value)
+    {
+        lock(&deploys.swaps).insert((record.projector.clone(), record.node.clone()), record);
+    }
+}
+
 /// Applies the desired records to the local engine whenever they change, and every
 /// [`RECONCILE_INTERVAL`] (retrying what failed).
 pub(crate) async fn reconcile(deploys: Arc<Deploys>, mut stop: watch::Receiver<bool>) {
     // The revision of each projector's record this node has carried out.
     let mut applied: BTreeMap<String, u64> = BTreeMap::new();
+    // The revision of each projector's promote record this node has carried out.
+    let mut promoted: BTreeMap<String, u64> = BTreeMap::new();
     loop {
+        // While a promote waits for the offset, look again soon.
+        let waiting = lock(&deploys.promotes).len() > promoted.len();
+        let tick = if waiting {
+            RECONCILE_INTERVAL / 10
+        } else {
+            RECONCILE_INTERVAL
+        };
         tokio::select! {
             () = deploys.changed.notified() => {}
-            () = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            () = tokio::time::sleep(tick) => {}
             _ = stop.changed() => return,
         }
         let desired: Vec<SeenDesired> = lock(&deploys.desired).values().cloned().collect();
@@ -116,6 +146,34 @@ pub(crate) async fn reconcile(deploys: Arc<Deploys>, mut stop: watch::Receiver<b
                     deploys.set_error(&projector, Some(error));
                 }
                 Err(Failure::Retry(error)) => deploys.set_error(&projector, Some(error)),
+            }
+        }
+        // Promotes of the version the cluster still asks for.
+        let promotes: Vec<(u64, PromoteRecord)> =
+            lock(&deploys.promotes).values().cloned().collect();
+        for (revision, record) in promotes {
+            if promoted.get(&record.projector) == Some(&revision) {
+                continue;
+            }
+            let current = lock(&deploys.desired)
+                .get(&record.projector)
+                .is_some_and(|seen| seen.record.version == record.version);
+            if !current {
+                promoted.insert(record.projector.clone(), revision);
+                continue;
+            }
+            match super::promote::apply(&deploys, &record).await {
+                Ok(true) => {
+                    promoted.insert(record.projector.clone(), revision);
+                }
+                Ok(false) => {}
+                Err(error) => deploys.set_error(
+                    &record.projector,
+                    Some(format!(
+                        "cannot carry out the promote to {}: {error}",
+                        record.version
+                    )),
+                ),
             }
         }
     }

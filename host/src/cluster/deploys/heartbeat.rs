@@ -28,6 +28,7 @@ pub fn node_key(node: &str) -> String {
 pub(crate) fn report(deploys: &Deploys) -> NodeReport {
     let cluster = super::super::status::snapshot(&deploys.cluster);
     let errors = lock(&deploys.errors).clone();
+    let held = lock(&deploys.held).clone();
     let config = deploys.engine.config();
     let mut projectors: Vec<ProjectorReport> = deploys
         .engine
@@ -36,6 +37,7 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
         .map(|view| ProjectorReport {
             promote: promote_name(config.projector(&view.name).promote).to_owned(),
             cluster_error: errors.get(&view.name).cloned(),
+            held: held.get(&view.name).cloned(),
             active_version: view.active_version.clone(),
             versions: view
                 .versions
@@ -64,6 +66,7 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
                 promote: promote_name(config.projector(&name).promote).to_owned(),
                 versions: Vec::new(),
                 cluster_error: Some(error),
+                held: None,
             });
         }
     }

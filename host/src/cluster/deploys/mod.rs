@@ -29,13 +29,17 @@
 //! version other than the desired one for longer than [`CONVERGE_GRACE`], stuck, or
 //! failing to apply the desired version.
 //!
+//! # Promote
+//! A `promote = "manual"` projector swaps on every node at one log offset, by a
+//! promote record: see [`promote`].
+//!
 //! # Not built
-//! A coordinated swap at one log offset for `promote = "manual"` (a promote record),
-//! and placement (`nodes = N`): a manual promote is per node. The README says so.
+//! Placement (`nodes = N`): every node runs every projector. The README says so.
 
 pub mod apply;
 pub(crate) mod buckets;
 pub mod heartbeat;
+pub mod promote;
 pub mod publish;
 pub mod records;
 pub mod view;
@@ -83,6 +87,14 @@ pub(crate) struct Deploys {
     pub(crate) reports: Mutex<BTreeMap<String, SeenReport>>,
     /// Set when the desired records changed, to reconcile at once.
     pub(crate) changed: Notify,
+    /// Each projector's promote record, with its revision.
+    pub(crate) promotes: Mutex<BTreeMap<String, (u64, records::PromoteRecord)>>,
+    /// This node's holds for promotes in progress, by projector.
+    pub(crate) held: Mutex<BTreeMap<String, records::HeldFor>>,
+    /// The promote (id and offset) a swap this node is making carries out.
+    pub(crate) promoting: Mutex<BTreeMap<String, (String, u64)>>,
+    /// Every node's last swap record, by projector and node.
+    pub(crate) swaps: Mutex<BTreeMap<(String, String), records::NodeSwap>>,
 }
 
 /// A desired record as this node knows it.
@@ -119,6 +131,10 @@ impl Deploys {
             errors: Mutex::new(BTreeMap::new()),
             reports: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
+            promotes: Mutex::new(BTreeMap::new()),
+            held: Mutex::new(BTreeMap::new()),
+            promoting: Mutex::new(BTreeMap::new()),
+            swaps: Mutex::new(BTreeMap::new()),
         }
     }
 

@@ -79,6 +79,9 @@ pub struct ProjectorReport {
     pub versions: Vec<VersionReport>,
     /// Why the node could not carry out the cluster's desired version, if it could not.
     pub cluster_error: Option<String>,
+    /// Its hold for a coordinated swap in progress.
+    #[serde(default)]
+    pub held: Option<HeldFor>,
 }
 
 /// One running version on one node.
@@ -102,4 +105,74 @@ pub struct VersionReport {
 pub fn now_ms() -> u64 {
     let micros = crate::log::timestamp_to_micros(jiff::Timestamp::now()) / 1000;
     u64::try_from(micros).unwrap_or(0)
+}
+
+/// A coordinated swap of a `promote = "manual"` projector, under `promote.<projector>`
+/// in the projectors bucket (see [`promote`](super::promote)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteRecord {
+    /// [`RECORD_FORMAT`].
+    pub format: u32,
+    /// This promote's id (a UUID v7).
+    pub id: String,
+    /// The projector.
+    pub projector: String,
+    /// The shadow version being promoted.
+    pub version: String,
+    /// Where it stands.
+    pub phase: PromotePhase,
+    /// The node that coordinates it.
+    pub origin: String,
+    /// When the phase was written, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// The phases of a coordinated swap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromotePhase {
+    /// Every live node holds its active version where it is and reports the offset.
+    Hold,
+    /// Every node swaps when its active version (held there) and its shadow both
+    /// reach `offset`.
+    Swap {
+        /// The promote offset: the highest offset a node held at.
+        offset: u64,
+    },
+    /// Abandoned (a node did not hold in time, or an abort): holds are lifted.
+    Abandoned {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A node's hold for a promote, reported in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldFor {
+    /// The promote's id.
+    pub promote: String,
+    /// The active version's checkpoint under the hold.
+    pub checkpoint: u64,
+}
+
+/// A node's last swap of a projector, under `swap.<projector>.<node>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSwap {
+    /// [`RECORD_FORMAT`].
+    pub format: u32,
+    /// The node.
+    pub node: String,
+    /// The projector.
+    pub projector: String,
+    /// The version swapped in.
+    pub version: String,
+    /// The offset the replaced version stopped at: the new version serves from there.
+    pub offset: u64,
+    /// The coordinated swap it carried out, if any.
+    pub promote: Option<String>,
+    /// For a coordinated swap: the promote offset, when the node could not swap at
+    /// it (it was down during the hold and its active version had gone past it).
+    pub missed_offset: Option<u64>,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
 }

@@ -84,6 +84,10 @@ pub struct NodeProjector {
     pub cluster_error: Option<String>,
     /// The last error of any of its versions.
     pub last_error: Option<String>,
+    /// Its hold for a coordinated swap in progress.
+    pub held: Option<super::records::HeldFor>,
+    /// Its last swap record.
+    pub last_swap: Option<super::records::NodeSwap>,
 }
 
 /// The view now.
@@ -91,6 +95,7 @@ pub(crate) fn build(deploys: &Deploys) -> ClusterView {
     let now = Instant::now();
     let reports = lock(&deploys.reports).clone();
     let desired = lock(&deploys.desired).clone();
+    let swaps = lock(&deploys.swaps).clone();
     let mut divergence = Vec::new();
     let mut nodes = Vec::new();
     let mut reachable = BTreeSet::new();
@@ -129,7 +134,17 @@ pub(crate) fn build(deploys: &Deploys) -> ClusterView {
                 continue;
             };
             let up = reachable.contains(node);
-            let view = node_projector(node, up, report);
+            let mut view = node_projector(node, up, report);
+            view.last_swap = swaps.get(&(name.clone(), node.clone())).cloned();
+            if let Some(swap) = &view.last_swap
+                && let Some(missed) = swap.missed_offset
+                && Some(&swap.version) == view.active_version.as_ref()
+            {
+                divergence.push(format!(
+                    "node {node}: projector `{name}` swapped to {} at offset {}, not at the promote offset {missed} (it was down during the promote)",
+                    swap.version, swap.offset
+                ));
+            }
             if up {
                 if let Some(version) = &view.active_version {
                     serving
@@ -218,6 +233,8 @@ fn node_projector(node: &str, up: bool, report: &ProjectorReport) -> NodeProject
         promote: report.promote.clone(),
         cluster_error: report.cluster_error.clone(),
         last_error: report.versions.iter().find_map(|v| v.last_error.clone()),
+        held: report.held.clone(),
+        last_swap: None,
     }
 }
 
