@@ -437,7 +437,8 @@ fn swap_record(from: &Node, projector: &str, node: &str) -> Value {
 /// `promote = "manual"`: v2, deployed with `refract deploy` on one node, replays on
 /// every node and waits; a promote on another node swaps every node at one log offset
 /// (each node's swap record says so), and a node that was down during the promote
-/// swaps at that same offset when it returns, though the log has grown since.
+/// swaps at that same offset when it returns, though the log has grown since. Then
+/// forged desired records are refused everywhere.
 #[test]
 fn a_manual_promote_swaps_every_node_at_one_offset_and_a_node_down_applies_it_on_return() -> Result
 {
@@ -545,8 +546,86 @@ fn a_manual_promote_swaps_every_node_at_one_offset_and_a_node_down_applies_it_on
         .map(|n| read_model_checksum(n, "cars"))
         .collect::<Result<_>>()?;
     assert!(sums.windows(2).all(|w| w[0] == w[1]), "{sums:?}");
+    forged_records_are_refused(&all, "T_PROMOTE", &v2)?;
     for node in &mut nodes {
         node.stop();
+    }
+    Ok(())
+}
+
+/// Hostile desired records, written straight into the cluster's bucket: a component
+/// whose bytes are not the hash the record names, and one larger than a node's
+/// `limits.max_component_bytes`. Every node refuses both, says why in the cluster
+/// view, and goes on serving what it served.
+fn forged_records_are_refused(nodes: &[&Node], stream: &str, serving: &str) -> Result {
+    use refract::cluster::deploys::records::{Action, Desired, RECORD_FORMAT};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client =
+            async_nats::connect(nats::shared().urls().split(',').next().unwrap_or_default())
+                .await?;
+        let jetstream = async_nats::jetstream::new(client);
+        let components = jetstream
+            .get_object_store(format!("{stream}-components"))
+            .await?;
+        let projectors = jetstream
+            .get_key_value(format!("{stream}-projectors"))
+            .await?;
+        let claimed = "0".repeat(64);
+        components
+            .put(
+                claimed.as_str(),
+                &mut &b"not the component the record names"[..],
+            )
+            .await?;
+        let forged = |projector: &str, size: u64| Desired {
+            format: RECORD_FORMAT,
+            projector: projector.to_owned(),
+            version: "00000000".to_owned(),
+            sha256: claimed.clone(),
+            size,
+            action: Action::Deploy,
+            promote: "manual".to_owned(),
+            origin: "attacker".to_owned(),
+            at_ms: 0,
+        };
+        projectors
+            .put(
+                "desired.cars",
+                serde_json::to_vec(&forged("cars", 34))?.into(),
+            )
+            .await?;
+        projectors
+            .put(
+                "desired.huge",
+                serde_json::to_vec(&forged("huge", 1 << 40))?.into(),
+            )
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    for node in nodes {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{} to refuse both forged records", node.spec.name),
+            || {
+                let divergence = view(node)["divergence"].to_string();
+                nodes.iter().all(|n| {
+                    divergence.contains(&format!("node {}: projector `cars`", n.spec.name))
+                        && divergence.contains(&format!("node {}: projector `huge`", n.spec.name))
+                }) && divergence.contains("refusing it")
+                    && divergence.contains("limits.max_component_bytes")
+            },
+            || view(node).to_string(),
+        );
+        assert_eq!(
+            version_in(node, "cars", "active").map(|a| a["version"].clone()),
+            Some(json!(serving)),
+            "{} still serves {serving}",
+            node.spec.name
+        );
+        assert!(node.query("cars", CARS).is_some());
     }
     Ok(())
 }
