@@ -507,6 +507,7 @@ fn a_manual_promote_swaps_every_node_at_one_offset_and_a_node_down_applies_it_on
     let promoted = nodes[0].post("/v1/projectors/cars/promote", &json!({}));
     assert_eq!(promoted.status, 200, "{}", promoted.text);
     assert_eq!(promoted.json["version"], v2.as_str(), "{}", promoted.text);
+    assert_eq!(promoted.json["offset"], 6, "{}", promoted.text);
     let live = [&nodes[0], &nodes[1]];
     wait_serving(&live, "cars", &v2, 6);
     for name in ["n1", "n2"] {

@@ -109,6 +109,9 @@ pub(crate) struct Changed {
     version: String,
     /// `promote`, `rollback` or `abort`.
     action: &'static str,
+    /// Cluster mode, `promote = "manual"`: the log offset every node swaps at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 /// A command that changes which version of a projector does what.
@@ -131,6 +134,7 @@ async fn change(
         projector: name,
         version,
         action,
+        offset: None,
     }))
 }
 
@@ -150,6 +154,7 @@ pub(crate) async fn promote(
             projector: name,
             version: promoted.version,
             action: "promote",
+            offset: Some(promoted.offset),
         }));
     }
     change(state, name, "promote", Engine::promote).await
