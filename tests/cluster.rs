@@ -32,6 +32,7 @@ fn spec(dir: &Path, name: &str, urls: &str, stream: &str, replicas: usize) -> No
         stream: stream.to_owned(),
         replicas,
         plugins: vec!["balances"],
+        extra_config: String::new(),
     }
 }
 

@@ -724,3 +724,50 @@ fn a_bad_configuration_file_is_refused_with_the_key_and_the_fix() -> Result {
     }
     Ok(())
 }
+
+/// The active version's checkpoint, as the engine reports it.
+fn active_checkpoint(host: &Host, projector: &str) -> Option<u64> {
+    let view = host.engine.projector(projector)?;
+    view.versions
+        .iter()
+        .find(|v| Some(&v.version) == view.active_version.as_ref())
+        .and_then(|v| v.status.as_ref())
+        .map(|status| status.checkpoint)
+}
+
+/// `Engine::hold` (a cluster's coordinated swap): a held active version projects
+/// nothing past its hold while the log grows, reports where it stopped, and goes on
+/// once the hold is lifted.
+#[test]
+fn a_held_active_version_projects_nothing_past_its_hold() -> Result {
+    const LIVENESS: Duration = Duration::from_secs(60);
+    let host = start(&[("balances.wasm", "balances")], "")?;
+    let deposit = |amount: i64| {
+        NewEvent::new(
+            "account-a",
+            "money.deposited",
+            json!({ "account": "a", "amount": amount }).to_string(),
+        )
+    };
+    host.log.append((1..=3).map(deposit).collect())?;
+    support::host::wait_until(LIVENESS, "balances at offset 3", || {
+        caught_up(&host, "balances")
+    });
+    assert_eq!(host.engine.hold("balances", Some(5))?, 3);
+    host.log.append((4..=9).map(deposit).collect())?;
+    support::host::wait_until(LIVENESS, "balances at its hold, 5", || {
+        active_checkpoint(&host, "balances") == Some(5)
+    });
+    // Held where it is: a hold below the checkpoint keeps it there.
+    assert_eq!(host.engine.hold("balances", Some(2))?, 5);
+    // The worker has seen the head (9) and has had time to run past a hold it ignored.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(active_checkpoint(&host, "balances"), Some(5));
+    let db = find_version_db(&host.data, "balances")?;
+    assert_eq!(checkpoint_of(&db), 5, "the read model itself stopped at 5");
+    host.engine.hold("balances", None)?;
+    support::host::wait_until(LIVENESS, "balances at the head, 9", || {
+        caught_up(&host, "balances")
+    });
+    Ok(())
+}

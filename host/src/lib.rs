@@ -16,7 +16,8 @@
 //! - [`retention`]: retention policies per stream prefix, in the background: events
 //!   past them are archived (zstd segments that replays still read) or deleted.
 //! - [`cluster`]: cluster mode: the log replicated by NATS JetStream, appends on any
-//!   node, every node a read replica with its own mirror of the log.
+//!   node, every node a read replica with its own mirror of the log; one deploy for
+//!   the whole cluster, coordinated swaps and cluster-wide status (`cluster::deploys`).
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
 //! - [`error_text`]: an error and its causes as one line, each said once.

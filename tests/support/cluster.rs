@@ -41,6 +41,8 @@ pub struct NodeSpec {
     pub replicas: usize,
     /// Guests to put in its plugins folder (by guest name).
     pub plugins: Vec<&'static str>,
+    /// More of `refract.toml` (e.g. `[projectors.cars]` sections), appended as is.
+    pub extra_config: String,
 }
 
 /// A running node.
@@ -72,8 +74,8 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "[log]\ndurability = \"normal\"\n[cluster]\nstream = \"{}\"\nreplicas = {}\npublish_timeout_ms = 10000\n",
-                spec.stream, spec.replicas
+                "[log]\ndurability = \"normal\"\n[cluster]\nstream = \"{}\"\nreplicas = {}\npublish_timeout_ms = 10000\n{}",
+                spec.stream, spec.replicas, spec.extra_config
             ),
         )
         .expect("a configuration file");
@@ -107,6 +109,11 @@ impl Node {
             url,
             agent,
         }
+    }
+
+    /// Its plugins folder.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.spec.data.join("plugins")
     }
 
     /// The running process.

@@ -53,6 +53,13 @@ pub(crate) async fn health(State(state): State<ApiState>) -> Result<Response, Ap
     })?;
     if let Some(cluster) = state.cluster() {
         reasons.extend(cluster.status().degraded_reasons(max_lag));
+        if let Some(view) = cluster.projectors() {
+            reasons.extend(
+                view.divergence
+                    .into_iter()
+                    .map(|reason| format!("cluster divergence: {reason}")),
+            );
+        }
     }
     reasons.extend(consumer_reasons(&state).await?);
     reasons.dedup();

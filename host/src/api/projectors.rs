@@ -109,6 +109,9 @@ pub(crate) struct Changed {
     version: String,
     /// `promote`, `rollback` or `abort`.
     action: &'static str,
+    /// Cluster mode, `promote = "manual"`: the log offset every node swaps at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 /// A command that changes which version of a projector does what.
@@ -123,10 +126,15 @@ async fn change(
     // The engine's controller may be busy (compiling a deploy); wait off the workers.
     let version = blocking(move || Ok(command(&engine, &projector)?)).await?;
     tracing::info!(projector = %name, %version, action, "projector changed through the API");
+    if let Some(cluster) = state.cluster() {
+        // A rollback or an abort is cluster-wide: every node does the same.
+        cluster.announce_change(action, &name, &version);
+    }
     Ok(Json(Changed {
         projector: name,
         version,
         action,
+        offset: None,
     }))
 }
 
@@ -135,6 +143,20 @@ pub(crate) async fn promote(
     State(state): State<ApiState>,
     ProjectorName(name): ProjectorName,
 ) -> Result<Json<Changed>, ApiError> {
+    if let Some(cluster) = state.cluster()
+        && let Some(promoted) = cluster.promote(&name).await
+    {
+        // `promote = "manual"` in a cluster: every node swaps at one offset.
+        let promoted = promoted
+            .map_err(|reason| ApiError::new(StatusCode::CONFLICT, "promote_refused", reason))?;
+        tracing::info!(projector = %name, version = %promoted.version, offset = promoted.offset, "cluster promote through the API");
+        return Ok(Json(Changed {
+            projector: name,
+            version: promoted.version,
+            action: "promote",
+            offset: Some(promoted.offset),
+        }));
+    }
     change(state, name, "promote", Engine::promote).await
 }
 

@@ -35,6 +35,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(operations::metrics))
         .route("/v1/streams/{stream}/events", post(events::append))
         .route("/v1/cluster", get(cluster::show))
+        .route("/v1/cluster/projectors", get(cluster::projectors))
         .route("/v1/events", get(events::read))
         .route("/v1/events/count", get(events::count))
         .route("/v1/events/subscribe", get(sse::subscribe))

@@ -11,6 +11,7 @@ mod append;
 mod bench;
 mod client;
 mod cluster;
+mod cluster_status;
 mod consume;
 mod demo;
 mod deploy;

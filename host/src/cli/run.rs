@@ -12,7 +12,7 @@ use crate::api::{self, ApiState, Token};
 use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::{Engine, EngineOptions, LogCheck, integrity};
+use crate::engine::{Engine, EngineHooks, EngineOptions, LogCheck, integrity};
 use crate::groups::Groups;
 use crate::log::EventLog;
 
@@ -124,10 +124,31 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
         config,
         log_check,
     };
+    // A cluster node hears of every local deploy, to give it to the whole cluster.
+    // and of every swap, for its swap records; and it starts the active versions of
+    // projectors in the middle of a coordinated swap held at its offset.
+    let (deploy_hooks, receivers) = match &cluster {
+        Some((node, _)) => {
+            let (deploys, local) = tokio::sync::mpsc::unbounded_channel();
+            let (swaps, swapped) = tokio::sync::mpsc::unbounded_channel();
+            let hooks = EngineHooks {
+                deploys: Some(deploys),
+                swaps: Some(swaps),
+                holds: runtime.block_on(crate::cluster::deploys::promote::startup_holds(node)),
+            };
+            (hooks, Some((local, swapped)))
+        }
+        None => (EngineHooks::default(), None),
+    };
     let engine = Arc::new(
-        Engine::start(&options, &log, runtime.handle())
+        Engine::start_with_hooks(&options, &log, runtime.handle(), deploy_hooks)
             .context("cannot start the projection engine")?,
     );
+    let mut cluster = cluster;
+    if let (Some((node, tasks)), Some((local, swapped))) = (cluster.as_mut(), receivers) {
+        let _context = runtime.enter();
+        node.start_deploys(Arc::clone(&engine), local, swapped, tasks);
+    }
 
     println!("refract is running on {}", data.root().display());
     println!("  event log:   {}", data.events_db().display());

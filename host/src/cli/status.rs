@@ -19,6 +19,11 @@ pub struct StatusArgs {
     /// Print JSON (one object per version) instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Show every node of the cluster and which version each serves, from the
+    /// running cluster node at `--url`, and what diverges.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// One version's row: the fields of [`StatusRow`], with the figures a stopped version
@@ -60,6 +65,9 @@ impl From<StatusRow> for Row {
 /// this data directory's token file); one that refuses it is some other data
 /// directory's host, so the status then comes from disk, as with no host at all.
 pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
+    if args.cluster {
+        return super::cluster_status::run(args.json, client);
+    }
     let live = if client.has_token() {
         match client.get::<wire::Projectors>("/v1/projectors", &[]) {
             Ok(answer) => Some(live_rows(answer)),

@@ -25,12 +25,15 @@
 //! - [`status`]: connectivity, mirror position against the stream's head, health
 //!   reasons, metrics.
 //! - [`migrate`]: `refract cluster init --from <data-dir>`.
+//! - [`deploys`]: one deploy for the whole cluster (components in an object store,
+//!   desired versions in a key-value bucket), heartbeats and the cluster view.
 //!
 //! Nothing outside this room talks to NATS; the API and the CLI use [`ClusterNode`].
 
 pub mod append;
 pub mod config;
 pub mod connection;
+pub mod deploys;
 pub mod migrate;
 pub mod mirror;
 pub mod status;
@@ -126,6 +129,8 @@ pub(crate) struct Shared {
     /// Appends on their way to the publisher (see [`append::publisher`]).
     pub(crate) queue: tokio::sync::mpsc::UnboundedSender<append::Queued>,
     pub(crate) progress: Mutex<status::Progress>,
+    /// The deploy tasks' state, once started ([`ClusterNode::start_deploys`]).
+    pub(crate) deploys: std::sync::OnceLock<Arc<deploys::Deploys>>,
 }
 
 impl Shared {
@@ -197,6 +202,7 @@ impl ClusterNode {
             waiters: Mutex::new(HashMap::new()),
             queue,
             progress: Mutex::new(progress),
+            deploys: std::sync::OnceLock::new(),
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
@@ -223,6 +229,107 @@ impl ClusterNode {
     /// Connectivity, mirror position, the stream's head and lag.
     pub fn status(&self) -> ClusterStatus {
         status::snapshot(&self.shared)
+    }
+
+    /// Starts the cluster's deploys on this node (see [`deploys`]): gives every
+    /// deploy `local` reports to the cluster, applies the cluster's desired versions
+    /// to `engine`, and writes and watches heartbeats. Call once, after the engine
+    /// started with `local`'s sender in its hooks.
+    pub fn start_deploys(
+        &self,
+        engine: Arc<crate::engine::Engine>,
+        local: tokio::sync::mpsc::UnboundedReceiver<crate::engine::LocalDeploy>,
+        swaps: tokio::sync::mpsc::UnboundedReceiver<crate::engine::SwapRecord>,
+        tasks: &mut ClusterTasks,
+    ) {
+        let state = Arc::new(deploys::Deploys::new(Arc::clone(&self.shared), engine));
+        if self.shared.deploys.set(Arc::clone(&state)).is_err() {
+            tracing::error!("the cluster's deploys were started twice; ignoring the second");
+            return;
+        }
+        let stop = tasks.stop.subscribe();
+        tasks.tasks.extend([
+            tokio::spawn(deploys::open_buckets(Arc::clone(&state), stop.clone())),
+            tokio::spawn(deploys::publish::local_deploys(
+                Arc::clone(&state),
+                local,
+                stop.clone(),
+            )),
+            tokio::spawn(deploys::apply::watch_desired(
+                Arc::clone(&state),
+                stop.clone(),
+            )),
+            tokio::spawn(deploys::apply::reconcile(Arc::clone(&state), stop.clone())),
+            tokio::spawn(deploys::heartbeat::beat(Arc::clone(&state), stop.clone())),
+            tokio::spawn(deploys::promote::record_swaps(
+                Arc::clone(&state),
+                swaps,
+                stop.clone(),
+            )),
+            tokio::spawn(deploys::heartbeat::watch_nodes(state, stop)),
+        ]);
+    }
+
+    /// Tells the cluster about a rollback (`action` = `rollback`, `version` the one
+    /// now coming back) or an abort (`abort`, `version` the shadow dropped) just made
+    /// on this node, so every node does the same. Written in the background, retried
+    /// until NATS takes it; the projector's `cluster_error` shows it meanwhile.
+    pub fn announce_change(&self, action: &str, projector: &str, version: &str) {
+        let Some(state) = self.shared.deploys.get().cloned() else {
+            return;
+        };
+        let (action, version) = match action {
+            "rollback" => (deploys::records::Action::Rollback, version.to_owned()),
+            "abort" => {
+                let Some(active) = state
+                    .engine
+                    .read_model(projector)
+                    .map(|model| model.version)
+                else {
+                    return;
+                };
+                (
+                    deploys::records::Action::Abort {
+                        aborted: version.to_owned(),
+                    },
+                    active,
+                )
+            }
+            _ => return,
+        };
+        let projector = projector.to_owned();
+        tokio::spawn(async move {
+            deploys::publish::announce(&state, &projector, &version, action).await;
+        });
+    }
+
+    /// Promotes `projector` on every node at one log offset, if the cluster asks for it
+    /// with `promote = "manual"` (see [`deploys::promote`]); `None` when it does not
+    /// (promote it on this node as on a single node).
+    ///
+    /// # Errors
+    /// Why the cluster cannot promote now, with the fix.
+    pub async fn promote(
+        &self,
+        projector: &str,
+    ) -> Option<Result<deploys::promote::Promoted, String>> {
+        let state = self.shared.deploys.get()?;
+        let manual = deploys::lock(&state.desired)
+            .get(projector)
+            .is_some_and(|seen| seen.record.promote == "manual");
+        if !manual {
+            return None;
+        }
+        Some(deploys::promote::coordinate(state, projector).await)
+    }
+
+    /// Every node's view of every projector, with what diverges; `None` before
+    /// [`ClusterNode::start_deploys`].
+    pub fn projectors(&self) -> Option<deploys::view::ClusterView> {
+        self.shared
+            .deploys
+            .get()
+            .map(|state| deploys::view::build(state))
     }
 }
 

@@ -21,6 +21,7 @@ use crate::engine::control::{Control, Role};
 use crate::engine::controller::read_only;
 use crate::engine::controller::{Command, Controller, ControllerParts, create_dir, watch_plugins};
 use crate::engine::error::EngineError;
+use crate::engine::hooks::EngineHooks;
 use crate::engine::integrity::{self, LogCheck};
 use crate::engine::shared::{Shared, lock, read};
 use crate::engine::status::VersionStatus;
@@ -61,6 +62,17 @@ impl Engine {
         log: &EventLog,
         runtime: &Handle,
     ) -> Result<Engine, EngineError> {
+        Engine::start_with_hooks(options, log, runtime, EngineHooks::default())
+    }
+
+    /// [`Engine::start`], reporting to `hooks` from the first deploy on (the plugins
+    /// folder is deployed during the start).
+    pub fn start_with_hooks(
+        options: &EngineOptions,
+        log: &EventLog,
+        runtime: &Handle,
+        hooks: EngineHooks,
+    ) -> Result<Engine, EngineError> {
         let data = options.data_dir.clone();
         if options.log_check == LogCheck::Strict {
             integrity::check_log_covers_read_models(&data, log.head()?)?;
@@ -100,6 +112,7 @@ impl Engine {
             last_swap: Mutex::new(None),
             unavailable: RwLock::new(BTreeMap::new()),
             read_only: RwLock::new(None),
+            hooks,
         });
         // Watched before anything is deployed, so no change in between is missed.
         let (commands, inbox) = mpsc::channel();
@@ -268,6 +281,7 @@ impl Engine {
         self.ask(|reply| Command::Deploy {
             wasm: wasm.to_vec(),
             expected_name: None,
+            announce: true,
             reply,
         })
     }
@@ -278,6 +292,18 @@ impl Engine {
         self.ask(|reply| Command::Deploy {
             wasm: wasm.to_vec(),
             expected_name: Some(name.to_owned()),
+            announce: true,
+            reply,
+        })
+    }
+
+    /// [`Engine::deploy_as`] for a component the cluster asks this node to run: the
+    /// same deploy, not reported to [`EngineHooks::deploys`] (it came from there).
+    pub fn deploy_replicated(&self, name: &str, wasm: &[u8]) -> Result<Deployment, EngineError> {
+        self.ask(|reply| Command::Deploy {
+            wasm: wasm.to_vec(),
+            expected_name: Some(name.to_owned()),
+            announce: false,
             reply,
         })
     }
@@ -297,6 +323,15 @@ impl Engine {
     /// Drops a running shadow. Returns its version.
     pub fn abort(&self, name: &str) -> Result<String, EngineError> {
         self.ask(|reply| Command::Abort(name.to_owned(), reply))
+    }
+
+    /// Holds a projector's active version at `ceiling`: it projects no event past
+    /// that offset until the hold is lifted (`None`) or a swap replaces it. Returns its
+    /// checkpoint once the hold is in force, which stays put if it is at or past the
+    /// ceiling. A cluster's coordinated swap uses it so that every node swaps at one
+    /// offset.
+    pub fn hold(&self, name: &str, ceiling: Option<u64>) -> Result<u64, EngineError> {
+        self.ask(|reply| Command::Hold(name.to_owned(), ceiling, reply))
     }
 
     /// Stops every worker after its batch in flight and waits for them. Idempotent.

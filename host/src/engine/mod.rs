@@ -14,6 +14,7 @@
 //! - `version_files`: the files of versions: the stable symlink, stored components,
 //!   pruning.
 //! - [`control`]: `control.db`, the host's own state.
+//! - [`hooks`]: what the engine reports to a listener outside it (cluster mode).
 //! - [`integrity`]: no read model may be ahead of the log.
 //! - [`diff`]: comparing two read models (`refract diff`, the diff gate).
 //! - [`status`]: live status of each version; [`report`]: status read from disk.
@@ -24,6 +25,7 @@ mod controller;
 pub mod diff;
 mod error;
 mod handle;
+pub mod hooks;
 pub mod integrity;
 pub mod projection;
 pub mod report;
@@ -36,6 +38,7 @@ pub(crate) mod worker;
 pub use controller::PLUGIN_DEBOUNCE;
 pub use error::EngineError;
 pub use handle::{Engine, EngineOptions};
+pub use hooks::{EngineHooks, LocalDeploy, SwapRecord};
 pub use integrity::{LogBehindReadModels, LogCheck};
 pub use projection::{BatchLimits, Projection, ProjectionError, Step};
 pub use report::{StatusRow, offline_status};

@@ -39,6 +39,8 @@ pub(in crate::engine) struct Shared {
     pub(in crate::engine) unavailable: RwLock<BTreeMap<String, String>>,
     /// Set while the engine cannot write `control.db` and runs read-only.
     pub(in crate::engine) read_only: RwLock<Option<ReadOnly>>,
+    /// The listeners the engine reports to (cluster mode).
+    pub(in crate::engine) hooks: crate::engine::hooks::EngineHooks,
 }
 
 /// A version as published for readers; `status` is live while a worker runs it.

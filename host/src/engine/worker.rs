@@ -56,6 +56,8 @@ pub(crate) struct WorkerSpec {
     pub replay_rate_limit: u64,
     /// Whether a checkpoint past the log's head is an error (see `integrity`).
     pub log_check: LogCheck,
+    /// The last offset it may project at first (see [`WorkerHandle::hold`]).
+    pub hold: Option<u64>,
 }
 
 /// What a worker is running for; it changes how failures and pacing are handled.
@@ -80,6 +82,9 @@ enum Command {
     Sync(std::sync::mpsc::Sender<Result<u64, String>>),
     /// Change role, after a swap or rollback.
     SetMode(Mode),
+    /// Project no event past this offset (`None`: no bound). A cluster's coordinated
+    /// swap holds the active version at the promote offset.
+    Hold(Option<u64>),
 }
 
 /// The engine's handle on a worker thread.
@@ -156,6 +161,12 @@ impl WorkerHandle {
     }
 
     /// Whether the thread has ended (a failed shadow ends by itself).
+    /// Keeps the worker from projecting past `ceiling` (`None` lifts it).
+    pub fn hold(&self, ceiling: Option<u64>) {
+        // A stopped worker projects nothing anyway.
+        let _ = self.commands.send(Command::Hold(ceiling));
+    }
+
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
@@ -181,6 +192,7 @@ pub(crate) fn spawn(
     let (commands, commands_rx) = tokio::sync::mpsc::unbounded_channel();
     let name = format!("refract-{}-{version}", spec.projector);
     let (finished_tx, finished) = std::sync::mpsc::channel();
+    let hold = spec.hold;
     let worker = Worker {
         head: log.watch_head(),
         log: log.clone(),
@@ -196,6 +208,7 @@ pub(crate) fn spawn(
         failures: Repeats::new(),
         state_failures: Repeats::new(),
         ahead_of_log: false,
+        hold,
     };
     let thread = std::thread::Builder::new().name(name).spawn(move || {
         // Dropped when the thread ends, however it ends.
@@ -232,6 +245,8 @@ struct Worker {
     state_failures: Repeats,
     /// The checkpoint was found past the log's head: projecting stops for good.
     ahead_of_log: bool,
+    /// The last offset it may project (see [`Command::Hold`]).
+    hold: Option<u64>,
 }
 
 /// What the worker is doing about a poison event under the `skip` policy.
@@ -278,8 +293,8 @@ impl Worker {
             self.status
                 .start_call(projection.checkpoint() + 1, self.call_limit());
             let result = match &isolation {
-                Isolation::None => projection.step(None),
-                Isolation::SingleEventsThrough(_) => projection.step(None),
+                Isolation::None => projection.step(self.hold),
+                Isolation::SingleEventsThrough(_) => projection.step(self.hold),
                 Isolation::Before {
                     offset,
                     dead_letter,
@@ -295,7 +310,8 @@ impl Worker {
                         }
                         continue;
                     }
-                    projection.step(Some(offset - 1))
+                    let until = offset - 1;
+                    projection.step(Some(self.hold.map_or(until, |hold| hold.min(until))))
                 }
             };
             let took = started.elapsed();
@@ -446,6 +462,7 @@ impl Worker {
                 // The controller may have given up waiting; nothing to tell it then.
                 let _ = reply.send(synced);
             }
+            Command::Hold(ceiling) => self.hold = ceiling,
             Command::SetMode(mode) => {
                 self.mode = mode;
                 if matches!(mode, Mode::Active | Mode::Warm) {

@@ -5,6 +5,7 @@ use crate::engine::control::Role;
 use crate::engine::controller::Controller;
 use crate::engine::controller::create_dir;
 use crate::engine::error::EngineError;
+use crate::engine::hooks::LocalDeploy;
 use crate::engine::version_files;
 use crate::engine::views::{DeployOutcome, Deployment};
 use crate::engine::worker::Mode;
@@ -15,6 +16,7 @@ impl Controller {
         &mut self,
         bytes: &[u8],
         expected_name: Option<&str>,
+        announce: bool,
     ) -> Result<Deployment, EngineError> {
         let loaded = self
             .wasm_runtime
@@ -62,8 +64,18 @@ impl Controller {
                 path: self.shared.data.version_wasm(&name, &version),
                 source,
             })?;
+        let sha256 = loaded.sha256().to_owned();
         self.replace_shadow(&name, loaded, false)?;
         tracing::info!(projector = %name, %version, "shadow replay started");
+        if announce {
+            self.shared.hooks.deployed(LocalDeploy {
+                projector: name.clone(),
+                version: version.clone(),
+                sha256,
+                wasm: bytes.to_vec(),
+                at_startup: self.starting,
+            });
+        }
         Ok(deployment(DeployOutcome::Started))
     }
 

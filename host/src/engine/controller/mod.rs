@@ -52,11 +52,16 @@ pub(in crate::engine) enum Command {
     Deploy {
         wasm: Vec<u8>,
         expected_name: Option<String>,
+        /// Report the deploy to the engine's hooks (not for one the cluster asked for).
+        announce: bool,
         reply: mpsc::Sender<Result<Deployment, EngineError>>,
     },
     Promote(String, mpsc::Sender<Result<String, EngineError>>),
     Rollback(String, mpsc::Sender<Result<String, EngineError>>),
     Abort(String, mpsc::Sender<Result<String, EngineError>>),
+    /// Hold the active version at an offset (`None` lifts it); answers with its
+    /// checkpoint once the hold is in force.
+    Hold(String, Option<u64>, mpsc::Sender<Result<u64, EngineError>>),
     PluginChanged(PathBuf),
     Shutdown,
 }
@@ -70,6 +75,7 @@ impl Command {
             Command::Promote(_, reply) | Command::Rollback(_, reply) | Command::Abort(_, reply) => {
                 drop(reply.send(Err(error())));
             }
+            Command::Hold(_, _, reply) => drop(reply.send(Err(error()))),
             Command::PluginChanged(_) | Command::Shutdown => {}
         }
     }
@@ -124,6 +130,11 @@ pub(in crate::engine) struct Controller {
     read_models_checked: Instant,
     /// The slots changed since they were last published.
     dirty: bool,
+    /// Still in [`Controller::start`] (deploys then are reported as `at_startup`).
+    starting: bool,
+    /// Active versions held at an offset (see `swap::hold`), from the hooks at start:
+    /// the offset, and the version being promoted (which is never held).
+    holds: BTreeMap<String, (u64, String)>,
 }
 
 impl Controller {
@@ -152,11 +163,15 @@ impl Controller {
             slots: BTreeMap::new(),
             read_models_checked: Instant::now(),
             dirty: true,
+            starting: true,
+            holds: BTreeMap::new(),
         };
+        controller.holds = controller.shared.hooks.holds.clone();
         controller.restore()?;
         for path in plugin_files(&plugins_dir)? {
             controller.plugin_changed(&path);
         }
+        controller.starting = false;
         controller.publish();
         Ok(controller)
     }
@@ -171,9 +186,10 @@ impl Controller {
                 Ok(Command::Deploy {
                     wasm,
                     expected_name,
+                    announce,
                     reply,
                 }) => {
-                    let result = self.deploy(&wasm, expected_name.as_deref());
+                    let result = self.deploy(&wasm, expected_name.as_deref(), announce);
                     self.answer(&reply, result);
                 }
                 Ok(Command::Promote(name, reply)) => {
@@ -186,6 +202,10 @@ impl Controller {
                 }
                 Ok(Command::Abort(name, reply)) => {
                     let result = self.abort(&name);
+                    self.answer(&reply, result);
+                }
+                Ok(Command::Hold(name, ceiling, reply)) => {
+                    let result = self.hold(&name, ceiling);
                     self.answer(&reply, result);
                 }
                 Ok(Command::PluginChanged(path)) => self.plugin_changed(&path),
@@ -339,6 +359,15 @@ impl Controller {
         let loaded = loaded
             .with_limits(limits)
             .map_err(EngineError::InvalidComponent)?;
+        // A held active version (a cluster's coordinated swap) starts held.
+        let hold = match mode {
+            Mode::Active => self
+                .holds
+                .get(name)
+                .filter(|(_, promoted)| promoted != loaded.version())
+                .map(|(offset, _)| *offset),
+            Mode::Shadow | Mode::Initial | Mode::Warm => None,
+        };
         let spec = WorkerSpec {
             projector: name.to_owned(),
             db_path,
@@ -358,6 +387,7 @@ impl Controller {
             mode,
             replay_rate_limit: section.replay_rate_limit,
             log_check: self.log_check,
+            hold,
         };
         worker::spawn(spec, &self.shared.log, self.runtime.clone()).map_err(|source| {
             EngineError::Io {

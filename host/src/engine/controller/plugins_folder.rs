@@ -31,7 +31,7 @@ impl Controller {
         if self.control.plugin_sha(path).ok().flatten().as_deref() == Some(sha.as_str()) {
             return;
         }
-        match self.deploy(&bytes, None) {
+        match self.deploy(&bytes, None, true) {
             Ok(deployment) => {
                 tracing::info!(file = %path.display(), projector = %deployment.projector, version = %deployment.version, outcome = ?deployment.outcome, "plugin file deployed");
                 write(&self.shared.rejected).remove(path);

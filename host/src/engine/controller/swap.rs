@@ -23,6 +23,7 @@ use crate::engine::control::Role;
 use crate::engine::controller::{Controller, Slot};
 use crate::engine::diff;
 use crate::engine::error::EngineError;
+use crate::engine::hooks::SwapRecord;
 use crate::engine::shared::{lock, write};
 use crate::engine::status::State;
 use crate::engine::version_files;
@@ -198,6 +199,12 @@ impl Controller {
             },
         );
         shadow.set_mode(Mode::Active);
+        self.holds.remove(name);
+        self.shared.hooks.swapped(SwapRecord {
+            projector: name.to_owned(),
+            version: version.clone(),
+            offset: final_checkpoint,
+        });
         let keep_previous = self.config.projector(name).keep_previous;
         let warm = match (&old_loaded, keep_previous) {
             (Some(loaded), true) => Some(self.spawn(name, loaded.clone(), Mode::Warm)?),
@@ -298,6 +305,27 @@ impl Controller {
         self.drop_shadow(name, "aborted by an operator")?;
         tracing::info!(projector = %name, %version, "shadow aborted");
         Ok(version)
+    }
+
+    /// Holds the active version at `ceiling` (`None` lifts it), and answers with its
+    /// checkpoint once the hold is in force: the worker takes the hold between two
+    /// batches, then the sync that follows it reports where it stopped.
+    pub(super) fn hold(&mut self, name: &str, ceiling: Option<u64>) -> Result<u64, EngineError> {
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownProjector(name.to_owned()))?;
+        let active = slot.active.as_ref().ok_or_else(|| {
+            EngineError::Conflict(format!("projector `{name}` has no active version to hold"))
+        })?;
+        match ceiling {
+            Some(ceiling) => self.holds.insert(name.to_owned(), (ceiling, String::new())),
+            None => self.holds.remove(name),
+        };
+        active.hold(ceiling);
+        active
+            .sync(SWAP_SYNC_TIMEOUT)
+            .map_err(|reason| EngineError::Conflict(format!("cannot hold `{name}`: {reason}")))
     }
 
     /// The projector's slot and its shadow, or why `action` cannot apply.
