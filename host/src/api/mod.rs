@@ -14,6 +14,8 @@
 //! | `POST /v1/projectors/{name}/promote`, `/rollback`, `/abort` | change which version serves |
 //! | `GET /v1/projectors/{name}/dead-letters` | events the projector skipped |
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
+//! | `GET`/`POST /v1/projectors/{name}/snapshots` | list the read model's snapshots; take one now |
+//! | `POST /v1/projectors/{name}/restore` | restore the read model from a snapshot and catch it up |
 //! | `GET /v1/projectors/{name}/diff` | the shadow (or previous) version against the active one: tables, sample rows, the diff gate |
 //! | `GET /v1/groups`, `/v1/groups/{group}/...` | consumer groups: poll, subscribe, ack, nack, reset, delete, dead letters (see `groups`) |
 //! | `GET /v1/cluster` | cluster mode: NATS connectivity, the mirror against the stream's head |
@@ -35,6 +37,7 @@
 //!   versions compared.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
 //! - `cluster`: `GET /v1/cluster`.
+//! - `snapshots`: read-model snapshots: list, take, restore.
 //!
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
 //! and the [`Engine`](crate::engine::Engine) only.
@@ -55,6 +58,7 @@ mod operations;
 mod projectors;
 mod query;
 pub mod server;
+mod snapshots;
 mod sse;
 pub mod state;
 

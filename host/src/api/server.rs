@@ -22,7 +22,7 @@ use super::auth;
 use super::connection::{ConnectionTimeouts, serve_connection};
 use super::error::{ApiError, panic_response};
 use super::state::ApiState;
-use super::{cluster, diff, events, groups, operations, projectors, query, sse};
+use super::{cluster, diff, events, groups, operations, projectors, query, snapshots, sse};
 
 /// The API's routes, with authentication, body limits, panic catching and request
 /// tracing.
@@ -52,6 +52,11 @@ pub fn router(state: ApiState) -> Router {
             get(projectors::dead_letters),
         )
         .route("/v1/projectors/{name}/query", post(query::run))
+        .route(
+            "/v1/projectors/{name}/snapshots",
+            get(snapshots::list).post(snapshots::take),
+        )
+        .route("/v1/projectors/{name}/restore", post(snapshots::restore))
         .route("/v1/projectors/{name}/diff", get(diff::diff))
         .route("/v1/groups", get(groups::list))
         .route(

@@ -23,6 +23,7 @@ mod new;
 mod project;
 mod query;
 mod run;
+mod snapshot;
 mod status;
 mod tail;
 mod test;
@@ -127,8 +128,12 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Reactivate a projector's previous version (running host).
     Rollback(manage::ManageArgs),
+    /// Restore a projector's read model from a snapshot and catch it up (running host).
+    Restore(snapshot::RestoreArgs),
     /// Run the host: keep every projector in the plugins folder up to date.
     Run(run::RunArgs),
+    /// Take a snapshot of a projector's read model now, or `--list` them (running host).
+    Snapshot(snapshot::SnapshotArgs),
     /// Show every projector version: state, checkpoint, lag, errors.
     Status(status::StatusArgs),
     /// Follow the event stream of the running host, as JSON Lines.
@@ -237,6 +242,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(args) => manage::run(&connect()?, manage::Action::Rollback, &args),
         Command::Abort(args) => manage::run(&connect()?, manage::Action::Abort, &args),
         Command::Query(args) => query::run(&connect()?, &args),
+        Command::Snapshot(args) => snapshot::run_snapshot(&connect()?, &args),
+        Command::Restore(args) => snapshot::run_restore(&connect()?, &args),
         Command::Tail(args) => tail::run(&connect()?, &args),
         Command::Groups(args) => groups::run(&data, &config, &args, &connect()?),
         Command::Consume(args) => {

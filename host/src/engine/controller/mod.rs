@@ -20,6 +20,7 @@ mod deploy;
 mod plugins_folder;
 pub(in crate::engine) mod read_only;
 mod rebuild;
+mod restore;
 mod swap;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,8 @@ pub(in crate::engine) enum Command {
     Promote(String, mpsc::Sender<Result<String, EngineError>>),
     Rollback(String, mpsc::Sender<Result<String, EngineError>>),
     Abort(String, mpsc::Sender<Result<String, EngineError>>),
+    /// Restore a projector from one of its snapshots (`<version>/<checkpoint>`).
+    Restore(String, String, mpsc::Sender<Result<String, EngineError>>),
     PluginChanged(PathBuf),
     Shutdown,
 }
@@ -67,7 +70,10 @@ impl Command {
         // Whoever asked may have given up waiting; nothing to tell them then.
         match self {
             Command::Deploy { reply, .. } => drop(reply.send(Err(error()))),
-            Command::Promote(_, reply) | Command::Rollback(_, reply) | Command::Abort(_, reply) => {
+            Command::Promote(_, reply)
+            | Command::Rollback(_, reply)
+            | Command::Abort(_, reply)
+            | Command::Restore(_, _, reply) => {
                 drop(reply.send(Err(error())));
             }
             Command::PluginChanged(_) | Command::Shutdown => {}
@@ -186,6 +192,10 @@ impl Controller {
                 }
                 Ok(Command::Abort(name, reply)) => {
                     let result = self.abort(&name);
+                    self.answer(&reply, result);
+                }
+                Ok(Command::Restore(name, id, reply)) => {
+                    let result = self.restore_snapshot(&name, &id);
                     self.answer(&reply, result);
                 }
                 Ok(Command::PluginChanged(path)) => self.plugin_changed(&path),

@@ -1,0 +1,169 @@
+//! The snapshot endpoints of read models:
+//! - `GET /v1/projectors/{name}/snapshots`: every snapshot, and per version the count,
+//!   newest checkpoint and bytes;
+//! - `POST /v1/projectors/{name}/snapshots`: take one of the active version now;
+//! - `POST /v1/projectors/{name}/restore` `{"from": "<version>/<checkpoint>"}`: restore
+//!   the read model from a snapshot and catch it up.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ProjectorName};
+use super::state::{ApiState, blocking};
+use crate::engine::{Engine, EngineError};
+use crate::snapshots::store::{Reason, SnapshotEntry, SnapshotError, Store, VersionSummary};
+
+/// The answer to `GET /v1/projectors/{name}/snapshots`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Snapshots {
+    /// The projector.
+    projector: String,
+    /// Every snapshot, oldest checkpoint first; `id` is what `restore` takes.
+    snapshots: Vec<Listed>,
+    /// Per version: count, newest checkpoint, bytes.
+    versions: Vec<VersionSummary>,
+}
+
+/// One snapshot with its id.
+#[derive(Debug, Serialize)]
+pub(crate) struct Listed {
+    /// `<version>/<checkpoint>`.
+    id: String,
+    #[serde(flatten)]
+    entry: SnapshotEntry,
+}
+
+/// `GET /v1/projectors/{name}/snapshots`.
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    ProjectorName(name): ProjectorName,
+) -> Result<Json<Snapshots>, ApiError> {
+    let engine = Arc::clone(state.engine());
+    let answer = blocking(move || {
+        if engine.projector(&name).is_none() {
+            return Err(EngineError::UnknownProjector(name).into());
+        }
+        let store = Store::new(engine.data_dir());
+        let snapshots = store
+            .list(&name)
+            .map_err(|error| snapshot_error(&error))?
+            .into_iter()
+            .map(|entry| Listed {
+                id: entry.id(),
+                entry,
+            })
+            .collect();
+        Ok(Snapshots {
+            versions: store.summaries(&name),
+            projector: name,
+            snapshots,
+        })
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+/// `POST /v1/projectors/{name}/snapshots`: answers 201 with the new snapshot (or the
+/// existing one at the same checkpoint).
+pub(crate) async fn take(
+    State(state): State<ApiState>,
+    ProjectorName(name): ProjectorName,
+) -> Result<(StatusCode, Json<Listed>), ApiError> {
+    let engine = Arc::clone(state.engine());
+    // A copy of the whole read model: seconds for a large one, on the blocking pool.
+    let entry = blocking(move || take_now(&engine, &name)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Listed {
+            id: entry.id(),
+            entry,
+        }),
+    ))
+}
+
+fn take_now(engine: &Engine, name: &str) -> Result<SnapshotEntry, ApiError> {
+    let Some(model) = engine.read_model(name) else {
+        if let Some(why) = engine.read_model_unavailable(name) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read_model_unavailable",
+                format!("projector `{name}` cannot be snapshotted now: {why}; retry later"),
+            ));
+        }
+        return Err(match engine.projector(name) {
+            Some(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_active_version",
+                format!(
+                    "projector `{name}` has no active version to snapshot yet; retry when it has"
+                ),
+            ),
+            None => EngineError::UnknownProjector(name.to_owned()).into(),
+        });
+    };
+    let data = engine.data_dir();
+    let keep = engine.config().projector(name).snapshots.keep;
+    Store::new(data)
+        .take(
+            name,
+            &model.version,
+            &model.path,
+            Some(&data.version_wasm(name, &model.version)),
+            Reason::OnDemand,
+            keep,
+        )
+        .map_err(|error| snapshot_error(&error))
+}
+
+/// The body of `POST /v1/projectors/{name}/restore`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RestoreRequest {
+    /// The snapshot's id, `<version>/<checkpoint>`.
+    from: String,
+}
+
+/// What a restore started.
+#[derive(Debug, Serialize)]
+pub(crate) struct Restoring {
+    /// The projector.
+    projector: String,
+    /// The version restored.
+    version: String,
+    /// The snapshot it starts from.
+    from: String,
+}
+
+/// `POST /v1/projectors/{name}/restore`: answers 202 once the restore has started; the
+/// projector serves again when it has caught up (`GET /v1/projectors/{name}`).
+pub(crate) async fn restore(
+    State(state): State<ApiState>,
+    ProjectorName(name): ProjectorName,
+    ApiJson(request): ApiJson<RestoreRequest>,
+) -> Result<(StatusCode, Json<Restoring>), ApiError> {
+    let engine = Arc::clone(state.engine());
+    let (projector, from) = (name.clone(), request.from.clone());
+    let version = blocking(move || Ok(engine.restore(&name, &request.from)?)).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Restoring {
+            projector,
+            version,
+            from,
+        }),
+    ))
+}
+
+fn snapshot_error(error: &SnapshotError) -> ApiError {
+    match error {
+        SnapshotError::NotFound { .. } => {
+            ApiError::not_found("unknown_snapshot", error.to_string())
+        }
+        _ => ApiError::internal("a snapshot", error),
+    }
+}
