@@ -579,6 +579,14 @@ fn refract_snapshot_and_restore_on_a_running_host() -> Result {
     assert_eq!(taken.reason, Reason::OnDemand);
     let listed = cli(&["snapshot", NAME, "--list"])?;
     assert!(listed.contains(&taken.id()), "{listed}");
+    let status = cli(&["status"])?;
+    assert!(
+        status.contains(&format!(
+            "snapshots of {NAME} {}: 1, newest at checkpoint 600, {} bytes",
+            taken.version, taken.bytes
+        )),
+        "{status}"
+    );
     log.append(balances(4, 100).collect())?;
     let restored = cli(&["restore", NAME, "--from", &taken.id()])?;
     assert!(restored.contains(&taken.id()), "{restored}");

@@ -58,6 +58,7 @@ mod operations;
 mod projectors;
 mod query;
 pub mod server;
+mod snapshot_metrics;
 mod snapshots;
 mod sse;
 pub mod state;
