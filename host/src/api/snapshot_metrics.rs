@@ -53,7 +53,8 @@ impl Collector for SnapshotFigures {
                         ("projector", projector.as_str()),
                         ("version", summary.version.as_str()),
                     ];
-                    ConstGauge::new(value(summary) as f64).encode(family.encode_family(&labels)?)?;
+                    ConstGauge::new(value(summary) as f64)
+                        .encode(family.encode_family(&labels)?)?;
                 }
             }
         }

@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ProjectorName};
 use super::state::{ApiState, blocking};
 use crate::engine::{Engine, EngineError};
+use crate::snapshots::point_in_time::{PointInTime, PointInTimeError};
 use crate::snapshots::store::{Reason, SnapshotEntry, SnapshotError, Store, VersionSummary};
 
 /// The answer to `GET /v1/projectors/{name}/snapshots`.
@@ -165,5 +166,68 @@ fn snapshot_error(error: &SnapshotError) -> ApiError {
             ApiError::not_found("unknown_snapshot", error.to_string())
         }
         _ => ApiError::internal("a snapshot", error),
+    }
+}
+
+/// A query answered from the read model as it was at `at_offset` (or at the last offset
+/// recorded at or before `at_time`): `run` gets the materialised database and the
+/// version that built it. Blocking.
+pub(crate) fn query_at<T>(
+    engine: &Engine,
+    point_in_time: &PointInTime,
+    name: &str,
+    at_offset: &Option<u64>,
+    at_time: &Option<String>,
+    run: impl FnOnce(&std::path::Path, String) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if engine.projector(name).is_none() {
+        return Err(EngineError::UnknownProjector(name.to_owned()).into());
+    }
+    let offset = match (at_offset, at_time) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_point_in_time",
+                "give at_offset or at_time, not both",
+            ));
+        }
+        (Some(offset), None) => *offset,
+        (None, Some(time)) => {
+            let time: jiff::Timestamp = time.parse().map_err(|error| {
+                ApiError::bad_request(
+                    "invalid_point_in_time",
+                    format!("at_time {time:?} is not an RFC 3339 instant ({error}); for example 2026-11-25T23:00:00Z"),
+                )
+            })?;
+            point_in_time
+                .offset_at_time(engine.log(), time)
+                .map_err(|error| point_in_time_error(&error))?
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_point_in_time",
+                "give at_offset or at_time",
+            ));
+        }
+    };
+    let active = engine.read_model(name).map(|model| model.version);
+    let materialised = point_in_time
+        .at_offset(engine.log(), name, active.as_deref(), offset)
+        .map_err(|error| point_in_time_error(&error))?;
+    run(&materialised.path, materialised.version.clone())
+}
+
+fn point_in_time_error(error: &PointInTimeError) -> ApiError {
+    match error {
+        PointInTimeError::BeyondHead { .. }
+        | PointInTimeError::BeforeFirstEvent { .. }
+        | PointInTimeError::TooFar { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "point_in_time_refused",
+            error.to_string(),
+        ),
+        PointInTimeError::NoVersion(_) => {
+            ApiError::new(StatusCode::CONFLICT, "no_active_version", error.to_string())
+        }
+        _ => ApiError::internal("a point-in-time read model", error),
     }
 }

@@ -37,6 +37,8 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     /// Consumer groups, once attached ([`ApiState::attach_groups`]).
     groups: OnceLock<Arc<crate::groups::Groups>>,
+    /// Point-in-time read models, made on first use.
+    point_in_time: OnceLock<Arc<crate::snapshots::point_in_time::PointInTime>>,
 }
 
 impl ApiState {
@@ -86,6 +88,7 @@ impl ApiState {
                 admission,
                 shutdown: watch::channel(false).0,
                 groups: OnceLock::new(),
+                point_in_time: OnceLock::new(),
             }),
         }
     }
@@ -105,6 +108,17 @@ impl ApiState {
                 "this host serves no consumer groups now: it runs read-only (see GET /health) or was started without them",
             )
         })
+    }
+
+    /// Point-in-time read models (`at_offset` queries), made on first use.
+    pub(crate) fn point_in_time(&self) -> Arc<crate::snapshots::point_in_time::PointInTime> {
+        Arc::clone(self.shared.point_in_time.get_or_init(|| {
+            let engine = &self.shared.engine;
+            Arc::new(crate::snapshots::point_in_time::PointInTime::new(
+                engine.data_dir(),
+                engine.config(),
+            ))
+        }))
     }
 
     /// The consumer groups, if attached, for health and metrics.
