@@ -535,7 +535,7 @@ fn rollback_to_a_version_whose_read_model_was_pruned_restores_its_last_snapshot(
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn refract_snapshot_and_restore_on_a_running_host() -> Result {
+fn refract_snapshot_restore_and_stream_snapshots_on_a_running_host() -> Result {
     let dir = tempfile::tempdir()?;
     let data = DataDir::new(dir.path().join("data"));
     std::fs::create_dir_all(data.plugins())?;
@@ -544,7 +544,10 @@ fn refract_snapshot_and_restore_on_a_running_host() -> Result {
         data.plugins().join("balances.wasm"),
     )?;
     let config = dir.path().join("refract.toml");
-    std::fs::write(&config, "")?;
+    std::fs::write(
+        &config,
+        "[snapshots]\nstream_hint_every = 3\nstream_keep = 2\n",
+    )?;
     let log = EventLog::open(&data.events_db(), Default::default())?;
     log.append(balances(3, 600).collect())?;
     let binary = Path::new(env!("CARGO_BIN_EXE_refract"));
@@ -614,6 +617,101 @@ fn refract_snapshot_and_restore_on_a_running_host() -> Result {
     )
     .expect_err("an unknown snapshot is refused");
     assert!(missing.contains("has no snapshot nope/1"), "{missing}");
+    streams(&data, &url, &cli)
+}
+
+/// Stream snapshots on the same host: the append hint, storing (and refusing past the
+/// head), and loading as the snapshot plus exactly the events after it.
+fn streams(data: &DataDir, url: &str, cli: &dyn Fn(&[&str]) -> Result<String>) -> Result {
+    let token = std::fs::read_to_string(data.root().join("token"))?;
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let stream = "cart-7";
+    let append = |types: &[&str]| -> Result<serde_json::Value> {
+        let events: Vec<serde_json::Value> = types
+            .iter()
+            .map(|event_type| serde_json::json!({"type": event_type, "data": {"sku": event_type}}))
+            .collect();
+        let mut response = agent
+            .post(format!("{url}/v1/streams/{stream}/events"))
+            .header("Authorization", format!("Bearer {}", token.trim()))
+            .header("Content-Type", "application/json")
+            .send(serde_json::Value::Array(events).to_string())?;
+        assert_eq!(response.status(), 200);
+        Ok(serde_json::from_str(
+            &response.body_mut().read_to_string()?,
+        )?)
+    };
+    assert_eq!(
+        append(&["added", "added"])?["snapshot_due"],
+        false,
+        "2 events, hint at 3"
+    );
+    assert_eq!(
+        append(&["removed"])?["snapshot_due"],
+        true,
+        "3 events and no snapshot"
+    );
+    // Past the head (3) is refused, with the head named.
+    let refused = cli(&[
+        "stream",
+        "snapshot",
+        stream,
+        "--version",
+        "4",
+        "--state",
+        "{}",
+    ])
+    .expect_err("a snapshot past the stream's head")
+    .to_string();
+    assert!(refused.contains("is at version 3"), "{refused}");
+    for version in 1..=3 {
+        cli(&[
+            "stream",
+            "snapshot",
+            stream,
+            "--version",
+            &version.to_string(),
+            "--state",
+            &format!("{{\"items\": {version}}}"),
+        ])?;
+    }
+    assert_eq!(
+        append(&["added", "paid"])?["snapshot_due"],
+        false,
+        "2 past the snapshot at 3"
+    );
+    let loaded: serde_json::Value = serde_json::from_str(cli(&["stream", "load", stream])?.trim())?;
+    assert_eq!(loaded["snapshot"]["version"], 3);
+    assert_eq!(loaded["snapshot"]["state"], serde_json::json!({"items": 3}));
+    let tail: Vec<(u64, String)> = loaded["events"]
+        .as_array()
+        .ok_or("no events")?
+        .iter()
+        .map(|event| {
+            (
+                event["stream_version"].as_u64().unwrap_or_default(),
+                event["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tail,
+        [(4, "added".to_owned()), (5, "paid".to_owned())],
+        "exactly the tail"
+    );
+    assert_eq!(loaded["truncated"], false);
+    // stream_keep = 2: the snapshot at version 1 is gone, 2 and 3 are kept.
+    let kept: Vec<i64> = Connection::open_with_flags(
+        data.root().join("snapshots").join("streams.db"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?
+    .prepare("SELECT version FROM stream_snapshots WHERE stream = ?1 ORDER BY version")?
+    .query_map([stream], |row| row.get(0))?
+    .collect::<rusqlite::Result<_>>()?;
+    assert_eq!(kept, [2, 3]);
     Ok(())
 }
 

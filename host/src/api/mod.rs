@@ -5,6 +5,8 @@
 //! | Method and path | What it does |
 //! |---|---|
 //! | `POST /v1/streams/{stream}/events` | append a batch, optionally with `expected_version` |
+//! | `PUT /v1/streams/{stream}/snapshot` | store an application's snapshot of a stream at a version |
+//! | `GET /v1/streams/{stream}/load` | the stream's latest snapshot and only the events after it |
 //! | `GET /v1/events` | read a page of events (filters: offsets, times, `type`, `stream`, `stream_prefix`, `limit`) |
 //! | `GET /v1/events/count` | count them |
 //! | `GET /v1/events/subscribe` | follow them as Server-Sent Events, resumable with `Last-Event-ID` |

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -34,6 +34,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/v1/streams/{stream}/events", post(events::append))
+        .route("/v1/streams/{stream}/snapshot", put(snapshots::put_stream))
+        .route("/v1/streams/{stream}/load", get(snapshots::load_stream))
         .route("/v1/cluster", get(cluster::show))
         .route("/v1/events", get(events::read))
         .route("/v1/events/count", get(events::count))

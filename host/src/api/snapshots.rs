@@ -3,7 +3,10 @@
 //!   newest checkpoint and bytes;
 //! - `POST /v1/projectors/{name}/snapshots`: take one of the active version now;
 //! - `POST /v1/projectors/{name}/restore` `{"from": "<version>/<checkpoint>"}`: restore
-//!   the read model from a snapshot and catch it up.
+//!   the read model from a snapshot and catch it up;
+//! - `PUT /v1/streams/{stream}/snapshot` `{"version": N, "state": {...}}` and
+//!   `GET /v1/streams/{stream}/load`: stream snapshots (see
+//!   [`crate::snapshots::streams`]).
 
 use std::sync::Arc;
 
@@ -13,11 +16,12 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ProjectorName};
+use super::extract::{ApiJson, ApiPath, ProjectorName};
 use super::state::{ApiState, blocking};
 use crate::engine::{Engine, EngineError};
 use crate::snapshots::point_in_time::{PointInTime, PointInTimeError};
 use crate::snapshots::store::{Reason, SnapshotEntry, SnapshotError, Store, VersionSummary};
+use crate::snapshots::streams::{Loaded, StreamSnapshotError};
 
 /// The answer to `GET /v1/projectors/{name}/snapshots`.
 #[derive(Debug, Serialize)]
@@ -229,5 +233,74 @@ fn point_in_time_error(error: &PointInTimeError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "no_active_version", error.to_string())
         }
         _ => ApiError::internal("a point-in-time read model", error),
+    }
+}
+
+/// The body of `PUT /v1/streams/{stream}/snapshot`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutStreamSnapshot {
+    /// The stream version the state reflects (1 up to the stream's head).
+    version: u64,
+    /// The application's state: any JSON, at most `snapshots.stream_max_state_bytes`.
+    state: Box<serde_json::value::RawValue>,
+}
+
+/// What a stored stream snapshot answers.
+#[derive(Debug, Serialize)]
+pub(crate) struct StoredStreamSnapshot {
+    /// The stream.
+    stream: String,
+    /// The version stored.
+    version: u64,
+}
+
+/// `PUT /v1/streams/{stream}/snapshot`: 201, or 422 past the stream's head or over the
+/// state's size bound.
+pub(crate) async fn put_stream(
+    State(state): State<ApiState>,
+    ApiPath(stream): ApiPath<String>,
+    ApiJson(request): ApiJson<PutStreamSnapshot>,
+) -> Result<(StatusCode, Json<StoredStreamSnapshot>), ApiError> {
+    let snapshots = state.stream_snapshots()?;
+    let version = request.version;
+    let stream = blocking(move || {
+        snapshots
+            .put(&stream, request.version, &request.state)
+            .map_err(|error| stream_error(&error))?;
+        Ok(stream)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(StoredStreamSnapshot { stream, version }),
+    ))
+}
+
+/// `GET /v1/streams/{stream}/load`: the latest snapshot and the events after it.
+pub(crate) async fn load_stream(
+    State(state): State<ApiState>,
+    ApiPath(stream): ApiPath<String>,
+) -> Result<Json<Loaded>, ApiError> {
+    let snapshots = state.stream_snapshots()?;
+    let loaded = blocking(move || {
+        snapshots
+            .load(&stream)
+            .map_err(|error| stream_error(&error))
+    })
+    .await?;
+    Ok(Json(loaded))
+}
+
+fn stream_error(error: &StreamSnapshotError) -> ApiError {
+    match error {
+        StreamSnapshotError::BeyondHead { .. } | StreamSnapshotError::TooLarge { .. } => {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_stream_snapshot",
+                error.to_string(),
+            )
+        }
+        _ => ApiError::internal("stream snapshots", error),
     }
 }

@@ -39,6 +39,8 @@ struct Shared {
     groups: OnceLock<Arc<crate::groups::Groups>>,
     /// Point-in-time read models, made on first use.
     point_in_time: OnceLock<Arc<crate::snapshots::point_in_time::PointInTime>>,
+    /// Stream snapshots, opened on first use (or why they cannot be).
+    stream_snapshots: OnceLock<Result<Arc<crate::snapshots::streams::StreamSnapshots>, String>>,
 }
 
 impl ApiState {
@@ -89,6 +91,7 @@ impl ApiState {
                 shutdown: watch::channel(false).0,
                 groups: OnceLock::new(),
                 point_in_time: OnceLock::new(),
+                stream_snapshots: OnceLock::new(),
             }),
         }
     }
@@ -119,6 +122,31 @@ impl ApiState {
                 engine.config(),
             ))
         }))
+    }
+
+    /// Stream snapshots (`/v1/streams/{stream}/snapshot` and `/load`), opened on first use.
+    pub(crate) fn stream_snapshots(
+        &self,
+    ) -> Result<Arc<crate::snapshots::streams::StreamSnapshots>, ApiError> {
+        self.shared
+            .stream_snapshots
+            .get_or_init(|| {
+                let engine = &self.shared.engine;
+                crate::snapshots::streams::StreamSnapshots::open(
+                    engine.data_dir(),
+                    &engine.config().snapshots,
+                )
+                .map(Arc::new)
+                .map_err(|error| error.to_string())
+            })
+            .clone()
+            .map_err(|message| {
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "stream_snapshots_unavailable",
+                    format!("stream snapshots cannot be used: {message}"),
+                )
+            })
     }
 
     /// The consumer groups, if attached, for health and metrics.

@@ -25,6 +25,7 @@ mod query;
 mod run;
 mod snapshot;
 mod status;
+mod stream;
 mod tail;
 mod test;
 
@@ -136,6 +137,9 @@ pub enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Show every projector version: state, checkpoint, lag, errors.
     Status(status::StatusArgs),
+    /// Stream snapshots: store an application's state of a stream, or load a stream as
+    /// its latest snapshot plus the events after it (running host).
+    Stream(stream::StreamArgs),
     /// Follow the event stream of the running host, as JSON Lines.
     Tail(tail::TailArgs),
     /// Run golden fixtures (events in, expected rows out) against a projector component.
@@ -244,6 +248,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(&connect()?, &args),
         Command::Snapshot(args) => snapshot::run_snapshot(&connect()?, &args),
         Command::Restore(args) => snapshot::run_restore(&connect()?, &args),
+        Command::Stream(args) => stream::run(&connect()?, &args),
         Command::Tail(args) => tail::run(&connect()?, &args),
         Command::Groups(args) => groups::run(&data, &config, &args, &connect()?),
         Command::Consume(args) => {
