@@ -28,6 +28,8 @@
 //! - [`swap`]: a deploy through the engine: swap time and failed or stale reads.
 //! - [`memory`]: peak RSS of a replay, measured in a child process.
 //! - `consumers`: consumer-group throughput, three members over HTTP.
+//! - `snapshots`: taking a read-model snapshot, recovery from it against a full replay,
+//!   point-in-time queries cold and warm.
 //! - [`cluster`]: `refract bench --cluster`: cluster mode on loopback (its own run,
 //!   with nats-server processes; not part of the default run).
 //! - [`components`]: other builds of the workload given by path (`--component
@@ -45,6 +47,7 @@ pub mod memory;
 pub mod native;
 mod replay;
 pub mod report;
+mod snapshots;
 pub mod swap;
 
 use std::path::{Path, PathBuf};
@@ -101,11 +104,14 @@ pub enum Group {
     ColdStart,
     /// `consumer_group_eps`.
     Consumers,
+    /// `snapshot_ms`, `snapshot_mib`, `recovery_snapshot_ms`, `recovery_replay_ms`,
+    /// `pit_query_cold_ms`, `pit_query_warm_ms`.
+    Snapshots,
 }
 
 impl Group {
     /// Every group, in the order a run measures them.
-    pub const ALL: [Group; 8] = [
+    pub const ALL: [Group; 9] = [
         Group::Append,
         Group::Replay,
         Group::Floors,
@@ -114,6 +120,7 @@ impl Group {
         Group::Memory,
         Group::ColdStart,
         Group::Consumers,
+        Group::Snapshots,
     ];
 
     /// The group's name on the command line.
@@ -127,6 +134,7 @@ impl Group {
             Group::Memory => "memory",
             Group::ColdStart => "cold-start",
             Group::Consumers => "consumers",
+            Group::Snapshots => "snapshots",
         }
     }
 }
@@ -595,6 +603,58 @@ impl Harness<'_> {
         Ok(())
     }
 
+    /// Snapshots of the read model: taking one, recovering from one against a full
+    /// replay, point-in-time queries cold and warm.
+    fn snapshots(&mut self, log: &EventLog, head: u64) -> Result<()> {
+        let tail = snapshots::recovery_tail(head);
+        let mut runs = Vec::new();
+        for rep in 1..=self.options.reps {
+            self.note(&format!(
+                "snapshots: take one {tail} events before the head, recover from it, query the past (rep {rep}/{})",
+                self.options.reps
+            ));
+            let root = self.scratch.dir(&format!("snapshots-{rep}"))?;
+            let measured = snapshots::run(
+                &root,
+                &self.loaded,
+                &self.plugin,
+                &self.cache,
+                log,
+                self.batch,
+                &self.options.config,
+            );
+            let _ = std::fs::remove_dir_all(&root);
+            runs.push(measured?);
+        }
+        let ms = |pick: fn(&snapshots::Measured) -> Duration| -> Vec<f64> {
+            runs.iter()
+                .map(|run| pick(run).as_secs_f64() * 1000.0)
+                .collect()
+        };
+        let figures = [
+            Figure::measured("snapshot_ms", "ms", 1, ms(|run| run.snapshot)),
+            Figure::measured(
+                "snapshot_mib",
+                "MiB",
+                2,
+                runs.iter()
+                    .map(|run| run.snapshot_bytes as f64 / (1024.0 * 1024.0))
+                    .collect(),
+            ),
+            Figure::measured(
+                "recovery_snapshot_ms",
+                "ms",
+                1,
+                ms(|run| run.recovery_snapshot),
+            ),
+            Figure::measured("recovery_replay_ms", "ms", 1, ms(|run| run.recovery_replay)),
+            Figure::measured("pit_query_cold_ms", "ms", 1, ms(|run| run.pit_cold)),
+            Figure::measured("pit_query_warm_ms", "ms", 2, ms(|run| run.pit_warm)),
+        ];
+        self.figures.extend(figures);
+        Ok(())
+    }
+
     /// Time to first event from a fresh runtime: on an empty compile cache, and on a
     /// warm one.
     fn cold_start(&mut self, log: &EventLog) -> Result<()> {
@@ -702,6 +762,9 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     }
     if harness.wants(Group::Consumers) {
         harness.consumers(head)?;
+    }
+    if harness.wants(Group::Snapshots) {
+        harness.snapshots(&log, head)?;
     }
     harness.components(&log, head)?;
 
