@@ -546,7 +546,7 @@ fn refract_snapshot_restore_and_stream_snapshots_on_a_running_host() -> Result {
     let config = dir.path().join("refract.toml");
     std::fs::write(
         &config,
-        "[snapshots]\nstream_hint_every = 3\nstream_keep = 2\n",
+        "[snapshots]\nstream_hint_every = 3\nstream_keep = 2\nstream_max_state_bytes = 64\n",
     )?;
     let log = EventLog::open(&data.events_db(), Default::default())?;
     log.append(balances(3, 600).collect())?;
@@ -667,6 +667,19 @@ fn streams(data: &DataDir, url: &str, cli: &dyn Fn(&[&str]) -> Result<String>) -
     .expect_err("a snapshot past the stream's head")
     .to_string();
     assert!(refused.contains("is at version 3"), "{refused}");
+    let large = format!("{{\"notes\": \"{}\"}}", "x".repeat(100));
+    let refused = cli(&[
+        "stream",
+        "snapshot",
+        stream,
+        "--version",
+        "3",
+        "--state",
+        &large,
+    ])
+    .expect_err("a state over stream_max_state_bytes")
+    .to_string();
+    assert!(refused.contains("stream_max_state_bytes = 64"), "{refused}");
     for version in 1..=3 {
         cli(&[
             "stream",

@@ -113,6 +113,40 @@ impl Default for SnapshotsConfig {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    #[test]
+    fn snapshot_keys_are_checked_with_the_configuration() -> Result<(), crate::config::ConfigError>
+    {
+        let parse = |text: &str| Config::parse(text, Path::new("refract.toml"));
+        let config = parse("[projectors.b.snapshots]\nevery_events = 10\n")?;
+        assert!(config.projector("b").snapshots.is_on());
+        assert!(!config.projector("other").snapshots.is_on());
+        for (text, key) in [
+            (
+                "[projectors.b.snapshots]\nkeep = 0\n",
+                "projectors.b.snapshots.keep",
+            ),
+            (
+                "[snapshots]\npoint_in_time_cache = 0\n",
+                "snapshots.point_in_time_cache",
+            ),
+            ("[projectors.b.snapshots]\nevery = 3\n", "every"),
+        ] {
+            let error = parse(text)
+                .err()
+                .map(|error| error.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        Ok(())
+    }
+}
+
 impl SnapshotsConfig {
     /// Checks the values; on error, the key (under `snapshots.`) and what is wrong.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {

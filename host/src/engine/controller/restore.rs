@@ -10,6 +10,7 @@
 
 use crate::engine::controller::Controller;
 use crate::engine::error::EngineError;
+use crate::engine::shared::write;
 use crate::engine::version_files;
 use crate::snapshots::store::Store;
 
@@ -58,6 +59,12 @@ impl Controller {
             }
             seed(&self.shared.data.rebuild_db(name, &active_version))?;
             self.start_rebuild(name, loaded)?;
+            let why = format!(
+                "the read model is being restored from snapshot {id} and caught up with the \
+                 log; queries are refused until it has (progress: `refract status`)"
+            );
+            write(&self.shared.unavailable).insert(name.to_owned(), why.clone());
+            self.slots.entry(name.to_owned()).or_default().unavailable = Some(why);
             tracing::info!(projector = %name, snapshot = %id, "restoring the active read model from a snapshot");
             return Ok(version);
         }
