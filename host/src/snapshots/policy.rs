@@ -113,6 +113,22 @@ impl Default for SnapshotsConfig {
     }
 }
 
+impl SnapshotsConfig {
+    /// Checks the values; on error, the key (under `snapshots.`) and what is wrong.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.point_in_time_cache == 0 {
+            return Err(("point_in_time_cache", "must be at least 1"));
+        }
+        if self.stream_keep == 0 {
+            return Err(("stream_keep", "must be at least 1"));
+        }
+        if self.stream_max_state_bytes == 0 {
+            return Err(("stream_max_state_bytes", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -142,22 +158,6 @@ mod tests {
                 .map(|error| error.to_string())
                 .unwrap_or_default();
             assert!(error.contains(key), "{text}: {error}");
-        }
-        Ok(())
-    }
-}
-
-impl SnapshotsConfig {
-    /// Checks the values; on error, the key (under `snapshots.`) and what is wrong.
-    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        if self.point_in_time_cache == 0 {
-            return Err(("point_in_time_cache", "must be at least 1"));
-        }
-        if self.stream_keep == 0 {
-            return Err(("stream_keep", "must be at least 1"));
-        }
-        if self.stream_max_state_bytes == 0 {
-            return Err(("stream_max_state_bytes", "must be at least 1"));
         }
         Ok(())
     }
