@@ -117,6 +117,8 @@ impl From<ProjectionError> for PointInTimeError {
 /// drops it (after it left the cache).
 #[derive(Debug)]
 pub struct Materialised {
+    /// The projector.
+    pub projector: String,
     /// The database.
     pub path: PathBuf,
     /// The version that built it.
@@ -255,6 +257,7 @@ impl PointInTime {
         })?;
         let path = folder.join(format!("{projector}-{version}-{offset}.db"));
         let mut built = Materialised {
+            projector: projector.to_owned(),
             path,
             version: version.clone(),
             offset,
@@ -324,12 +327,7 @@ impl PointInTime {
     fn cached(&self, projector: &str, version: &str, offset: u64) -> Option<Arc<Materialised>> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let index = cache.iter().position(|entry| {
-            entry.offset == offset
-                && entry.version == version
-                && entry.path.file_name().is_some_and(|name| {
-                    name.to_string_lossy()
-                        .starts_with(&format!("{projector}-{version}-"))
-                })
+            entry.offset == offset && entry.version == version && entry.projector == projector
         })?;
         let hit = cache.remove(index);
         cache.push(Arc::clone(&hit));

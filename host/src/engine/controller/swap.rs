@@ -137,6 +137,21 @@ impl Controller {
 
     /// Swaps the shadow in: the sequence in the module documentation.
     fn swap(&mut self, name: &str) -> Result<String, EngineError> {
+        if let Some(slot) = self.slots.get(name)
+            && let Some(active) = &slot.active
+            && slot.shadow.is_some()
+            && slot.rebuild.is_none()
+        {
+            // A way back: the version being replaced, as it is now. Taken while it
+            // still serves, before the swap (and its timing) starts.
+            crate::snapshots::schedule::before_swap(
+                &self.shared.data,
+                &self.config,
+                name,
+                &active.version,
+                slot.shadow_forced,
+            );
+        }
         let started = Instant::now();
         let slot = self.slots.entry(name.to_owned()).or_default();
         if slot.rebuild.is_some() {
@@ -150,16 +165,6 @@ impl Controller {
             .take()
             .ok_or_else(|| EngineError::Conflict(format!("projector `{name}` has no shadow")))?;
         let old = slot.active.take();
-        if let Some(active) = &old {
-            // A way back: the version being replaced, as it is now.
-            crate::snapshots::schedule::before_swap(
-                &self.shared.data,
-                &self.config,
-                name,
-                &active.version,
-                slot.shadow_forced,
-            );
-        }
         let old_checkpoint = old
             .as_ref()
             .map_or(0, |active| active.status.snapshot().checkpoint);
