@@ -65,6 +65,10 @@
 //! replay_rate_limit = 50000          # events/s cap for a shadow replay; 0 = no cap
 //! diff_gate = "gates/balances.sql"   # refuse an automatic swap if these assertions fail
 //!
+//! [projectors.balances.snapshots]    # read-model snapshots: see `refract::snapshots::policy`
+//! every_events = 100000
+//! keep = 3
+//!
 //! [projectors.balances.limits]       # any [limits] key, for this projector only, except
 //! max_memory_bytes = 268435456       # the engine-wide ones (`runtime::ENGINE_WIDE_LIMITS`)
 //! batch_deadline_ms = 30000
@@ -164,6 +168,8 @@ pub struct Config {
     pub retention: crate::retention::RetentionConfig,
     /// Cluster mode (see [`crate::cluster::config`]); absent means single-node.
     pub cluster: Option<crate::cluster::ClusterSection>,
+    /// Point-in-time queries and stream snapshots (see [`crate::snapshots::policy`]).
+    pub snapshots: crate::snapshots::SnapshotsConfig,
 }
 
 /// `[log]`
@@ -267,6 +273,9 @@ pub struct ProjectorSection {
     /// the active read model attached read-only as `active`. Relative paths are taken
     /// from the working directory.
     pub diff_gate: Option<PathBuf>,
+    /// `[projectors.<name>.snapshots]`: when to snapshot the read model (default off;
+    /// see [`crate::snapshots::policy`]).
+    pub snapshots: crate::snapshots::SnapshotPolicy,
 }
 
 impl Default for ProjectorSection {
@@ -281,6 +290,7 @@ impl Default for ProjectorSection {
             keep_versions: DEFAULT_KEEP_VERSIONS,
             replay_rate_limit: 0,
             diff_gate: None,
+            snapshots: crate::snapshots::SnapshotPolicy::default(),
         }
     }
 }
@@ -400,7 +410,13 @@ impl Config {
             }
             self.projector_limits(name)
                 .map_err(|(key, problem)| out_of_range(key, &problem))?;
+            section.snapshots.validate().map_err(|(key, problem)| {
+                out_of_range(format!("projectors.{name}.snapshots.{key}"), problem)
+            })?;
         }
+        self.snapshots
+            .validate()
+            .map_err(|(key, problem)| out_of_range(format!("snapshots.{key}"), problem))?;
         Ok(())
     }
 

@@ -18,6 +18,8 @@
 //! - [`cluster`]: cluster mode: the log replicated by NATS JetStream, appends on any
 //!   node, every node a read replica with its own mirror of the log; one deploy for
 //!   the whole cluster, coordinated swaps and cluster-wide status (`cluster::deploys`).
+//! - [`snapshots`]: read-model snapshots (recovery, rollback to a pruned version,
+//!   point-in-time queries) and stream snapshots (loading an aggregate).
 //! - [`config`]: the optional `refract.toml`.
 //! - [`data_dir`]: where everything lives inside a data directory.
 //! - [`error_text`]: an error and its causes as one line, each said once.
@@ -53,5 +55,6 @@ pub mod repeats;
 pub mod replay;
 pub mod retention;
 pub mod runtime;
+pub mod snapshots;
 pub mod storage_fault;
 pub mod workload;

@@ -107,6 +107,10 @@ struct AppendBatch {
 pub(crate) struct Appended {
     /// One offset per event, in order (an idempotent retry gets the original offsets).
     offsets: Vec<u64>,
+    /// With `snapshots.stream_hint_every` set: whether the stream has grown that many
+    /// events past its last snapshot, so the application should store a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_due: Option<bool>,
 }
 
 /// `POST /v1/streams/{stream}/events`: appends a batch atomically.
@@ -197,7 +201,23 @@ pub(crate) async fn append(
         }
         tracing::info!(events = offsets.len(), "appended");
     });
-    Ok(Json(Appended { offsets }))
+    let snapshot_due = match state.engine().config().snapshots.stream_hint_every {
+        0 => None,
+        _ => {
+            let snapshots = state.stream_snapshots()?;
+            // Two indexed reads of small databases, off the async workers all the same.
+            blocking(move || {
+                snapshots
+                    .due(&stream)
+                    .map_err(|error| ApiError::internal("stream snapshots", &error))
+            })
+            .await?
+        }
+    };
+    Ok(Json(Appended {
+        offsets,
+        snapshot_due,
+    }))
 }
 
 fn first(set: &BTreeSet<String>) -> &str {

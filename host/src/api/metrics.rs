@@ -34,7 +34,7 @@
 //! | `refract_http_refused_connections_total` | counter | |
 //!
 //! The `refract_cluster_` families appear in cluster mode only. Consumer groups add
-//! theirs (`consumer_metrics`).
+//! theirs (`consumer_metrics`), and read-model snapshots theirs (`snapshot_metrics`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -79,6 +79,8 @@ pub(crate) struct EngineSnapshot {
     pub consumers: Option<super::consumer_metrics::ConsumerSnapshot>,
     /// The node's cluster status, in cluster mode.
     pub cluster: Option<crate::cluster::ClusterStatus>,
+    /// Read-model snapshots on disk.
+    pub snapshots: super::snapshot_metrics::SnapshotFigures,
 }
 
 impl Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
         if let Some(consumers) = engine.consumers.take() {
             registry.register_collector(Box::new(consumers));
         }
+        registry.register_collector(Box::new(std::mem::take(&mut engine.snapshots)));
         let open = self.max_subscribers - self.subscribers.available_permits();
         let (connections, unauthenticated) = self.admission.counts();
         let (evicted, refused) = self.admission.turned_away();

@@ -5,6 +5,8 @@
 //! | Method and path | What it does |
 //! |---|---|
 //! | `POST /v1/streams/{stream}/events` | append a batch, optionally with `expected_version` |
+//! | `PUT /v1/streams/{stream}/snapshot` | store an application's snapshot of a stream at a version |
+//! | `GET /v1/streams/{stream}/load` | the stream's latest snapshot and only the events after it |
 //! | `GET /v1/events` | read a page of events (filters: offsets, times, `type`, `stream`, `stream_prefix`, `limit`) |
 //! | `GET /v1/events/count` | count them |
 //! | `GET /v1/events/subscribe` | follow them as Server-Sent Events, resumable with `Last-Event-ID` |
@@ -14,6 +16,8 @@
 //! | `POST /v1/projectors/{name}/promote`, `/rollback`, `/abort` | change which version serves |
 //! | `GET /v1/projectors/{name}/dead-letters` | events the projector skipped |
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
+//! | `GET`/`POST /v1/projectors/{name}/snapshots` | list the read model's snapshots; take one now |
+//! | `POST /v1/projectors/{name}/restore` | restore the read model from a snapshot and catch it up |
 //! | `GET /v1/projectors/{name}/diff` | the shadow (or previous) version against the active one: tables, sample rows, the diff gate |
 //! | `GET /v1/groups`, `/v1/groups/{group}/...` | consumer groups: poll, subscribe, ack, nack, reset, delete, dead letters (see `groups`) |
 //! | `GET /v1/retention` | retention: policies, safety floor, archived/deleted/reclaimed, archive size, partial history |
@@ -36,6 +40,7 @@
 //!   versions compared.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
 //! - `cluster`: `GET /v1/cluster`.
+//! - `snapshots`: read-model snapshots: list, take, restore.
 //!
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
 //! and the [`Engine`](crate::engine::Engine) only.
@@ -57,6 +62,8 @@ mod projectors;
 mod query;
 mod retention;
 pub mod server;
+mod snapshot_metrics;
+mod snapshots;
 mod sse;
 pub mod state;
 

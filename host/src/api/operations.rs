@@ -173,7 +173,19 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
                 retention,
             }),
         };
+        let store = crate::snapshots::store::Store::new(engine.data_dir());
+        let snapshots = super::snapshot_metrics::SnapshotFigures {
+            projectors: store
+                .projectors()
+                .into_iter()
+                .map(|name| {
+                    let summaries = store.summaries(&name);
+                    (name, summaries)
+                })
+                .collect(),
+        };
         Ok(EngineSnapshot {
+            snapshots,
             projectors: engine.projectors(),
             rejected: engine.rejected().len(),
             swaps: engine.swaps_total(),

@@ -69,6 +69,14 @@ pub(crate) struct QueryRequest {
     /// Positional parameters: null, booleans, numbers or strings.
     #[serde(default)]
     params: Vec<JsonValue>,
+    /// Answer from the read model as it was at this log offset (see
+    /// [`crate::snapshots::point_in_time`]).
+    #[serde(default)]
+    at_offset: Option<u64>,
+    /// Answer from the read model as it was at this instant (RFC 3339): at the last
+    /// offset recorded at or before it.
+    #[serde(default)]
+    at_time: Option<String>,
 }
 
 /// A query's answer.
@@ -101,6 +109,22 @@ pub(crate) async fn run(
     let engine = Arc::clone(state.engine());
     let config = state.config().clone();
     let limits = engine.sandbox_limits().clone();
+    if request.at_offset.is_some() || request.at_time.is_some() {
+        let point_in_time = state.point_in_time();
+        // A replay and a query: blocking, bounded by the point-in-time limits.
+        return blocking(move || {
+            super::snapshots::query_at(
+                &engine,
+                &point_in_time,
+                &name,
+                &request.at_offset,
+                &request.at_time,
+                |path, version| run_query(path, &request.sql, &params, &config, &limits, version),
+            )
+            .map(Json)
+        })
+        .await;
+    }
     // SQLite blocks; a query may run up to the time limit.
     blocking(move || {
         let Some(model) = engine.read_model(&name) else {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -22,7 +22,9 @@ use super::auth;
 use super::connection::{ConnectionTimeouts, serve_connection};
 use super::error::{ApiError, panic_response};
 use super::state::ApiState;
-use super::{cluster, diff, events, groups, operations, projectors, query, retention, sse};
+use super::{
+    cluster, diff, events, groups, operations, projectors, query, retention, snapshots, sse,
+};
 
 /// The API's routes, with authentication, body limits, panic catching and request
 /// tracing.
@@ -34,6 +36,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/v1/streams/{stream}/events", post(events::append))
+        .route("/v1/streams/{stream}/snapshot", put(snapshots::put_stream))
+        .route("/v1/streams/{stream}/load", get(snapshots::load_stream))
         .route("/v1/cluster", get(cluster::show))
         .route("/v1/cluster/projectors", get(cluster::projectors))
         .route("/v1/events", get(events::read))
@@ -53,6 +57,11 @@ pub fn router(state: ApiState) -> Router {
             get(projectors::dead_letters),
         )
         .route("/v1/projectors/{name}/query", post(query::run))
+        .route(
+            "/v1/projectors/{name}/snapshots",
+            get(snapshots::list).post(snapshots::take),
+        )
+        .route("/v1/projectors/{name}/restore", post(snapshots::restore))
         .route("/v1/projectors/{name}/diff", get(diff::diff))
         .route("/v1/retention", get(retention::show))
         .route("/v1/groups", get(groups::list))

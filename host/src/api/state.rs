@@ -39,6 +39,10 @@ struct Shared {
     groups: OnceLock<Arc<crate::groups::Groups>>,
     /// Retention, once attached ([`ApiState::attach_retention`]).
     retention: OnceLock<Arc<crate::retention::Retention>>,
+    /// Point-in-time read models, made on first use.
+    point_in_time: OnceLock<Arc<crate::snapshots::point_in_time::PointInTime>>,
+    /// Stream snapshots, opened on first use (or why they cannot be).
+    stream_snapshots: OnceLock<Result<Arc<crate::snapshots::streams::StreamSnapshots>, String>>,
 }
 
 impl ApiState {
@@ -89,6 +93,8 @@ impl ApiState {
                 shutdown: watch::channel(false).0,
                 groups: OnceLock::new(),
                 retention: OnceLock::new(),
+                point_in_time: OnceLock::new(),
+                stream_snapshots: OnceLock::new(),
             }),
         }
     }
@@ -119,6 +125,42 @@ impl ApiState {
     /// Retention, if attached.
     pub(crate) fn retention(&self) -> Option<&Arc<crate::retention::Retention>> {
         self.shared.retention.get()
+    }
+
+    /// Point-in-time read models (`at_offset` queries), made on first use.
+    pub(crate) fn point_in_time(&self) -> Arc<crate::snapshots::point_in_time::PointInTime> {
+        Arc::clone(self.shared.point_in_time.get_or_init(|| {
+            let engine = &self.shared.engine;
+            Arc::new(crate::snapshots::point_in_time::PointInTime::new(
+                engine.data_dir(),
+                engine.config(),
+            ))
+        }))
+    }
+
+    /// Stream snapshots (`/v1/streams/{stream}/snapshot` and `/load`), opened on first use.
+    pub(crate) fn stream_snapshots(
+        &self,
+    ) -> Result<Arc<crate::snapshots::streams::StreamSnapshots>, ApiError> {
+        self.shared
+            .stream_snapshots
+            .get_or_init(|| {
+                let engine = &self.shared.engine;
+                crate::snapshots::streams::StreamSnapshots::open(
+                    engine.data_dir(),
+                    &engine.config().snapshots,
+                )
+                .map(Arc::new)
+                .map_err(|error| error.to_string())
+            })
+            .clone()
+            .map_err(|message| {
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "stream_snapshots_unavailable",
+                    format!("stream snapshots cannot be used: {message}"),
+                )
+            })
     }
 
     /// The consumer groups, if attached, for health and metrics.

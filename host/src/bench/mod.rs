@@ -30,6 +30,8 @@
 //! - `consumers`: consumer-group throughput, three members over HTTP.
 //! - `retention`: WASM replay from a log whose history is in the archive, next to the
 //!   same replay from the live log.
+//! - `snapshots`: taking a read-model snapshot, recovery from it against a full replay,
+//!   point-in-time queries cold and warm.
 //! - [`cluster`]: `refract bench --cluster`: cluster mode on loopback (its own run,
 //!   with nats-server processes; not part of the default run).
 //! - [`components`]: other builds of the workload given by path (`--component
@@ -48,6 +50,7 @@ pub mod native;
 mod replay;
 pub mod report;
 mod retention;
+mod snapshots;
 pub mod swap;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +109,9 @@ pub enum Group {
     Consumers,
     /// `replay_live_eps`, `replay_archive_eps`.
     Retention,
+    /// `snapshot_ms`, `snapshot_mib`, `recovery_snapshot_ms`, `recovery_replay_ms`,
+    /// `pit_query_cold_ms`, `pit_query_warm_ms`.
+    Snapshots,
 }
 
 impl Group {
@@ -120,6 +126,7 @@ impl Group {
         Group::ColdStart,
         Group::Consumers,
         Group::Retention,
+        Group::Snapshots,
     ];
 
     /// The group's name on the command line.
@@ -134,6 +141,10 @@ impl Group {
             Group::ColdStart => "cold-start",
             Group::Consumers => "consumers",
             Group::Retention => "retention",
+        Ok(())
+    }
+
+            Group::Snapshots => "snapshots",
         }
     }
 }
@@ -635,6 +646,56 @@ impl Harness<'_> {
             0,
             archive,
         ));
+    }
+    /// Snapshots of the read model: taking one, recovering from one against a full
+    /// replay, point-in-time queries cold and warm.
+    fn snapshots(&mut self, log: &EventLog, head: u64) -> Result<()> {
+        let tail = snapshots::recovery_tail(head);
+        let mut runs = Vec::new();
+        for rep in 1..=self.options.reps {
+            self.note(&format!(
+                "snapshots: take one {tail} events before the head, recover from it, query the past (rep {rep}/{})",
+                self.options.reps
+            ));
+            let root = self.scratch.dir(&format!("snapshots-{rep}"))?;
+            let measured = snapshots::run(
+                &root,
+                &self.loaded,
+                &self.plugin,
+                &self.cache,
+                log,
+                self.batch,
+                &self.options.config,
+            );
+            let _ = std::fs::remove_dir_all(&root);
+            runs.push(measured?);
+        }
+        let ms = |pick: fn(&snapshots::Measured) -> Duration| -> Vec<f64> {
+            runs.iter()
+                .map(|run| pick(run).as_secs_f64() * 1000.0)
+                .collect()
+        };
+        let figures = [
+            Figure::measured("snapshot_ms", "ms", 1, ms(|run| run.snapshot)),
+            Figure::measured(
+                "snapshot_mib",
+                "MiB",
+                2,
+                runs.iter()
+                    .map(|run| run.snapshot_bytes as f64 / (1024.0 * 1024.0))
+                    .collect(),
+            ),
+            Figure::measured(
+                "recovery_snapshot_ms",
+                "ms",
+                1,
+                ms(|run| run.recovery_snapshot),
+            ),
+            Figure::measured("recovery_replay_ms", "ms", 1, ms(|run| run.recovery_replay)),
+            Figure::measured("pit_query_cold_ms", "ms", 1, ms(|run| run.pit_cold)),
+            Figure::measured("pit_query_warm_ms", "ms", 2, ms(|run| run.pit_warm)),
+        ];
+        self.figures.extend(figures);
         Ok(())
     }
 
@@ -748,6 +809,9 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     }
     if harness.wants(Group::Retention) {
         harness.retention(&log, head)?;
+    }
+    if harness.wants(Group::Snapshots) {
+        harness.snapshots(&log, head)?;
     }
     harness.components(&log, head)?;
 

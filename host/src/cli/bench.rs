@@ -21,7 +21,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "R", default_value_t = bench::DEFAULT_REPS)]
     reps: usize,
     /// Measure only these groups of figures (comma-separated): append, replay, floors,
-    /// live, swap, memory, cold-start, consumers, retention. The WASM/native checksum check always runs.
+    /// live, swap, memory, cold-start, consumers, retention, snapshots. The WASM/native
+    /// checksum check always runs.
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     only: Vec<Group>,
     /// Print one JSON object per measured figure, one per line, instead of the table.

@@ -141,6 +141,22 @@ impl Client {
         self.answer(request.send(body.to_string()))
     }
 
+    /// `PUT path` with a JSON body, decoded from JSON.
+    pub(crate) fn put_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        let mut request = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .content_type("application/json");
+        if let Some(auth) = self.authorization() {
+            request = request.header("Authorization", auth);
+        }
+        self.answer(request.send(body.to_string()))
+    }
+
     /// `DELETE path`, decoded from JSON.
     pub(crate) fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let mut request = self.agent.delete(format!("{}{path}", self.base));

@@ -24,7 +24,9 @@ mod new;
 mod project;
 mod query;
 mod run;
+mod snapshot;
 mod status;
+mod stream;
 mod tail;
 mod test;
 
@@ -128,10 +130,17 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Reactivate a projector's previous version (running host).
     Rollback(manage::ManageArgs),
+    /// Restore a projector's read model from a snapshot and catch it up (running host).
+    Restore(snapshot::RestoreArgs),
     /// Run the host: keep every projector in the plugins folder up to date.
     Run(run::RunArgs),
+    /// Take a snapshot of a projector's read model now, or `--list` them (running host).
+    Snapshot(snapshot::SnapshotArgs),
     /// Show every projector version: state, checkpoint, lag, errors.
     Status(status::StatusArgs),
+    /// Stream snapshots: store an application's state of a stream, or load a stream as
+    /// its latest snapshot plus the events after it (running host).
+    Stream(stream::StreamArgs),
     /// Follow the event stream of the running host, as JSON Lines.
     Tail(tail::TailArgs),
     /// Run golden fixtures (events in, expected rows out) against a projector component.
@@ -238,6 +247,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(args) => manage::run(&connect()?, manage::Action::Rollback, &args),
         Command::Abort(args) => manage::run(&connect()?, manage::Action::Abort, &args),
         Command::Query(args) => query::run(&connect()?, &args),
+        Command::Snapshot(args) => snapshot::run_snapshot(&connect()?, &args),
+        Command::Restore(args) => snapshot::run_restore(&connect()?, &args),
+        Command::Stream(args) => stream::run(&connect()?, &args),
         Command::Tail(args) => tail::run(&connect()?, &args),
         Command::Groups(args) => groups::run(&data, &config, &args, &connect()?),
         Command::Consume(args) => {

@@ -26,6 +26,12 @@ pub struct QueryArgs {
     #[arg(long = "param", value_name = "VALUE", allow_hyphen_values = true)]
     pub params: Vec<String>,
 
+    /// Answer from the read model as it was at this log offset, or at this instant (RFC
+    /// 3339, such as `2026-11-25T23:00:00Z`): made from the newest snapshot before it
+    /// and a replay of the log up to it.
+    #[arg(long, value_name = "OFFSET|TIME")]
+    pub at: Option<String>,
+
     /// Print the host's JSON answer (`columns`, `rows`, `checkpoint`, ...) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -48,7 +54,12 @@ pub fn run(client: &Client, args: &QueryArgs) -> Result<()> {
         .iter()
         .map(|text| serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())))
         .collect();
-    let body = serde_json::json!({"sql": args.sql, "params": params});
+    let mut body = serde_json::json!({"sql": args.sql, "params": params});
+    match args.at.as_deref().map(|at| (at, at.parse::<u64>())) {
+        Some((_, Ok(offset))) => body["at_offset"] = offset.into(),
+        Some((time, Err(_))) => body["at_time"] = time.into(),
+        None => {}
+    }
     let path = format!("/v1/projectors/{}/query", args.name);
     let answer: Value = match client.post_json(&path, &body) {
         Ok(answer) => answer,

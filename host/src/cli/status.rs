@@ -169,6 +169,7 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
         })
         .collect();
     print!("{}", render_table(&header, &table));
+    print_snapshots(data);
     Ok(())
 }
 
@@ -220,6 +221,19 @@ fn describe_retention(status: &serde_json::Value) -> Option<String> {
         ));
     }
     Some(line)
+}
+
+/// One line per version with read-model snapshots, read from the data directory.
+fn print_snapshots(data: &DataDir) {
+    let store = crate::snapshots::store::Store::new(data);
+    for projector in store.projectors() {
+        for summary in store.summaries(&projector) {
+            println!(
+                "snapshots of {projector} {}: {}, newest at checkpoint {}, {} bytes",
+                summary.version, summary.count, summary.newest_checkpoint, summary.bytes
+            );
+        }
+    }
 }
 
 /// One line on a running node's place in the cluster.

@@ -50,6 +50,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     controller: Mutex<Option<JoinHandle<()>>>,
+    /// The snapshot schedule, when a projector has a snapshot policy.
+    snapshots: Mutex<Option<crate::snapshots::schedule::Scheduler>>,
     _watcher: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
 }
 
@@ -145,10 +147,20 @@ impl Engine {
                 path: data.root().to_owned(),
                 source,
             })?;
+        let snapshots = crate::snapshots::schedule::Scheduler::start(
+            &data,
+            &options.config,
+            active_models(&shared),
+        )
+        .map_err(|source| EngineError::Io {
+            path: data.root().to_owned(),
+            source,
+        })?;
         Ok(Engine {
             shared,
             commands: Mutex::new(Some(commands)),
             controller: Mutex::new(Some(thread)),
+            snapshots: Mutex::new(snapshots),
             _watcher: Some(watcher),
         })
     }
@@ -320,6 +332,13 @@ impl Engine {
         self.ask(|reply| Command::Rollback(name.to_owned(), reply))
     }
 
+    /// Restores a projector's read model from its snapshot `id` (`<version>/<checkpoint>`)
+    /// and catches it up with the log; queries are refused, never answered from partial
+    /// data, until it has. Returns the snapshot's version.
+    pub fn restore(&self, name: &str, id: &str) -> Result<String, EngineError> {
+        self.ask(|reply| Command::Restore(name.to_owned(), id.to_owned(), reply))
+    }
+
     /// Drops a running shadow. Returns its version.
     pub fn abort(&self, name: &str) -> Result<String, EngineError> {
         self.ask(|reply| Command::Abort(name.to_owned(), reply))
@@ -336,6 +355,9 @@ impl Engine {
 
     /// Stops every worker after its batch in flight and waits for them. Idempotent.
     pub fn shutdown(&self) {
+        if let Some(mut schedule) = lock(&self.snapshots).take() {
+            schedule.stop();
+        }
         if let Some(commands) = lock(&self.commands).take() {
             // The controller may already be gone; then there is nothing to stop.
             let _ = commands.send(Command::Shutdown);
@@ -361,6 +383,39 @@ impl Engine {
             .send(command(reply))
             .map_err(|_| EngineError::Stopped)?;
         answer.recv().map_err(|_| EngineError::Stopped)?
+    }
+}
+
+/// What the snapshot schedule needs to see: each active read model and its checkpoint,
+/// read from what the controller publishes (never from the workers).
+fn active_models(
+    shared: &Arc<Shared>,
+) -> impl Fn() -> Option<Vec<crate::snapshots::schedule::ActiveModel>> + Send + 'static {
+    let shared = Arc::downgrade(shared);
+    move || {
+        let shared = shared.upgrade()?;
+        let routes = read(&shared.routes);
+        let views = read(&shared.views);
+        Some(
+            routes
+                .iter()
+                .filter_map(|(name, model)| {
+                    let status = views
+                        .get(name)?
+                        .iter()
+                        .find(|entry| entry.role == Role::Active && entry.version == model.version)?
+                        .status
+                        .as_ref()?
+                        .snapshot();
+                    Some(crate::snapshots::schedule::ActiveModel {
+                        projector: name.clone(),
+                        version: model.version.clone(),
+                        path: model.path.clone(),
+                        checkpoint: status.checkpoint,
+                    })
+                })
+                .collect(),
+        )
     }
 }
 

@@ -68,6 +68,34 @@ pub(crate) fn remove_version_files(data: &DataDir, projector: &str, version: &st
     }
 }
 
+/// Deletes a version's read model (with its WAL files) but keeps its component: a
+/// pruned version that a snapshot can bring back.
+pub(crate) fn remove_read_model(data: &DataDir, projector: &str, version: &str) {
+    let db = data.version_db(projector, version);
+    for file in [db.with_extension("db-wal"), db.with_extension("db-shm"), db] {
+        if let Err(error) = fs::remove_file(&file)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %file.display(), "cannot delete a pruned read model: {error}");
+        }
+    }
+}
+
+/// Deletes the database at `db` with its WAL files; missing files are fine.
+pub(crate) fn remove_read_model_at(db: &Path) -> io::Result<()> {
+    for file in [
+        db.with_extension("db-wal"),
+        db.with_extension("db-shm"),
+        db.to_owned(),
+    ] {
+        match fs::remove_file(&file) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Deletes files in a projector's folder that belong to no kept version: temp files
 /// from a crash in the middle of a write, and read models of versions that were
 /// retired or never registered. They would otherwise be picked up (and resumed from)

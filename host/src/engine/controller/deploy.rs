@@ -144,6 +144,7 @@ impl Controller {
             self.control
                 .set_state(name, version, "retired", Some(why))?;
             version_files::remove_version_files(&self.shared.data, name, version);
+            crate::snapshots::recovery::forget_version(&self.shared.data, name, version);
         }
         Ok(())
     }
@@ -178,9 +179,10 @@ impl Controller {
         let Ok(previous) = self.control.previous_versions(name) else {
             return;
         };
-        for version in previous
+        for (index, version) in previous
             .into_iter()
-            .filter(|version| !kept.contains(version))
+            .enumerate()
+            .filter(|(_, version)| !kept.contains(version))
         {
             if let Some(warm) = self
                 .slots
@@ -189,11 +191,20 @@ impl Controller {
             {
                 warm.stop();
             }
+            // The version a rollback returns to stays one while a snapshot can bring
+            // its read model back; only its read model is deleted.
+            if index == 0
+                && crate::snapshots::recovery::has_snapshot(&self.shared.data, name, &version)
+            {
+                version_files::remove_read_model(&self.shared.data, name, &version);
+                continue;
+            }
             if let Err(error) = self.control.set_role(name, &version, Role::Retired) {
                 tracing::warn!(projector = %name, %version, "cannot retire an old version: {error}");
                 continue;
             }
             version_files::remove_version_files(&self.shared.data, name, &version);
+            crate::snapshots::recovery::forget_version(&self.shared.data, name, &version);
         }
     }
 }

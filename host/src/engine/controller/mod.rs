@@ -20,6 +20,7 @@ mod deploy;
 mod plugins_folder;
 pub(in crate::engine) mod read_only;
 mod rebuild;
+mod restore;
 mod swap;
 
 use std::collections::BTreeMap;
@@ -62,6 +63,8 @@ pub(in crate::engine) enum Command {
     /// Hold the active version at an offset (`None` lifts it); answers with its
     /// checkpoint once the hold is in force.
     Hold(String, Option<u64>, mpsc::Sender<Result<u64, EngineError>>),
+    /// Restore a projector from one of its snapshots (`<version>/<checkpoint>`).
+    Restore(String, String, mpsc::Sender<Result<String, EngineError>>),
     PluginChanged(PathBuf),
     Shutdown,
 }
@@ -72,7 +75,10 @@ impl Command {
         // Whoever asked may have given up waiting; nothing to tell them then.
         match self {
             Command::Deploy { reply, .. } => drop(reply.send(Err(error()))),
-            Command::Promote(_, reply) | Command::Rollback(_, reply) | Command::Abort(_, reply) => {
+            Command::Promote(_, reply)
+            | Command::Rollback(_, reply)
+            | Command::Abort(_, reply)
+            | Command::Restore(_, _, reply) => {
                 drop(reply.send(Err(error())));
             }
             Command::Hold(_, _, reply) => drop(reply.send(Err(error()))),
@@ -206,6 +212,10 @@ impl Controller {
                 }
                 Ok(Command::Hold(name, ceiling, reply)) => {
                     let result = self.hold(&name, ceiling);
+                    self.answer(&reply, result);
+                }
+                Ok(Command::Restore(name, id, reply)) => {
+                    let result = self.restore_snapshot(&name, &id);
                     self.answer(&reply, result);
                 }
                 Ok(Command::PluginChanged(path)) => self.plugin_changed(&path),

@@ -46,7 +46,8 @@ impl Controller {
             .filter_map(|(name, slot)| {
                 let active = slot.active.as_ref()?;
                 let path = self.shared.data.version_db(name, &active.version);
-                (!path.exists()).then(|| (name.clone(), active.loaded.clone()))
+                let lost = !path.exists() || crate::snapshots::recovery::is_damaged(&path);
+                lost.then(|| (name.clone(), active.loaded.clone()))
             })
             .collect();
         for (name, loaded) in missing {
@@ -85,6 +86,16 @@ impl Controller {
         slot.unavailable = Some(why);
         if let Some(active) = slot.active.take() {
             active.stop();
+        }
+        if !rebuild_path.exists() {
+            // From the newest good snapshot, when there is one: only the events after
+            // its checkpoint are replayed.
+            crate::snapshots::recovery::seed_newest(
+                &self.shared.data,
+                name,
+                &version,
+                &rebuild_path,
+            );
         }
         let worker = self.spawn_at(name, loaded, Mode::Initial, rebuild_path)?;
         self.slots.entry(name.to_owned()).or_default().rebuild = Some(worker);

@@ -138,6 +138,21 @@ impl Controller {
 
     /// Swaps the shadow in: the sequence in the module documentation.
     fn swap(&mut self, name: &str) -> Result<String, EngineError> {
+        if let Some(slot) = self.slots.get(name)
+            && let Some(active) = &slot.active
+            && slot.shadow.is_some()
+            && slot.rebuild.is_none()
+        {
+            // A way back: the version being replaced, as it is now. Taken while it
+            // still serves, before the swap (and its timing) starts.
+            crate::snapshots::schedule::before_swap(
+                &self.shared.data,
+                &self.config,
+                name,
+                &active.version,
+                slot.shadow_forced,
+            );
+        }
         let started = Instant::now();
         let slot = self.slots.entry(name.to_owned()).or_default();
         if slot.rebuild.is_some() {
@@ -275,9 +290,12 @@ impl Controller {
                 "projector `{name}` has no previous version to roll back to"
             )));
         };
-        let loaded = self.load_stored(name, &previous).map_err(|reason| {
-            EngineError::Conflict(format!("cannot roll back to version {previous}: {reason}"))
-        })?;
+        let loaded = self
+            .load_stored(name, &previous)
+            .or_else(|reason| self.load_from_snapshots(name, &previous).ok_or(reason))
+            .map_err(|reason| {
+                EngineError::Conflict(format!("cannot roll back to version {previous}: {reason}"))
+            })?;
         let warm = self
             .slots
             .get(name)
@@ -293,6 +311,11 @@ impl Controller {
             self.control
                 .set_role_as(name, &previous, Role::Shadow, true)?;
             return self.swap(name);
+        }
+        let db = self.shared.data.version_db(name, &previous);
+        if !db.exists() {
+            // Pruned (`keep_versions`): start from its last snapshot, not from offset 1.
+            crate::snapshots::recovery::seed_newest(&self.shared.data, name, &previous, &db);
         }
         self.replace_shadow(name, loaded, true)?;
         tracing::info!(projector = %name, version = %previous, "rolling back: the previous version is catching up");
@@ -344,6 +367,17 @@ impl Controller {
             ))
         })?;
         Ok((slot, shadow))
+    }
+
+    /// A version's component from its snapshots (its own copy was pruned), put back
+    /// beside its read model.
+    fn load_from_snapshots(&self, name: &str, version: &str) -> Option<LoadedProjector> {
+        let bytes = crate::snapshots::recovery::component(&self.shared.data, name, version)?;
+        let path = self.shared.data.version_wasm(name, version);
+        if let Err(error) = version_files::keep_component(&path, &bytes) {
+            tracing::warn!(projector = %name, %version, "cannot restore the component from its snapshots: {error}");
+        }
+        self.wasm_runtime.load(&bytes).ok()
     }
 
     /// The version a rollback returns to: the most recently replaced one.
