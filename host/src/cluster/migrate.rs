@@ -68,6 +68,23 @@ pub async fn init(config: &ClusterConfig, log: &EventLog) -> Result<Migrated, Cl
         }
         .into());
     }
+    // A log retention has thinned has gaps in its offsets: published as they are, the
+    // cluster would number its events differently.
+    let reader = log.clone();
+    let horizon = tokio::task::spawn_blocking(move || reader.horizon())
+        .await
+        .map_err(|e| stream_error(config, &e.to_string()))??;
+    if horizon.truncated_before() > 1 {
+        return Err(LogError::MirrorMismatch {
+            path: log.path().to_owned(),
+            reason: format!(
+                "retention removed events before offset {} (archived or deleted), and a cluster \
+                 needs the whole log at its own offsets; migrate a log without retention",
+                horizon.truncated_before()
+            ),
+        }
+        .into());
+    }
     let client = connection::connect(config, "refract-cluster-init").await?;
     let started = Instant::now();
     while client.connection_state() != async_nats::connection::State::Connected {

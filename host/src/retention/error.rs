@@ -35,6 +35,12 @@ pub enum RetentionError {
         /// Why.
         source: std::io::Error,
     },
+    /// The background thread could not be started.
+    #[error("cannot start the retention thread: {source}")]
+    Spawn {
+        /// Why.
+        source: std::io::Error,
+    },
     /// An archive-mode policy ran without an archive folder (a bug: the archive is opened
     /// whenever a policy archives).
     #[error("retention has an archive-mode policy but no archive folder open; restart the host")]

@@ -291,10 +291,7 @@ impl Retention {
                             cursor = shared.pass(&mut pruner, cursor);
                         }
                     })
-                    .map_err(|source| RetentionError::OpenArchive {
-                        dir: data_root.to_path_buf(),
-                        source,
-                    })?,
+                    .map_err(|source| RetentionError::Spawn { source })?,
             )
         };
         Ok(Retention {
