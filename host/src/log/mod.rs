@@ -108,6 +108,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue lets the writer drain it and stop; waiting for it means the
         // write connection is closed (and the WAL checkpointed) when the last handle is gone.
+        // Idle readers close first: SQLite checkpoints and removes the WAL only when the
+        // last connection to the file closes.
+        self.readers.close_idle();
         drop(self.requests.take());
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();

@@ -63,6 +63,13 @@ impl ReaderPool {
     }
 
     /// Returns a connection for reuse (closing it if enough are idle already).
+    /// Closes the idle connections, so that the writer, closing after them, is the
+    /// last connection and checkpoints the WAL into the file.
+    pub(super) fn close_idle(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(idle);
+    }
+
     pub(super) fn give_back(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
