@@ -246,6 +246,16 @@ fn a_snapshot_taken_under_live_appends_equals_project_up_to_its_checkpoint() -> 
             let mut head = 200;
             for round in 0..60 {
                 head = host.append(balances(100 + round, 40).collect())?;
+                if round == 10 {
+                    // The schedule looks every 200 ms; a fast machine appends everything
+                    // within one look, so let the first policy snapshot land mid-stream.
+                    wait_until_showing(
+                        LIVENESS,
+                        "a first policy snapshot",
+                        || host.snapshots().iter().any(|e| e.reason == Reason::Policy),
+                        || format!("{:?}\n{}", host.snapshots(), host.describe()),
+                    );
+                }
             }
             appending.store(false, Ordering::Relaxed);
             Ok(head)
