@@ -19,7 +19,7 @@
 //! - [`diff`]: comparing two read models (`refract diff`, the diff gate).
 //! - [`status`]: live status of each version; [`report`]: status read from disk.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod control;
 mod controller;
 pub mod diff;

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -625,31 +625,16 @@ fn mark_seeded(path: &Path, id: &str) -> rusqlite::Result<()> {
     conn.close().map_err(|(_, error)| error)
 }
 
-/// What a read model says about itself: projector, version, checkpoint.
+/// What a read model says about itself: projector, version, checkpoint (read as the
+/// engine reads it, [`crate::engine::checkpoint::load`]).
 pub(crate) fn identity(path: &Path) -> rusqlite::Result<(String, String, u64)> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let meta = |key: &str| -> rusqlite::Result<String> {
-        conn.query_row(
-            "SELECT value FROM _refract_meta WHERE key = ?1",
-            [key],
-            |row| row.get(0),
-        )
-        .optional()
-        .map(Option::unwrap_or_default)
-    };
-    let checkpoint: i64 = conn.query_row(
-        "SELECT log_offset FROM _refract_checkpoint WHERE id = 1",
-        [],
-        |row| row.get(0),
-    )?;
-    Ok((
-        meta("projector")?,
-        meta("version")?,
-        u64::try_from(checkpoint).unwrap_or(0),
-    ))
+    let stored =
+        crate::engine::checkpoint::load(&conn)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    Ok((stored.projector, stored.version, stored.checkpoint))
 }
 
 /// One lock per manifest in this process, so snapshots taken by the schedule, the API
