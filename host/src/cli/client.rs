@@ -109,16 +109,21 @@ impl Client {
         self.token.as_ref().map(|token| format!("Bearer {token}"))
     }
 
+    /// The request with the bearer token, when there is one.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match self.authorization() {
+            Some(auth) => request.header("Authorization", auth),
+            None => request,
+        }
+    }
+
     /// `GET path`, with query parameters, decoded from JSON.
     pub(crate) fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, ClientError> {
-        let mut request = self.agent.get(format!("{}{path}", self.base));
-        if let Some(auth) = self.authorization() {
-            request = request.header("Authorization", auth);
-        }
+        let mut request = self.authorized(self.agent.get(format!("{}{path}", self.base)));
         for (key, value) in query {
             request = request.query(key, value);
         }
@@ -131,13 +136,11 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<T, ClientError> {
-        let mut request = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .content_type("application/json");
-        if let Some(auth) = self.authorization() {
-            request = request.header("Authorization", auth);
-        }
+        let request = self.authorized(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .content_type("application/json"),
+        );
         self.answer(request.send(body.to_string()))
     }
 
@@ -147,22 +150,17 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<T, ClientError> {
-        let mut request = self
-            .agent
-            .put(format!("{}{path}", self.base))
-            .content_type("application/json");
-        if let Some(auth) = self.authorization() {
-            request = request.header("Authorization", auth);
-        }
+        let request = self.authorized(
+            self.agent
+                .put(format!("{}{path}", self.base))
+                .content_type("application/json"),
+        );
         self.answer(request.send(body.to_string()))
     }
 
     /// `DELETE path`, decoded from JSON.
     pub(crate) fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let mut request = self.agent.delete(format!("{}{path}", self.base));
-        if let Some(auth) = self.authorization() {
-            request = request.header("Authorization", auth);
-        }
+        let request = self.authorized(self.agent.delete(format!("{}{path}", self.base)));
         self.answer(request.call())
     }
 
@@ -172,13 +170,11 @@ impl Client {
         path: &str,
         bytes: &[u8],
     ) -> Result<T, ClientError> {
-        let mut request = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .content_type("application/wasm");
-        if let Some(auth) = self.authorization() {
-            request = request.header("Authorization", auth);
-        }
+        let request = self.authorized(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .content_type("application/wasm"),
+        );
         self.answer(request.send(bytes))
     }
 
@@ -189,13 +185,11 @@ impl Client {
         query: &[(&str, String)],
         last_event_id: Option<u64>,
     ) -> Result<impl Read + use<>, ClientError> {
-        let mut request = self
-            .streaming
-            .get(format!("{}{path}", self.base))
-            .header("Accept", "text/event-stream");
-        if let Some(auth) = self.authorization() {
-            request = request.header("Authorization", auth);
-        }
+        let mut request = self.authorized(
+            self.streaming
+                .get(format!("{}{path}", self.base))
+                .header("Accept", "text/event-stream"),
+        );
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
