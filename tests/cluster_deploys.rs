@@ -23,8 +23,18 @@ fn refract() -> &'static Path {
 }
 
 /// Events per second a `cars` shadow replays at: slow enough that events 7–9 land
-/// while every node's v2 replays (6 events take 3 s).
-const STORY_RATE: u64 = 2;
+/// while every node's v2 replays (6 events take 6 s, room for a loaded machine).
+const STORY_RATE: u64 = 1;
+
+/// Sets the readers' stop flag when dropped, so a failing assertion ends the readers
+/// (and the scope that waits for them) instead of leaving them querying forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// The query the readers run.
 const CARS: &str = "SELECT car_id, color, customer_name FROM cars ORDER BY car_id";
@@ -268,6 +278,7 @@ fn a_deploy_through_one_plugins_folder_reaches_every_node_and_swaps_under_reader
             .iter()
             .map(|node| scope.spawn(|| read_until(node, &stop)))
             .collect();
+        let _stop_readers = StopOnDrop(&stop);
         // Every node replays v2 as a shadow before events 7–9 arrive.
         let mut v2 = String::new();
         for node in &all {
