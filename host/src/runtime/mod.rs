@@ -54,7 +54,7 @@
 //!   transient.
 
 mod batch;
-mod bindings;
+pub(crate) mod bindings;
 mod cache;
 pub mod compile;
 mod engine;
@@ -78,7 +78,7 @@ pub use batch::{BatchEvent, EventBatch};
 pub use engine::EPOCH_TICK;
 pub use error::{Position, ProjectorError, RuntimeError, TrapKind};
 pub use host_log::LOG_TARGET;
-pub use instance::{ProjectorInfo, ProjectorInstance, Subscriptions};
+pub use instance::{HostWriteError, ProjectorInfo, ProjectorInstance, Subscriptions};
 pub use limits::*;
 pub use projector::{LoadedProjector, Runtime, RuntimeConfig, VERSION_HEX_LEN};
 pub use refusals::MAX_REMEMBERED_REFUSALS;
@@ -88,5 +88,6 @@ pub use sql::{
     VIRTUAL_TABLE_MODULES, costly_function, open_read_model,
 };
 pub use sql_cost::COSTLY_FUNCTIONS;
+pub(crate) use store::StoreState;
 pub use wasi::{ALLOWED_WASI_PACKAGES, REFRACT_INTERFACES};
 pub use wasi_http::DENIED_WASI_PACKAGES;
