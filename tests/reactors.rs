@@ -7,12 +7,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use refract::config::Config;
 use refract::data_dir::DataDir;
 use refract::engine::Engine;
-use refract::log::{Event, EventLog, NewEvent, ReadQuery};
+use refract::log::{Event, EventLog, LogOptions, NewEvent, ReadQuery};
 use serde_json::{Value, json};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -229,5 +230,305 @@ fn an_emit_loop_is_ended_by_its_limit_and_emits_nothing() -> Result {
     );
     assert!(emitted(&host.log)?.is_empty());
     host.engine.shutdown();
+    Ok(())
+}
+
+/// The same component with a custom section appended: a new version (another
+/// content hash) with the same code.
+fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let mut payload = vec![u8::try_from(tag.len()).unwrap_or(0)];
+    payload.extend_from_slice(tag.as_bytes());
+    payload.extend_from_slice(b"same code");
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    out.push(u8::try_from(payload.len()).unwrap_or(0)); // LEB128 of a small size
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn a_new_version_takes_over_at_the_old_checkpoint_without_re_emitting() -> Result {
+    let host = start(&[("order-saga.wasm", "order-saga")], "")?;
+    support::host::wait_until(PATIENCE, "the saga to start", || {
+        active(&host.engine, "order-saga").is_some()
+    });
+    let (v1, _) = active(&host.engine, "order-saga").ok_or("no active version")?;
+    let hour = 3_600_000;
+    host.log.append(
+        (1..=20)
+            .map(|i| placed(&format!("order-{i}"), hour))
+            .collect(),
+    )?;
+    host.log.append(
+        (1..=10)
+            .map(|i| payment(&format!("order-{i}"), "payment.succeeded"))
+            .collect(),
+    )?;
+    let before = wait_for_emitted(&host.log, 30);
+    assert_eq!(before.len(), 30);
+
+    let wasm = std::fs::read(support::guests::guest("order-saga"))?;
+    host.engine.deploy(&new_version_of(&wasm, "v2"))?;
+    let v2 = support::host::wait_for(PATIENCE, "the new version to take over", || {
+        active(&host.engine, "order-saga")
+            .map(|(version, _)| version)
+            .filter(|version| *version != v1)
+    });
+    // The new version replayed all of history into its state, with every emit
+    // suppressed: the log holds exactly what the first version emitted.
+    assert_eq!(emitted(&host.log)?, before);
+    let counts = |version: &str| {
+        host.engine
+            .projector("order-saga")
+            .and_then(|view| view.versions.into_iter().find(|v| v.version == version))
+            .and_then(|v| v.status)
+            .and_then(|status| status.effects)
+    };
+    let replayed = counts(&v2).ok_or("no effect counts for the new version")?;
+    assert_eq!(replayed.appended, 0, "{replayed:?}");
+    assert!(replayed.suppressed >= 30, "{replayed:?}");
+
+    // From its first new event on, the new version emits, once; its state knows the
+    // orders it never emitted for (order 11's payment confirms it).
+    host.log.append(vec![
+        placed("order-21", hour),
+        payment("order-11", "payment.succeeded"),
+    ])?;
+    let after = wait_for_emitted(&host.log, 32);
+    assert_eq!(after.len(), 32, "{after:?}");
+    assert!(
+        after.contains(&(
+            "order.confirmed".to_owned(),
+            "order-11".to_owned(),
+            after
+                .iter()
+                .find(|(t, s, _)| t == "order.confirmed" && s == "order-11")
+                .map(|(_, _, c)| c.clone())
+                .unwrap_or_default()
+        ))
+    );
+    let head = host.log.head()?;
+    support::host::wait_until(PATIENCE, "the new version to catch up", || {
+        active(&host.engine, "order-saga").is_some_and(|(_, c)| c >= head)
+    });
+    assert_eq!(counts(&v2).map(|c| c.appended), Some(2));
+    host.engine.shutdown();
+    Ok(())
+}
+
+/// The `refract` binary on `data`, with `config`.
+fn refract(data: &DataDir, config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_refract"));
+    command
+        .arg("--data-dir")
+        .arg(data.root())
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .env_remove("REFRACT_DATA")
+        .env_remove("REFRACT_CONFIG");
+    command
+}
+
+fn spawn_host(data: &DataDir, config: &Path) -> Result<Child> {
+    Ok(refract(data, config)
+        .args(["run", "--bind", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// The checkpoint of the saga's state, or 0 while it has none.
+fn saga_checkpoint(data: &DataDir) -> u64 {
+    let Ok(entries) = std::fs::read_dir(data.projector_dir("order-saga")) else {
+        return 0;
+    };
+    entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "db"))
+        .filter_map(|path| {
+            rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()?
+                .query_row("SELECT log_offset FROM _refract_checkpoint", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .ok()
+        })
+        .max()
+        .map_or(0, |offset| offset as u64)
+}
+
+/// Whether the saga's state database has been created (its `init` committed): only
+/// events appended after that are acted on.
+fn saga_state_created(data: &DataDir) -> bool {
+    let Ok(entries) = std::fs::read_dir(data.projector_dir("order-saga")) else {
+        return false;
+    };
+    entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "db"))
+        .any(|path| {
+            rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|conn| {
+                    conn.query_row("SELECT count(*) FROM _refract_reactor", [], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                })
+                .is_ok_and(|rows| rows == 1)
+        })
+}
+
+/// Orders `from..to`: a third paid, a third refused, a third left to time out.
+fn orders(from: usize, to: usize) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    for i in from..to {
+        let order = format!("order-{i}");
+        match i % 3 {
+            0 => events.push(placed(&order, 3_600_000)),
+            1 => events.push(placed(&order, 3_600_000)),
+            _ => events.push(placed(&order, 50)),
+        }
+    }
+    for i in from..to {
+        let order = format!("order-{i}");
+        match i % 3 {
+            0 => events.push(payment(&order, "payment.succeeded")),
+            1 => events.push(payment(&order, "payment.failed")),
+            _ => {}
+        }
+    }
+    events
+}
+
+/// Emits the saga owes for orders `0..count`.
+fn expected_emits(count: usize) -> usize {
+    (0..count).map(|i| if i % 3 == 0 { 2 } else { 3 }).sum()
+}
+
+#[test]
+fn kill_9_sweeps_leave_every_effect_exactly_once() -> Result {
+    let seed: u64 = std::env::var("REFRACT_KILL_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id())
+        });
+    println!("kill -9 schedule seed: {seed} (set REFRACT_KILL_SEED to replay it)");
+    let dir = tempfile::tempdir()?;
+    let data = DataDir::new(dir.path().join("data"));
+    std::fs::create_dir_all(data.plugins())?;
+    std::fs::copy(
+        support::guests::guest("order-saga"),
+        data.plugins().join("order-saga.wasm"),
+    )?;
+    // Small batches: more commits for the kills to land between.
+    let config = dir.path().join("refract.toml");
+    std::fs::write(&config, "[engine]\nbatch_size = 7\nexternal_poll_ms = 20\n")?;
+    let log = EventLog::open(&data.events_db(), LogOptions::default())?;
+
+    // The saga's first version emits only for events after its state was created.
+    let mut host = spawn_host(&data, &config)?;
+    support::host::wait_until(PATIENCE, "the saga's state to exist", || {
+        saga_state_created(&data)
+    });
+    let total = 240;
+    let per_round = total / 12;
+    let mut state = seed;
+    let mut next = 0;
+    let mut kills_mid_batch = 0;
+    for round in 0..12 {
+        if round > 0 {
+            host = spawn_host(&data, &config)?;
+        }
+        log.append(orders(next, next + per_round))?;
+        next += per_round;
+        // A pseudo-random pause from the seed (xorshift), 20 to 300 ms.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        std::thread::sleep(Duration::from_millis(20 + state % 280));
+        host.kill()?; // SIGKILL
+        host.wait()?;
+        let checkpoint = saga_checkpoint(&data);
+        if checkpoint < log.head()? {
+            kills_mid_batch += 1;
+        }
+        println!(
+            "round {round}: killed at checkpoint {checkpoint} of {}",
+            log.head()?
+        );
+    }
+    let mut host = spawn_host(&data, &config)?;
+    let want = expected_emits(total);
+    support::host::wait_until_showing(
+        PATIENCE,
+        "every effect",
+        || emitted(&log).is_ok_and(|e| e.len() >= want),
+        || {
+            let found = emitted(&log).unwrap_or_default();
+            let mut by_type = BTreeMap::<String, usize>::new();
+            for (event_type, _, _) in &found {
+                *by_type.entry(event_type.clone()).or_default() += 1;
+            }
+            let timers = all_events(&log)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.event_type == "refract.timer")
+                .count();
+            format!(
+                "{} of {want} effects ({by_type:?}, {timers} timers); the saga at {} of {}",
+                found.len(),
+                saga_checkpoint(&data),
+                log.head().unwrap_or_default()
+            )
+        },
+    );
+    let emitted = emitted(&log)?;
+    let head = log.head()?;
+    support::host::wait_until(PATIENCE, "the saga to catch up", || {
+        saga_checkpoint(&data) >= head
+    });
+    host.kill()?;
+    host.wait()?;
+    let emitted_now = self::emitted(&log)?;
+    assert_eq!(emitted_now.len(), want, "no extra effects");
+    assert_eq!(emitted.len(), want);
+    // Each source event's effects, once: no (type, stream, cause) twice.
+    let mut seen = std::collections::BTreeSet::new();
+    for effect in &emitted_now {
+        assert!(seen.insert(effect.clone()), "emitted twice: {effect:?}");
+    }
+    for i in 0..total {
+        let order = format!("order-{i}");
+        let of = |t: &str, s: &str| {
+            emitted_now
+                .iter()
+                .filter(|(et, es, _)| et == t && es == s)
+                .count()
+        };
+        assert_eq!(
+            of("payment.requested", &format!("payment-{order}")),
+            1,
+            "{order}"
+        );
+        let (confirmed, cancelled) = (of("order.confirmed", &order), of("order.cancelled", &order));
+        assert_eq!(confirmed + cancelled, 1, "{order}");
+        assert_eq!(
+            of("stock.released", &format!("stock-{order}")),
+            cancelled,
+            "{order}"
+        );
+        assert_eq!(confirmed, usize::from(i % 3 == 0), "{order}");
+    }
+    // Each timer fired once.
+    let timers = all_events(&log)?
+        .into_iter()
+        .filter(|e| e.event_type == "refract.timer")
+        .count();
+    assert_eq!(timers, total / 3);
+    assert!(
+        kills_mid_batch > 0,
+        "no kill landed before the saga caught up; the test proved nothing"
+    );
     Ok(())
 }

@@ -186,7 +186,7 @@ impl EffectsHost {
             )));
         }
         let declared = self.emits.as_deref().unwrap_or_default();
-        if !declared.iter().any(|t| *t == event.event_type) {
+        if !declared.contains(&event.event_type) {
             return Ok(Err(format!(
                 "the type `{}` is not among the types this reactor declares in `reactor-info` ({})",
                 event.event_type.chars().take(80).collect::<String>(),

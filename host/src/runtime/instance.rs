@@ -107,8 +107,7 @@ pub(crate) fn start(
     version: &Arc<str>,
     limits: &Arc<SandboxLimits>,
     log_budget: &Arc<LogBudget>,
-    emit_rate: &Arc<EmitRate>,
-    is_reactor: bool,
+    reactor_rate: Option<&Arc<EmitRate>>,
     db: SandboxedDb,
 ) -> Result<Started, RuntimeError> {
     let shared = runtime.inner();
@@ -120,7 +119,10 @@ pub(crate) fn start(
         limits,
         SqlHost::new(db, Arc::clone(limits)),
         LogHost::new(Arc::clone(version), Arc::clone(log_budget), limits),
-        EffectsHost::new(limits, Arc::clone(emit_rate)),
+        EffectsHost::new(
+            limits,
+            reactor_rate.map_or_else(|| Arc::new(EmitRate::new(limits)), Arc::clone),
+        ),
     );
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -150,7 +152,7 @@ pub(crate) fn start(
                 let bindings = Projector::new(&mut store, &instance)?;
                 store.set_epoch_deadline(1);
                 let info = bindings.call_metadata(&mut store)?;
-                let reactor = if is_reactor {
+                let reactor = if reactor_rate.is_some() {
                     store.set_epoch_deadline(1);
                     Some(crate::reactors::call_reactor_info(&mut store, &instance)?)
                 } else {
@@ -229,8 +231,7 @@ impl LoadedProjector {
             &self.inner.version,
             &self.limits,
             &self.log_budget,
-            &self.emit_rate,
-            self.inner.reactor.is_some(),
+            self.inner.reactor.is_some().then_some(&self.emit_rate),
             db,
         )?;
         if started.info != self.inner.info {

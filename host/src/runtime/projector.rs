@@ -228,8 +228,7 @@ impl Runtime {
             &version,
             &self.inner.limits,
             &log_budget,
-            &emit_rate,
-            is_reactor,
+            is_reactor.then_some(&emit_rate),
             scratch,
         )?;
         let (info, reactor) = (instance.info, instance.reactor);
