@@ -72,6 +72,27 @@ pub const REACTOR_INTERFACES: &[&str] = &[effects::EMIT_INTERFACE, effects::TIME
 /// next look, a moment later.
 pub const MAX_TIMERS_PER_FIRE: usize = 1_000;
 
+/// Whether a reactor's state has been created (its first version's `init` committed) in
+/// its folder of state databases, `projections/<name>/`: from then on it acts on new
+/// events.
+pub fn state_created(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "db"))
+        .any(|path| {
+            rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|conn| state::exists(&conn))
+            .unwrap_or(false)
+        })
+}
+
 /// What a reactor says about its effects (`reactor-info`), checked against the limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReactorInfo {
