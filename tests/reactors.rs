@@ -207,29 +207,60 @@ fn the_order_saga_confirms_cancels_and_times_out_with_its_causal_chain() -> Resu
     Ok(())
 }
 
-#[test]
-fn an_emit_loop_is_ended_by_its_limit_and_emits_nothing() -> Result {
-    let config =
-        "[limits]\nmax_emits_per_batch = 500\n\n[projectors.emit-loop]\non_poison = \"skip\"\n";
-    let host = start(&[("emit-loop.wasm", "emit-loop")], config)?;
+/// Runs the hostile `emit-loop` reactor under `limits` (with `skip`), sends it
+/// `event_types` one event each, and returns the dead letters' errors in order.
+fn hostile_run(limits: &str, event_types: &[&str]) -> Result<Vec<String>> {
+    let config = format!("[limits]\n{limits}\n\n[projectors.emit-loop]\non_poison = \"skip\"\n");
+    let host = start(&[("emit-loop.wasm", "emit-loop")], &config)?;
     support::host::wait_until(PATIENCE, "the reactor to start", || {
         active(&host.engine, "emit-loop").is_some()
     });
-    host.log
-        .append(vec![NewEvent::new("loop-1", "loop.start", "{}")])?;
+    for event_type in event_types {
+        host.log
+            .append(vec![NewEvent::new("loop-1", *event_type, "{}")])?;
+    }
     let head = host.log.head()?;
-    support::host::wait_until(PATIENCE, "the loop to be dead-lettered", || {
+    support::host::wait_until(PATIENCE, "every event to be dead-lettered", || {
         active(&host.engine, "emit-loop").is_some_and(|(_, c)| c >= head)
     });
-    let letters = host.engine.dead_letters("emit-loop", 10)?;
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    let message = &letters[0].error;
-    assert!(
-        message.contains("max_emits_per_batch") && message.contains("500"),
-        "{message}"
-    );
-    assert!(emitted(&host.log)?.is_empty());
+    let mut letters = host.engine.dead_letters("emit-loop", 10)?;
+    letters.sort_by_key(|letter| letter.offset);
+    assert!(emitted(&host.log)?.is_empty(), "a hostile batch emitted");
+    let status = host
+        .engine
+        .status()
+        .into_iter()
+        .find(|s| s.projector == "emit-loop")
+        .ok_or("no status")?;
+    assert_eq!(status.effects.map(|e| e.appended), Some(0));
     host.engine.shutdown();
+    Ok(letters.into_iter().map(|letter| letter.error).collect())
+}
+
+#[test]
+fn a_flooding_reactor_is_ended_by_each_limit_with_its_key() -> Result {
+    let errors = hostile_run(
+        "max_emits_per_batch = 500\nmax_pending_timers = 50",
+        &["loop.start", "loop.big", "loop.timers"],
+    )?;
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    for (error, (key, limit)) in errors.iter().zip([
+        ("max_emits_per_batch", "500"),
+        ("max_emit_bytes", "256 KiB"),
+        ("max_pending_timers", "50"),
+    ]) {
+        assert!(
+            error.contains(key) && error.contains(limit),
+            "{key}: {error}"
+        );
+    }
+    // Over time: a rate far below the per-batch cap ends the loop too.
+    let errors = hostile_run(
+        "max_emits_per_batch = 1000000\nmax_emits_per_second = 100",
+        &["loop.start"],
+    )?;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("max_emits_per_second"), "{}", errors[0]);
     Ok(())
 }
 
