@@ -233,3 +233,49 @@ pub fn timer_of(data: &str) -> Option<(String, i64)> {
         .ok()
         .map(|timer| (timer.key, timer.due_at))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogOptions;
+
+    fn emit(cause: u64, index: u32, data: &str) -> (u64, u32, NewEvent) {
+        (
+            cause,
+            index,
+            NewEvent::new("payment-1", "payment.requested", data)
+                .with_id(emit_id("saga", cause, index)),
+        )
+    }
+
+    #[test]
+    fn a_replayed_batch_appends_nothing_and_a_changed_one_is_counted() -> Result<(), LogError> {
+        let dir = tempfile::tempdir().map_err(|source| LogError::Open {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let log = EventLog::open(&dir.path().join("events.db"), LogOptions::default())?;
+        let first = append(&log, vec![emit(7, 0, "{}"), emit(7, 1, "{}")]).expect("appended");
+        assert_eq!((first.appended, first.deduplicated), (2, 0));
+        // The same batch again, as after a crash before the checkpoint: nothing new.
+        let again = append(&log, vec![emit(7, 0, "{}"), emit(7, 1, "{}")]).expect("replayed");
+        assert_eq!(
+            (again.appended, again.deduplicated, again.diverged),
+            (0, 2, 0)
+        );
+        // The same id with other content: the log keeps the first, the host counts it.
+        let changed = append(&log, vec![emit(7, 0, r#"{"x":1}"#)]).expect("replayed");
+        assert_eq!((changed.appended, changed.diverged), (0, 1));
+        assert_eq!(log.head()?, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn ids_name_the_reactor_the_source_and_the_index() {
+        assert_eq!(emit_id("order-saga", 42, 1), "rx:order-saga:42:1");
+        let a = timer_id("saga", "key", 10);
+        assert_eq!(a, timer_id("saga", "key", 10));
+        assert_ne!(a, timer_id("saga", "key", 11));
+        assert_ne!(a, timer_id("saga", "other", 10));
+    }
+}

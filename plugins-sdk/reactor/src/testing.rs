@@ -25,7 +25,7 @@
 
 use std::cell::RefCell;
 
-pub use refract_sdk::testing::{BatchError, EventBuilder, json};
+pub use refract_sdk::testing::{BatchError, DEFAULT_EPOCH_MICROS, EventBuilder, json};
 
 pub use crate::effects::Effect;
 use crate::{Adapter, Error, FromRow, Reactor, Result, Rows};
