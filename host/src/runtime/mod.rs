@@ -49,6 +49,12 @@
 //! - `temp_vfs`: a VFS per connection that caps its temporary files.
 //! - `host_sql`, `host_log`: the host side of the contract's `sql` and `log` interfaces.
 //! - `store`: the per-instance store data and the memory/table limiter.
+//!
+//! A reactor (`refract:reactor/reactor`, see [`crate::reactors`]) is loaded and run by
+//! the same code: its world includes the projector world, the linker also provides its
+//! `emit` and `timers` imports (implemented in `reactors::effects`), and a component
+//! that exports `reactor-info` is a reactor ([`LoadedProjector::reactor`]). Only a
+//! reactor may import those interfaces.
 //! - `bindings`: the one `bindgen!` of the WIT world.
 //! - `error`: [`RuntimeError`] (loading) and [`ProjectorError`] (calls), poison or
 //!   transient.
