@@ -18,6 +18,8 @@
 //! - [`cluster`]: cluster mode: the log replicated by NATS JetStream, appends on any
 //!   node, every node a read replica with its own mirror of the log; one deploy for
 //!   the whole cluster, coordinated swaps and cluster-wide status (`cluster::deploys`).
+//! - [`reactors`]: reactors (sagas): components that react to events by emitting
+//!   events, exactly once, with timers that need no clock.
 //! - [`snapshots`]: read-model snapshots (recovery, rollback to a pruned version,
 //!   point-in-time queries) and stream snapshots (loading an aggregate).
 //! - [`config`]: the optional `refract.toml`.
@@ -51,6 +53,7 @@ pub mod error_text;
 pub mod groups;
 pub mod guest_build;
 pub mod log;
+pub mod reactors;
 pub mod repeats;
 pub mod replay;
 pub mod retention;

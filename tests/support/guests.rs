@@ -23,6 +23,8 @@ pub const GUESTS: &[&str] = &[
     "temp-fill",
     "host-tables",
     "log-flood",
+    "order-saga",
+    "emit-loop",
 ];
 
 /// The path of guest `name`'s component (for example `"balances"`,

@@ -21,6 +21,9 @@
 //! | `refract_deadline_overruns_total` | counter | projector, version |
 //! | `refract_projector_overrun_seconds` | gauge | projector, version |
 //! | `refract_log_lines_dropped_total` | counter | projector, version |
+//! | `refract_reactor_events_emitted_total` | counter (0 for a projector) | projector, version |
+//! | `refract_reactor_emits_suppressed_total` | counter (0 for a projector) | projector, version |
+//! | `refract_reactor_timers_fired_total` | counter (0 for a projector) | projector, version |
 //! | `refract_swaps_total` | counter | |
 //! | `refract_rejected_plugins` | gauge | |
 //! | `refract_subscribers` | gauge | |
@@ -347,6 +350,27 @@ impl Collector for Scrape {
             "Projector log lines dropped over the per-call and per-second limits",
             MetricType::Counter,
             |m, s| ConstCounter::new(s.log_lines_dropped).encode(m),
+        )?;
+        self.per_version(
+            e,
+            "refract_reactor_events_emitted",
+            "Events a reactor emitted and the log newly appended, since its worker started",
+            MetricType::Counter,
+            |m, s| ConstCounter::new(s.effects.map_or(0, |c| c.appended)).encode(m),
+        )?;
+        self.per_version(
+            e,
+            "refract_reactor_emits_suppressed",
+            "Emits a reactor version made while it did not emit (a shadow, a warm version, history)",
+            MetricType::Counter,
+            |m, s| ConstCounter::new(s.effects.map_or(0, |c| c.suppressed)).encode(m),
+        )?;
+        self.per_version(
+            e,
+            "refract_reactor_timers_fired",
+            "refract.timer events a reactor's worker appended",
+            MetricType::Counter,
+            |m, s| ConstCounter::new(s.effects.map_or(0, |c| c.timers_fired)).encode(m),
         )?;
         self.per_version(
             e,

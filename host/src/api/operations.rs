@@ -229,6 +229,7 @@ mod tests {
                 overrun: None,
                 deadline_overruns: 0,
                 log_lines_dropped: 0,
+                effects: None,
                 batch_latency: LatencyHistogram::default(),
             }),
             replay: None,

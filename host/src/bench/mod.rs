@@ -47,6 +47,7 @@ mod http;
 mod live;
 pub mod memory;
 pub mod native;
+mod reactors;
 mod replay;
 pub mod report;
 mod retention;
@@ -112,11 +113,13 @@ pub enum Group {
     /// `snapshot_ms`, `snapshot_mib`, `recovery_snapshot_ms`, `recovery_replay_ms`,
     /// `pit_query_cold_ms`, `pit_query_warm_ms`.
     Snapshots,
+    /// `reactor_eps`, `reactor_projector_eps`.
+    Reactors,
 }
 
 impl Group {
     /// Every group, in the order a run measures them.
-    pub const ALL: [Group; 10] = [
+    pub const ALL: [Group; 11] = [
         Group::Append,
         Group::Replay,
         Group::Floors,
@@ -127,6 +130,7 @@ impl Group {
         Group::Consumers,
         Group::Retention,
         Group::Snapshots,
+        Group::Reactors,
     ];
 
     /// The group's name on the command line.
@@ -142,6 +146,7 @@ impl Group {
             Group::Consumers => "consumers",
             Group::Retention => "retention",
             Group::Snapshots => "snapshots",
+            Group::Reactors => "reactors",
         }
     }
 }
@@ -463,6 +468,32 @@ impl Harness<'_> {
                 .push(Figure::measured("replay_ratio", "ratio", 3, ratios));
         }
         agreed.ok_or_else(|| anyhow!("no replay ran"))
+    }
+
+    /// A reactor's throughput next to a projector's replay of the same events.
+    fn reactors(&mut self) -> Result<()> {
+        let events = self.options.events.min(reactors::REACTOR_MAX_EVENTS);
+        let scratch = self.scratch.dir("reactors")?;
+        let runtime = self.loaded.runtime().clone();
+        let (log_options, batch, reps) = (self.log_options.clone(), self.batch, self.options.reps);
+        let (reactor, projector) = reactors::measure(
+            &runtime,
+            &scratch,
+            &log_options,
+            batch,
+            events,
+            reps,
+            self.progress,
+        )?;
+        self.figures
+            .push(Figure::measured("reactor_eps", "events/s", 0, reactor));
+        self.figures.push(Figure::measured(
+            "reactor_projector_eps",
+            "events/s",
+            0,
+            projector,
+        ));
+        Ok(())
     }
 
     /// The log-scan and upsert floors.
@@ -811,6 +842,9 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     }
     if harness.wants(Group::Snapshots) {
         harness.snapshots(&log, head)?;
+    }
+    if harness.wants(Group::Reactors) {
+        harness.reactors()?;
     }
     harness.components(&log, head)?;
 

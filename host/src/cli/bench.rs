@@ -21,7 +21,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "R", default_value_t = bench::DEFAULT_REPS)]
     reps: usize,
     /// Measure only these groups of figures (comma-separated): append, replay, floors,
-    /// live, swap, memory, cold-start, consumers, retention, snapshots. The WASM/native
+    /// live, swap, memory, cold-start, consumers, retention, snapshots, reactors. The WASM/native
     /// checksum check always runs.
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     only: Vec<Group>,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS};
 use crate::engine::checkpoint::{self, Identity};
 use crate::log::{LogError, LogReader, ReadQuery, StreamFilter};
+use crate::reactors::{Driver, EffectCounts};
 use crate::runtime::{
     DbOptions, EventBatch, LoadedProjector, ProjectorError, ProjectorInstance, RuntimeError,
 };
@@ -125,6 +126,8 @@ pub struct Projection {
     limits: BatchLimits,
     /// The first and last offsets of the last batch handed to the guest.
     last_batch: Option<(u64, u64)>,
+    /// A reactor's side: its emits, timers and takeover (see [`crate::reactors`]).
+    reactor: Option<Driver>,
 }
 
 impl Projection {
@@ -134,7 +137,7 @@ impl Projection {
         loaded: LoadedProjector,
         db_path: &Path,
         db_options: DbOptions,
-        reader: LogReader,
+        mut reader: LogReader,
         limits: BatchLimits,
     ) -> Result<Self, ProjectionError> {
         let mut instance = loaded.instantiate(db_path, db_options)?;
@@ -164,11 +167,32 @@ impl Projection {
                     version: loaded.version(),
                     sha256: loaded.sha256(),
                 };
-                instance.init(|conn| checkpoint::create(conn, &identity))?;
+                let head = reader.head()?;
+                let is_reactor = loaded.reactor().is_some();
+                instance.init(|conn| {
+                    checkpoint::create(conn, &identity)?;
+                    if is_reactor {
+                        Driver::create(conn, head)?;
+                    }
+                    Ok(())
+                })?;
                 0
             }
         };
-        let query = ReadQuery {
+        let reactor = match loaded.reactor() {
+            Some(_) => {
+                let mut driver = Driver::new(&info.name);
+                driver.load(instance.host_connection()).map_err(|source| {
+                    ProjectionError::Checkpoint {
+                        path: db_path.to_owned(),
+                        source,
+                    }
+                })?;
+                Some(driver)
+            }
+            None => None,
+        };
+        let mut query = ReadQuery {
             types: info.subscriptions.event_types.clone(),
             stream: if info.subscriptions.stream_prefixes.is_empty() {
                 StreamFilter::Any
@@ -177,6 +201,9 @@ impl Projection {
             },
             ..ReadQuery::default()
         };
+        if let Some(driver) = &reactor {
+            driver.widen(&mut query);
+        }
         Ok(Self {
             loaded,
             db_path: db_path.to_owned(),
@@ -188,7 +215,37 @@ impl Projection {
             batch: EventBatch::new(),
             limits,
             last_batch: None,
+            reactor,
         })
+    }
+
+    /// A reactor's side, `None` for a projector.
+    pub(crate) fn reactor_mut(&mut self) -> Option<&mut Driver> {
+        self.reactor.as_mut()
+    }
+
+    /// What a reactor's effects have amounted to; `None` for a projector.
+    pub fn effect_counts(&self) -> Option<EffectCounts> {
+        self.reactor.as_ref().map(Driver::counts)
+    }
+
+    /// A reactor appends the `refract.timer` events due at `now` (microseconds since
+    /// the epoch), if it emits; returns how many were due. Nothing for a projector.
+    pub fn fire_due_timers(&mut self, now: i64) -> Result<usize, ProjectionError> {
+        if self.reactor.is_none() {
+            return Ok(0);
+        }
+        let instance = live_instance(
+            &mut self.instance,
+            &self.loaded,
+            &self.db_path,
+            self.db_options,
+        )?;
+        let conn = instance.host_connection();
+        match self.reactor.as_mut() {
+            Some(driver) => Ok(driver.fire_due(conn, now)?),
+            None => Ok(0),
+        }
     }
 
     /// The last log offset reflected in the read model.
@@ -286,11 +343,25 @@ impl Projection {
     /// `until` (inclusive) when given. A trap discards the instance; the next step
     /// instantiates afresh from the same read model.
     pub fn step(&mut self, until: Option<u64>) -> Result<Step, ProjectionError> {
+        let follow = self.reactor.as_mut().and_then(Driver::bound);
+        let until = match (until, follow) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if until.is_some_and(|until| self.checkpoint >= until) {
             return Ok(Step::CaughtUp);
         }
         let mut query_bound = self.query.clone();
         query_bound.to_offset = until;
+        // The instance first: a reactor checks its timer events against its state.
+        let instance = live_instance(
+            &mut self.instance,
+            &self.loaded,
+            &self.db_path,
+            self.db_options,
+        )?;
+        let state = instance.host_connection();
+        let reactor = self.reactor.as_ref();
         let batch = &mut self.batch;
         batch.clear();
         let max_bytes = self.limits.max_bytes;
@@ -299,6 +370,11 @@ impl Projection {
             self.checkpoint,
             self.limits.max_events,
             |event| {
+                if let Some(driver) = reactor
+                    && !driver.deliver(state, event.stream, event.event_type, event.data)
+                {
+                    return ControlFlow::Continue(());
+                }
                 batch.push(
                     event.offset,
                     event.id,
@@ -335,7 +411,17 @@ impl Projection {
             &self.db_path,
             self.db_options,
         )?;
-        instance.apply(&self.batch, |conn| checkpoint::write(conn, through))?;
+        match self.reactor.as_mut() {
+            Some(driver) => {
+                let batch = &self.batch;
+                instance.apply_with_effects(batch, |conn, emits| {
+                    driver.commit(conn, batch, emits)?;
+                    checkpoint::write(conn, through)?;
+                    Ok(())
+                })?;
+            }
+            None => instance.apply(&self.batch, |conn| checkpoint::write(conn, through))?,
+        }
         self.checkpoint = through;
         Ok(Step::Applied { events, through })
     }

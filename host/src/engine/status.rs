@@ -199,6 +199,10 @@ pub struct VersionStatus {
     /// second (`limits.max_log_lines_per_call`, `limits.max_log_lines_per_second`,
     /// `limits.max_log_bytes_per_second`), since the host started.
     pub log_lines_dropped: u64,
+    /// A reactor's effects since its worker started (events emitted, deduplicated,
+    /// suppressed, timers fired); absent for a projector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effects: Option<crate::reactors::EffectCounts>,
     /// Batch latencies since the host started.
     #[serde(skip)]
     pub batch_latency: LatencyHistogram,
@@ -237,6 +241,7 @@ impl StatusCell {
             overrun: None,
             deadline_overruns: 0,
             log_lines_dropped: 0,
+            effects: None,
             batch_latency: LatencyHistogram::default(),
         };
         StatusCell {

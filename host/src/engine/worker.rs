@@ -25,6 +25,12 @@ use crate::repeats::{Occurrence, Repeats};
 use crate::runtime::{DbOptions, LoadedProjector, ProjectorError, TrapKind};
 use crate::storage_fault::StorageFault;
 
+/// Whether a version in `mode` emits (a reactor's effects reach the log) or replays
+/// with them suppressed.
+fn emits_in(mode: Mode) -> bool {
+    matches!(mode, Mode::Active | Mode::Initial)
+}
+
 /// How long a shutdown waits for the workers, all together, before it leaves behind
 /// one still inside a call. Calls are cancelled first, so a worker normally ends within
 /// a tick; only a single SQLite step that the deadlines cannot cut short takes longer.
@@ -58,6 +64,9 @@ pub(crate) struct WorkerSpec {
     pub log_check: LogCheck,
     /// The last offset it may project at first (see [`WorkerHandle::hold`]).
     pub hold: Option<u64>,
+    /// A reactor's shadow: the active version's state database, whose checkpoint it
+    /// never passes (see [`crate::reactors`]).
+    pub follow: Option<PathBuf>,
 }
 
 /// What a worker is running for; it changes how failures and pacing are handled.
@@ -273,8 +282,14 @@ impl Worker {
             return;
         };
         tracing::info!(projector = %self.spec.projector, %version, checkpoint = projection.checkpoint(), "projector started");
+        if let Some(driver) = projection.reactor_mut() {
+            driver.attach_log(self.log.clone());
+            driver.set_emitting(emits_in(self.mode));
+            driver.set_follow(self.spec.follow.clone());
+        }
         let mut isolation = Isolation::None;
         while !self.stopping() {
+            self.fire_due_timers(&mut projection);
             while let Ok(command) = self.commands.try_recv() {
                 self.obey(command, &mut projection);
             }
@@ -465,12 +480,33 @@ impl Worker {
             Command::Hold(ceiling) => self.hold = ceiling,
             Command::SetMode(mode) => {
                 self.mode = mode;
+                if let Some(driver) = projection.reactor_mut() {
+                    driver.set_emitting(emits_in(mode));
+                    if mode != Mode::Shadow {
+                        driver.set_follow(None);
+                    }
+                }
                 if matches!(mode, Mode::Active | Mode::Warm) {
                     // A re-instantiation after a trap must not reopen the read model
                     // with the replay's `synchronous=OFF`.
                     projection.set_db_options(DbOptions::live());
                 }
             }
+        }
+    }
+
+    /// A reactor appends its due timers' events (when it emits); a failure is retried
+    /// on the next turn.
+    fn fire_due_timers(&mut self, projection: &mut Projection) {
+        if projection.effect_counts().is_none() {
+            return;
+        }
+        let now = jiff::Timestamp::now().as_microsecond();
+        if let Err(error) = projection.fire_due_timers(now) {
+            tracing::warn!(reactor = %self.spec.projector, "cannot fire due timers: {}", describe(&error));
+        }
+        if let Some(counts) = projection.effect_counts() {
+            self.status.update(|status| status.effects = Some(counts));
         }
     }
 

@@ -164,6 +164,20 @@ pub enum ProjectorError {
         #[source]
         source: Box<RuntimeError>,
     },
+    /// A reactor's emitted events could not be appended: the log refused one for what
+    /// it is (poison: a version conflict, an invalid field), or could not be written
+    /// (transient). Nothing of the batch was kept.
+    #[error("reactor `{projector}` (version {version}) failed {at}: {source}")]
+    Emit {
+        /// The reactor.
+        projector: String,
+        /// Its version.
+        version: String,
+        /// The source event whose emit was refused, or the batch.
+        at: Position,
+        /// What the log said.
+        source: Box<crate::reactors::CommitError>,
+    },
     /// The host cancelled the call because it is shutting down
     /// ([`Runtime::cancel_calls`](super::Runtime::cancel_calls)). The batch was rolled
     /// back and is applied on the next start. Not poison.
@@ -202,6 +216,7 @@ impl ProjectorError {
                 true
             }
             Self::Reinstantiate { source, .. } => source.is_guest_fault(),
+            Self::Emit { source, .. } => source.is_poison(),
             Self::Host { .. } | Self::InvalidBatch { .. } | Self::Cancelled { .. } => false,
         }
     }
@@ -223,7 +238,8 @@ impl ProjectorError {
             | Self::Host { at, .. }
             | Self::Reinstantiate { at, .. }
             | Self::InvalidBatch { at, .. }
-            | Self::Cancelled { at, .. } => at.offset(),
+            | Self::Cancelled { at, .. }
+            | Self::Emit { at, .. } => at.offset(),
         }
     }
 
@@ -237,7 +253,8 @@ impl ProjectorError {
             | Self::Host { projector, .. }
             | Self::Reinstantiate { projector, .. }
             | Self::InvalidBatch { projector, .. }
-            | Self::Cancelled { projector, .. } => projector,
+            | Self::Cancelled { projector, .. }
+            | Self::Emit { projector, .. } => projector,
         }
     }
 
@@ -251,7 +268,8 @@ impl ProjectorError {
             | Self::Host { version, .. }
             | Self::Reinstantiate { version, .. }
             | Self::InvalidBatch { version, .. }
-            | Self::Cancelled { version, .. } => version,
+            | Self::Cancelled { version, .. }
+            | Self::Emit { version, .. } => version,
         }
     }
 }

@@ -17,6 +17,18 @@ use super::projector::{LoadedProjector, Runtime};
 use super::sql::{DbOptions, Guard, SandboxedDb};
 use super::store::StoreState;
 use super::wasi;
+use crate::reactors::{CommitError, EffectsHost, Emit, EmitRate, ReactorInfo};
+
+/// Why the host's own writes around a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostWriteError {
+    /// The host's tables in the database (the checkpoint) could not be written.
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    /// A reactor's emitted events could not be appended to the log.
+    #[error(transparent)]
+    Emit(#[from] CommitError),
+}
 
 /// What a projector says about itself, checked against the contract and the limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +90,7 @@ pub(crate) struct Started {
     bindings: Projector,
     guard: Arc<Guard>,
     pub(crate) info: ProjectorInfo,
+    pub(crate) reactor: Option<ReactorInfo>,
 }
 
 /// A call ended because the host cancelled it ([`Runtime::cancel_calls`]): it is
@@ -94,6 +107,7 @@ pub(crate) fn start(
     version: &Arc<str>,
     limits: &Arc<SandboxLimits>,
     log_budget: &Arc<LogBudget>,
+    reactor_rate: Option<&Arc<EmitRate>>,
     db: SandboxedDb,
 ) -> Result<Started, RuntimeError> {
     let shared = runtime.inner();
@@ -105,6 +119,10 @@ pub(crate) fn start(
         limits,
         SqlHost::new(db, Arc::clone(limits)),
         LogHost::new(Arc::clone(version), Arc::clone(log_budget), limits),
+        EffectsHost::new(
+            limits,
+            reactor_rate.map_or_else(|| Arc::new(EmitRate::new(limits)), Arc::clone),
+        ),
     );
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -128,13 +146,22 @@ pub(crate) fn start(
     let started = {
         let _guest = guard.enter_guest(runtime.clock().now().saturating_add(ticks));
         store.set_epoch_deadline(1);
-        pre.instantiate(&mut store).and_then(|bindings| {
-            store.set_epoch_deadline(1);
-            let info = bindings.call_metadata(&mut store)?;
-            Ok((bindings, info))
-        })
+        pre.instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                let bindings = Projector::new(&mut store, &instance)?;
+                store.set_epoch_deadline(1);
+                let info = bindings.call_metadata(&mut store)?;
+                let reactor = if reactor_rate.is_some() {
+                    store.set_epoch_deadline(1);
+                    Some(crate::reactors::call_reactor_info(&mut store, &instance)?)
+                } else {
+                    None
+                };
+                Ok((bindings, info, reactor))
+            })
     };
-    let (bindings, raw_info) = started.map_err(|err| {
+    let (bindings, raw_info, raw_reactor) = started.map_err(|err| {
         let state = store.data();
         let context = TrapContext {
             refused: state.limiter.refused(),
@@ -150,12 +177,26 @@ pub(crate) fn start(
             version: version.to_string(),
             message,
         })?;
+    let reactor = raw_reactor
+        .map(|raw| crate::reactors::validate_reactor_info(raw, limits))
+        .transpose()
+        .map_err(|message| RuntimeError::InvalidMetadata {
+            version: version.to_string(),
+            message,
+        })?;
     store.data_mut().log.set_projector(&info.name);
+    if let Some(reactor) = &reactor {
+        store
+            .data_mut()
+            .effects
+            .set_reactor(&info.name, reactor.emits.clone());
+    }
     Ok(Started {
         store,
         bindings,
         guard,
         info,
+        reactor,
     })
 }
 
@@ -190,6 +231,7 @@ impl LoadedProjector {
             &self.inner.version,
             &self.limits,
             &self.log_budget,
+            self.inner.reactor.is_some().then_some(&self.emit_rate),
             db,
         )?;
         if started.info != self.inner.info {
@@ -256,7 +298,7 @@ impl ProjectorInstance {
             Position::Init,
             None,
             |bindings, store| Ok(bindings.call_init(store)?.map_err(GuestError::Init)),
-            host_writes,
+            |conn, _emits| host_writes(conn).map_err(HostWriteError::Sql),
         )
     }
 
@@ -267,6 +309,19 @@ impl ProjectorInstance {
         &mut self,
         batch: &EventBatch,
         host_writes: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
+    ) -> Result<(), ProjectorError> {
+        self.apply_with_effects(batch, |conn, _emits| {
+            host_writes(conn).map_err(HostWriteError::Sql)
+        })
+    }
+
+    /// [`apply`](Self::apply) for a reactor: `host_writes` also receives the events the
+    /// guest emitted during the call, in order, to append them before the commit (see
+    /// [`crate::reactors`]). A projector's list is always empty.
+    pub fn apply_with_effects(
+        &mut self,
+        batch: &EventBatch,
+        host_writes: impl FnOnce(&rusqlite::Connection, Vec<Emit>) -> Result<(), HostWriteError>,
     ) -> Result<(), ProjectorError> {
         let at = match (batch.first_offset(), batch.last_offset()) {
             (Some(first), Some(last)) => Position::Batch { first, last },
@@ -306,7 +361,7 @@ impl ProjectorInstance {
             &Projector,
             &mut Store<StoreState>,
         ) -> wasmtime::Result<Result<(), GuestError>>,
-        host_writes: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
+        host_writes: impl FnOnce(&rusqlite::Connection, Vec<Emit>) -> Result<(), HostWriteError>,
     ) -> Result<(), ProjectorError> {
         // Checked first: a fresh instance could not start either, and its failure would
         // look like the projector's fault.
@@ -341,6 +396,13 @@ impl ProjectorInstance {
             let state = self.store.data_mut();
             state.sql.set_in_transaction(true);
             state.start_call();
+            match batch {
+                Some(batch) => {
+                    let packed = batch.packed();
+                    state.effects.begin(&packed.offsets, &packed.recorded_at);
+                }
+                None => state.effects.begin(&[], &[]),
+            }
         }
         let outcome = {
             let _guest = guard.enter_guest(deadline);
@@ -353,6 +415,7 @@ impl ProjectorInstance {
             state.log.finish_call();
             state.sql.take_host_failure()
         };
+        let emits = self.store.data_mut().effects.finish();
         if guard.cancelled() {
             // Whatever the guest made of its interrupted SQL, nothing of it is kept.
             self.rollback();
@@ -404,9 +467,22 @@ impl ProjectorInstance {
                 at,
             });
         }
-        if let Err(source) = host_writes(self.host_conn()) {
-            self.rollback();
-            return Err(self.host_error(at, "write the host's records", source));
+        match host_writes(self.host_conn(), emits) {
+            Ok(()) => {}
+            Err(HostWriteError::Sql(source)) => {
+                self.rollback();
+                return Err(self.host_error(at, "write the host's records", source));
+            }
+            Err(HostWriteError::Emit(source)) => {
+                self.rollback();
+                let at = source.cause().map_or(at, Position::Offset);
+                return Err(ProjectorError::Emit {
+                    projector: self.info.name.clone(),
+                    version: self.loaded.version().to_owned(),
+                    at,
+                    source: Box::new(source),
+                });
+            }
         }
         if let Err(source) = self.host_conn().execute_batch("COMMIT") {
             self.rollback();

@@ -158,6 +158,25 @@ pub const DEFAULT_MAX_LOG_LINES_PER_SECOND: u64 = 100;
 /// only per call.
 pub const DEFAULT_MAX_LOG_BYTES_PER_SECOND: u64 = 64 << 10;
 
+/// Default for [`SandboxLimits::max_emits_per_batch`]: events one reactor call may emit.
+/// A saga step emits a handful per source event; a reactor stuck in an emit loop ends
+/// here, before its buffered events cost the host memory and the log space.
+pub const DEFAULT_MAX_EMITS_PER_BATCH: usize = 10_000;
+
+/// Default for [`SandboxLimits::max_emits_per_second`]: events one reactor version may
+/// emit per second, over all its calls, with a burst of one second's worth. It bounds
+/// what a reactor can add to the log over time, including one that reacts to its own
+/// events.
+pub const DEFAULT_MAX_EMITS_PER_SECOND: u64 = 50_000;
+
+/// Default for [`SandboxLimits::max_emit_bytes`]: 256 KiB for one emitted event (stream,
+/// type, data and metadata together), well under the log's own `log.max_data_bytes`.
+pub const DEFAULT_MAX_EMIT_BYTES: usize = 256 << 10;
+
+/// Default for [`SandboxLimits::max_pending_timers`]: timers one reactor may have
+/// pending at once. Each is a row of the reactor's database and a future event.
+pub const DEFAULT_MAX_PENDING_TIMERS: usize = 100_000;
+
 /// Default for [`SandboxLimits::max_error_message_bytes`]: 8 KiB for the message of a
 /// `handle-error` or an `init` error; longer messages are cut at the cap.
 pub const DEFAULT_MAX_ERROR_MESSAGE_BYTES: usize = 8 << 10;
@@ -288,6 +307,14 @@ pub struct SandboxLimits {
     pub max_log_lines_per_second: u64,
     /// `limits.max_log_bytes_per_second`: log bytes per second per version.
     pub max_log_bytes_per_second: u64,
+    /// `limits.max_emits_per_batch`: events one reactor call may emit.
+    pub max_emits_per_batch: usize,
+    /// `limits.max_emits_per_second`: events one reactor version may emit per second.
+    pub max_emits_per_second: u64,
+    /// `limits.max_emit_bytes`: one emitted event.
+    pub max_emit_bytes: usize,
+    /// `limits.max_pending_timers`: timers one reactor may have pending.
+    pub max_pending_timers: usize,
     /// `limits.max_error_message_bytes`: an `init` or `handle` error message; longer ones
     /// are cut.
     pub max_error_message_bytes: usize,
@@ -347,6 +374,10 @@ impl Default for SandboxLimits {
             max_log_lines_per_call: DEFAULT_MAX_LOG_LINES_PER_CALL,
             max_log_lines_per_second: DEFAULT_MAX_LOG_LINES_PER_SECOND,
             max_log_bytes_per_second: DEFAULT_MAX_LOG_BYTES_PER_SECOND,
+            max_emits_per_batch: DEFAULT_MAX_EMITS_PER_BATCH,
+            max_emits_per_second: DEFAULT_MAX_EMITS_PER_SECOND,
+            max_emit_bytes: DEFAULT_MAX_EMIT_BYTES,
+            max_pending_timers: DEFAULT_MAX_PENDING_TIMERS,
             max_error_message_bytes: DEFAULT_MAX_ERROR_MESSAGE_BYTES,
             max_description_bytes: DEFAULT_MAX_DESCRIPTION_BYTES,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
@@ -398,7 +429,10 @@ impl SandboxLimits {
 
     /// Checks that every limit is usable, naming the first bad key.
     pub fn validate(&self) -> Result<(), InvalidLimit> {
-        let positive: [(&'static str, usize); 24] = [
+        let positive: [(&'static str, usize); 27] = [
+            ("max_emits_per_batch", self.max_emits_per_batch),
+            ("max_emit_bytes", self.max_emit_bytes),
+            ("max_pending_timers", self.max_pending_timers),
             ("max_memory_bytes", self.max_memory_bytes),
             ("max_table_elements", self.max_table_elements),
             ("max_instances", self.max_instances),
@@ -438,7 +472,8 @@ impl SandboxLimits {
                 "must be at least 1",
             ));
         }
-        let positive_u64: [(&'static str, u64); 4] = [
+        let positive_u64: [(&'static str, u64); 5] = [
+            ("max_emits_per_second", self.max_emits_per_second),
             ("max_function_cost", self.max_function_cost),
             ("max_log_lines_per_second", self.max_log_lines_per_second),
             ("max_log_bytes_per_second", self.max_log_bytes_per_second),

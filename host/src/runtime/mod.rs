@@ -49,12 +49,18 @@
 //! - `temp_vfs`: a VFS per connection that caps its temporary files.
 //! - `host_sql`, `host_log`: the host side of the contract's `sql` and `log` interfaces.
 //! - `store`: the per-instance store data and the memory/table limiter.
+//!
+//! A reactor (`refract:reactor/reactor`, see [`crate::reactors`]) is loaded and run by
+//! the same code: its world includes the projector world, the linker also provides its
+//! `emit` and `timers` imports (implemented in `reactors::effects`), and a component
+//! that exports `reactor-info` is a reactor ([`LoadedProjector::reactor`]). Only a
+//! reactor may import those interfaces.
 //! - `bindings`: the one `bindgen!` of the WIT world.
 //! - `error`: [`RuntimeError`] (loading) and [`ProjectorError`] (calls), poison or
 //!   transient.
 
 mod batch;
-mod bindings;
+pub(crate) mod bindings;
 mod cache;
 pub mod compile;
 mod engine;
@@ -78,7 +84,7 @@ pub use batch::{BatchEvent, EventBatch};
 pub use engine::EPOCH_TICK;
 pub use error::{Position, ProjectorError, RuntimeError, TrapKind};
 pub use host_log::LOG_TARGET;
-pub use instance::{ProjectorInfo, ProjectorInstance, Subscriptions};
+pub use instance::{HostWriteError, ProjectorInfo, ProjectorInstance, Subscriptions};
 pub use limits::*;
 pub use projector::{LoadedProjector, Runtime, RuntimeConfig, VERSION_HEX_LEN};
 pub use refusals::MAX_REMEMBERED_REFUSALS;
@@ -88,5 +94,6 @@ pub use sql::{
     VIRTUAL_TABLE_MODULES, costly_function, open_read_model,
 };
 pub use sql_cost::COSTLY_FUNCTIONS;
+pub(crate) use store::StoreState;
 pub use wasi::{ALLOWED_WASI_PACKAGES, REFRACT_INTERFACES};
 pub use wasi_http::DENIED_WASI_PACKAGES;

@@ -19,6 +19,7 @@ use super::refusals::Refusals;
 use super::sql::{DbOptions, SandboxedDb};
 use super::store::StoreState;
 use super::{compile, host_log, host_sql, imports, wasi, wasi_http};
+use crate::reactors::{EmitRate, ReactorInfo};
 
 /// Hex digits of the sha256 used as a projector's version: 32 bits, enough to tell a
 /// deployment's versions apart, short enough for file names and messages.
@@ -188,6 +189,19 @@ impl Runtime {
                 ),
             });
         }
+        let is_reactor = exports.contains(&crate::reactors::REACTOR_EXPORT);
+        if !is_reactor
+            && let Some(name) = imports
+                .iter()
+                .find(|name| crate::reactors::REACTOR_INTERFACES.contains(&name.as_str()))
+        {
+            return Err(RuntimeError::WrongWorld {
+                message: format!(
+                    "it imports `{name}`, which only a reactor may, but does not export `{}`",
+                    crate::reactors::REACTOR_EXPORT
+                ),
+            });
+        }
         let pre = ProjectorPre::new(instance_pre).map_err(|err| RuntimeError::WrongWorld {
             message: format!("{err:#}"),
         })?;
@@ -207,15 +221,17 @@ impl Runtime {
         })?;
         let version: Arc<str> = Arc::from(version);
         let log_budget = Arc::new(LogBudget::new(&self.inner.limits));
-        let info = instance::start(
+        let emit_rate = Arc::new(EmitRate::new(&self.inner.limits));
+        let instance = instance::start(
             self,
             &pre,
             &version,
             &self.inner.limits,
             &log_budget,
+            is_reactor.then_some(&emit_rate),
             scratch,
-        )?
-        .info;
+        )?;
+        let (info, reactor) = (instance.info, instance.reactor);
 
         if !from_cache && let Some(cache) = &self.inner.cache {
             // A cache that cannot be written costs only speed; the projector still loads.
@@ -233,11 +249,13 @@ impl Runtime {
                 sha256,
                 version,
                 info,
+                reactor,
                 from_cache,
                 load_time: started.elapsed(),
             }),
             limits: Arc::clone(&self.inner.limits),
             log_budget,
+            emit_rate,
         })
     }
 
@@ -272,6 +290,7 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     linker.instance("refract:projector/types@0.1.0")?;
     host_sql::add_to_linker(&mut linker)?;
     host_log::add_to_linker(&mut linker)?;
+    crate::reactors::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -321,6 +340,8 @@ pub struct LoadedProjector {
     pub(crate) limits: Arc<SandboxLimits>,
     /// The version's log rate, over all its instances (at `limits`' rates).
     pub(crate) log_budget: Arc<LogBudget>,
+    /// A reactor version's emit rate, over all its instances.
+    pub(crate) emit_rate: Arc<EmitRate>,
 }
 
 pub(crate) struct LoadedInner {
@@ -329,6 +350,8 @@ pub(crate) struct LoadedInner {
     sha256: String,
     pub(crate) version: Arc<str>,
     pub(crate) info: ProjectorInfo,
+    /// What a reactor says about its effects; `None` for a projector.
+    pub(crate) reactor: Option<ReactorInfo>,
     from_cache: bool,
     load_time: Duration,
 }
@@ -365,6 +388,12 @@ impl LoadedProjector {
         self.inner.load_time
     }
 
+    /// What the component says about its effects if it is a reactor (it exports
+    /// `reactor-info`), or `None` for a projector.
+    pub fn reactor(&self) -> Option<&ReactorInfo> {
+        self.inner.reactor.as_ref()
+    }
+
     /// The runtime this projector was loaded by.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
@@ -398,6 +427,7 @@ impl LoadedProjector {
         Ok(LoadedProjector {
             inner: self.inner,
             log_budget: Arc::new(LogBudget::new(&limits)),
+            emit_rate: Arc::new(EmitRate::new(&limits)),
             limits: Arc::new(limits),
         })
     }

@@ -15,6 +15,7 @@ use super::host_sql::SqlHost;
 use super::limits::{LimitExceeded, SandboxLimits, format_bytes};
 use super::wasi::StderrCapture;
 use super::wasi_http::DeniedHttp;
+use crate::reactors::EffectsHost;
 
 /// Everything a projector instance's host functions need.
 pub(crate) struct StoreState {
@@ -30,6 +31,8 @@ pub(crate) struct StoreState {
     pub(crate) log: LogHost,
     /// The guest's stderr, for panic messages.
     pub(crate) stderr: StderrCapture,
+    /// A reactor's `emit` and `timers` (unused by a projector).
+    pub(crate) effects: EffectsHost,
 }
 
 impl StoreState {
@@ -39,6 +42,7 @@ impl StoreState {
         limits: &Arc<SandboxLimits>,
         sql: SqlHost,
         log: LogHost,
+        effects: EffectsHost,
     ) -> Self {
         Self {
             wasi,
@@ -48,6 +52,7 @@ impl StoreState {
             sql,
             log,
             stderr,
+            effects,
         }
     }
 

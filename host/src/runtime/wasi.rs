@@ -102,7 +102,7 @@ pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wa
 
 /// Why a component's import is refused, if it is.
 pub(crate) fn refuse_import(name: &str) -> Option<String> {
-    if REFRACT_INTERFACES.contains(&name) {
+    if REFRACT_INTERFACES.contains(&name) || crate::reactors::REACTOR_INTERFACES.contains(&name) {
         return None;
     }
     if name.starts_with("refract:projector/") {

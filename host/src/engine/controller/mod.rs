@@ -378,7 +378,18 @@ impl Controller {
                 .map(|(offset, _)| *offset),
             Mode::Shadow | Mode::Initial | Mode::Warm => None,
         };
+        // A reactor's shadow never replays past the active version's checkpoint, so
+        // that it takes over emitting exactly where the active version stopped.
+        let follow = match mode {
+            Mode::Shadow if loaded.reactor().is_some() => self
+                .slots
+                .get(name)
+                .and_then(|slot| slot.active.as_ref())
+                .map(|active| self.shared.data.version_db(name, &active.version)),
+            _ => None,
+        };
         let spec = WorkerSpec {
+            follow,
             projector: name.to_owned(),
             db_path,
             db_options: match mode {
