@@ -641,3 +641,165 @@ fn forged_records_are_refused(nodes: &[&Node], stream: &str, serving: &str) -> R
     }
     Ok(())
 }
+
+/// `cluster.lease_timeout_ms` of the placement test: short, so the failover is quick,
+/// and still three heartbeats.
+const LEASE_TIMEOUT_MS: u64 = 4000;
+
+/// The node holding `projector`'s first lease, in `from`'s cluster view.
+fn lease_holder(from: &Node, projector: &str) -> Option<String> {
+    let cluster = view(from);
+    let placed = cluster["projectors"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == projector)?
+        .clone();
+    let lease = &placed["leases"][0];
+    (lease["state"] == "held")
+        .then(|| lease["node"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// Placement: with `nodes = 1`, one node holds `cars`'s lease and runs it; the others
+/// do not, and proxy its queries to it (the API and `refract query`). Killing that
+/// node moves the lease to a live node within the lease timeout; it replays `cars`
+/// (no snapshots here: from offset 1), and queries sent to the surviving nodes keep
+/// being answered, new events included.
+#[test]
+fn with_nodes_1_killing_the_owner_moves_the_projector_and_queries_keep_being_answered() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = format!("lease_timeout_ms = {LEASE_TIMEOUT_MS}\n[projectors.cars]\nnodes = 1\n");
+    let mut nodes = three_nodes(dir.path(), "T_PLACEMENT", &["cars-v1"], &config);
+    let all: Vec<&Node> = nodes.iter().collect();
+    let mut owner = String::new();
+    wait_until_showing(
+        LIVENESS,
+        "a node to hold the lease of cars and serve it",
+        || {
+            let Some(holder) = lease_holder(&nodes[0], "cars") else {
+                return false;
+            };
+            owner = holder;
+            all.iter()
+                .any(|n| n.spec.name == owner && version_in(n, "cars", "active").is_some())
+        },
+        || format!("{}\n{}", tails(&all), view(&nodes[0])),
+    );
+    story_part_one(&nodes[1]);
+    let owner_node = all
+        .iter()
+        .find(|n| n.spec.name == owner)
+        .expect("the owner");
+    wait_until_showing(
+        LIVENESS,
+        "the owner to project offsets 1-6",
+        || {
+            owner_node
+                .query("cars", CARS)
+                .is_some_and(|(at, _)| at == 6)
+        },
+        || tails(&all),
+    );
+    let (_, rows) = owner_node.query("cars", CARS).expect("the owner answers");
+    // Every node answers: the owner from its read model, the others through it.
+    for node in &all {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{} to answer the query", node.spec.name),
+            || node.query("cars", CARS) == Some((6, rows.clone())),
+            || {
+                let answer = node.post("/v1/projectors/cars/query", &json!({ "sql": CARS }));
+                format!("{}: {}\n{}", answer.status, answer.text, view(node))
+            },
+        );
+        if node.spec.name != owner {
+            assert!(
+                version_in(node, "cars", "active").is_none()
+                    && version_in(node, "cars", "shadow").is_none(),
+                "{} does not run cars",
+                node.spec.name
+            );
+        }
+    }
+    let other = all.iter().find(|n| n.spec.name != owner).expect("a node");
+    let health = other.get("/health");
+    assert_eq!(
+        health.json["placement"]["cars"][0]["node"], owner,
+        "{}",
+        health.text
+    );
+    let output = std::process::Command::new(refract())
+        .args(["--url", &other.url, "--token", TOKEN, "query", "cars", CARS])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("hrxs21"),
+        "refract query through {}: {text}{}",
+        other.spec.name,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = std::process::Command::new(refract())
+        .args(["--url", &other.url, "--token", TOKEN, "status", "--cluster"])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("cars") && l.contains(&owner) && l.contains("held")),
+        "{text}"
+    );
+
+    // The owner dies: a survivor takes the lease once it expires and replays cars.
+    let index = nodes
+        .iter()
+        .position(|n| n.spec.name == owner)
+        .expect("the owner");
+    let killed = std::time::Instant::now();
+    nodes[index].kill_9();
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.spec.name != owner).collect();
+    let mut heir = String::new();
+    wait_until_showing(
+        Duration::from_millis(LEASE_TIMEOUT_MS) + LIVENESS / 4,
+        "the lease of cars to move to a survivor",
+        || match lease_holder(survivors[0], "cars") {
+            Some(holder) if holder != owner => {
+                heir = holder;
+                true
+            }
+            _ => false,
+        },
+        || view(survivors[0]).to_string(),
+    );
+    eprintln!(
+        "the lease moved from {owner} to {heir} after {:?}",
+        killed.elapsed()
+    );
+    for node in &survivors {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{} to answer again after the failover", node.spec.name),
+            || node.query("cars", CARS) == Some((6, rows.clone())),
+            || {
+                let answer = node.post("/v1/projectors/cars/query", &json!({ "sql": CARS }));
+                format!("{}: {}\n{}", answer.status, answer.text, tails(&survivors))
+            },
+        );
+    }
+    // The new owner projects new events; the other survivor's answers come from it.
+    let (stream, event_type, data) = story_part_two()[0].clone();
+    let answer = survivors[0].append(stream, car(event_type, &data), None);
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    for node in &survivors {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{} to answer at offset 7", node.spec.name),
+            || node.query("cars", CARS).is_some_and(|(at, _)| at == 7),
+            || tails(&survivors),
+        );
+        let runs = version_in(node, "cars", "active").is_some();
+        assert_eq!(runs, node.spec.name == heir, "only {heir} runs cars");
+    }
+    for node in &mut nodes {
+        node.stop();
+    }
+    Ok(())
+}

@@ -39,7 +39,8 @@
 //! - `projectors`: projector management. `query`: read-model queries. `diff`: two
 //!   versions compared.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
-//! - `cluster`: `GET /v1/cluster`.
+//! - `cluster`: `GET /v1/cluster`. [`proxy`]: queries for a projector placed on
+//!   other cluster nodes, proxied to one that runs it.
 //! - `snapshots`: read-model snapshots: list, take, restore.
 //!
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
@@ -59,6 +60,7 @@ pub mod limits;
 mod metrics;
 mod operations;
 mod projectors;
+pub mod proxy;
 mod query;
 mod retention;
 pub mod server;

@@ -23,7 +23,7 @@ use super::connection::{ConnectionTimeouts, serve_connection};
 use super::error::{ApiError, panic_response};
 use super::state::ApiState;
 use super::{
-    cluster, diff, events, groups, operations, projectors, query, retention, snapshots, sse,
+    cluster, diff, events, groups, operations, projectors, proxy, query, retention, snapshots, sse,
 };
 
 /// The API's routes, with authentication, body limits, panic catching and request
@@ -56,7 +56,13 @@ pub fn router(state: ApiState) -> Router {
             "/v1/projectors/{name}/dead-letters",
             get(projectors::dead_letters),
         )
-        .route("/v1/projectors/{name}/query", post(query::run))
+        .route(
+            "/v1/projectors/{name}/query",
+            post(query::run).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                proxy::queries,
+            )),
+        )
         .route(
             "/v1/projectors/{name}/snapshots",
             get(snapshots::list).post(snapshots::take),

@@ -261,6 +261,7 @@ impl ClusterNode {
             )),
             tokio::spawn(deploys::apply::reconcile(Arc::clone(&state), stop.clone())),
             tokio::spawn(deploys::heartbeat::beat(Arc::clone(&state), stop.clone())),
+            tokio::spawn(deploys::placement::run(Arc::clone(&state), stop.clone())),
             tokio::spawn(deploys::promote::record_swaps(
                 Arc::clone(&state),
                 swaps,
@@ -321,6 +322,15 @@ impl ClusterNode {
             return None;
         }
         Some(deploys::promote::coordinate(state, projector).await)
+    }
+
+    /// Where a query for `projector` goes: here, or (cluster placement) to a node that
+    /// runs it.
+    pub fn query_route(&self, projector: &str) -> deploys::placement::QueryRoute {
+        match self.shared.deploys.get() {
+            Some(state) => deploys::placement::query_route(state, projector),
+            None => deploys::placement::QueryRoute::Local,
+        }
     }
 
     /// Every node's view of every projector, with what diverges; `None` before

@@ -34,6 +34,11 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
         .engine
         .projectors()
         .into_iter()
+        // Released here: placed on other nodes.
+        .filter(|view| {
+            super::placement::placement(deploys, &view.name)
+                != super::placement::Placement::Elsewhere
+        })
         .map(|view| ProjectorReport {
             promote: promote_name(config.projector(&view.name).promote).to_owned(),
             cluster_error: errors.get(&view.name).cloned(),
@@ -77,6 +82,7 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
         log_head: cluster.mirror_head,
         lag: cluster.lag,
         projectors,
+        api_url: deploys.cluster.config.api_url.clone(),
     }
 }
 

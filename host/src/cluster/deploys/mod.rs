@@ -33,12 +33,13 @@
 //! A `promote = "manual"` projector swaps on every node at one log offset, by a
 //! promote record: see [`promote`].
 //!
-//! # Not built
-//! Placement (`nodes = N`): every node runs every projector. The README says so.
+//! # Placement
+//! A projector with `nodes = N` runs on N nodes, by leases: see [`placement`].
 
 pub mod apply;
 pub(crate) mod buckets;
 pub mod heartbeat;
+pub mod placement;
 pub mod promote;
 pub mod publish;
 pub mod records;
@@ -95,6 +96,10 @@ pub(crate) struct Deploys {
     pub(crate) promoting: Mutex<BTreeMap<String, (String, u64)>>,
     /// Every node's last swap record, by projector and node.
     pub(crate) swaps: Mutex<BTreeMap<(String, String), records::NodeSwap>>,
+    /// The leases of each placed projector, as this node last read them.
+    pub(crate) leases: Mutex<BTreeMap<String, Vec<placement::SeenLease>>>,
+    /// Whether this node holds a lease of each placed projector (absent: not known yet).
+    pub(crate) placed_here: Mutex<BTreeMap<String, bool>>,
 }
 
 /// A desired record as this node knows it.
@@ -135,6 +140,8 @@ impl Deploys {
             held: Mutex::new(BTreeMap::new()),
             promoting: Mutex::new(BTreeMap::new()),
             swaps: Mutex::new(BTreeMap::new()),
+            leases: Mutex::new(BTreeMap::new()),
+            placed_here: Mutex::new(BTreeMap::new()),
         }
     }
 

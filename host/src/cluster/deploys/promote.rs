@@ -83,6 +83,8 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
     let view = super::view::build(deploys);
     let live: Vec<&super::view::NodeView> = view.nodes.iter().filter(|n| n.state == "up").collect();
     let mut not_ready = Vec::new();
+    // The live nodes that run it: every live node, or those holding its leases.
+    let mut participants = Vec::new();
     let on_nodes = view
         .projectors
         .iter()
@@ -91,9 +93,13 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
         .unwrap_or_default();
     for node in &live {
         let Some(state) = on_nodes.iter().find(|p| p.node == node.node) else {
-            not_ready.push(format!("{} does not run it", node.node));
+            // A placed projector runs on the nodes holding its leases only.
+            if super::placement::wanted(deploys, projector).is_none() {
+                not_ready.push(format!("{} does not run it", node.node));
+            }
             continue;
         };
+        participants.push(node.node.clone());
         let caught_up = state.shadow_version.as_deref() == Some(version.as_str())
             && state.shadow_state.as_deref() == Some("live")
             && state.shadow_checkpoint >= state.checkpoint;
@@ -109,6 +115,9 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
                 state.checkpoint.map_or("-".into(), |c| c.to_string()),
             ));
         }
+    }
+    if participants.is_empty() {
+        not_ready.push("no live node runs it".to_owned());
     }
     if !not_ready.is_empty() {
         return Err(format!(
@@ -162,7 +171,7 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
     }
     .map_err(|e| format!("another node wrote the promote record of `{projector}` at the same time ({e}); retry"))?;
     tracing::info!(node = %deploys.cluster.config.node, %projector, %version, id = %record.id, "cluster promote: every live node holds its active version");
-    let live: Vec<String> = live.iter().map(|n| n.node.clone()).collect();
+    let live = participants;
     let deadline = Instant::now() + PROMOTE_HOLD_TIMEOUT;
     let offset = loop {
         let reports = lock(&deploys.reports).clone();

@@ -64,6 +64,9 @@ pub struct NodeReport {
     pub lag: Option<u64>,
     /// Its projectors.
     pub projectors: Vec<ProjectorReport>,
+    /// Where the other nodes reach its HTTP API (`cluster.api_url`), to proxy queries.
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 /// One projector on one node.
@@ -174,5 +177,21 @@ pub struct NodeSwap {
     /// it (it was down during the hold and its active version had gone past it).
     pub missed_offset: Option<u64>,
     /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// A node's lease on one slot of a placed projector, under `<projector>.<slot>` in the
+/// leases bucket (see [`placement`](super::placement)). The holder rewrites it every
+/// heartbeat; a lease whose revision stops changing expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// [`RECORD_FORMAT`].
+    pub format: u32,
+    /// The projector.
+    pub projector: String,
+    /// The node holding it; `None` when given up (a node shutting down).
+    pub node: Option<String>,
+    /// When it was written, in milliseconds since the Unix epoch (the holder's clock;
+    /// for people: expiry is judged on each reader's own clock).
     pub at_ms: u64,
 }

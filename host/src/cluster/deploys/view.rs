@@ -55,6 +55,11 @@ pub struct ClusterProjector {
     pub serving: BTreeMap<String, Vec<String>>,
     /// Each node's view of the projector.
     pub nodes: Vec<NodeProjector>,
+    /// Placement: the number of nodes it runs on (`projectors.<name>.nodes`), if not
+    /// all.
+    pub placed_on: Option<usize>,
+    /// Placement: who holds its leases.
+    pub leases: Vec<super::placement::LeaseView>,
 }
 
 /// One projector on one node.
@@ -192,7 +197,30 @@ pub(crate) fn build(deploys: &Deploys) -> ClusterView {
                 wanted.record.version
             ));
         }
+        let placed_on = super::placement::wanted(deploys, &name);
+        let leases = super::placement::lease_views(deploys, &name);
+        if let Some(wanted) = placed_on {
+            let holding = leases
+                .iter()
+                .filter(|lease| {
+                    lease.state == "held"
+                        && lease.node.as_ref().is_some_and(|n| reachable.contains(n))
+                })
+                .count();
+            if holding < wanted.min(reachable.len()) {
+                divergence.push(format!(
+                    "projector `{name}` runs on {holding} of the {wanted} nodes it is placed on (projectors.{name}.nodes): leases {}; an expired or free lease moves to a live node",
+                    leases
+                        .iter()
+                        .map(|l| format!("{} {} ({})", l.slot, l.node.as_deref().unwrap_or("-"), l.state))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
         projectors.push(ClusterProjector {
+            placed_on,
+            leases,
             name,
             desired_version: wanted.map(|w| w.record.version.clone()),
             desired_action: wanted.map(|w| {
