@@ -398,10 +398,12 @@ fn a_deploy_through_one_plugins_folder_reaches_every_node_and_swaps_under_reader
     );
     assert!(text.contains("node n3 is unreachable"), "{text}");
 
-    // A rollback on n2 is applied by every node, the one down included once it returns.
+    // A rollback on n2 is carried out by every node at one offset, the one down
+    // included once it returns.
     let rolled = nodes[1].post("/v1/projectors/cars/rollback", &json!({}));
     assert_eq!(rolled.status, 200, "{}", rolled.text);
     assert_eq!(rolled.json["version"], v1.as_str(), "{}", rolled.text);
+    assert_eq!(rolled.json["offset"], 9, "{}", rolled.text);
     wait_serving(&[&nodes[0], &nodes[1]], "cars", &v1, 9);
     nodes[2].restart(refract());
     let all: Vec<&Node> = nodes.iter().collect();
@@ -411,6 +413,22 @@ fn a_deploy_through_one_plugins_folder_reaches_every_node_and_swaps_under_reader
     for node in &all {
         assert_eq!(node.query("cars", CARS), Some((9, buggy.clone())));
     }
+    // Each node's swap record: v1 from offset 9, by the same coordinated rollback.
+    let mut ids = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{name}'s swap record of the rollback"),
+            || swap_record(&nodes[0], "cars", name)["version"] == v1.as_str(),
+            || view(&nodes[0]).to_string(),
+        );
+        let record = swap_record(&nodes[0], "cars", name);
+        assert_eq!(record["offset"], 9, "{record}");
+        assert_eq!(record["missed_offset"], Value::Null, "{record}");
+        assert!(record["promote"].is_string(), "{record}");
+        ids.push(record["promote"].clone());
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
     let sums: Vec<String> = all
         .iter()
         .map(|n| read_model_checksum(n, "cars"))
@@ -602,6 +620,7 @@ fn forged_records_are_refused(nodes: &[&Node], stream: &str, serving: &str) -> R
             promote: "manual".to_owned(),
             origin: "attacker".to_owned(),
             at_ms: 0,
+            coordinated: None,
         };
         projectors
             .put(

@@ -160,11 +160,25 @@ pub(crate) async fn promote(
     change(state, name, "promote", Engine::promote).await
 }
 
-/// `POST /v1/projectors/{name}/rollback`: reactivates the previous version.
+/// `POST /v1/projectors/{name}/rollback`: reactivates the previous version; in a
+/// cluster, on every node at one log offset.
 pub(crate) async fn rollback(
     State(state): State<ApiState>,
     ProjectorName(name): ProjectorName,
 ) -> Result<Json<Changed>, ApiError> {
+    if let Some(cluster) = state.cluster()
+        && let Some(rolled) = cluster.rollback(&name).await
+    {
+        let rolled = rolled
+            .map_err(|reason| ApiError::new(StatusCode::CONFLICT, "rollback_refused", reason))?;
+        tracing::info!(projector = %name, version = %rolled.version, offset = rolled.offset, "cluster rollback through the API");
+        return Ok(Json(Changed {
+            projector: name,
+            version: rolled.version,
+            action: "rollback",
+            offset: Some(rolled.offset),
+        }));
+    }
     change(state, name, "rollback", Engine::rollback).await
 }
 

@@ -333,6 +333,19 @@ impl ClusterNode {
         }
     }
 
+    /// Rolls `projector` back on every node at one log offset (see
+    /// [`deploys::rollback`]); `None` before [`ClusterNode::start_deploys`].
+    ///
+    /// # Errors
+    /// Why the cluster cannot roll back now, with the fix.
+    pub async fn rollback(
+        &self,
+        projector: &str,
+    ) -> Option<Result<deploys::promote::Promoted, String>> {
+        let state = self.shared.deploys.get()?;
+        Some(deploys::rollback::coordinate(state, projector).await)
+    }
+
     /// Every node's view of every projector, with what diverges; `None` before
     /// [`ClusterNode::start_deploys`].
     pub fn projectors(&self) -> Option<deploys::view::ClusterView> {

@@ -231,6 +231,8 @@ async fn apply_one(deploys: &Deploys, record: &Desired) -> Result<(), Failure> {
         {
             Ok(())
         }
+        // Carried out by its promote record, at one offset on every node.
+        Action::Rollback if record.coordinated.is_some() && runs => Ok(()),
         Action::Rollback
             if view
                 .as_ref()

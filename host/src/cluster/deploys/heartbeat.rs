@@ -43,6 +43,11 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
             promote: promote_name(config.projector(&view.name).promote).to_owned(),
             cluster_error: errors.get(&view.name).cloned(),
             held: held.get(&view.name).cloned(),
+            previous_version: view
+                .versions
+                .iter()
+                .find(|version| version.role == crate::engine::control::Role::Previous)
+                .map(|version| version.version.clone()),
             active_version: view.active_version.clone(),
             versions: view
                 .versions
@@ -72,6 +77,7 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
                 versions: Vec::new(),
                 cluster_error: Some(error),
                 held: None,
+                previous_version: None,
             });
         }
     }

@@ -15,9 +15,11 @@
 //! 4. Each node swaps by its own promote mode: `auto` swaps when its shadow reaches lag
 //!    zero (as on a single node), so for a while some nodes serve the new version and
 //!    some the old. The cluster view shows which node serves which.
-//! 5. A rollback or an abort on any node is applied there and written as the new
-//!    desired record (`action: rollback` or `abort`); every node applies it the same
-//!    way. A node that was down applies the newest desired record when it returns.
+//! 5. A rollback on any node is carried out on every node at one log offset, by the
+//!    promote record of a manual promote ([`rollback`]). An abort on any node is
+//!    applied there and written as the new desired record (`action: abort`); every
+//!    node drops the shadow the same way (no node's served version changes). A node
+//!    that was down applies the newest desired record when it returns.
 //!
 //! # Status
 //! Every node writes a heartbeat ([`heartbeat`]) every [`HEARTBEAT_INTERVAL`] to the
@@ -43,6 +45,7 @@ pub mod placement;
 pub mod promote;
 pub mod publish;
 pub mod records;
+pub mod rollback;
 pub mod view;
 
 use std::collections::BTreeMap;

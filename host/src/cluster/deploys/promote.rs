@@ -34,7 +34,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
-use super::records::{HeldFor, NodeSwap, PromotePhase, PromoteRecord, RECORD_FORMAT, now_ms};
+use super::records::{
+    HeldFor, NodeSwap, PromoteKind, PromotePhase, PromoteRecord, RECORD_FORMAT, now_ms,
+};
 use super::{Deploys, HEARTBEAT_INTERVAL, UNREACHABLE_AFTER, lock};
 use crate::engine::SwapRecord;
 use crate::engine::control::Role;
@@ -80,51 +82,97 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
             format!("the cluster has no desired version of `{projector}`; deploy one first")
         })?;
     let version = desired.version.clone();
-    let view = super::view::build(deploys);
-    let live: Vec<&super::view::NodeView> = view.nodes.iter().filter(|n| n.state == "up").collect();
-    let mut not_ready = Vec::new();
-    // The live nodes that run it: every live node, or those holding its leases.
-    let mut participants = Vec::new();
-    let on_nodes = view
-        .projectors
-        .iter()
-        .find(|p| p.name == projector)
-        .map(|p| p.nodes.clone())
-        .unwrap_or_default();
-    for node in &live {
-        let Some(state) = on_nodes.iter().find(|p| p.node == node.node) else {
-            // A placed projector runs on the nodes holding its leases only.
-            if super::placement::wanted(deploys, projector).is_none() {
-                not_ready.push(format!("{} does not run it", node.node));
-            }
-            continue;
-        };
-        participants.push(node.node.clone());
+    let participants = participants(deploys, projector, |state| {
         let caught_up = state.shadow_version.as_deref() == Some(version.as_str())
             && state.shadow_state.as_deref() == Some("live")
             && state.shadow_checkpoint >= state.checkpoint;
-        if !caught_up {
-            not_ready.push(format!(
-                "{}: shadow {} is {} at {} (active at {})",
-                node.node,
+        (!caught_up).then(|| {
+            format!(
+                "shadow {} is {} at {} (active at {})",
                 state.shadow_version.as_deref().unwrap_or("none"),
                 state.shadow_state.as_deref().unwrap_or("-"),
                 state
                     .shadow_checkpoint
                     .map_or("-".into(), |c| c.to_string()),
                 state.checkpoint.map_or("-".into(), |c| c.to_string()),
-            ));
+            )
+        })
+    })
+    .map_err(|not_ready| {
+        format!(
+            "not every live node's shadow of `{projector}` version {version} has caught up: {}; wait (`refract status --cluster`), then promote",
+            not_ready.join("; ")
+        )
+    })?;
+    let id = uuid::Uuid::now_v7().to_string();
+    carry_out(
+        deploys,
+        projector,
+        &version,
+        PromoteKind::Promote,
+        id,
+        &participants,
+    )
+    .await
+}
+
+/// The live nodes that run `projector` (every live node, or for a placed projector
+/// those holding its leases), or why some are not ready: `not_ready` says what is
+/// wrong with a node's projector, if anything.
+///
+/// # Errors
+/// One sentence per node not ready.
+pub(crate) fn participants(
+    deploys: &Deploys,
+    projector: &str,
+    not_ready: impl Fn(&super::view::NodeProjector) -> Option<String>,
+) -> Result<Vec<String>, Vec<String>> {
+    let view = super::view::build(deploys);
+    let on_nodes = view
+        .projectors
+        .iter()
+        .find(|p| p.name == projector)
+        .map(|p| p.nodes.clone())
+        .unwrap_or_default();
+    let mut participants = Vec::new();
+    let mut problems = Vec::new();
+    for node in view.nodes.iter().filter(|n| n.state == "up") {
+        let Some(state) = on_nodes.iter().find(|p| p.node == node.node) else {
+            // A placed projector runs on the nodes holding its leases only.
+            if super::placement::wanted(deploys, projector).is_none() {
+                problems.push(format!("{} does not run it", node.node));
+            }
+            continue;
+        };
+        participants.push(node.node.clone());
+        if let Some(problem) = not_ready(state) {
+            problems.push(format!("{}: {problem}", node.node));
         }
     }
     if participants.is_empty() {
-        not_ready.push("no live node runs it".to_owned());
+        problems.push("no live node runs it".to_owned());
     }
-    if !not_ready.is_empty() {
-        return Err(format!(
-            "not every live node's shadow of `{projector}` version {version} has caught up: {}; wait (`refract status --cluster`), then promote",
-            not_ready.join("; ")
-        ));
+    if problems.is_empty() {
+        Ok(participants)
+    } else {
+        Err(problems)
     }
+}
+
+/// Writes the promote record `id` for `version` (phase `hold`), waits for every
+/// participant to hold, then writes phase `swap` with the promote offset.
+///
+/// # Errors
+/// Another promote in progress, NATS refusing, or a node that did not hold (the
+/// promote is then abandoned).
+pub(crate) async fn carry_out(
+    deploys: &Deploys,
+    projector: &str,
+    version: &str,
+    kind: PromoteKind,
+    id: String,
+    participants: &[String],
+) -> Result<Promoted, String> {
     let buckets = deploys
         .buckets_now()
         .ok_or("the cluster's buckets are not open yet")?;
@@ -136,9 +184,10 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
         .map_err(|e| format!("cannot read the promote record: {e}"))?;
     let mut record = PromoteRecord {
         format: RECORD_FORMAT,
-        id: uuid::Uuid::now_v7().to_string(),
+        id,
         projector: projector.to_owned(),
-        version: version.clone(),
+        version: version.to_owned(),
+        kind,
         phase: PromotePhase::Hold,
         origin: deploys.cluster.config.node.clone(),
         at_ms: now_ms(),
@@ -153,7 +202,7 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
                     < u64::try_from(PROMOTE_HOLD_TIMEOUT.as_millis()).unwrap_or(u64::MAX) * 2
             {
                 return Err(format!(
-                    "another promote of `{projector}` (by {}) is in progress; retry when it is done",
+                    "another promote or rollback of `{projector}` (by {}) is in progress; retry when it is done",
                     previous.origin
                 ));
             }
@@ -170,14 +219,13 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
             .map_err(|e| e.to_string()),
     }
     .map_err(|e| format!("another node wrote the promote record of `{projector}` at the same time ({e}); retry"))?;
-    tracing::info!(node = %deploys.cluster.config.node, %projector, %version, id = %record.id, "cluster promote: every live node holds its active version");
-    let live = participants;
+    tracing::info!(node = %deploys.cluster.config.node, %projector, %version, ?kind, id = %record.id, "cluster promote: every live node holds its active version");
     let deadline = Instant::now() + PROMOTE_HOLD_TIMEOUT;
     let offset = loop {
         let reports = lock(&deploys.reports).clone();
         let mut held = Vec::new();
         let mut waiting = Vec::new();
-        for node in &live {
+        for node in participants {
             let seen = reports.get(node);
             let gone = seen.is_none_or(|s| s.changed.elapsed() >= UNREACHABLE_AFTER);
             let hold = seen.and_then(|s| {
@@ -209,7 +257,8 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
             record.at_ms = now_ms();
             let _ = buckets.projectors.put(&key, value(&record)).await;
             return Err(format!(
-                "the promote of `{projector}` was abandoned: {reason}; every node goes on serving its active version"
+                "the {} of `{projector}` was abandoned: {reason}; every node goes on serving its active version",
+                kind_name(kind)
             ));
         }
         tokio::time::sleep(HEARTBEAT_INTERVAL / 4).await;
@@ -227,12 +276,20 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
         .update(&key, value(&record), entry.revision)
         .await
         .map_err(|e| format!("the promote record changed under this promote ({e}); see `refract status --cluster`"))?;
-    tracing::info!(node = %deploys.cluster.config.node, %projector, %version, offset, "cluster promote: every node swaps at this offset");
+    tracing::info!(node = %deploys.cluster.config.node, %projector, %version, ?kind, offset, "cluster promote: every node swaps at this offset");
     Ok(Promoted {
-        version,
+        version: version.to_owned(),
         offset,
         promote: record.id,
     })
+}
+
+/// `promote` or `rollback`, for messages.
+fn kind_name(kind: PromoteKind) -> &'static str {
+    match kind {
+        PromoteKind::Promote => "promote",
+        PromoteKind::Rollback => "rollback",
+    }
 }
 
 /// Carries out this node's part of a promote record, once per tick until done: true
@@ -300,21 +357,29 @@ pub(crate) async fn apply(deploys: &Deploys, record: &PromoteRecord) -> Result<b
                     tracing::warn!(node = %deploys.cluster.config.node, projector = %name, checkpoint, offset, "cluster promote: the active version is already past the promote offset; swapping as soon as possible");
                 }
             }
-            let shadow_ready = shadow.as_ref().is_some_and(|s| {
-                s.version == record.version && s.checkpoint >= offset.max(active.checkpoint)
-            });
+            // A rollback's version comes back by the engine's own rollback: warm, it
+            // swaps in at once; otherwise it catches up with the active version, held
+            // at the offset, and swaps in there.
+            let shadow_ready = record.kind == PromoteKind::Rollback
+                || shadow.as_ref().is_some_and(|s| {
+                    s.version == record.version && s.checkpoint >= offset.max(active.checkpoint)
+                });
             if active.checkpoint < offset || !shadow_ready {
                 return Ok(false);
             }
             lock(&deploys.promoting).insert(name.clone(), (record.id.clone(), offset));
             let engine = Arc::clone(&deploys.engine);
             let projector = name.clone();
-            let swapped = tokio::task::spawn_blocking(move || engine.promote(&projector))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let kind = record.kind;
+            let swapped = tokio::task::spawn_blocking(move || match kind {
+                PromoteKind::Promote => engine.promote(&projector),
+                PromoteKind::Rollback => engine.rollback(&projector),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
             lock(&deploys.held).remove(&name);
-            tracing::info!(node = %deploys.cluster.config.node, projector = %name, version = %swapped, offset, "cluster promote: swapped");
+            tracing::info!(node = %deploys.cluster.config.node, projector = %name, version = %swapped, offset, ?kind, "cluster promote: swapped");
             Ok(true)
         }
         PromotePhase::Abandoned { .. } => {

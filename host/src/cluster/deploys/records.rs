@@ -31,6 +31,10 @@ pub struct Desired {
     pub origin: String,
     /// When, in milliseconds since the Unix epoch (the origin's clock; for people).
     pub at_ms: u64,
+    /// A rollback every node carries out at one log offset: the id of the promote
+    /// record (kind `rollback`) that does it. Nodes leave such a record to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinated: Option<String>,
 }
 
 /// How a desired version came to be.
@@ -85,6 +89,9 @@ pub struct ProjectorReport {
     /// Its hold for a coordinated swap in progress.
     #[serde(default)]
     pub held: Option<HeldFor>,
+    /// The version a rollback returns to on this node.
+    #[serde(default)]
+    pub previous_version: Option<String>,
 }
 
 /// One running version on one node.
@@ -120,14 +127,30 @@ pub struct PromoteRecord {
     pub id: String,
     /// The projector.
     pub projector: String,
-    /// The shadow version being promoted.
+    /// The version every node swaps to: the shadow promoted, or the previous version
+    /// rolled back to.
     pub version: String,
+    /// A promote or a rollback.
+    #[serde(default)]
+    pub kind: PromoteKind,
     /// Where it stands.
     pub phase: PromotePhase,
     /// The node that coordinates it.
     pub origin: String,
     /// When the phase was written, in milliseconds since the Unix epoch.
     pub at_ms: u64,
+}
+
+/// What a coordinated swap swaps in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromoteKind {
+    /// The caught-up shadow (`refract promote`).
+    #[default]
+    Promote,
+    /// The previous version (`refract rollback`): at once where it runs warm, else
+    /// once it has caught up with the held active version.
+    Rollback,
 }
 
 /// The phases of a coordinated swap.

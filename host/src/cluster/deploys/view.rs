@@ -93,6 +93,9 @@ pub struct NodeProjector {
     pub held: Option<super::records::HeldFor>,
     /// Its last swap record.
     pub last_swap: Option<super::records::NodeSwap>,
+    /// The version a rollback returns to there.
+    #[serde(default)]
+    pub previous_version: Option<String>,
 }
 
 /// The view now.
@@ -263,6 +266,7 @@ fn node_projector(node: &str, up: bool, report: &ProjectorReport) -> NodeProject
         last_error: report.versions.iter().find_map(|v| v.last_error.clone()),
         held: report.held.clone(),
         last_swap: None,
+        previous_version: report.previous_version.clone(),
     }
 }
 
