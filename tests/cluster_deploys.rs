@@ -472,8 +472,18 @@ fn swap_record(from: &Node, projector: &str, node: &str) -> Value {
 fn a_manual_promote_swaps_every_node_at_one_offset_and_a_node_down_applies_it_on_return() -> Result
 {
     let dir = tempfile::tempdir()?;
-    let config = "[projectors.cars]\npromote = \"manual\"\n";
-    let mut nodes = three_nodes(dir.path(), "T_PROMOTE", &["cars-v1"], config);
+    // The diff gate (every node's): first an assertion v2 breaks (it fixes the
+    // buyer's name that v1 keeps), later one it passes.
+    let gate = dir.path().join("gate.sql");
+    std::fs::write(
+        &gate,
+        "SELECT car_id FROM cars WHERE customer_name = 'Charlie';\n",
+    )?;
+    let config = format!(
+        "[projectors.cars]\npromote = \"manual\"\ndiff_gate = {:?}\n",
+        gate.display().to_string()
+    );
+    let mut nodes = three_nodes(dir.path(), "T_PROMOTE", &["cars-v1"], &config);
     let all: Vec<&Node> = nodes.iter().collect();
     wait_until_showing(
         LIVENESS,
@@ -533,6 +543,25 @@ fn a_manual_promote_swaps_every_node_at_one_offset_and_a_node_down_applies_it_on
         },
         || view(&nodes[0]).to_string(),
     );
+    // Every live node's diff gate refuses v2: no node swaps.
+    let refused = nodes[0].post("/v1/projectors/cars/promote", &json!({}));
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    for name in ["n1", "n2"] {
+        assert!(
+            refused.text.contains(&format!("{name}: diff gate")),
+            "{}",
+            refused.text
+        );
+    }
+    for node in [&nodes[0], &nodes[1]] {
+        assert_eq!(
+            version_in(node, "cars", "active").map(|a| a["version"].clone()),
+            Some(json!(v1)),
+            "the gate kept v1 on {}",
+            node.spec.name
+        );
+    }
+    std::fs::write(&gate, "SELECT car_id FROM cars WHERE car_id IS NULL;\n")?;
     let promoted = nodes[0].post("/v1/projectors/cars/promote", &json!({}));
     assert_eq!(promoted.status, 200, "{}", promoted.text);
     assert_eq!(promoted.json["version"], v2.as_str(), "{}", promoted.text);

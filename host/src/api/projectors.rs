@@ -182,11 +182,26 @@ pub(crate) async fn rollback(
     change(state, name, "rollback", Engine::rollback).await
 }
 
-/// `POST /v1/projectors/{name}/abort`: drops the running shadow.
+/// `POST /v1/projectors/{name}/abort`: drops the running shadow; in a cluster, on
+/// every node, and never in the middle of a coordinated swap to it.
 pub(crate) async fn abort(
     State(state): State<ApiState>,
     ProjectorName(name): ProjectorName,
 ) -> Result<Json<Changed>, ApiError> {
+    if let Some(cluster) = state.cluster() {
+        let shadow = state.engine().projector(&name).and_then(|view| {
+            view.versions
+                .into_iter()
+                .find(|v| v.role == crate::engine::control::Role::Shadow && v.status.is_some())
+                .map(|v| v.version)
+        });
+        if let Some(shadow) = shadow {
+            cluster
+                .before_abort(&name, &shadow)
+                .await
+                .map_err(|reason| ApiError::new(StatusCode::CONFLICT, "abort_refused", reason))?;
+        }
+    }
     change(state, name, "abort", Engine::abort).await
 }
 

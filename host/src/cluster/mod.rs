@@ -333,6 +333,19 @@ impl ClusterNode {
         }
     }
 
+    /// Before an abort of `projector`'s shadow `version` on this node: abandons a
+    /// coordinated swap to it still holding, refuses while nodes swap to it (see
+    /// [`deploys::promote::before_abort`]).
+    ///
+    /// # Errors
+    /// The swap under way, and what to do instead.
+    pub async fn before_abort(&self, projector: &str, version: &str) -> Result<(), String> {
+        match self.shared.deploys.get() {
+            Some(state) => deploys::promote::before_abort(state, projector, version).await,
+            None => Ok(()),
+        }
+    }
+
     /// Rolls `projector` back on every node at one log offset (see
     /// [`deploys::rollback`]); `None` before [`ClusterNode::start_deploys`].
     ///

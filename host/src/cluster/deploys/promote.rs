@@ -7,15 +7,21 @@
 //!    writes the record in phase `hold` (compare-and-swap on the key's revision, so
 //!    two promotes never interleave).
 //! 2. Every node holds its active version where it is ([`Engine::hold`]: it projects
-//!    no further event) and reports that checkpoint in its heartbeat.
-//! 3. When every live node has held (within [`PROMOTE_HOLD_TIMEOUT`]), the
-//!    coordinator writes phase `swap` with the promote offset `O`, the highest
-//!    checkpoint held (compare-and-swap again). Otherwise it writes `abandoned`, and
-//!    the holds are lifted.
+//!    no further event), runs its diff gate (`projectors.<name>.diff_gate`, the same
+//!    gate as a single node's automatic swap) on the shadow against the held active
+//!    version, and reports the checkpoint and the gate's verdict in its heartbeat.
+//! 3. When every live node has held (within [`PROMOTE_HOLD_TIMEOUT`]) and every gate
+//!    passed, the coordinator writes phase `swap` with the promote offset `O`, the
+//!    highest checkpoint held (compare-and-swap again). Otherwise it writes
+//!    `abandoned`, and the holds are lifted.
 //! 4. Each node raises its hold to `O`, waits until its active version's checkpoint is
 //!    `O` and its shadow's is at least `O`, and swaps: the old version served every
 //!    offset up to `O`, the new one serves from `O`. It writes its swap record,
 //!    `swap.<projector>.<node>`, with the offset its old version stopped at.
+//!
+//! A rollback goes through the same record, of kind `rollback` (see
+//! [`rollback`](super::rollback)); an abort of a shadow abandons a promote to it that
+//! is still holding, and is refused while nodes swap to it ([`before_abort`]).
 //!
 //! A node that is down during the promote reads the record when it starts, before its
 //! engine starts, and starts its active version held at `O`
@@ -225,6 +231,7 @@ pub(crate) async fn carry_out(
         let reports = lock(&deploys.reports).clone();
         let mut held = Vec::new();
         let mut waiting = Vec::new();
+        let mut refused = Vec::new();
         for node in participants {
             let seen = reports.get(node);
             let gone = seen.is_none_or(|s| s.changed.elapsed() >= UNREACHABLE_AFTER);
@@ -237,10 +244,26 @@ pub(crate) async fn carry_out(
                     .filter(|h| h.promote == record.id)
             });
             match hold {
-                Some(hold) => held.push(hold.checkpoint),
+                Some(hold) => {
+                    if let Some(reason) = &hold.gate_refused {
+                        refused.push(format!("{node}: {reason}"));
+                    }
+                    held.push(hold.checkpoint);
+                }
                 None if gone => {}
                 None => waiting.push(node.clone()),
             }
+        }
+        if waiting.is_empty() && !refused.is_empty() {
+            let reason = refused.join("; ");
+            record.phase = PromotePhase::Abandoned {
+                reason: reason.clone(),
+            };
+            record.at_ms = now_ms();
+            let _ = buckets.projectors.put(&key, value(&record)).await;
+            return Err(format!(
+                "the diff gate refused the promote of `{projector}` to {version}: {reason}; every node goes on serving its active version: deploy a fixed version, or change projectors.{projector}.diff_gate"
+            ));
         }
         if waiting.is_empty() && !held.is_empty() {
             break held.into_iter().max().unwrap_or(0);
@@ -284,6 +307,50 @@ pub(crate) async fn carry_out(
     })
 }
 
+/// Before an abort of `projector`'s shadow `version`: a coordinated swap to it that
+/// is still holding is abandoned (every node lifts its hold, and none swaps); one
+/// whose nodes are already swapping refuses the abort, which would leave nodes serving
+/// different versions.
+///
+/// # Errors
+/// The swap under way, and what to do instead.
+pub(crate) async fn before_abort(
+    deploys: &Deploys,
+    projector: &str,
+    version: &str,
+) -> Result<(), String> {
+    let Some((revision, mut record)) = lock(&deploys.promotes).get(projector).cloned() else {
+        return Ok(());
+    };
+    if record.version != version {
+        return Ok(());
+    }
+    match record.phase {
+        PromotePhase::Hold => {
+            let buckets = deploys
+                .buckets_now()
+                .ok_or("the cluster's buckets are not open yet")?;
+            record.phase = PromotePhase::Abandoned {
+                reason: format!("aborted on node {}", deploys.cluster.config.node),
+            };
+            record.at_ms = now_ms();
+            let value = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+            buckets
+                .projectors
+                .update(promote_key(projector), value, revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("the {} of `{projector}` moved on meanwhile ({e}); see `refract status --cluster`", kind_name(record.kind)))
+        }
+        PromotePhase::Swap { offset } => Err(format!(
+            "every node is swapping `{projector}` to version {version} at offset {offset} ({} {}); aborting now would leave nodes serving different versions: wait for it, then roll back",
+            kind_name(record.kind),
+            record.id
+        )),
+        PromotePhase::Abandoned { .. } => Ok(()),
+    }
+}
+
 /// `promote` or `rollback`, for messages.
 fn kind_name(kind: PromoteKind) -> &'static str {
     match kind {
@@ -322,11 +389,20 @@ pub(crate) async fn apply(deploys: &Deploys, record: &PromoteRecord) -> Result<b
                 return Ok(true);
             }
             let checkpoint = engine_hold(deploys, &name, Some(active.checkpoint)).await?;
+            let gate_refused = match record.kind {
+                PromoteKind::Promote => {
+                    gate(deploys, &name, &active.version, &record.version, checkpoint).await
+                }
+                // A rollback returns to a version that served: as on a single node,
+                // no gate stands in its way.
+                PromoteKind::Rollback => None,
+            };
             lock(&deploys.held).insert(
                 name.clone(),
                 HeldFor {
                     promote: record.id.clone(),
                     checkpoint,
+                    gate_refused,
                 },
             );
             tracing::info!(node = %deploys.cluster.config.node, projector = %name, checkpoint, "cluster promote: holding the active version");
@@ -351,6 +427,7 @@ pub(crate) async fn apply(deploys: &Deploys, record: &PromoteRecord) -> Result<b
                     HeldFor {
                         promote: record.id.clone(),
                         checkpoint: offset,
+                        gate_refused: None,
                     },
                 );
                 if checkpoint > offset {
@@ -389,6 +466,55 @@ pub(crate) async fn apply(deploys: &Deploys, record: &PromoteRecord) -> Result<b
             Ok(true)
         }
     }
+}
+
+/// Runs this node's diff gate for `projector`, if it has one, on the shadow `shadow`
+/// against the active version `active` held at `checkpoint`: the same gate, on the
+/// same read models, as a single node's automatic swap. Why it refuses, if it does.
+async fn gate(
+    deploys: &Deploys,
+    projector: &str,
+    active: &str,
+    shadow: &str,
+    checkpoint: u64,
+) -> Option<String> {
+    let gate = deploys.engine.config().projector(projector).diff_gate?;
+    // The shadow was caught up when the promote began; it reaches the hold soon.
+    let deadline = Instant::now() + PROMOTE_HOLD_TIMEOUT / 2;
+    loop {
+        let reached = deploys.engine.projector(projector).is_some_and(|view| {
+            view.versions.iter().any(|v| {
+                v.version == shadow
+                    && v.role == Role::Shadow
+                    && v.status
+                        .as_ref()
+                        .is_some_and(|s| s.checkpoint >= checkpoint)
+            })
+        });
+        if reached {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Some(format!(
+                "the shadow {shadow} did not reach the held offset {checkpoint} to run the diff gate"
+            ));
+        }
+        tokio::time::sleep(HEARTBEAT_INTERVAL / 10).await;
+    }
+    let data = deploys.engine.data_dir();
+    let shadow_db = data.version_db(projector, shadow);
+    let active_db = data.version_db(projector, active);
+    let path = gate.clone();
+    // SQLite: off the async runtime.
+    let verdict = tokio::task::spawn_blocking(move || {
+        crate::engine::diff::run_gate(&path, &shadow_db, Some(&active_db))
+    })
+    .await
+    .unwrap_or_else(|error| Err(error.to_string()));
+    verdict.err().map(|reason| {
+        tracing::warn!(node = %deploys.cluster.config.node, %projector, %shadow, "cluster promote: the diff gate refuses: {reason}");
+        format!("diff gate {} refused version {shadow}: {reason}", gate.display())
+    })
 }
 
 async fn engine_hold(deploys: &Deploys, name: &str, ceiling: Option<u64>) -> Result<u64, String> {

@@ -179,6 +179,10 @@ pub struct HeldFor {
     pub promote: String,
     /// The active version's checkpoint under the hold.
     pub checkpoint: u64,
+    /// Why the node's diff gate (`projectors.<name>.diff_gate`) refuses the promoted
+    /// shadow, run once the hold was in force; `None` when it passed or there is none.
+    #[serde(default)]
+    pub gate_refused: Option<String>,
 }
 
 /// A node's last swap of a projector, under `swap.<projector>.<node>`.
