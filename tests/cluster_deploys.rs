@@ -444,6 +444,51 @@ fn a_deploy_through_one_plugins_folder_reaches_every_node_and_swaps_under_reader
         },
         || view(&nodes[0]).to_string(),
     );
+
+    // `refract diff --node` compares two nodes' read models: the same, until one is
+    // changed behind its host's back.
+    let diff_nodes = |a: &str, b: &str| -> Result<Value> {
+        let output = std::process::Command::new(refract())
+            .args(["--url", &nodes[0].url, "--token", TOKEN, "diff", "cars"])
+            .args(["--node", a, "--node", b, "--json"])
+            .output()?;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    };
+    let same = diff_nodes("n1", &nodes[2].url)?;
+    assert_eq!(same["base"]["checkpoint"], 9, "{same}");
+    assert_eq!(same["other"]["version"], v1.as_str(), "{same}");
+    let cars = same["tables"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["table"] == "cars"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        cars["base_checksum"].is_string() && cars["base_checksum"] == cars["other_checksum"],
+        "{same}"
+    );
+    let tampered = rusqlite::Connection::open(nodes[2].spec.data.join("projections/cars.db"))?;
+    tampered.busy_timeout(Duration::from_secs(10))?;
+    tampered.execute(
+        "UPDATE cars SET color = 'green' WHERE car_id = 'tye24p'",
+        [],
+    )?;
+    drop(tampered);
+    let differs = diff_nodes("n1", "n3")?;
+    let cars = differs["tables"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["table"] == "cars"))
+        .cloned()
+        .unwrap_or_default();
+    assert_ne!(cars["base_checksum"], cars["other_checksum"], "{differs}");
+    assert!(
+        cars["only_in_other"].to_string().contains("green"),
+        "{differs}"
+    );
     for node in &mut nodes {
         node.stop();
     }

@@ -38,6 +38,9 @@ pub struct NodeView {
     pub log_head: u64,
     /// Its mirror's lag, if known.
     pub lag: Option<u64>,
+    /// Where its HTTP API is reached (`cluster.api_url`).
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 /// One projector across the nodes.
@@ -59,6 +62,7 @@ pub struct ClusterProjector {
     /// all.
     pub placed_on: Option<usize>,
     /// Placement: who holds its leases.
+    #[serde(default)]
     pub leases: Vec<super::placement::LeaseView>,
 }
 
@@ -125,6 +129,7 @@ pub(crate) fn build(deploys: &Deploys) -> ClusterView {
             heartbeat_age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
             log_head: seen.report.log_head,
             lag: seen.report.lag,
+            api_url: seen.report.api_url.clone(),
         });
     }
     let mut names: BTreeSet<String> = desired.keys().cloned().collect();
