@@ -187,8 +187,16 @@ async fn round(
                 seen[slot].changed = now;
                 holds = true;
             }
-            Err(error) => {
+            // Another node took it over (this node missed its renewals).
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 tracing::warn!(node = %me, %projector, slot, "placement: lost the lease ({error})");
+            }
+            // NATS did not answer: no change until it does; the lease expires
+            // meanwhile only if this lasts the lease timeout.
+            Err(error) => {
+                tracing::debug!(node = %me, %projector, slot, "placement: cannot renew the lease: {error}");
+                lock(&deploys.leases).insert(projector.to_owned(), seen);
+                return None;
             }
         }
     } else {
