@@ -398,10 +398,12 @@ fn a_deploy_through_one_plugins_folder_reaches_every_node_and_swaps_under_reader
     );
     assert!(text.contains("node n3 is unreachable"), "{text}");
 
-    // A rollback on n2 is applied by every node, the one down included once it returns.
+    // A rollback on n2 is carried out by every node at one offset, the one down
+    // included once it returns.
     let rolled = nodes[1].post("/v1/projectors/cars/rollback", &json!({}));
     assert_eq!(rolled.status, 200, "{}", rolled.text);
     assert_eq!(rolled.json["version"], v1.as_str(), "{}", rolled.text);
+    assert_eq!(rolled.json["offset"], 9, "{}", rolled.text);
     wait_serving(&[&nodes[0], &nodes[1]], "cars", &v1, 9);
     nodes[2].restart(refract());
     let all: Vec<&Node> = nodes.iter().collect();
@@ -411,6 +413,22 @@ fn a_deploy_through_one_plugins_folder_reaches_every_node_and_swaps_under_reader
     for node in &all {
         assert_eq!(node.query("cars", CARS), Some((9, buggy.clone())));
     }
+    // Each node's swap record: v1 from offset 9, by the same coordinated rollback.
+    let mut ids = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{name}'s swap record of the rollback"),
+            || swap_record(&nodes[0], "cars", name)["version"] == v1.as_str(),
+            || view(&nodes[0]).to_string(),
+        );
+        let record = swap_record(&nodes[0], "cars", name);
+        assert_eq!(record["offset"], 9, "{record}");
+        assert_eq!(record["missed_offset"], Value::Null, "{record}");
+        assert!(record["promote"].is_string(), "{record}");
+        ids.push(record["promote"].clone());
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
     let sums: Vec<String> = all
         .iter()
         .map(|n| read_model_checksum(n, "cars"))
@@ -425,6 +443,51 @@ fn a_deploy_through_one_plugins_folder_reaches_every_node_and_swaps_under_reader
                 && cluster["projectors"][0]["serving"] == json!({ v1.as_str(): ["n1", "n2", "n3"] })
         },
         || view(&nodes[0]).to_string(),
+    );
+
+    // `refract diff --node` compares two nodes' read models: the same, until one is
+    // changed behind its host's back.
+    let diff_nodes = |a: &str, b: &str| -> Result<Value> {
+        let output = std::process::Command::new(refract())
+            .args(["--url", &nodes[0].url, "--token", TOKEN, "diff", "cars"])
+            .args(["--node", a, "--node", b, "--json"])
+            .output()?;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    };
+    let same = diff_nodes("n1", &nodes[2].url)?;
+    assert_eq!(same["base"]["checkpoint"], 9, "{same}");
+    assert_eq!(same["other"]["version"], v1.as_str(), "{same}");
+    let cars = same["tables"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["table"] == "cars"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        cars["base_checksum"].is_string() && cars["base_checksum"] == cars["other_checksum"],
+        "{same}"
+    );
+    let tampered = rusqlite::Connection::open(nodes[2].spec.data.join("projections/cars.db"))?;
+    tampered.busy_timeout(Duration::from_secs(10))?;
+    tampered.execute(
+        "UPDATE cars SET color = 'green' WHERE car_id = 'tye24p'",
+        [],
+    )?;
+    drop(tampered);
+    let differs = diff_nodes("n1", "n3")?;
+    let cars = differs["tables"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["table"] == "cars"))
+        .cloned()
+        .unwrap_or_default();
+    assert_ne!(cars["base_checksum"], cars["other_checksum"], "{differs}");
+    assert!(
+        cars["only_in_other"].to_string().contains("green"),
+        "{differs}"
     );
     for node in &mut nodes {
         node.stop();
@@ -454,8 +517,18 @@ fn swap_record(from: &Node, projector: &str, node: &str) -> Value {
 fn a_manual_promote_swaps_every_node_at_one_offset_and_a_node_down_applies_it_on_return() -> Result
 {
     let dir = tempfile::tempdir()?;
-    let config = "[projectors.cars]\npromote = \"manual\"\n";
-    let mut nodes = three_nodes(dir.path(), "T_PROMOTE", &["cars-v1"], config);
+    // The diff gate (every node's): first an assertion v2 breaks (it fixes the
+    // buyer's name that v1 keeps), later one it passes.
+    let gate = dir.path().join("gate.sql");
+    std::fs::write(
+        &gate,
+        "SELECT car_id FROM cars WHERE customer_name = 'Charlie';\n",
+    )?;
+    let config = format!(
+        "[projectors.cars]\npromote = \"manual\"\ndiff_gate = {:?}\n",
+        gate.display().to_string()
+    );
+    let mut nodes = three_nodes(dir.path(), "T_PROMOTE", &["cars-v1"], &config);
     let all: Vec<&Node> = nodes.iter().collect();
     wait_until_showing(
         LIVENESS,
@@ -515,6 +588,25 @@ fn a_manual_promote_swaps_every_node_at_one_offset_and_a_node_down_applies_it_on
         },
         || view(&nodes[0]).to_string(),
     );
+    // Every live node's diff gate refuses v2: no node swaps.
+    let refused = nodes[0].post("/v1/projectors/cars/promote", &json!({}));
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    for name in ["n1", "n2"] {
+        assert!(
+            refused.text.contains(&format!("{name}: diff gate")),
+            "{}",
+            refused.text
+        );
+    }
+    for node in [&nodes[0], &nodes[1]] {
+        assert_eq!(
+            version_in(node, "cars", "active").map(|a| a["version"].clone()),
+            Some(json!(v1)),
+            "the gate kept v1 on {}",
+            node.spec.name
+        );
+    }
+    std::fs::write(&gate, "SELECT car_id FROM cars WHERE car_id IS NULL;\n")?;
     let promoted = nodes[0].post("/v1/projectors/cars/promote", &json!({}));
     assert_eq!(promoted.status, 200, "{}", promoted.text);
     assert_eq!(promoted.json["version"], v2.as_str(), "{}", promoted.text);
@@ -602,6 +694,7 @@ fn forged_records_are_refused(nodes: &[&Node], stream: &str, serving: &str) -> R
             promote: "manual".to_owned(),
             origin: "attacker".to_owned(),
             at_ms: 0,
+            coordinated: None,
         };
         projectors
             .put(
@@ -638,6 +731,168 @@ fn forged_records_are_refused(nodes: &[&Node], stream: &str, serving: &str) -> R
             node.spec.name
         );
         assert!(node.query("cars", CARS).is_some());
+    }
+    Ok(())
+}
+
+/// `cluster.lease_timeout_ms` of the placement test: short, so the failover is quick,
+/// and still three heartbeats.
+const LEASE_TIMEOUT_MS: u64 = 4000;
+
+/// The node holding `projector`'s first lease, in `from`'s cluster view.
+fn lease_holder(from: &Node, projector: &str) -> Option<String> {
+    let cluster = view(from);
+    let placed = cluster["projectors"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == projector)?
+        .clone();
+    let lease = &placed["leases"][0];
+    (lease["state"] == "held")
+        .then(|| lease["node"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// Placement: with `nodes = 1`, one node holds `cars`'s lease and runs it; the others
+/// do not, and proxy its queries to it (the API and `refract query`). Killing that
+/// node moves the lease to a live node within the lease timeout; it replays `cars`
+/// (no snapshots here: from offset 1), and queries sent to the surviving nodes keep
+/// being answered, new events included.
+#[test]
+fn with_nodes_1_killing_the_owner_moves_the_projector_and_queries_keep_being_answered() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = format!("lease_timeout_ms = {LEASE_TIMEOUT_MS}\n[projectors.cars]\nnodes = 1\n");
+    let mut nodes = three_nodes(dir.path(), "T_PLACEMENT", &["cars-v1"], &config);
+    let all: Vec<&Node> = nodes.iter().collect();
+    let mut owner = String::new();
+    wait_until_showing(
+        LIVENESS,
+        "a node to hold the lease of cars and serve it",
+        || {
+            let Some(holder) = lease_holder(&nodes[0], "cars") else {
+                return false;
+            };
+            owner = holder;
+            all.iter()
+                .any(|n| n.spec.name == owner && version_in(n, "cars", "active").is_some())
+        },
+        || format!("{}\n{}", tails(&all), view(&nodes[0])),
+    );
+    story_part_one(&nodes[1]);
+    let owner_node = all
+        .iter()
+        .find(|n| n.spec.name == owner)
+        .expect("the owner");
+    wait_until_showing(
+        LIVENESS,
+        "the owner to project offsets 1-6",
+        || {
+            owner_node
+                .query("cars", CARS)
+                .is_some_and(|(at, _)| at == 6)
+        },
+        || tails(&all),
+    );
+    let (_, rows) = owner_node.query("cars", CARS).expect("the owner answers");
+    // Every node answers: the owner from its read model, the others through it.
+    for node in &all {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{} to answer the query", node.spec.name),
+            || node.query("cars", CARS) == Some((6, rows.clone())),
+            || {
+                let answer = node.post("/v1/projectors/cars/query", &json!({ "sql": CARS }));
+                format!("{}: {}\n{}", answer.status, answer.text, view(node))
+            },
+        );
+        if node.spec.name != owner {
+            assert!(
+                version_in(node, "cars", "active").is_none()
+                    && version_in(node, "cars", "shadow").is_none(),
+                "{} does not run cars",
+                node.spec.name
+            );
+        }
+    }
+    let other = all.iter().find(|n| n.spec.name != owner).expect("a node");
+    let health = other.get("/health");
+    assert_eq!(
+        health.json["placement"]["cars"][0]["node"], owner,
+        "{}",
+        health.text
+    );
+    let output = std::process::Command::new(refract())
+        .args(["--url", &other.url, "--token", TOKEN, "query", "cars", CARS])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("hrxs21"),
+        "refract query through {}: {text}{}",
+        other.spec.name,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = std::process::Command::new(refract())
+        .args(["--url", &other.url, "--token", TOKEN, "status", "--cluster"])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("cars") && l.contains(&owner) && l.contains("held")),
+        "{text}"
+    );
+
+    // The owner dies: a survivor takes the lease once it expires and replays cars.
+    let index = nodes
+        .iter()
+        .position(|n| n.spec.name == owner)
+        .expect("the owner");
+    let killed = std::time::Instant::now();
+    nodes[index].kill_9();
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.spec.name != owner).collect();
+    let mut heir = String::new();
+    wait_until_showing(
+        Duration::from_millis(LEASE_TIMEOUT_MS) + LIVENESS / 4,
+        "the lease of cars to move to a survivor",
+        || match lease_holder(survivors[0], "cars") {
+            Some(holder) if holder != owner => {
+                heir = holder;
+                true
+            }
+            _ => false,
+        },
+        || view(survivors[0]).to_string(),
+    );
+    eprintln!(
+        "the lease moved from {owner} to {heir} after {:?}",
+        killed.elapsed()
+    );
+    for node in &survivors {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{} to answer again after the failover", node.spec.name),
+            || node.query("cars", CARS) == Some((6, rows.clone())),
+            || {
+                let answer = node.post("/v1/projectors/cars/query", &json!({ "sql": CARS }));
+                format!("{}: {}\n{}", answer.status, answer.text, tails(&survivors))
+            },
+        );
+    }
+    // The new owner projects new events; the other survivor's answers come from it.
+    let (stream, event_type, data) = story_part_two()[0].clone();
+    let answer = survivors[0].append(stream, car(event_type, &data), None);
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    for node in &survivors {
+        wait_until_showing(
+            LIVENESS,
+            &format!("{} to answer at offset 7", node.spec.name),
+            || node.query("cars", CARS).is_some_and(|(at, _)| at == 7),
+            || tails(&survivors),
+        );
+        let runs = version_in(node, "cars", "active").is_some();
+        assert_eq!(runs, node.spec.name == heir, "only {heir} runs cars");
+    }
+    for node in &mut nodes {
+        node.stop();
     }
     Ok(())
 }

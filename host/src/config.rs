@@ -64,6 +64,7 @@
 //! keep_versions = 2                  # read models kept on disk (active included)
 //! replay_rate_limit = 50000          # events/s cap for a shadow replay; 0 = no cap
 //! diff_gate = "gates/balances.sql"   # refuse an automatic swap if these assertions fail
+//! nodes = 2                          # cluster mode: run it on 2 nodes, not all (placement)
 //!
 //! [projectors.balances.snapshots]    # read-model snapshots: see `refract::snapshots::policy`
 //! every_events = 100000
@@ -276,6 +277,10 @@ pub struct ProjectorSection {
     /// `[projectors.<name>.snapshots]`: when to snapshot the read model (default off;
     /// see [`crate::snapshots::policy`]).
     pub snapshots: crate::snapshots::SnapshotPolicy,
+    /// Cluster mode: run this projector on this many nodes, not on all of them
+    /// (placement by leases; see `refract::cluster::deploys::placement`). Unset: every
+    /// node runs it. Ignored by a single-node host.
+    pub nodes: Option<usize>,
 }
 
 impl Default for ProjectorSection {
@@ -291,6 +296,7 @@ impl Default for ProjectorSection {
             replay_rate_limit: 0,
             diff_gate: None,
             snapshots: crate::snapshots::SnapshotPolicy::default(),
+            nodes: None,
         }
     }
 }
@@ -406,6 +412,12 @@ impl Config {
                 return Err(out_of_range(
                     format!("projectors.{name}.batch_bytes"),
                     "must be at least 1",
+                ));
+            }
+            if section.nodes == Some(0) {
+                return Err(out_of_range(
+                    format!("projectors.{name}.nodes"),
+                    "must be at least 1 (leave it out to run the projector on every node)",
                 ));
             }
             self.projector_limits(name)

@@ -15,6 +15,7 @@
 //! | `POST /v1/projectors/{name}/versions` | deploy a component (the body is the `.wasm`) |
 //! | `POST /v1/projectors/{name}/promote`, `/rollback`, `/abort` | change which version serves |
 //! | `GET /v1/projectors/{name}/dead-letters` | events the projector skipped |
+//! | `GET /v1/projectors/{name}/read-model` | a consistent copy of the active read model (an SQLite file) |
 //! | `POST /v1/projectors/{name}/query` | one read-only SQL statement on the active read model |
 //! | `GET`/`POST /v1/projectors/{name}/snapshots` | list the read model's snapshots; take one now |
 //! | `POST /v1/projectors/{name}/restore` | restore the read model from a snapshot and catch it up |
@@ -37,9 +38,10 @@
 //! - `events`: append, read and count. `sse`: subscriptions, with rate, window and
 //!   progress. `groups`: consumer groups.
 //! - `projectors`: projector management. `query`: read-model queries. `diff`: two
-//!   versions compared.
+//!   versions compared. [`read_model`]: a copy of a read model, for comparing nodes.
 //! - `operations`: health and metrics; `metrics`: the Prometheus encoding.
-//! - `cluster`: `GET /v1/cluster`.
+//! - `cluster`: `GET /v1/cluster`. [`proxy`]: queries for a projector placed on
+//!   other cluster nodes, proxied to one that runs it.
 //! - `snapshots`: read-model snapshots: list, take, restore.
 //!
 //! This module knows nothing of wasm: it talks to the [`EventLog`](crate::log::EventLog)
@@ -59,7 +61,9 @@ pub mod limits;
 mod metrics;
 mod operations;
 mod projectors;
+pub mod proxy;
 mod query;
+pub mod read_model;
 mod retention;
 pub mod server;
 mod snapshot_metrics;

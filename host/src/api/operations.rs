@@ -21,6 +21,10 @@ pub(crate) struct Health {
     status: &'static str,
     /// Why it is degraded; empty when ok.
     reasons: Vec<String>,
+    /// Cluster placement: who holds each lease of each placed projector.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    placement:
+        std::collections::BTreeMap<String, Vec<crate::cluster::deploys::placement::LeaseView>>,
 }
 
 /// `GET /health`: 200 `ok`, or 503 `degraded` with the reasons, one sentence each:
@@ -51,9 +55,16 @@ pub(crate) async fn health(State(state): State<ApiState>) -> Result<Response, Ap
         reasons.extend(degraded_reasons(&projectors, &rejected, max_lag));
         reasons
     })?;
+    let mut placement = std::collections::BTreeMap::new();
     if let Some(cluster) = state.cluster() {
         reasons.extend(cluster.status().degraded_reasons(max_lag));
         if let Some(view) = cluster.projectors() {
+            placement.extend(
+                view.projectors
+                    .iter()
+                    .filter(|p| p.placed_on.is_some())
+                    .map(|p| (p.name.clone(), p.leases.clone())),
+            );
             reasons.extend(
                 view.divergence
                     .into_iter()
@@ -68,7 +79,15 @@ pub(crate) async fn health(State(state): State<ApiState>) -> Result<Response, Ap
     } else {
         ("degraded", StatusCode::SERVICE_UNAVAILABLE)
     };
-    Ok((code, Json(Health { status, reasons })).into_response())
+    Ok((
+        code,
+        Json(Health {
+            status,
+            reasons,
+            placement,
+        }),
+    )
+        .into_response())
 }
 
 /// Consumer groups lagging past their `lag_alert`, one sentence each.

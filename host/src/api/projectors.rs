@@ -160,19 +160,48 @@ pub(crate) async fn promote(
     change(state, name, "promote", Engine::promote).await
 }
 
-/// `POST /v1/projectors/{name}/rollback`: reactivates the previous version.
+/// `POST /v1/projectors/{name}/rollback`: reactivates the previous version; in a
+/// cluster, on every node at one log offset.
 pub(crate) async fn rollback(
     State(state): State<ApiState>,
     ProjectorName(name): ProjectorName,
 ) -> Result<Json<Changed>, ApiError> {
+    if let Some(cluster) = state.cluster()
+        && let Some(rolled) = cluster.rollback(&name).await
+    {
+        let rolled = rolled
+            .map_err(|reason| ApiError::new(StatusCode::CONFLICT, "rollback_refused", reason))?;
+        tracing::info!(projector = %name, version = %rolled.version, offset = rolled.offset, "cluster rollback through the API");
+        return Ok(Json(Changed {
+            projector: name,
+            version: rolled.version,
+            action: "rollback",
+            offset: Some(rolled.offset),
+        }));
+    }
     change(state, name, "rollback", Engine::rollback).await
 }
 
-/// `POST /v1/projectors/{name}/abort`: drops the running shadow.
+/// `POST /v1/projectors/{name}/abort`: drops the running shadow; in a cluster, on
+/// every node, and never in the middle of a coordinated swap to it.
 pub(crate) async fn abort(
     State(state): State<ApiState>,
     ProjectorName(name): ProjectorName,
 ) -> Result<Json<Changed>, ApiError> {
+    if let Some(cluster) = state.cluster() {
+        let shadow = state.engine().projector(&name).and_then(|view| {
+            view.versions
+                .into_iter()
+                .find(|v| v.role == crate::engine::control::Role::Shadow && v.status.is_some())
+                .map(|v| v.version)
+        });
+        if let Some(shadow) = shadow {
+            cluster
+                .before_abort(&name, &shadow)
+                .await
+                .map_err(|reason| ApiError::new(StatusCode::CONFLICT, "abort_refused", reason))?;
+        }
+    }
     change(state, name, "abort", Engine::abort).await
 }
 

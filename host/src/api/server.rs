@@ -23,7 +23,8 @@ use super::connection::{ConnectionTimeouts, serve_connection};
 use super::error::{ApiError, panic_response};
 use super::state::ApiState;
 use super::{
-    cluster, diff, events, groups, operations, projectors, query, retention, snapshots, sse,
+    cluster, diff, events, groups, operations, projectors, proxy, query, read_model, retention,
+    snapshots, sse,
 };
 
 /// The API's routes, with authentication, body limits, panic catching and request
@@ -56,13 +57,23 @@ pub fn router(state: ApiState) -> Router {
             "/v1/projectors/{name}/dead-letters",
             get(projectors::dead_letters),
         )
-        .route("/v1/projectors/{name}/query", post(query::run))
+        .route(
+            "/v1/projectors/{name}/query",
+            post(query::run).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                proxy::queries,
+            )),
+        )
         .route(
             "/v1/projectors/{name}/snapshots",
             get(snapshots::list).post(snapshots::take),
         )
         .route("/v1/projectors/{name}/restore", post(snapshots::restore))
         .route("/v1/projectors/{name}/diff", get(diff::diff))
+        .route(
+            "/v1/projectors/{name}/read-model",
+            get(read_model::download),
+        )
         .route("/v1/retention", get(retention::show))
         .route("/v1/groups", get(groups::list))
         .route(

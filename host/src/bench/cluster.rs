@@ -162,6 +162,8 @@ impl Nodes {
                 replicas: 3,
                 credentials: Credentials::None,
                 publish_timeout: Duration::from_secs(30),
+                lease_timeout: crate::cluster::config::DEFAULT_LEASE_TIMEOUT,
+                api_url: None,
             };
             let (node, tasks) = ClusterNode::start(config, log.clone()).await?;
             nodes.push((node, tasks, log));

@@ -178,6 +178,30 @@ impl Client {
         self.answer(request.send(bytes))
     }
 
+    /// The same client (token and timeouts) for the host at `url`.
+    pub(crate) fn for_url(&self, url: &str) -> Client {
+        Client {
+            base: url.trim_end_matches('/').to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// `GET path` into the file `dest`, streamed; returns the answer's headers.
+    pub(crate) fn download(
+        &self,
+        path: &str,
+        dest: &std::path::Path,
+    ) -> Result<ureq::http::HeaderMap, ClientError> {
+        let request = self.authorized(self.streaming.get(format!("{}{path}", self.base)));
+        let response = self.checked(request.call())?;
+        let headers = response.headers().clone();
+        let mut file = std::fs::File::create(dest)
+            .with_context(|| format!("cannot create {}", dest.display()))?;
+        std::io::copy(&mut response.into_body().into_reader(), &mut file)
+            .with_context(|| format!("cannot download {}{path}", self.base))?;
+        Ok(headers)
+    }
+
     /// Opens an event stream (`text/event-stream`) and returns its body as a reader.
     pub(crate) fn stream(
         &self,

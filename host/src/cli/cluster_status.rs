@@ -87,6 +87,34 @@ pub fn run(json: bool, client: &Client) -> Result<()> {
             &rows
         )
     );
+    let leases: Vec<[String; 5]> = view
+        .projectors
+        .iter()
+        .flat_map(|projector| {
+            projector.leases.iter().map(|lease| {
+                [
+                    projector.name.clone(),
+                    format!("{} of {}", lease.slot, projector.placed_on.unwrap_or(0)),
+                    lease.node.clone().unwrap_or_else(|| "-".into()),
+                    lease.state.clone(),
+                    format!("{:.1}s", lease.renewed_ms_ago as f64 / 1000.0),
+                ]
+            })
+        })
+        .collect();
+    if !leases.is_empty() {
+        println!(
+            "
+placement (projectors.<name>.nodes):"
+        );
+        print!(
+            "{}",
+            render_table(
+                &["PROJECTOR", "LEASE", "HELD BY", "STATE", "RENEWED"],
+                &leases
+            )
+        );
+    }
     if view.divergence.is_empty() {
         println!("\nno divergence: every reachable node agrees");
     } else {

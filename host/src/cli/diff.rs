@@ -1,13 +1,14 @@
 //! `refract diff <name>`: compares a projector's shadow (or previous version) with its
 //! active version, table by table, and runs its diff gate on the pair. It reads the
-//! databases directly, so it works whether or not a host is running.
+//! databases directly, so it works whether or not a host is running. With `--node a
+//! --node b`, it compares two cluster nodes' read models instead (see `diff_nodes`).
 
 use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::engine::diff::{ComparedVersion, DiffError, DiffRequest, diff_versions};
+use crate::engine::diff::{ComparedVersion, DiffError, DiffRequest, TableDiff, diff_versions};
 
 /// Compare two versions' read models.
 #[derive(Debug, Args)]
@@ -24,6 +25,11 @@ pub struct DiffArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Cluster mode: compare the active read model of two nodes instead, each named
+    /// by its node name (its API address read from the cluster view of `--url`) or its
+    /// API URL: `--node n1 --node n2`.
+    #[arg(long = "node", value_name = "NODE|URL", conflicts_with = "version")]
+    pub nodes: Vec<String>,
 }
 
 /// Runs `refract diff`.
@@ -52,11 +58,22 @@ pub fn run(data: &DataDir, config: &Config, args: &DiffArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&compared)?);
         return Ok(());
     }
-    let diffs = &compared.tables;
     let label = |side: &ComparedVersion| format!("{} {}", side.role.as_str(), side.version);
     let base_label = label(&compared.base);
     let other_label = label(&compared.other);
     println!("{}: {base_label} vs {other_label}", args.name);
+    print_tables(&compared.tables, &base_label, &other_label);
+    if let Some(gate) = &compared.gate {
+        match &gate.reason {
+            None => println!("\ndiff gate {}: passed", gate.file.display()),
+            Some(reason) => println!("\ndiff gate {}: refused: {reason}", gate.file.display()),
+        }
+    }
+    Ok(())
+}
+
+/// Prints the tables compared, then the sampled rows only one side has.
+pub(super) fn print_tables(diffs: &[TableDiff], base_label: &str, other_label: &str) {
     let rows: Vec<[String; 4]> = diffs
         .iter()
         .map(|diff| {
@@ -78,12 +95,7 @@ pub fn run(data: &DataDir, config: &Config, args: &DiffArgs) -> Result<()> {
             ]
         })
         .collect();
-    let header = [
-        "TABLE",
-        base_label.as_str(),
-        other_label.as_str(),
-        "CONTENT",
-    ];
+    let header = ["TABLE", base_label, other_label, "CONTENT"];
     print!("{}", super::status::render_table(&header, &rows));
     for diff in diffs
         .iter()
@@ -97,11 +109,4 @@ pub fn run(data: &DataDir, config: &Config, args: &DiffArgs) -> Result<()> {
             println!("  only in {other_label}: ({})", row.join(", "));
         }
     }
-    if let Some(gate) = &compared.gate {
-        match &gate.reason {
-            None => println!("\ndiff gate {}: passed", gate.file.display()),
-            Some(reason) => println!("\ndiff gate {}: refused: {reason}", gate.file.display()),
-        }
-    }
-    Ok(())
 }

@@ -17,6 +17,7 @@ mod demo;
 mod deploy;
 mod dev;
 mod diff;
+mod diff_nodes;
 mod events;
 mod groups;
 mod manage;
@@ -235,6 +236,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let named = (data.root() != Path::new(DEFAULT_DATA_DIR)).then(|| data.root());
             dev::run(named, config, &args, cli.token.as_deref())
         }
+        Command::Diff(args) if !args.nodes.is_empty() => diff_nodes::run(&args, &connect()?),
         Command::Diff(args) => diff::run(&data, &config, &args),
         Command::New(args) => new::run(&args),
         Command::Test(args) => test::run(&config, &args),

@@ -115,7 +115,13 @@ pub fn run(data: &DataDir, config: Config, args: &RunArgs, token: Option<&str>) 
     // In cluster mode the mirror starts before the engine: an empty data directory
     // starts catching up at once, and the engine's workers follow the mirror's head.
     let cluster = cluster_config
-        .map(|cluster| runtime.block_on(ClusterNode::start(cluster, log.clone())))
+        .map(|mut cluster| {
+            // Where the other nodes proxy queries for projectors placed here.
+            cluster
+                .api_url
+                .get_or_insert_with(|| format!("http://{address}"));
+            runtime.block_on(ClusterNode::start(cluster, log.clone()))
+        })
         .transpose()
         .context("cannot start cluster mode")?;
     let options = EngineOptions {

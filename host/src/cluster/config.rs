@@ -9,6 +9,8 @@
 //! replicas = 3                 # JetStream replicas of the stream (1, 3 or 5)
 //! token = "s3cret"             # or user + password, or credentials_file
 //! publish_timeout_ms = 5000
+//! lease_timeout_ms = 10000     # a placed projector moves after its holder is silent this long
+//! api_url = "http://10.0.0.1:7070"  # where the other nodes reach this node's API
 //! ```
 
 use std::path::PathBuf;
@@ -62,6 +64,15 @@ pub const RETRY_MAX: Duration = Duration::from_secs(2);
 /// the replication lag it reports is never older than this.
 pub const HEAD_POLL: Duration = Duration::from_secs(1);
 
+/// How long a projector's lease (placement, `projectors.<name>.nodes`) may go without
+/// its holder renewing it before another node takes it over: ten missed heartbeats, so
+/// a slow moment is not a failover (a failover replays the projector on another node).
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shortest `cluster.lease_timeout_ms`: three heartbeats, below which a holder that
+/// renews on time could still lose its lease.
+pub const MIN_LEASE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The most JetStream messages one node has published and not yet had acknowledged;
 /// further appends wait for a slot (back-pressure rather than unbounded memory).
 pub const MAX_PUBLISHES_IN_FLIGHT: usize = 4096;
@@ -92,6 +103,12 @@ pub struct ClusterSection {
     /// Milliseconds an append waits for JetStream, then for the mirror (see
     /// [`DEFAULT_PUBLISH_TIMEOUT`]).
     pub publish_timeout_ms: u64,
+    /// Milliseconds a placed projector's lease may go unrenewed before another node
+    /// takes it over (see [`DEFAULT_LEASE_TIMEOUT`]).
+    pub lease_timeout_ms: u64,
+    /// The URL the other nodes reach this node's HTTP API at, to proxy queries for a
+    /// projector placed here (default: `http://` and the address the API is bound to).
+    pub api_url: Option<String>,
 }
 
 impl Default for ClusterSection {
@@ -107,6 +124,8 @@ impl Default for ClusterSection {
             credentials_file: None,
             publish_timeout_ms: u64::try_from(DEFAULT_PUBLISH_TIMEOUT.as_millis())
                 .unwrap_or(u64::MAX),
+            lease_timeout_ms: u64::try_from(DEFAULT_LEASE_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+            api_url: None,
         }
     }
 }
@@ -139,6 +158,10 @@ pub struct ClusterConfig {
     pub credentials: Credentials,
     /// See [`ClusterSection::publish_timeout_ms`].
     pub publish_timeout: Duration,
+    /// See [`ClusterSection::lease_timeout_ms`].
+    pub lease_timeout: Duration,
+    /// See [`ClusterSection::api_url`]; `refract run` fills in the default.
+    pub api_url: Option<String>,
 }
 
 /// Why a cluster configuration cannot be used.
@@ -208,6 +231,21 @@ impl ClusterSection {
         if self.publish_timeout_ms == 0 {
             return Err(invalid("cluster.publish_timeout_ms must be at least 1"));
         }
+        let lease_timeout = Duration::from_millis(self.lease_timeout_ms);
+        if lease_timeout < MIN_LEASE_TIMEOUT {
+            return Err(invalid(&format!(
+                "cluster.lease_timeout_ms is {}; use at least {} (three heartbeats)",
+                self.lease_timeout_ms,
+                MIN_LEASE_TIMEOUT.as_millis()
+            )));
+        }
+        if let Some(url) = &self.api_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(&format!(
+                "cluster.api_url is {url:?}; use the URL of this node's API, e.g. http://10.0.0.1:7070"
+            )));
+        }
         let credentials = match (self.token, self.user, self.password, self.credentials_file) {
             (None, None, None, None) => Credentials::None,
             (Some(token), None, None, None) => Credentials::Token(token),
@@ -231,6 +269,8 @@ impl ClusterSection {
             replicas: self.replicas,
             credentials,
             publish_timeout: Duration::from_millis(self.publish_timeout_ms),
+            lease_timeout,
+            api_url: self.api_url,
         })
     }
 }

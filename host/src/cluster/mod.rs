@@ -261,6 +261,7 @@ impl ClusterNode {
             )),
             tokio::spawn(deploys::apply::reconcile(Arc::clone(&state), stop.clone())),
             tokio::spawn(deploys::heartbeat::beat(Arc::clone(&state), stop.clone())),
+            tokio::spawn(deploys::placement::run(Arc::clone(&state), stop.clone())),
             tokio::spawn(deploys::promote::record_swaps(
                 Arc::clone(&state),
                 swaps,
@@ -321,6 +322,41 @@ impl ClusterNode {
             return None;
         }
         Some(deploys::promote::coordinate(state, projector).await)
+    }
+
+    /// Where a query for `projector` goes: here, or (cluster placement) to a node that
+    /// runs it.
+    pub fn query_route(&self, projector: &str) -> deploys::placement::QueryRoute {
+        match self.shared.deploys.get() {
+            Some(state) => deploys::placement::query_route(state, projector),
+            None => deploys::placement::QueryRoute::Local,
+        }
+    }
+
+    /// Before an abort of `projector`'s shadow `version` on this node: abandons a
+    /// coordinated swap to it still holding, refuses while nodes swap to it (see
+    /// [`deploys::promote::before_abort`]).
+    ///
+    /// # Errors
+    /// The swap under way, and what to do instead.
+    pub async fn before_abort(&self, projector: &str, version: &str) -> Result<(), String> {
+        match self.shared.deploys.get() {
+            Some(state) => deploys::promote::before_abort(state, projector, version).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Rolls `projector` back on every node at one log offset (see
+    /// [`deploys::rollback`]); `None` before [`ClusterNode::start_deploys`].
+    ///
+    /// # Errors
+    /// Why the cluster cannot roll back now, with the fix.
+    pub async fn rollback(
+        &self,
+        projector: &str,
+    ) -> Option<Result<deploys::promote::Promoted, String>> {
+        let state = self.shared.deploys.get()?;
+        Some(deploys::rollback::coordinate(state, projector).await)
     }
 
     /// Every node's view of every projector, with what diverges; `None` before

@@ -353,6 +353,15 @@ impl Engine {
         self.ask(|reply| Command::Hold(name.to_owned(), ceiling, reply))
     }
 
+    /// Stops running a projector on this node: every version's worker stops, its
+    /// queries are no longer served here, and its read models are deleted (its
+    /// snapshots are kept, to start from should it come back). Cluster placement uses
+    /// it when the projector's lease is held by other nodes. A projector this node
+    /// does not run is no error.
+    pub fn release(&self, name: &str) -> Result<(), EngineError> {
+        self.ask(|reply| Command::Release(name.to_owned(), reply))
+    }
+
     /// Stops every worker after its batch in flight and waits for them. Idempotent.
     pub fn shutdown(&self) {
         if let Some(mut schedule) = lock(&self.snapshots).take() {

@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
 
+use super::placement::{Placement, placement};
 use super::records::{Action, Desired, NodeSwap, PromoteRecord, RECORD_FORMAT};
 use super::{Deploys, RECONCILE_INTERVAL, SeenDesired, lock};
 use crate::cluster::config::{RETRY_INITIAL, RETRY_MAX};
@@ -133,6 +134,16 @@ pub(crate) async fn reconcile(deploys: Arc<Deploys>, mut stop: watch::Receiver<b
         let desired: Vec<SeenDesired> = lock(&deploys.desired).values().cloned().collect();
         for seen in desired {
             let projector = seen.record.projector.clone();
+            match placement(&deploys, &projector) {
+                Placement::Everywhere | Placement::Here => {}
+                Placement::Undecided => continue,
+                Placement::Elsewhere => {
+                    // Applied afresh should its lease come to this node.
+                    applied.remove(&projector);
+                    super::placement::release(&deploys, &projector).await;
+                    continue;
+                }
+            }
             if applied.get(&projector) == Some(&seen.revision) {
                 continue;
             }
@@ -158,6 +169,15 @@ pub(crate) async fn reconcile(deploys: Arc<Deploys>, mut stop: watch::Receiver<b
             let current = lock(&deploys.desired)
                 .get(&record.projector)
                 .is_some_and(|seen| seen.record.version == record.version);
+            match placement(&deploys, &record.projector) {
+                Placement::Undecided => continue,
+                // Not run here: nothing to hold or swap.
+                Placement::Elsewhere => {
+                    promoted.insert(record.projector.clone(), revision);
+                    continue;
+                }
+                Placement::Everywhere | Placement::Here => {}
+            }
             if !current {
                 promoted.insert(record.projector.clone(), revision);
                 continue;
@@ -193,8 +213,11 @@ async fn apply_one(deploys: &Deploys, record: &Desired) -> Result<(), Failure> {
     let view = deploys.engine.projector(name);
     let active = view.as_ref().and_then(|v| v.active_version.clone());
     let shadow = view.as_ref().and_then(|v| version_in(v, Role::Shadow));
+    let runs = active.is_some() || shadow.is_some();
     match &record.action {
-        Action::Abort { aborted } => {
+        // Where it runs; elsewhere (placement moved it here), the active version is
+        // deployed below.
+        Action::Abort { aborted } if runs => {
             if shadow.as_deref() == Some(aborted.as_str()) {
                 let engine = Arc::clone(&deploys.engine);
                 let name = name.to_owned();
@@ -208,6 +231,8 @@ async fn apply_one(deploys: &Deploys, record: &Desired) -> Result<(), Failure> {
         {
             Ok(())
         }
+        // Carried out by its promote record, at one offset on every node.
+        Action::Rollback if record.coordinated.is_some() && runs => Ok(()),
         Action::Rollback
             if view
                 .as_ref()
@@ -221,7 +246,7 @@ async fn apply_one(deploys: &Deploys, record: &Desired) -> Result<(), Failure> {
             tracing::info!(node = %deploys.cluster.config.node, projector = %record.projector, version = %record.version, "cluster: rolled back");
             Ok(())
         }
-        Action::Rollback | Action::Deploy => {
+        Action::Rollback | Action::Deploy | Action::Abort { .. } => {
             let wasm = fetch(deploys, record).await?;
             let engine = Arc::clone(&deploys.engine);
             let name = name.to_owned();

@@ -7,6 +7,8 @@
 //!   should serve ([`Desired`](super::records::Desired)).
 //! - `<stream>-nodes` (key-value): `node.<name>`, each node's heartbeat
 //!   ([`NodeReport`](super::records::NodeReport)).
+//! - `<stream>-leases` (key-value): `<projector>.<slot>`, which node runs a placed
+//!   projector ([`Lease`](super::records::Lease); see [`placement`](super::placement)).
 //!
 //! Each is created by the first node that needs it, with the stream's replica count.
 
@@ -31,6 +33,8 @@ pub(crate) struct Buckets {
     pub(crate) projectors: kv::Store,
     /// Each node's heartbeat.
     pub(crate) nodes: kv::Store,
+    /// The leases of placed projectors.
+    pub(crate) leases: kv::Store,
 }
 
 /// Opens the buckets, creating those missing.
@@ -70,10 +74,19 @@ pub(crate) async fn open(
         config.replicas,
     )
     .await?;
+    let leases = key_value(
+        jetstream,
+        format!("{}-leases", config.stream),
+        "Refract: which nodes run each placed projector",
+        1,
+        config.replicas,
+    )
+    .await?;
     Ok(Buckets {
         components,
         projectors,
         nodes,
+        leases,
     })
 }
 

@@ -34,10 +34,20 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
         .engine
         .projectors()
         .into_iter()
+        // Released here: placed on other nodes.
+        .filter(|view| {
+            super::placement::placement(deploys, &view.name)
+                != super::placement::Placement::Elsewhere
+        })
         .map(|view| ProjectorReport {
             promote: promote_name(config.projector(&view.name).promote).to_owned(),
             cluster_error: errors.get(&view.name).cloned(),
             held: held.get(&view.name).cloned(),
+            previous_version: view
+                .versions
+                .iter()
+                .find(|version| version.role == crate::engine::control::Role::Previous)
+                .map(|version| version.version.clone()),
             active_version: view.active_version.clone(),
             versions: view
                 .versions
@@ -67,6 +77,7 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
                 versions: Vec::new(),
                 cluster_error: Some(error),
                 held: None,
+                previous_version: None,
             });
         }
     }
@@ -77,6 +88,7 @@ pub(crate) fn report(deploys: &Deploys) -> NodeReport {
         log_head: cluster.mirror_head,
         lag: cluster.lag,
         projectors,
+        api_url: deploys.cluster.config.api_url.clone(),
     }
 }
 

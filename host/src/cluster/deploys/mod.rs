@@ -15,9 +15,11 @@
 //! 4. Each node swaps by its own promote mode: `auto` swaps when its shadow reaches lag
 //!    zero (as on a single node), so for a while some nodes serve the new version and
 //!    some the old. The cluster view shows which node serves which.
-//! 5. A rollback or an abort on any node is applied there and written as the new
-//!    desired record (`action: rollback` or `abort`); every node applies it the same
-//!    way. A node that was down applies the newest desired record when it returns.
+//! 5. A rollback on any node is carried out on every node at one log offset, by the
+//!    promote record of a manual promote ([`rollback`]). An abort on any node is
+//!    applied there and written as the new desired record (`action: abort`); every
+//!    node drops the shadow the same way (no node's served version changes). A node
+//!    that was down applies the newest desired record when it returns.
 //!
 //! # Status
 //! Every node writes a heartbeat ([`heartbeat`]) every [`HEARTBEAT_INTERVAL`] to the
@@ -33,15 +35,17 @@
 //! A `promote = "manual"` projector swaps on every node at one log offset, by a
 //! promote record: see [`promote`].
 //!
-//! # Not built
-//! Placement (`nodes = N`): every node runs every projector. The README says so.
+//! # Placement
+//! A projector with `nodes = N` runs on N nodes, by leases: see [`placement`].
 
 pub mod apply;
 pub(crate) mod buckets;
 pub mod heartbeat;
+pub mod placement;
 pub mod promote;
 pub mod publish;
 pub mod records;
+pub mod rollback;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -95,6 +99,10 @@ pub(crate) struct Deploys {
     pub(crate) promoting: Mutex<BTreeMap<String, (String, u64)>>,
     /// Every node's last swap record, by projector and node.
     pub(crate) swaps: Mutex<BTreeMap<(String, String), records::NodeSwap>>,
+    /// The leases of each placed projector, as this node last read them.
+    pub(crate) leases: Mutex<BTreeMap<String, Vec<placement::SeenLease>>>,
+    /// Whether this node holds a lease of each placed projector (absent: not known yet).
+    pub(crate) placed_here: Mutex<BTreeMap<String, bool>>,
 }
 
 /// A desired record as this node knows it.
@@ -135,6 +143,8 @@ impl Deploys {
             held: Mutex::new(BTreeMap::new()),
             promoting: Mutex::new(BTreeMap::new()),
             swaps: Mutex::new(BTreeMap::new()),
+            leases: Mutex::new(BTreeMap::new()),
+            placed_here: Mutex::new(BTreeMap::new()),
         }
     }
 

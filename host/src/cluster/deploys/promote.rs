@@ -7,15 +7,21 @@
 //!    writes the record in phase `hold` (compare-and-swap on the key's revision, so
 //!    two promotes never interleave).
 //! 2. Every node holds its active version where it is ([`Engine::hold`]: it projects
-//!    no further event) and reports that checkpoint in its heartbeat.
-//! 3. When every live node has held (within [`PROMOTE_HOLD_TIMEOUT`]), the
-//!    coordinator writes phase `swap` with the promote offset `O`, the highest
-//!    checkpoint held (compare-and-swap again). Otherwise it writes `abandoned`, and
-//!    the holds are lifted.
+//!    no further event), runs its diff gate (`projectors.<name>.diff_gate`, the same
+//!    gate as a single node's automatic swap) on the shadow against the held active
+//!    version, and reports the checkpoint and the gate's verdict in its heartbeat.
+//! 3. When every live node has held (within [`PROMOTE_HOLD_TIMEOUT`]) and every gate
+//!    passed, the coordinator writes phase `swap` with the promote offset `O`, the
+//!    highest checkpoint held (compare-and-swap again). Otherwise it writes
+//!    `abandoned`, and the holds are lifted.
 //! 4. Each node raises its hold to `O`, waits until its active version's checkpoint is
 //!    `O` and its shadow's is at least `O`, and swaps: the old version served every
 //!    offset up to `O`, the new one serves from `O`. It writes its swap record,
 //!    `swap.<projector>.<node>`, with the offset its old version stopped at.
+//!
+//! A rollback goes through the same record, of kind `rollback` (see
+//! [`rollback`](super::rollback)); an abort of a shadow abandons a promote to it that
+//! is still holding, and is refused while nodes swap to it ([`before_abort`]).
 //!
 //! A node that is down during the promote reads the record when it starts, before its
 //! engine starts, and starts its active version held at `O`
@@ -34,7 +40,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
-use super::records::{HeldFor, NodeSwap, PromotePhase, PromoteRecord, RECORD_FORMAT, now_ms};
+use super::records::{
+    HeldFor, NodeSwap, PromoteKind, PromotePhase, PromoteRecord, RECORD_FORMAT, now_ms,
+};
 use super::{Deploys, HEARTBEAT_INTERVAL, UNREACHABLE_AFTER, lock};
 use crate::engine::SwapRecord;
 use crate::engine::control::Role;
@@ -80,42 +88,97 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
             format!("the cluster has no desired version of `{projector}`; deploy one first")
         })?;
     let version = desired.version.clone();
-    let view = super::view::build(deploys);
-    let live: Vec<&super::view::NodeView> = view.nodes.iter().filter(|n| n.state == "up").collect();
-    let mut not_ready = Vec::new();
-    let on_nodes = view
-        .projectors
-        .iter()
-        .find(|p| p.name == projector)
-        .map(|p| p.nodes.clone())
-        .unwrap_or_default();
-    for node in &live {
-        let Some(state) = on_nodes.iter().find(|p| p.node == node.node) else {
-            not_ready.push(format!("{} does not run it", node.node));
-            continue;
-        };
+    let participants = participants(deploys, projector, |state| {
         let caught_up = state.shadow_version.as_deref() == Some(version.as_str())
             && state.shadow_state.as_deref() == Some("live")
             && state.shadow_checkpoint >= state.checkpoint;
-        if !caught_up {
-            not_ready.push(format!(
-                "{}: shadow {} is {} at {} (active at {})",
-                node.node,
+        (!caught_up).then(|| {
+            format!(
+                "shadow {} is {} at {} (active at {})",
                 state.shadow_version.as_deref().unwrap_or("none"),
                 state.shadow_state.as_deref().unwrap_or("-"),
                 state
                     .shadow_checkpoint
                     .map_or("-".into(), |c| c.to_string()),
                 state.checkpoint.map_or("-".into(), |c| c.to_string()),
-            ));
-        }
-    }
-    if !not_ready.is_empty() {
-        return Err(format!(
+            )
+        })
+    })
+    .map_err(|not_ready| {
+        format!(
             "not every live node's shadow of `{projector}` version {version} has caught up: {}; wait (`refract status --cluster`), then promote",
             not_ready.join("; ")
-        ));
+        )
+    })?;
+    let id = uuid::Uuid::now_v7().to_string();
+    carry_out(
+        deploys,
+        projector,
+        &version,
+        PromoteKind::Promote,
+        id,
+        &participants,
+    )
+    .await
+}
+
+/// The live nodes that run `projector` (every live node, or for a placed projector
+/// those holding its leases), or why some are not ready: `not_ready` says what is
+/// wrong with a node's projector, if anything.
+///
+/// # Errors
+/// One sentence per node not ready.
+pub(crate) fn participants(
+    deploys: &Deploys,
+    projector: &str,
+    not_ready: impl Fn(&super::view::NodeProjector) -> Option<String>,
+) -> Result<Vec<String>, Vec<String>> {
+    let view = super::view::build(deploys);
+    let on_nodes = view
+        .projectors
+        .iter()
+        .find(|p| p.name == projector)
+        .map(|p| p.nodes.clone())
+        .unwrap_or_default();
+    let mut participants = Vec::new();
+    let mut problems = Vec::new();
+    for node in view.nodes.iter().filter(|n| n.state == "up") {
+        let Some(state) = on_nodes.iter().find(|p| p.node == node.node) else {
+            // A placed projector runs on the nodes holding its leases only.
+            if super::placement::wanted(deploys, projector).is_none() {
+                problems.push(format!("{} does not run it", node.node));
+            }
+            continue;
+        };
+        participants.push(node.node.clone());
+        if let Some(problem) = not_ready(state) {
+            problems.push(format!("{}: {problem}", node.node));
+        }
     }
+    if participants.is_empty() {
+        problems.push("no live node runs it".to_owned());
+    }
+    if problems.is_empty() {
+        Ok(participants)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Writes the promote record `id` for `version` (phase `hold`), waits for every
+/// participant to hold, then writes phase `swap` with the promote offset.
+///
+/// # Errors
+/// Another promote in progress, NATS refusing, or a node that did not hold (the
+/// promote is then abandoned).
+pub(crate) async fn carry_out(
+    deploys: &Deploys,
+    projector: &str,
+    version: &str,
+    kind: PromoteKind,
+    id: String,
+    participants: &[String],
+) -> Result<Promoted, String> {
     let buckets = deploys
         .buckets_now()
         .ok_or("the cluster's buckets are not open yet")?;
@@ -127,9 +190,10 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
         .map_err(|e| format!("cannot read the promote record: {e}"))?;
     let mut record = PromoteRecord {
         format: RECORD_FORMAT,
-        id: uuid::Uuid::now_v7().to_string(),
+        id,
         projector: projector.to_owned(),
-        version: version.clone(),
+        version: version.to_owned(),
+        kind,
         phase: PromotePhase::Hold,
         origin: deploys.cluster.config.node.clone(),
         at_ms: now_ms(),
@@ -144,7 +208,7 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
                     < u64::try_from(PROMOTE_HOLD_TIMEOUT.as_millis()).unwrap_or(u64::MAX) * 2
             {
                 return Err(format!(
-                    "another promote of `{projector}` (by {}) is in progress; retry when it is done",
+                    "another promote or rollback of `{projector}` (by {}) is in progress; retry when it is done",
                     previous.origin
                 ));
             }
@@ -161,14 +225,14 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
             .map_err(|e| e.to_string()),
     }
     .map_err(|e| format!("another node wrote the promote record of `{projector}` at the same time ({e}); retry"))?;
-    tracing::info!(node = %deploys.cluster.config.node, %projector, %version, id = %record.id, "cluster promote: every live node holds its active version");
-    let live: Vec<String> = live.iter().map(|n| n.node.clone()).collect();
+    tracing::info!(node = %deploys.cluster.config.node, %projector, %version, ?kind, id = %record.id, "cluster promote: every live node holds its active version");
     let deadline = Instant::now() + PROMOTE_HOLD_TIMEOUT;
     let offset = loop {
         let reports = lock(&deploys.reports).clone();
         let mut held = Vec::new();
         let mut waiting = Vec::new();
-        for node in &live {
+        let mut refused = Vec::new();
+        for node in participants {
             let seen = reports.get(node);
             let gone = seen.is_none_or(|s| s.changed.elapsed() >= UNREACHABLE_AFTER);
             let hold = seen.and_then(|s| {
@@ -180,10 +244,26 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
                     .filter(|h| h.promote == record.id)
             });
             match hold {
-                Some(hold) => held.push(hold.checkpoint),
+                Some(hold) => {
+                    if let Some(reason) = &hold.gate_refused {
+                        refused.push(format!("{node}: {reason}"));
+                    }
+                    held.push(hold.checkpoint);
+                }
                 None if gone => {}
                 None => waiting.push(node.clone()),
             }
+        }
+        if waiting.is_empty() && !refused.is_empty() {
+            let reason = refused.join("; ");
+            record.phase = PromotePhase::Abandoned {
+                reason: reason.clone(),
+            };
+            record.at_ms = now_ms();
+            let _ = buckets.projectors.put(&key, value(&record)).await;
+            return Err(format!(
+                "the diff gate refused the promote of `{projector}` to {version}: {reason}; every node goes on serving its active version: deploy a fixed version, or change projectors.{projector}.diff_gate"
+            ));
         }
         if waiting.is_empty() && !held.is_empty() {
             break held.into_iter().max().unwrap_or(0);
@@ -200,7 +280,8 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
             record.at_ms = now_ms();
             let _ = buckets.projectors.put(&key, value(&record)).await;
             return Err(format!(
-                "the promote of `{projector}` was abandoned: {reason}; every node goes on serving its active version"
+                "the {} of `{projector}` was abandoned: {reason}; every node goes on serving its active version",
+                kind_name(kind)
             ));
         }
         tokio::time::sleep(HEARTBEAT_INTERVAL / 4).await;
@@ -218,12 +299,64 @@ pub(crate) async fn coordinate(deploys: &Deploys, projector: &str) -> Result<Pro
         .update(&key, value(&record), entry.revision)
         .await
         .map_err(|e| format!("the promote record changed under this promote ({e}); see `refract status --cluster`"))?;
-    tracing::info!(node = %deploys.cluster.config.node, %projector, %version, offset, "cluster promote: every node swaps at this offset");
+    tracing::info!(node = %deploys.cluster.config.node, %projector, %version, ?kind, offset, "cluster promote: every node swaps at this offset");
     Ok(Promoted {
-        version,
+        version: version.to_owned(),
         offset,
         promote: record.id,
     })
+}
+
+/// Before an abort of `projector`'s shadow `version`: a coordinated swap to it that
+/// is still holding is abandoned (every node lifts its hold, and none swaps); one
+/// whose nodes are already swapping refuses the abort, which would leave nodes serving
+/// different versions.
+///
+/// # Errors
+/// The swap under way, and what to do instead.
+pub(crate) async fn before_abort(
+    deploys: &Deploys,
+    projector: &str,
+    version: &str,
+) -> Result<(), String> {
+    let Some((revision, mut record)) = lock(&deploys.promotes).get(projector).cloned() else {
+        return Ok(());
+    };
+    if record.version != version {
+        return Ok(());
+    }
+    match record.phase {
+        PromotePhase::Hold => {
+            let buckets = deploys
+                .buckets_now()
+                .ok_or("the cluster's buckets are not open yet")?;
+            record.phase = PromotePhase::Abandoned {
+                reason: format!("aborted on node {}", deploys.cluster.config.node),
+            };
+            record.at_ms = now_ms();
+            let value = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+            buckets
+                .projectors
+                .update(promote_key(projector), value, revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("the {} of `{projector}` moved on meanwhile ({e}); see `refract status --cluster`", kind_name(record.kind)))
+        }
+        PromotePhase::Swap { offset } => Err(format!(
+            "every node is swapping `{projector}` to version {version} at offset {offset} ({} {}); aborting now would leave nodes serving different versions: wait for it, then roll back",
+            kind_name(record.kind),
+            record.id
+        )),
+        PromotePhase::Abandoned { .. } => Ok(()),
+    }
+}
+
+/// `promote` or `rollback`, for messages.
+fn kind_name(kind: PromoteKind) -> &'static str {
+    match kind {
+        PromoteKind::Promote => "promote",
+        PromoteKind::Rollback => "rollback",
+    }
 }
 
 /// Carries out this node's part of a promote record, once per tick until done: true
@@ -256,11 +389,20 @@ pub(crate) async fn apply(deploys: &Deploys, record: &PromoteRecord) -> Result<b
                 return Ok(true);
             }
             let checkpoint = engine_hold(deploys, &name, Some(active.checkpoint)).await?;
+            let gate_refused = match record.kind {
+                PromoteKind::Promote => {
+                    gate(deploys, &name, &active.version, &record.version, checkpoint).await
+                }
+                // A rollback returns to a version that served: as on a single node,
+                // no gate stands in its way.
+                PromoteKind::Rollback => None,
+            };
             lock(&deploys.held).insert(
                 name.clone(),
                 HeldFor {
                     promote: record.id.clone(),
                     checkpoint,
+                    gate_refused,
                 },
             );
             tracing::info!(node = %deploys.cluster.config.node, projector = %name, checkpoint, "cluster promote: holding the active version");
@@ -285,27 +427,36 @@ pub(crate) async fn apply(deploys: &Deploys, record: &PromoteRecord) -> Result<b
                     HeldFor {
                         promote: record.id.clone(),
                         checkpoint: offset,
+                        gate_refused: None,
                     },
                 );
                 if checkpoint > offset {
                     tracing::warn!(node = %deploys.cluster.config.node, projector = %name, checkpoint, offset, "cluster promote: the active version is already past the promote offset; swapping as soon as possible");
                 }
             }
-            let shadow_ready = shadow.as_ref().is_some_and(|s| {
-                s.version == record.version && s.checkpoint >= offset.max(active.checkpoint)
-            });
+            // A rollback's version comes back by the engine's own rollback: warm, it
+            // swaps in at once; otherwise it catches up with the active version, held
+            // at the offset, and swaps in there.
+            let shadow_ready = record.kind == PromoteKind::Rollback
+                || shadow.as_ref().is_some_and(|s| {
+                    s.version == record.version && s.checkpoint >= offset.max(active.checkpoint)
+                });
             if active.checkpoint < offset || !shadow_ready {
                 return Ok(false);
             }
             lock(&deploys.promoting).insert(name.clone(), (record.id.clone(), offset));
             let engine = Arc::clone(&deploys.engine);
             let projector = name.clone();
-            let swapped = tokio::task::spawn_blocking(move || engine.promote(&projector))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let kind = record.kind;
+            let swapped = tokio::task::spawn_blocking(move || match kind {
+                PromoteKind::Promote => engine.promote(&projector),
+                PromoteKind::Rollback => engine.rollback(&projector),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
             lock(&deploys.held).remove(&name);
-            tracing::info!(node = %deploys.cluster.config.node, projector = %name, version = %swapped, offset, "cluster promote: swapped");
+            tracing::info!(node = %deploys.cluster.config.node, projector = %name, version = %swapped, offset, ?kind, "cluster promote: swapped");
             Ok(true)
         }
         PromotePhase::Abandoned { .. } => {
@@ -315,6 +466,55 @@ pub(crate) async fn apply(deploys: &Deploys, record: &PromoteRecord) -> Result<b
             Ok(true)
         }
     }
+}
+
+/// Runs this node's diff gate for `projector`, if it has one, on the shadow `shadow`
+/// against the active version `active` held at `checkpoint`: the same gate, on the
+/// same read models, as a single node's automatic swap. Why it refuses, if it does.
+async fn gate(
+    deploys: &Deploys,
+    projector: &str,
+    active: &str,
+    shadow: &str,
+    checkpoint: u64,
+) -> Option<String> {
+    let gate = deploys.engine.config().projector(projector).diff_gate?;
+    // The shadow was caught up when the promote began; it reaches the hold soon.
+    let deadline = Instant::now() + PROMOTE_HOLD_TIMEOUT / 2;
+    loop {
+        let reached = deploys.engine.projector(projector).is_some_and(|view| {
+            view.versions.iter().any(|v| {
+                v.version == shadow
+                    && v.role == Role::Shadow
+                    && v.status
+                        .as_ref()
+                        .is_some_and(|s| s.checkpoint >= checkpoint)
+            })
+        });
+        if reached {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Some(format!(
+                "the shadow {shadow} did not reach the held offset {checkpoint} to run the diff gate"
+            ));
+        }
+        tokio::time::sleep(HEARTBEAT_INTERVAL / 10).await;
+    }
+    let data = deploys.engine.data_dir();
+    let shadow_db = data.version_db(projector, shadow);
+    let active_db = data.version_db(projector, active);
+    let path = gate.clone();
+    // SQLite: off the async runtime.
+    let verdict = tokio::task::spawn_blocking(move || {
+        crate::engine::diff::run_gate(&path, &shadow_db, Some(&active_db))
+    })
+    .await
+    .unwrap_or_else(|error| Err(error.to_string()));
+    verdict.err().map(|reason| {
+        tracing::warn!(node = %deploys.cluster.config.node, %projector, %shadow, "cluster promote: the diff gate refuses: {reason}");
+        format!("diff gate {} refused version {shadow}: {reason}", gate.display())
+    })
 }
 
 async fn engine_hold(deploys: &Deploys, name: &str, ceiling: Option<u64>) -> Result<u64, String> {

@@ -153,6 +153,7 @@ pub(crate) async fn publish(
         promote: promote.to_owned(),
         origin: deploys.cluster.config.node.clone(),
         at_ms: now_ms(),
+        coordinated: None,
     };
     let value = serde_json::to_vec(&record).map_err(|error| error.to_string())?;
     buckets

@@ -31,6 +31,10 @@ pub struct Desired {
     pub origin: String,
     /// When, in milliseconds since the Unix epoch (the origin's clock; for people).
     pub at_ms: u64,
+    /// A rollback every node carries out at one log offset: the id of the promote
+    /// record (kind `rollback`) that does it. Nodes leave such a record to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinated: Option<String>,
 }
 
 /// How a desired version came to be.
@@ -64,6 +68,9 @@ pub struct NodeReport {
     pub lag: Option<u64>,
     /// Its projectors.
     pub projectors: Vec<ProjectorReport>,
+    /// Where the other nodes reach its HTTP API (`cluster.api_url`), to proxy queries.
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 /// One projector on one node.
@@ -82,6 +89,9 @@ pub struct ProjectorReport {
     /// Its hold for a coordinated swap in progress.
     #[serde(default)]
     pub held: Option<HeldFor>,
+    /// The version a rollback returns to on this node.
+    #[serde(default)]
+    pub previous_version: Option<String>,
 }
 
 /// One running version on one node.
@@ -117,14 +127,30 @@ pub struct PromoteRecord {
     pub id: String,
     /// The projector.
     pub projector: String,
-    /// The shadow version being promoted.
+    /// The version every node swaps to: the shadow promoted, or the previous version
+    /// rolled back to.
     pub version: String,
+    /// A promote or a rollback.
+    #[serde(default)]
+    pub kind: PromoteKind,
     /// Where it stands.
     pub phase: PromotePhase,
     /// The node that coordinates it.
     pub origin: String,
     /// When the phase was written, in milliseconds since the Unix epoch.
     pub at_ms: u64,
+}
+
+/// What a coordinated swap swaps in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromoteKind {
+    /// The caught-up shadow (`refract promote`).
+    #[default]
+    Promote,
+    /// The previous version (`refract rollback`): at once where it runs warm, else
+    /// once it has caught up with the held active version.
+    Rollback,
 }
 
 /// The phases of a coordinated swap.
@@ -153,6 +179,10 @@ pub struct HeldFor {
     pub promote: String,
     /// The active version's checkpoint under the hold.
     pub checkpoint: u64,
+    /// Why the node's diff gate (`projectors.<name>.diff_gate`) refuses the promoted
+    /// shadow, run once the hold was in force; `None` when it passed or there is none.
+    #[serde(default)]
+    pub gate_refused: Option<String>,
 }
 
 /// A node's last swap of a projector, under `swap.<projector>.<node>`.
@@ -174,5 +204,21 @@ pub struct NodeSwap {
     /// it (it was down during the hold and its active version had gone past it).
     pub missed_offset: Option<u64>,
     /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// A node's lease on one slot of a placed projector, under `<projector>.<slot>` in the
+/// leases bucket (see [`placement`](super::placement)). The holder rewrites it every
+/// heartbeat; a lease whose revision stops changing expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// [`RECORD_FORMAT`].
+    pub format: u32,
+    /// The projector.
+    pub projector: String,
+    /// The node holding it; `None` when given up (a node shutting down).
+    pub node: Option<String>,
+    /// When it was written, in milliseconds since the Unix epoch (the holder's clock;
+    /// for people: expiry is judged on each reader's own clock).
     pub at_ms: u64,
 }

@@ -38,6 +38,9 @@ pub struct NodeView {
     pub log_head: u64,
     /// Its mirror's lag, if known.
     pub lag: Option<u64>,
+    /// Where its HTTP API is reached (`cluster.api_url`).
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 /// One projector across the nodes.
@@ -55,6 +58,12 @@ pub struct ClusterProjector {
     pub serving: BTreeMap<String, Vec<String>>,
     /// Each node's view of the projector.
     pub nodes: Vec<NodeProjector>,
+    /// Placement: the number of nodes it runs on (`projectors.<name>.nodes`), if not
+    /// all.
+    pub placed_on: Option<usize>,
+    /// Placement: who holds its leases.
+    #[serde(default)]
+    pub leases: Vec<super::placement::LeaseView>,
 }
 
 /// One projector on one node.
@@ -88,6 +97,9 @@ pub struct NodeProjector {
     pub held: Option<super::records::HeldFor>,
     /// Its last swap record.
     pub last_swap: Option<super::records::NodeSwap>,
+    /// The version a rollback returns to there.
+    #[serde(default)]
+    pub previous_version: Option<String>,
 }
 
 /// The view now.
@@ -117,6 +129,7 @@ pub(crate) fn build(deploys: &Deploys) -> ClusterView {
             heartbeat_age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
             log_head: seen.report.log_head,
             lag: seen.report.lag,
+            api_url: seen.report.api_url.clone(),
         });
     }
     let mut names: BTreeSet<String> = desired.keys().cloned().collect();
@@ -192,7 +205,30 @@ pub(crate) fn build(deploys: &Deploys) -> ClusterView {
                 wanted.record.version
             ));
         }
+        let placed_on = super::placement::wanted(deploys, &name);
+        let leases = super::placement::lease_views(deploys, &name);
+        if let Some(wanted) = placed_on {
+            let holding = leases
+                .iter()
+                .filter(|lease| {
+                    lease.state == "held"
+                        && lease.node.as_ref().is_some_and(|n| reachable.contains(n))
+                })
+                .count();
+            if holding < wanted.min(reachable.len()) {
+                divergence.push(format!(
+                    "projector `{name}` runs on {holding} of the {wanted} nodes it is placed on (projectors.{name}.nodes): leases {}; an expired or free lease moves to a live node",
+                    leases
+                        .iter()
+                        .map(|l| format!("{} {} ({})", l.slot, l.node.as_deref().unwrap_or("-"), l.state))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
         projectors.push(ClusterProjector {
+            placed_on,
+            leases,
             name,
             desired_version: wanted.map(|w| w.record.version.clone()),
             desired_action: wanted.map(|w| {
@@ -235,6 +271,7 @@ fn node_projector(node: &str, up: bool, report: &ProjectorReport) -> NodeProject
         last_error: report.versions.iter().find_map(|v| v.last_error.clone()),
         held: report.held.clone(),
         last_swap: None,
+        previous_version: report.previous_version.clone(),
     }
 }
 

@@ -106,6 +106,13 @@ impl Controller {
         } else {
             Mode::Initial
         };
+        let db = self.shared.data.version_db(name, &version);
+        if mode == Mode::Initial && !db.exists() {
+            // A projector coming (back) to this node, e.g. moved here by cluster
+            // placement: its newest snapshot of this version, if any, saves replaying
+            // the log from offset 1.
+            crate::snapshots::recovery::seed_newest(&self.shared.data, name, &version, &db);
+        }
         let worker = self.spawn(name, loaded, mode)?;
         let slot = self.slots.entry(name.to_owned()).or_default();
         slot.shadow = Some(worker);

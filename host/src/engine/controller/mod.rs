@@ -11,6 +11,8 @@
 //!   (retire, prune).
 //! - `swap`: which version serves: the swap itself, promote, rollback, abort.
 //! - `plugins_folder`: deploying what changes in the watched folder.
+//! - `release`: a projector this node stops running (cluster placement moved it to
+//!   other nodes).
 //! - `rebuild`: a read model deleted from under the host, rebuilt aside and moved
 //!   into place when whole.
 //! - `read_only`: an engine that cannot write `control.db`: what it serves, and
@@ -20,6 +22,7 @@ mod deploy;
 mod plugins_folder;
 pub(in crate::engine) mod read_only;
 mod rebuild;
+mod release;
 mod restore;
 mod swap;
 
@@ -65,6 +68,8 @@ pub(in crate::engine) enum Command {
     Hold(String, Option<u64>, mpsc::Sender<Result<u64, EngineError>>),
     /// Restore a projector from one of its snapshots (`<version>/<checkpoint>`).
     Restore(String, String, mpsc::Sender<Result<String, EngineError>>),
+    /// Stop running a projector on this node (see `release`).
+    Release(String, mpsc::Sender<Result<(), EngineError>>),
     PluginChanged(PathBuf),
     Shutdown,
 }
@@ -82,6 +87,7 @@ impl Command {
                 drop(reply.send(Err(error())));
             }
             Command::Hold(_, _, reply) => drop(reply.send(Err(error()))),
+            Command::Release(_, reply) => drop(reply.send(Err(error()))),
             Command::PluginChanged(_) | Command::Shutdown => {}
         }
     }
@@ -216,6 +222,10 @@ impl Controller {
                 }
                 Ok(Command::Restore(name, id, reply)) => {
                     let result = self.restore_snapshot(&name, &id);
+                    self.answer(&reply, result);
+                }
+                Ok(Command::Release(name, reply)) => {
+                    let result = self.release(&name);
                     self.answer(&reply, result);
                 }
                 Ok(Command::PluginChanged(path)) => self.plugin_changed(&path),
