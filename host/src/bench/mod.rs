@@ -19,6 +19,8 @@
 //! - `mod.rs`: options, the groups of figures and the order of the run.
 //! - [`report`]: figures, targets, the table and the JSON Lines.
 //! - [`native`]: the native-Rust `balances` baseline.
+//! - [`plain`]: the plain native rebuild over a minimal log table of its own
+//!   (`replay_vs_plain_native`).
 //! - `append`: append throughput, batched and single events from 16 threads, and the
 //!   disk's fsync latency that bounds them.
 //! - `replay`: WASM and native replays, the read-model checksum, the two floors.
@@ -47,6 +49,7 @@ mod http;
 mod live;
 pub mod memory;
 pub mod native;
+pub mod plain;
 mod replay;
 pub mod report;
 mod retention;
@@ -93,7 +96,8 @@ pub const SWAP_MAX_EVENTS: usize = 200_000;
 pub enum Group {
     /// `append_batch_eps`, `append_single_eps`, `append_http_eps`.
     Append,
-    /// `replay_wasm_eps`, `replay_native_eps`, `replay_ratio`.
+    /// `replay_wasm_eps`, `replay_native_eps`, `replay_ratio`, `replay_plain_native_eps`,
+    /// `replay_vs_plain_native`.
     Replay,
     /// `floor_scan_ns_per_event`, `floor_upsert_ns_per_event`.
     Floors,
@@ -410,25 +414,46 @@ impl Harness<'_> {
         let timed = self.wants(Group::Replay);
         let reps = if timed { self.options.reps } else { 1 };
         let (mut wasm_eps, mut native_eps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain_eps, mut plain_ratios) = (Vec::new(), Vec::new());
+        let plain_log = self.scratch.path("replay/plain-log.db")?;
+        self.note("replay: copying the events into the plain program's minimal log table");
+        plain::write_plain_log(&self.log_path, &plain_log, head)?;
         let mut agreed: Option<Checksum> = None;
         for rep in 1..=reps {
             self.note(&format!(
-                "replay: {head} events, WASM and native (rep {rep}/{reps})"
+                "replay: {head} events, WASM, native and plain native (rep {rep}/{reps})"
             ));
             let wasm_db = self.scratch.path(&format!("replay/wasm-{rep}.db"))?;
             let native_db = self.scratch.path(&format!("replay/native-{rep}.db"))?;
-            let run_wasm = || replay::replay_wasm(&self.loaded, log, &wasm_db, self.batch, head);
-            let run_native =
-                || replay::replay_native(log, &native_db, &self.limits, self.batch, head);
-            // Alternate which goes first, so neither always gets the warmer caches.
-            let (wasm_time, native_time) = if rep % 2 == 1 {
-                let wasm_time = run_wasm()?;
-                (wasm_time, run_native()?)
-            } else {
-                let native_time = run_native()?;
-                (run_wasm()?, native_time)
-            };
+            let plain_db = self.scratch.path(&format!("replay/plain-{rep}.db"))?;
+            let mut wasm_time = Duration::ZERO;
+            let mut native_time = Duration::ZERO;
+            let mut plain_time = Duration::ZERO;
+            // Rotate which goes first, so none always gets the warmer caches.
+            for turn in 0..3 {
+                match (rep + turn) % 3 {
+                    1 => {
+                        wasm_time =
+                            replay::replay_wasm(&self.loaded, log, &wasm_db, self.batch, head)?;
+                    }
+                    2 => {
+                        native_time =
+                            replay::replay_native(log, &native_db, &self.limits, self.batch, head)?;
+                    }
+                    _ => {
+                        plain_time = plain::replay_plain(&plain_log, &plain_db, &self.limits, head)?
+                    }
+                }
+            }
             let checksum = replay::verify_identical(&wasm_db, &native_db)?;
+            let plain_checksum = replay::checksum(&plain_db)?;
+            ensure!(
+                plain_checksum == checksum,
+                "the plain native rebuild built a different read model ({plain_checksum}) than \
+                 the WASM and native replays ({checksum}), so no figure can be trusted"
+            );
+            remove_db(&plain_db)?;
+            let plain_rate = head as f64 / plain_time.as_secs_f64();
             if let Some(first) = &agreed
                 && *first != checksum
             {
@@ -449,7 +474,10 @@ impl Harness<'_> {
             wasm_eps.push(wasm_rate);
             native_eps.push(native_rate);
             ratios.push(wasm_rate / native_rate);
+            plain_eps.push(plain_rate);
+            plain_ratios.push(wasm_rate / plain_rate);
         }
+        remove_db(&plain_log)?;
         if timed {
             self.figures
                 .push(Figure::measured("replay_wasm_eps", "events/s", 0, wasm_eps));
@@ -461,6 +489,18 @@ impl Harness<'_> {
             ));
             self.figures
                 .push(Figure::measured("replay_ratio", "ratio", 3, ratios));
+            self.figures.push(Figure::measured(
+                "replay_plain_native_eps",
+                "events/s",
+                0,
+                plain_eps,
+            ));
+            self.figures.push(Figure::measured(
+                "replay_vs_plain_native",
+                "ratio",
+                3,
+                plain_ratios,
+            ));
         }
         agreed.ok_or_else(|| anyhow!("no replay ran"))
     }
