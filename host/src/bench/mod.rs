@@ -99,7 +99,8 @@ pub enum Group {
     /// `replay_wasm_eps`, `replay_native_eps`, `replay_ratio`, `replay_plain_native_eps`,
     /// `replay_vs_plain_native`.
     Replay,
-    /// `floor_scan_ns_per_event`, `floor_upsert_ns_per_event`.
+    /// `floor_scan_ns_per_event`, `floor_upsert_ns_per_event`, and
+    /// `replay_wasm_serial_eps` (the WASM replay with the engine's read-ahead off).
     Floors,
     /// `live_p50_ms`, `live_p99_ms`.
     Live,
@@ -517,6 +518,18 @@ impl Harness<'_> {
             remove_db(&db)?;
             Ok(ns)
         })?;
+        let serial = self.repeat("floor: WASM replay without read-ahead", |h, rep| {
+            let db = h.scratch.path(&format!("floor/serial-{rep}.db"))?;
+            let took = replay::replay_wasm_with(&h.loaded, log, &db, h.batch, head, false)?;
+            remove_db(&db)?;
+            Ok(head as f64 / took.as_secs_f64())
+        })?;
+        self.figures.push(Figure::measured(
+            "replay_wasm_serial_eps",
+            "events/s",
+            0,
+            serial,
+        ));
         self.figures.push(Figure::measured(
             "floor_scan_ns_per_event",
             "ns/event",
