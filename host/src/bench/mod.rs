@@ -442,7 +442,8 @@ impl Harness<'_> {
                             replay::replay_native(log, &native_db, &self.limits, self.batch, head)?;
                     }
                     _ => {
-                        plain_time = plain::replay_plain(&plain_log, &plain_db, &self.limits, head)?
+                        plain_time =
+                            plain::replay_plain(&plain_log, &plain_db, &self.limits, head)?;
                     }
                 }
             }
