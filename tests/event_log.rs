@@ -204,6 +204,64 @@ fn a_second_log_on_the_same_file_appending_concurrently_stays_gap_free() -> Resu
 }
 
 #[test]
+fn stream_versions_stay_exact_when_the_writer_keeps_them_between_groups() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("events.db");
+    let first = EventLog::open(&path, LogOptions::default())?;
+    // Group after group on one handle: the kept versions go on counting.
+    for version in 0..3 {
+        first.append(vec![ev("acct", "E", "{}").with_expected_version(version)])?;
+    }
+    // Another writer on the same file (another process) moves the stream on; the first
+    // handle must notice rather than trust what it kept.
+    let second = EventLog::open(&path, LogOptions::default())?;
+    second.append(vec![ev("acct", "E", "{}").with_expected_version(3)])?;
+    let err = first
+        .append(vec![ev("acct", "E", "{}").with_expected_version(3)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::VersionConflict {
+                expected: 3,
+                actual: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A request that rolls back leaves nothing of its versions behind.
+    let err = first
+        .append(vec![
+            ev("acct", "E", "{}").with_expected_version(4),
+            ev("acct", "E", "{}").with_expected_version(9),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, LogError::VersionConflict { .. }), "{err:?}");
+    first.append(vec![ev("acct", "E", "{}").with_expected_version(4)])?;
+    second.append(vec![ev("acct", "E", "{}").with_expected_version(5)])?;
+    first.append(vec![ev("acct", "E", "{}"), ev("other", "E", "{}")])?;
+    let events = all_events(&first)?;
+    assert_eq!(events.len(), 8);
+    assert_gap_free(&events);
+
+    // With the cache off, the same appends give the same log.
+    let off = dir.path().join("off.db");
+    let log = EventLog::open(
+        &off,
+        LogOptions {
+            stream_version_cache: false,
+            ..LogOptions::default()
+        },
+    )?;
+    for version in 0..3 {
+        log.append(vec![ev("acct", "E", "{}").with_expected_version(version)])?;
+    }
+    assert_gap_free(&all_events(&log)?);
+    Ok(())
+}
+
+#[test]
 fn appending_an_existing_id_is_a_no_op_returning_the_original_offset() -> Result {
     let (_dir, log) = fresh_log()?;
     log.append(vec![ev("a", "E", "1")])?;
@@ -960,9 +1018,21 @@ fn read_batch_by_type_is_exact_on_dense_and_sparse_stretches() -> Result {
             .filter(|e| types.contains(&e.event_type.as_str()))
             .map(|e| e.offset)
             .collect();
-        for max_events in [1, 7, 1000] {
+        // With the sequential scan allowed (the default) and without it: the same events.
+        for (max_events, scan) in [(1, true), (7, true), (1000, true), (7, false)] {
             // A fresh reader per run, so each starts from the sampled statistic.
-            let mut reader = log.reader()?;
+            let mut reader = if scan {
+                log.reader()?
+            } else {
+                EventLog::open(
+                    log.path(),
+                    LogOptions {
+                        sequential_scan: false,
+                        ..LogOptions::default()
+                    },
+                )?
+                .reader()?
+            };
             let (mut after, mut got) = (0, Vec::new());
             while after < head {
                 let scan = reader.read_batch(&query, after, max_events, |e| {
@@ -977,7 +1047,7 @@ fn read_batch_by_type_is_exact_on_dense_and_sparse_stretches() -> Result {
                 after = scan.scanned_through;
             }
             assert_eq!(after, head);
-            assert_eq!(got, want, "{types:?}, {max_events} per batch");
+            assert_eq!(got, want, "{types:?}, {max_events} per batch, scan {scan}");
         }
     }
     Ok(())

@@ -11,8 +11,9 @@
 //!
 //! Offsets, stream versions and `recorded_at` are computed inside the write transaction
 //! from what is in the file, so another process appending to the same file between two
-//! groups cannot cause a gap, a duplicate or a time going backwards. A cache of stream
-//! versions lives for one group only.
+//! groups cannot cause a gap, a duplicate or a time going backwards. The cache of stream
+//! versions outlives a group only while the file's head is where this writer's last
+//! commit left it: any other appender moves the head, and then the cache starts over.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,10 +26,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::IgnoredAny;
 use tokio::sync::watch;
 
+use super::checkpoint::Checkpointer;
 use super::ids::IdGenerator;
 use super::query::{STREAM_VERSION_SQL, get_u64, to_sql_int};
 use super::schema::sqlite_error;
-use super::{EventField, LogError, LogOptions, MAX_NAME_CHARS, NewEvent};
+use super::{
+    EventField, LogError, LogOptions, MAX_CACHED_STREAM_VERSIONS, MAX_NAME_CHARS, NewEvent,
+};
 use crate::storage_fault::StorageFault;
 
 /// The outcome of one append request.
@@ -139,14 +143,21 @@ fn check_json(value: &str, max_bytes: usize, option: &str) -> Result<(), String>
 /// Starts the writer thread on `conn`. The thread ends once every sender is dropped and
 /// the queue is drained.
 pub(super) fn spawn_writer(
-    conn: Connection,
+    mut conn: Connection,
     path: PathBuf,
-    max_group_events: usize,
+    options: &LogOptions,
     head: watch::Sender<u64>,
     appended: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Job>, JoinHandle<()>), LogError> {
     let mirror = super::mirror::stored_position(&conn)
         .map_err(|source| sqlite_error(&path, "reading the mirror position", source))?;
+    let checkpointer = if options.background_checkpoints {
+        Some(Checkpointer::start(&mut conn, &path, options)?)
+    } else {
+        None
+    };
+    let (max_group_events, keep_versions) =
+        (options.max_group_events, options.stream_version_cache);
     let (sender, receiver) = mpsc::channel();
     let thread_path = path.clone();
     let handle = thread::Builder::new()
@@ -159,10 +170,15 @@ pub(super) fn spawn_writer(
                 head,
                 appended,
                 versions: HashMap::new(),
+                versions_valid_at: None,
+                keep_versions,
                 ids: IdGenerator::new(),
                 mirror,
             };
             writer.run(&receiver);
+            if let Some(checkpointer) = checkpointer {
+                checkpointer.stop(&mut writer.conn);
+            }
         })
         .map_err(|source| LogError::Open { path, source })?;
     Ok((sender, handle))
@@ -176,9 +192,15 @@ pub(super) struct Writer {
     pub(super) head: watch::Sender<u64>,
     /// Events this writer has committed (new ones, not idempotent repeats).
     pub(super) appended: Arc<AtomicU64>,
-    /// Stream versions written or read in the current group. Cleared at the start of every
-    /// group (another process may have appended since) and whenever a request rolls back.
+    /// Stream versions written or read by this writer. Cleared whenever a request rolls
+    /// back, and at the start of a group unless [`versions_valid_at`](Self::versions_valid_at)
+    /// is the file's head then.
     pub(super) versions: HashMap<String, u64>,
+    /// The head at which `versions` is known to match the file: where this writer's last
+    /// commit left it. `None` when unknown (nothing committed yet, or a rollback).
+    pub(super) versions_valid_at: Option<u64>,
+    /// [`LogOptions::stream_version_cache`]: whether `versions` outlives a group.
+    keep_versions: bool,
     /// Generates the ids of events that come without one.
     pub(super) ids: IdGenerator,
     /// Where this log stands as a cluster node's mirror; `None` for a single-node log.
@@ -255,6 +277,8 @@ impl Writer {
                 }
             }
             Err(e) => {
+                // The rolled-back group may have cached versions it never committed.
+                self.forget_versions();
                 let disk_full = StorageFault::of_sqlite(&e) == Some(StorageFault::DiskFull);
                 let reason = e.to_string();
                 for request in group.drain(..) {
@@ -283,7 +307,6 @@ impl Writer {
         &mut self,
         group: &[Request],
     ) -> Result<(Vec<Reply>, u64, u64), rusqlite::Error> {
-        self.versions.clear();
         let conn = &self.conn;
         let control = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
         control("BEGIN IMMEDIATE")?;
@@ -300,6 +323,15 @@ impl Writer {
             .query_row([], |row| Ok((get_u64(row, 0)?, row.get(1)?)))
             .optional()?;
         let (head, last_recorded) = last.unwrap_or((0, i64::MIN));
+        // Another appender (another process) moved the head: its streams' versions are
+        // not in the cache. Nobody else did: the cache is exactly what the file says.
+        if !self.keep_versions
+            || self.versions_valid_at != Some(head)
+            || self.versions.len() > MAX_CACHED_STREAM_VERSIONS
+        {
+            self.versions.clear();
+        }
+        self.versions_valid_at = None;
         let now = super::model::timestamp_to_micros(jiff::Timestamp::now());
         let mut state = GroupState {
             next_offset: head + 1,
@@ -320,10 +352,12 @@ impl Writer {
             if reply.is_err() {
                 control("ROLLBACK")?;
                 open.finished = true;
+                self.versions.clear();
                 return Ok((vec![reply], head, head));
             }
             control("COMMIT")?;
             open.finished = true;
+            self.versions_valid_at = Some(state.next_offset - 1);
             return Ok((vec![reply], head, state.next_offset - 1));
         }
 
@@ -349,7 +383,15 @@ impl Writer {
         }
         control("COMMIT")?;
         open.finished = true;
+        self.versions_valid_at = Some(state.next_offset - 1);
         Ok((replies, head, state.next_offset - 1))
+    }
+
+    /// Empties the stream-version cache: after a rollback it may hold versions that were
+    /// never committed.
+    pub(super) fn forget_versions(&mut self) {
+        self.versions.clear();
+        self.versions_valid_at = None;
     }
 }
 

@@ -27,6 +27,7 @@
 //! - `error.rs`: [`LogError`].
 //! - `schema.rs`: recognising a Refract log, refusing anything else, migrations.
 //! - `append.rs`: validation and the group-committing writer thread.
+//! - `checkpoint.rs`: WAL checkpoints on a thread of their own, off the writer's commits.
 //! - `ids.rs`: generated UUID v7 event ids.
 //! - `query.rs`: [`ReadQuery`] and how each filter maps to an index.
 //! - `read.rs`: [`EventIter`], counts and the [`LogReader`] replay path.
@@ -43,6 +44,7 @@
 //! async-friendly way to learn about new events.
 
 mod append;
+mod checkpoint;
 mod cold;
 mod error;
 mod horizon;
@@ -63,6 +65,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
+pub use checkpoint::{BACKGROUND_CHECKPOINT_PAGES, WRITER_CHECKPOINT_PAGES};
 pub use cold::ColdTier;
 pub use error::{EventField, LogError};
 pub use horizon::{Horizon, PRUNE_CHUNK_EVENTS, Pruner, Removal, VACUUM_STEP_PAGES};
@@ -74,8 +77,8 @@ pub use model::{
 pub use options::{
     DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_MAX_DATA_BYTES,
     DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES, DENSITY_SAMPLE_OFFSETS, Durability,
-    LogOptions, MAX_BATCH_SIZE, MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS,
-    READER_CACHE_SIZE_KIB, SCAN_WINDOW, SEQUENTIAL_SCAN_MIN_DENSITY,
+    LogOptions, MAX_BATCH_SIZE, MAX_CACHED_STREAM_VERSIONS, MAX_FILTER_TERMS, MAX_IDLE_READERS,
+    MAX_NAME_CHARS, READER_CACHE_SIZE_KIB, SCAN_WINDOW, SEQUENTIAL_SCAN_MIN_DENSITY,
 };
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};
@@ -132,13 +135,8 @@ impl EventLog {
             .map_err(|source| schema::sqlite_error(&path, "reading the head", source))?;
         let (head_sender, head_receiver) = watch::channel(head);
         let appended = Arc::new(AtomicU64::new(0));
-        let (requests, writer) = append::spawn_writer(
-            conn,
-            path.clone(),
-            options.max_group_events,
-            head_sender,
-            appended.clone(),
-        )?;
+        let (requests, writer) =
+            append::spawn_writer(conn, path.clone(), &options, head_sender, appended.clone())?;
         let readers = Arc::new(read::ReaderPool::new(path.clone(), options.clone()));
         Ok(EventLog {
             inner: Arc::new(Inner {

@@ -68,6 +68,11 @@ pub const SEQUENTIAL_SCAN_MIN_DENSITY: f64 = 0.25;
 /// [`LogReader::read_batch`]: super::LogReader::read_batch
 pub const DENSITY_SAMPLE_OFFSETS: u64 = 4 * 1024;
 
+/// The most streams whose versions the writer keeps between group commits. Past it the
+/// cache starts over (each stream's version is read from the index again, once), so its
+/// memory stays bounded however many streams a log has: about 100 bytes a stream.
+pub const MAX_CACHED_STREAM_VERSIONS: usize = 100_000;
+
 /// The most event types, or stream prefixes, one query may filter on. Each becomes an
 /// index probe per page (and SQLite caps a compound query at 500 parts).
 pub const MAX_FILTER_TERMS: usize = 100;
@@ -105,6 +110,18 @@ pub struct LogOptions {
     pub cache_size_kib: u32,
     /// Cap on the events of one group commit. Default [`DEFAULT_MAX_GROUP_EVENTS`].
     pub max_group_events: usize,
+    /// Whether a type filter matching most of the log may be read as a sequential scan
+    /// (see [`SEQUENTIAL_SCAN_MIN_DENSITY`]). Default on; `refract bench` turns it off to
+    /// measure what it is worth.
+    pub sequential_scan: bool,
+    /// Whether the writer keeps the stream versions it knows from one group commit to
+    /// the next (up to [`MAX_CACHED_STREAM_VERSIONS`] streams), as long as nobody else
+    /// appended in between. Default on; `refract bench` turns it off to measure it.
+    pub stream_version_cache: bool,
+    /// Whether WAL checkpoints run on a thread of their own rather than inside the commit
+    /// that fills the WAL (see `checkpoint.rs`). Default on; `refract bench` turns it off
+    /// to measure it.
+    pub background_checkpoints: bool,
 }
 
 impl Default for LogOptions {
@@ -116,6 +133,9 @@ impl Default for LogOptions {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             cache_size_kib: DEFAULT_CACHE_SIZE_KIB,
             max_group_events: DEFAULT_MAX_GROUP_EVENTS,
+            sequential_scan: true,
+            stream_version_cache: true,
+            background_checkpoints: true,
         }
     }
 }

@@ -334,6 +334,8 @@ pub struct LogReader {
     /// The share of offsets the last type-filtered batch matched, and the plan it was
     /// read with (its page SQL): the statistic that picks the next batch's plan.
     density: Option<(String, f64)>,
+    /// [`LogOptions::sequential_scan`].
+    sequential_scan: bool,
 }
 
 impl LogReader {
@@ -343,6 +345,7 @@ impl LogReader {
             path: pool.path().to_path_buf(),
             cold: pool.cold.get().cloned(),
             density: None,
+            sequential_scan: pool.options.sequential_scan,
         })
     }
 
@@ -425,8 +428,9 @@ impl LogReader {
         // table, a window at a time, rather than as one index probe per type merged.
         let scan_sql = match &plan.scan_sql {
             Some(scan_sql)
-                if Self::prefers_scan(self.density.as_ref(), &tx, &plan, span)
-                    .map_err(sqlite)? =>
+                if self.sequential_scan
+                    && Self::prefers_scan(self.density.as_ref(), &tx, &plan, span)
+                        .map_err(sqlite)? =>
             {
                 Some(scan_sql)
             }

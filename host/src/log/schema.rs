@@ -130,7 +130,7 @@ pub(super) fn open_writer(path: &Path, options: &LogOptions) -> Result<Connectio
     Ok(conn)
 }
 
-fn synchronous(durability: Durability) -> &'static str {
+pub(super) fn synchronous(durability: Durability) -> &'static str {
     match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
