@@ -36,6 +36,8 @@
 //!   point-in-time queries cold and warm.
 //! - [`cluster`]: `refract bench --cluster`: cluster mode on loopback (its own run,
 //!   with nats-server processes; not part of the default run).
+//! - `levers`: issue 16's levers each off and on in one run (`--only levers`): read-ahead
+//!   and the sequential scan on replay, the stream-version cache on batched appends.
 //! - [`components`]: other builds of the workload given by path (`--component
 //!   balances-ts=…`): replay rate and ratio to native, size, compile time, cached cold
 //!   start, each checked against the native read model.
@@ -45,7 +47,8 @@ pub mod cluster;
 mod cold_start;
 pub mod components;
 mod consumers;
-mod http;
+pub mod http;
+mod levers;
 mod live;
 pub mod memory;
 pub mod native;
@@ -117,11 +120,13 @@ pub enum Group {
     /// `snapshot_ms`, `snapshot_mib`, `recovery_snapshot_ms`, `recovery_replay_ms`,
     /// `pit_query_cold_ms`, `pit_query_warm_ms`.
     Snapshots,
+    /// `lever_*`: each of issue 16's levers off and on, in one run.
+    Levers,
 }
 
 impl Group {
     /// Every group, in the order a run measures them.
-    pub const ALL: [Group; 10] = [
+    pub const ALL: [Group; 11] = [
         Group::Append,
         Group::Replay,
         Group::Floors,
@@ -132,6 +137,7 @@ impl Group {
         Group::Consumers,
         Group::Retention,
         Group::Snapshots,
+        Group::Levers,
     ];
 
     /// The group's name on the command line.
@@ -147,6 +153,7 @@ impl Group {
             Group::Consumers => "consumers",
             Group::Retention => "retention",
             Group::Snapshots => "snapshots",
+            Group::Levers => "levers",
         }
     }
 }
@@ -391,21 +398,72 @@ impl Harness<'_> {
         })?;
         self.figures
             .push(Figure::measured("disk_fsync_ms", "ms", 3, fsync));
-        let http_events = events.min(SINGLE_APPEND_MAX_EVENTS);
-        let http = self.repeat(
-            &format!(
-                "append: {http_events} single events through the HTTP API from {} clients",
-                http::CLIENTS
-            ),
-            |h, rep| {
-                let root = h.scratch.dir(&format!("http-{rep}"))?;
-                let eps = http::run(&root, &h.options.config, http_events);
-                let _ = std::fs::remove_dir_all(&root);
-                eps
-            },
-        )?;
-        self.figures
-            .push(Figure::measured("append_http_eps", "events/s", 0, http));
+        self.http_appends()?;
+        Ok(())
+    }
+
+    /// Appends through the HTTP API from a load generator in a separate process: the
+    /// headline at [`http::CLIENTS`] clients, single events swept over
+    /// [`http::SWEEP_CLIENTS`], and [`http::BATCH_EVENTS`] events per request swept over
+    /// [`http::BATCH_SWEEP_CLIENTS`].
+    fn http_appends(&mut self) -> Result<()> {
+        let Some(exe) = self.options.exe.clone() else {
+            self.figures.push(Figure::not_measured(
+                "append_http_eps",
+                "events/s",
+                "needs the refract binary to run the load generator",
+            ));
+            return Ok(());
+        };
+        let single_events = self.options.events.min(SINGLE_APPEND_MAX_EVENTS);
+        let batch_events = self.options.events.min(http::BATCH_EVENTS * 2_000);
+        let mut runs: Vec<(&'static str, Option<String>, usize, usize, usize)> =
+            vec![("append_http_eps", None, http::CLIENTS, single_events, 1)];
+        for clients in http::SWEEP_CLIENTS {
+            runs.push((
+                "append_http_sweep_eps",
+                Some(format!("{clients} clients")),
+                clients,
+                single_events,
+                1,
+            ));
+        }
+        for clients in http::BATCH_SWEEP_CLIENTS {
+            runs.push((
+                "append_http_batch_eps",
+                Some(format!(
+                    "{clients} clients x {} per request",
+                    http::BATCH_EVENTS
+                )),
+                clients,
+                batch_events,
+                http::BATCH_EVENTS,
+            ));
+        }
+        for (name, subject, clients, events, batch) in runs {
+            let eps = self.repeat(
+                &format!(
+                    "append: {events} events through the HTTP API, {batch} per request, from {clients} clients in a separate process"
+                ),
+                |h, rep| {
+                    let root = h.scratch.dir(&format!("http-{clients}-{batch}-{rep}"))?;
+                    let load = http::Load {
+                        url: String::new(),
+                        clients,
+                        events,
+                        batch,
+                    };
+                    let eps = http::run(&root, &h.options.config, &exe, load);
+                    let _ = std::fs::remove_dir_all(&root);
+                    eps
+                },
+            )?;
+            let figure = Figure::measured(name, "events/s", 0, eps);
+            self.figures.push(match &subject {
+                Some(subject) => figure.about(subject),
+                None => figure,
+            });
+        }
         Ok(())
     }
 
@@ -700,6 +758,93 @@ impl Harness<'_> {
         Ok(())
     }
 
+    /// Each of issue 16's levers off and on (see `levers.rs`).
+    fn levers(&mut self, log: &EventLog, head: u64, agreed: &Checksum) -> Result<()> {
+        let dir = self.scratch.dir("levers")?;
+        let reps = self.options.reps;
+        let mut rounds = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {head} events replayed with read-ahead and sequential scan each off and on (rep {rep}/{reps})"
+            ));
+            rounds.push(levers::replay_round(
+                &self.loaded,
+                log,
+                &dir,
+                self.batch,
+                head,
+                rep,
+                agreed,
+            )?);
+        }
+        let pick = |f: fn(&levers::ReplayLevers) -> f64| rounds.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured(
+                "lever_replay_both_on_eps",
+                "events/s",
+                0,
+                pick(|r| r.both_on),
+            ),
+            Figure::measured(
+                "lever_replay_read_ahead_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.read_ahead_off),
+            ),
+            Figure::measured(
+                "lever_replay_scan_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.scan_off),
+            ),
+            Figure::measured(
+                "lever_replay_both_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.both_off),
+            ),
+        ]);
+        let (events, seed) = (self.options.events, self.options.seed);
+        let path = dir.join("append/events.db");
+        std::fs::create_dir_all(dir.join("append"))?;
+        let mut appends = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {events} events appended in batches of {APPEND_BATCH_EVENTS}, stream-version cache and background checkpoints each off (rep {rep}/{reps})"
+            ));
+            appends.push(levers::append_round(
+                &path,
+                &self.log_options,
+                seed,
+                events,
+                rep,
+            )?);
+        }
+        let pick = |f: fn(&levers::AppendLevers) -> f64| appends.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured(
+                "lever_append_both_on_eps",
+                "events/s",
+                0,
+                pick(|r| r.both_on),
+            ),
+            Figure::measured(
+                "lever_append_cache_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.cache_off),
+            ),
+            Figure::measured(
+                "lever_append_checkpoints_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.checkpoints_off),
+            ),
+        ]);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
     /// Snapshots of the read model: taking one, recovering from one against a full
     /// replay, point-in-time queries cold and warm.
     fn snapshots(&mut self, log: &EventLog, head: u64) -> Result<()> {
@@ -865,6 +1010,9 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     }
     if harness.wants(Group::Snapshots) {
         harness.snapshots(&log, head)?;
+    }
+    if harness.wants(Group::Levers) {
+        harness.levers(&log, head, &checksum)?;
     }
     harness.components(&log, head)?;
 
