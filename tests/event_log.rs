@@ -262,6 +262,38 @@ fn stream_versions_stay_exact_when_the_writer_keeps_them_between_groups() -> Res
 }
 
 #[test]
+fn checkpoint_pages_bound_the_wal_and_lose_nothing() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("events.db");
+    let options = LogOptions {
+        checkpoint_pages: 64,
+        ..fast()
+    };
+    let log = EventLog::open(&path, options)?;
+    let payload = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300));
+    for batch in 0..300 {
+        log.append(
+            (0..20)
+                .map(|i| ev(&format!("s{}", (batch * 7 + i) % 50), "E", &payload))
+                .collect(),
+        )?;
+    }
+    let wal = dir.path().join("events.db-wal");
+    let wal_bytes = std::fs::metadata(&wal)?.len();
+    assert!(
+        wal_bytes < 1024 * 1024,
+        "the WAL is {wal_bytes} bytes after 6000 events of ~330 bytes with checkpoints every 64 pages"
+    );
+    let events = all_events(&log)?;
+    assert_eq!(events.len(), 6000);
+    assert_gap_free(&events);
+    drop(log);
+    let log = EventLog::open(&path, fast())?;
+    assert_eq!(log.head()?, 6000);
+    Ok(())
+}
+
+#[test]
 fn appending_an_existing_id_is_a_no_op_returning_the_original_offset() -> Result {
     let (_dir, log) = fresh_log()?;
     log.append(vec![ev("a", "E", "1")])?;

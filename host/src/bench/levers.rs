@@ -6,8 +6,10 @@
 //!   and the log's sequential scan for dense type filters each on or off (four
 //!   settings). Every read model is checked against the run's agreed checksum.
 //! - Batched appends: the writer's stream-version cache kept across group commits, or
-//!   started over at every group (as before issue 16); WAL checkpoints on a thread of
-//!   their own, or inside the commit that fills the WAL (as before).
+//!   started over at every group (as before issue 16); WAL checkpoints every
+//!   [`LogOptions::checkpoint_pages`] pages, or every 1000 (SQLite's default, as before).
+//! - Single-event appends from 16 threads: the reply thread, or the writer waking every
+//!   appender itself; larger checkpoints, or SQLite's default.
 
 use std::path::Path;
 
@@ -17,6 +19,9 @@ use super::replay::{self, Checksum};
 use super::{append, remove_db};
 use crate::engine::BatchLimits;
 use crate::log::{EventLog, LogOptions};
+
+/// SQLite's own `wal_autocheckpoint`, the setting before issue 16.
+pub const SQLITE_CHECKPOINT_PAGES: u32 = 1_000;
 use crate::runtime::LoadedProjector;
 
 /// The four replay settings, in events per second.
@@ -84,11 +89,11 @@ pub fn replay_round(
 /// The three append settings, in events per second.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AppendLevers {
-    /// The stream-version cache and background checkpoints both on (the default).
+    /// The stream-version cache and larger checkpoints both on (the default).
     pub both_on: f64,
     /// The stream-version cache started over at every group.
     pub cache_off: f64,
-    /// Checkpoints inside the commit that fills the WAL (SQLite's default).
+    /// Checkpoints every [`SQLITE_CHECKPOINT_PAGES`] (SQLite's default).
     pub checkpoints_off: f64,
 }
 
@@ -106,13 +111,61 @@ pub fn append_round(
         let setting = (rep + turn) % 3;
         let options = LogOptions {
             stream_version_cache: setting != 1,
-            background_checkpoints: setting != 2,
+            checkpoint_pages: if setting == 2 {
+                SQLITE_CHECKPOINT_PAGES
+            } else {
+                options.checkpoint_pages
+            },
             ..options.clone()
         };
         let eps = append::batch_eps(path, &options, seed, events, false)?;
         match setting {
             0 => levers.both_on = eps,
             1 => levers.cache_off = eps,
+            _ => levers.checkpoints_off = eps,
+        }
+    }
+    append::remove_log(path)?;
+    Ok(levers)
+}
+
+/// The single-event append settings ([`append::single_eps`], 16 threads), in events per
+/// second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleLevers {
+    /// Everything on (the default).
+    pub all_on: f64,
+    /// The appenders woken by the writer itself, between groups.
+    pub reply_thread_off: f64,
+    /// Checkpoints every [`SQLITE_CHECKPOINT_PAGES`] (SQLite's default).
+    pub checkpoints_off: f64,
+}
+
+/// One repetition of single-event appends in the three settings, in an order that
+/// rotates with `rep`.
+pub fn single_round(
+    path: &Path,
+    options: &LogOptions,
+    seed: u64,
+    events: usize,
+    rep: usize,
+) -> Result<SingleLevers> {
+    let mut levers = SingleLevers::default();
+    for turn in 0..3 {
+        let setting = (rep + turn) % 3;
+        let options = LogOptions {
+            reply_thread: setting != 1,
+            checkpoint_pages: if setting == 2 {
+                SQLITE_CHECKPOINT_PAGES
+            } else {
+                options.checkpoint_pages
+            },
+            ..options.clone()
+        };
+        let eps = append::single_eps(path, &options, seed, events)?.events_per_second;
+        match setting {
+            0 => levers.all_on = eps,
+            1 => levers.reply_thread_off = eps,
             _ => levers.checkpoints_off = eps,
         }
     }

@@ -810,7 +810,7 @@ impl Harness<'_> {
         let mut appends = Vec::with_capacity(reps);
         for rep in 1..=reps {
             self.note(&format!(
-                "levers: {events} events appended in batches of {APPEND_BATCH_EVENTS}, stream-version cache and background checkpoints each off (rep {rep}/{reps})"
+                "levers: {events} events appended in batches of {APPEND_BATCH_EVENTS}, stream-version cache and larger checkpoints each off (rep {rep}/{reps})"
             ));
             appends.push(levers::append_round(
                 &path,
@@ -836,6 +836,36 @@ impl Harness<'_> {
             ),
             Figure::measured(
                 "lever_append_checkpoints_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.checkpoints_off),
+            ),
+        ]);
+        let single_events = events.min(SINGLE_APPEND_MAX_EVENTS);
+        let mut singles = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {single_events} single events from {SINGLE_APPEND_THREADS} threads, reply thread and larger checkpoints each off (rep {rep}/{reps})"
+            ));
+            singles.push(levers::single_round(
+                &path,
+                &self.log_options,
+                seed,
+                single_events,
+                rep,
+            )?);
+        }
+        let pick = |f: fn(&levers::SingleLevers) -> f64| singles.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured("lever_single_all_on_eps", "events/s", 0, pick(|r| r.all_on)),
+            Figure::measured(
+                "lever_single_reply_thread_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.reply_thread_off),
+            ),
+            Figure::measured(
+                "lever_single_checkpoints_off_eps",
                 "events/s",
                 0,
                 pick(|r| r.checkpoints_off),

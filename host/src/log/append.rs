@@ -26,7 +26,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::IgnoredAny;
 use tokio::sync::watch;
 
-use super::checkpoint::Checkpointer;
 use super::ids::IdGenerator;
 use super::query::{STREAM_VERSION_SQL, get_u64, to_sql_int};
 use super::schema::sqlite_error;
@@ -143,7 +142,7 @@ fn check_json(value: &str, max_bytes: usize, option: &str) -> Result<(), String>
 /// Starts the writer thread on `conn`. The thread ends once every sender is dropped and
 /// the queue is drained.
 pub(super) fn spawn_writer(
-    mut conn: Connection,
+    conn: Connection,
     path: PathBuf,
     options: &LogOptions,
     head: watch::Sender<u64>,
@@ -151,13 +150,13 @@ pub(super) fn spawn_writer(
 ) -> Result<(mpsc::Sender<Job>, JoinHandle<()>), LogError> {
     let mirror = super::mirror::stored_position(&conn)
         .map_err(|source| sqlite_error(&path, "reading the mirror position", source))?;
-    let checkpointer = if options.background_checkpoints {
-        Some(Checkpointer::start(&mut conn, &path, options)?)
+    let (max_group_events, keep_versions) =
+        (options.max_group_events, options.stream_version_cache);
+    let replier = if options.reply_thread {
+        Some(spawn_replier(&path)?)
     } else {
         None
     };
-    let (max_group_events, keep_versions) =
-        (options.max_group_events, options.stream_version_cache);
     let (sender, receiver) = mpsc::channel();
     let thread_path = path.clone();
     let handle = thread::Builder::new()
@@ -174,14 +173,32 @@ pub(super) fn spawn_writer(
                 keep_versions,
                 ids: IdGenerator::new(),
                 mirror,
+                replier,
             };
             writer.run(&receiver);
-            if let Some(checkpointer) = checkpointer {
-                checkpointer.stop(&mut writer.conn);
-            }
         })
         .map_err(|source| LogError::Open { path, source })?;
     Ok((sender, handle))
+}
+
+/// Starts the thread that sends the replies of committed groups (see
+/// [`LogOptions::reply_thread`]). It ends once the writer drops its sender.
+fn spawn_replier(path: &Path) -> Result<mpsc::Sender<Vec<(ReplyTo, Reply)>>, LogError> {
+    let (sender, receiver) = mpsc::channel::<Vec<(ReplyTo, Reply)>>();
+    thread::Builder::new()
+        .name("refract-log-replies".to_owned())
+        .spawn(move || {
+            for answers in receiver {
+                for (to, reply) in answers {
+                    to.send(reply);
+                }
+            }
+        })
+        .map_err(|source| LogError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(sender)
 }
 
 /// The state of the writer thread.
@@ -206,6 +223,9 @@ pub(super) struct Writer {
     /// Where this log stands as a cluster node's mirror; `None` for a single-node log.
     /// A mirror refuses local appends: its events come from the cluster only.
     pub(super) mirror: Option<super::MirrorPosition>,
+    /// The reply thread, when [`LogOptions::reply_thread`] is on: it wakes the appenders
+    /// of a committed group while this thread starts on the next one.
+    replier: Option<mpsc::Sender<Vec<(ReplyTo, Reply)>>>,
 }
 
 /// What a group transaction tracks while it runs.
@@ -264,6 +284,7 @@ impl Writer {
         }
         match self.write_group(group) {
             Ok((replies, before, head)) => {
+                let replies_len = replies.len();
                 // Inside the group's write transaction nobody else appends, so the
                 // head's move is exactly what this group added.
                 self.appended.fetch_add(head - before, Ordering::Relaxed);
@@ -272,8 +293,22 @@ impl Writer {
                     *current = head;
                     changed
                 });
-                for (request, reply) in group.drain(..).zip(replies) {
-                    request.reply.send(reply);
+                let answers = group.drain(..).map(|request| request.reply).zip(replies);
+                match &self.replier {
+                    // One appender: waking it costs what waking the reply thread would.
+                    Some(replier) if replies_len > 1 => {
+                        if let Err(mpsc::SendError(answers)) = replier.send(answers.collect()) {
+                            // The reply thread is gone (it cannot panic): answer here.
+                            for (to, reply) in answers {
+                                to.send(reply);
+                            }
+                        }
+                    }
+                    _ => {
+                        for (to, reply) in answers {
+                            to.send(reply);
+                        }
+                    }
                 }
             }
             Err(e) => {

@@ -27,7 +27,6 @@
 //! - `error.rs`: [`LogError`].
 //! - `schema.rs`: recognising a Refract log, refusing anything else, migrations.
 //! - `append.rs`: validation and the group-committing writer thread.
-//! - `checkpoint.rs`: WAL checkpoints on a thread of their own, off the writer's commits.
 //! - `ids.rs`: generated UUID v7 event ids.
 //! - `query.rs`: [`ReadQuery`] and how each filter maps to an index.
 //! - `read.rs`: [`EventIter`], counts and the [`LogReader`] replay path.
@@ -44,7 +43,6 @@
 //! async-friendly way to learn about new events.
 
 mod append;
-mod checkpoint;
 mod cold;
 mod error;
 mod horizon;
@@ -65,7 +63,6 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
-pub use checkpoint::{BACKGROUND_CHECKPOINT_PAGES, WRITER_CHECKPOINT_PAGES};
 pub use cold::ColdTier;
 pub use error::{EventField, LogError};
 pub use horizon::{Horizon, PRUNE_CHUNK_EVENTS, Pruner, Removal, VACUUM_STEP_PAGES};
@@ -75,10 +72,11 @@ pub use model::{
     timestamp_to_micros,
 };
 pub use options::{
-    DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_MAX_DATA_BYTES,
-    DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES, DENSITY_SAMPLE_OFFSETS, Durability,
-    LogOptions, MAX_BATCH_SIZE, MAX_CACHED_STREAM_VERSIONS, MAX_FILTER_TERMS, MAX_IDLE_READERS,
-    MAX_NAME_CHARS, READER_CACHE_SIZE_KIB, SCAN_WINDOW, SEQUENTIAL_SCAN_MIN_DENSITY,
+    DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_CHECKPOINT_PAGES,
+    DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES,
+    DENSITY_SAMPLE_OFFSETS, Durability, LogOptions, MAX_BATCH_SIZE, MAX_CACHED_STREAM_VERSIONS,
+    MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS, READER_CACHE_SIZE_KIB, SCAN_WINDOW,
+    SEQUENTIAL_SCAN_MIN_DENSITY,
 };
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};

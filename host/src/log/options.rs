@@ -29,6 +29,14 @@ pub const DEFAULT_CACHE_SIZE_KIB: u32 = 64 * 1024;
 /// 35 MiB for 100k events). This keeps the upper levels of the indexes.
 pub const READER_CACHE_SIZE_KIB: u32 = 4 * 1024;
 
+/// Default of [`LogOptions::checkpoint_pages`]: 16k pages, about 64 MiB of WAL at
+/// 4 KiB pages. SQLite's default is 1000. A checkpoint copies each page once however
+/// often it was rewritten since the last one; appends spread over many streams rewrite
+/// the same index pages commit after commit, so fewer, larger checkpoints copy far fewer
+/// pages per event. The cost is a WAL of up to this size on disk, and a longer pause for
+/// the one commit that runs the checkpoint.
+pub const DEFAULT_CHECKPOINT_PAGES: u32 = 16 * 1024;
+
 /// Default cap on how many events one group commit gathers from queued append calls. A
 /// request is never split, so a single larger batch still commits alone; the cap only
 /// bounds how long the requests that came first wait for the ones that came later.
@@ -118,10 +126,14 @@ pub struct LogOptions {
     /// the next (up to [`MAX_CACHED_STREAM_VERSIONS`] streams), as long as nobody else
     /// appended in between. Default on; `refract bench` turns it off to measure it.
     pub stream_version_cache: bool,
-    /// Whether WAL checkpoints run on a thread of their own rather than inside the commit
-    /// that fills the WAL (see `checkpoint.rs`). Default on; `refract bench` turns it off
-    /// to measure it.
-    pub background_checkpoints: bool,
+    /// WAL pages after which the writer's commit checkpoints them into the database
+    /// file (SQLite's `wal_autocheckpoint`), which also bounds the WAL's size. Default
+    /// [`DEFAULT_CHECKPOINT_PAGES`]; `refract bench` measures SQLite's own 1000 against it.
+    pub checkpoint_pages: u32,
+    /// Whether the appenders of a committed group are woken by a thread of their own
+    /// while the writer starts on the next group. Default on; `refract bench` turns it
+    /// off to measure it.
+    pub reply_thread: bool,
 }
 
 impl Default for LogOptions {
@@ -135,7 +147,8 @@ impl Default for LogOptions {
             max_group_events: DEFAULT_MAX_GROUP_EVENTS,
             sequential_scan: true,
             stream_version_cache: true,
-            background_checkpoints: true,
+            checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
+            reply_thread: true,
         }
     }
 }
