@@ -204,6 +204,96 @@ fn a_second_log_on_the_same_file_appending_concurrently_stays_gap_free() -> Resu
 }
 
 #[test]
+fn stream_versions_stay_exact_when_the_writer_keeps_them_between_groups() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("events.db");
+    let first = EventLog::open(&path, LogOptions::default())?;
+    // Group after group on one handle: the kept versions go on counting.
+    for version in 0..3 {
+        first.append(vec![ev("acct", "E", "{}").with_expected_version(version)])?;
+    }
+    // Another writer on the same file (another process) moves the stream on; the first
+    // handle must notice rather than trust what it kept.
+    let second = EventLog::open(&path, LogOptions::default())?;
+    second.append(vec![ev("acct", "E", "{}").with_expected_version(3)])?;
+    let err = first
+        .append(vec![ev("acct", "E", "{}").with_expected_version(3)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::VersionConflict {
+                expected: 3,
+                actual: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A request that rolls back leaves nothing of its versions behind.
+    let err = first
+        .append(vec![
+            ev("acct", "E", "{}").with_expected_version(4),
+            ev("acct", "E", "{}").with_expected_version(9),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, LogError::VersionConflict { .. }), "{err:?}");
+    first.append(vec![ev("acct", "E", "{}").with_expected_version(4)])?;
+    second.append(vec![ev("acct", "E", "{}").with_expected_version(5)])?;
+    first.append(vec![ev("acct", "E", "{}"), ev("other", "E", "{}")])?;
+    let events = all_events(&first)?;
+    assert_eq!(events.len(), 8);
+    assert_gap_free(&events);
+
+    // With the cache off, the same appends give the same log.
+    let off = dir.path().join("off.db");
+    let log = EventLog::open(
+        &off,
+        LogOptions {
+            stream_version_cache: false,
+            ..LogOptions::default()
+        },
+    )?;
+    for version in 0..3 {
+        log.append(vec![ev("acct", "E", "{}").with_expected_version(version)])?;
+    }
+    assert_gap_free(&all_events(&log)?);
+    Ok(())
+}
+
+#[test]
+fn checkpoint_pages_bound_the_wal_and_lose_nothing() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("events.db");
+    let options = LogOptions {
+        checkpoint_pages: 64,
+        ..fast()
+    };
+    let log = EventLog::open(&path, options)?;
+    let payload = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300));
+    for batch in 0..300 {
+        log.append(
+            (0..20)
+                .map(|i| ev(&format!("s{}", (batch * 7 + i) % 50), "E", &payload))
+                .collect(),
+        )?;
+    }
+    let wal = dir.path().join("events.db-wal");
+    let wal_bytes = std::fs::metadata(&wal)?.len();
+    assert!(
+        wal_bytes < 1024 * 1024,
+        "the WAL is {wal_bytes} bytes after 6000 events of ~330 bytes with checkpoints every 64 pages"
+    );
+    let events = all_events(&log)?;
+    assert_eq!(events.len(), 6000);
+    assert_gap_free(&events);
+    drop(log);
+    let log = EventLog::open(&path, fast())?;
+    assert_eq!(log.head()?, 6000);
+    Ok(())
+}
+
+#[test]
 fn appending_an_existing_id_is_a_no_op_returning_the_original_offset() -> Result {
     let (_dir, log) = fresh_log()?;
     log.append(vec![ev("a", "E", "1")])?;
@@ -923,6 +1013,75 @@ fn read_batch_reports_how_far_it_scanned() -> Result {
     assert_eq!(reader.head()?, 11);
     let scan = reader.read_batch(&only_b, 10, 100, |_| ControlFlow::Continue(()))?;
     assert_eq!((scan.visited, scan.scanned_through), (1, 11));
+    Ok(())
+}
+
+/// A type filter is read as a sequential scan where it matches most rows and as index
+/// probes where it matches few; whichever plan each batch takes, batches visit exactly
+/// the matching events, in order, once, and never claim to have scanned past one.
+#[test]
+fn read_batch_by_type_is_exact_on_dense_and_sparse_stretches() -> Result {
+    let (_dir, log) = fresh_log()?;
+    // Dense: offsets 1..=3000 alternate A, B, C. Sparse: then one A in every 3000
+    // offsets among Z, over more than one scan window. Dense again at the end.
+    let dense = |from: u64, to: u64| {
+        (from..=to)
+            .map(|i| ev("d", ["A", "B", "C"][(i % 3) as usize], "{}"))
+            .collect::<Vec<_>>()
+    };
+    log.append(dense(1, 3000))?;
+    let sparse_len = SCAN_WINDOW + 6000;
+    log.append(
+        (1..=sparse_len)
+            .map(|i| ev("s", if i % 3000 == 0 { "A" } else { "Z" }, "{}"))
+            .collect(),
+    )?;
+    let head = log.head()?;
+    log.append(dense(head + 1, head + 2000))?;
+    let all = all_events(&log)?;
+    let head = log.head()?;
+    for types in [vec!["A"], vec!["A", "B"], vec!["C", "A", "B"], vec!["Z"]] {
+        let query = ReadQuery {
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            ..ReadQuery::default()
+        };
+        let want: Vec<u64> = all
+            .iter()
+            .filter(|e| types.contains(&e.event_type.as_str()))
+            .map(|e| e.offset)
+            .collect();
+        // With the sequential scan allowed (the default) and without it: the same events.
+        for (max_events, scan) in [(1, true), (7, true), (1000, true), (7, false)] {
+            // A fresh reader per run, so each starts from the sampled statistic.
+            let mut reader = if scan {
+                log.reader()?
+            } else {
+                EventLog::open(
+                    log.path(),
+                    LogOptions {
+                        sequential_scan: false,
+                        ..LogOptions::default()
+                    },
+                )?
+                .reader()?
+            };
+            let (mut after, mut got) = (0, Vec::new());
+            while after < head {
+                let scan = reader.read_batch(&query, after, max_events, |e| {
+                    got.push(e.offset);
+                    ControlFlow::Continue(())
+                })?;
+                assert!(scan.visited <= max_events);
+                assert!(
+                    scan.scanned_through > after,
+                    "{types:?}/{max_events}: stuck at {after}"
+                );
+                after = scan.scanned_through;
+            }
+            assert_eq!(after, head);
+            assert_eq!(got, want, "{types:?}, {max_events} per batch, scan {scan}");
+        }
+    }
     Ok(())
 }
 

@@ -1,12 +1,17 @@
-//! Append throughput through the HTTP API: concurrent clients, each posting one event
-//! per request to the real server, started in-process on a loopback port.
+//! Append throughput through the HTTP API. The real server runs in this process on a
+//! loopback port; the load comes from a **separate process** (this binary again, in its
+//! hidden load-generator mode), so the clients' own work is not charged to the server's
+//! two cores' bookkeeping inside one process and the figure is what an outside client
+//! sees. Concurrency and events per request are swept.
 
+use std::io::Write as _;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, ensure};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 
 use crate::api::{self, ApiState, Token};
 use crate::config::Config;
@@ -14,15 +19,111 @@ use crate::data_dir::DataDir;
 use crate::engine::{Engine, EngineOptions, LogCheck};
 use crate::log::EventLog;
 
-/// Concurrent HTTP clients, as the issue's figure defines it.
+/// Concurrent HTTP clients of the headline figure `append_http_eps`.
 pub const CLIENTS: usize = 32;
 
-/// Appends `events` events through the API from [`CLIENTS`] threads, one event per
-/// request, and returns events per second.
-pub fn run(root: &Path, config: &Config, events: usize) -> Result<f64> {
+/// The client counts of the single-event sweep.
+pub const SWEEP_CLIENTS: [usize; 3] = [4, 16, 64];
+
+/// Events per request in the batched figures.
+pub const BATCH_EVENTS: usize = 100;
+
+/// The client counts of the batched sweep.
+pub const BATCH_SWEEP_CLIENTS: [usize; 2] = [2, 8];
+
+/// The environment variable that hands the bearer token to the load generator (not its
+/// command line, which other users of the machine can read).
+pub const TOKEN_ENV: &str = "REFRACT_BENCH_LOAD_TOKEN";
+
+/// How long one request may take before the load generator gives up.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the load generator is asked to do.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// The server's base URL.
+    pub url: String,
+    /// Concurrent clients, each on a thread with a connection of its own.
+    pub clients: usize,
+    /// Events in all.
+    pub events: usize,
+    /// Events per request.
+    pub batch: usize,
+}
+
+/// The load generator's side (`refract bench --load-gen-url …`): posts `load.events`
+/// events from `load.clients` threads and prints one line, `<events> <seconds>`.
+pub fn generate(load: &Load, token: &str) -> Result<String> {
+    ensure!(
+        load.clients >= 1 && load.batch >= 1,
+        "the load generator needs at least one client and one event per request"
+    );
+    let requests = load.events.div_ceil(load.batch);
+    let per_client = requests.div_ceil(load.clients);
+    let bearer = format!("Bearer {token}");
+    let start = Arc::new(std::sync::Barrier::new(load.clients + 1));
+    let clients: Vec<_> = (0..load.clients)
+        .map(|client| {
+            let (url, bearer, start, batch) =
+                (load.url.clone(), bearer.clone(), start.clone(), load.batch);
+            let first = client * per_client;
+            let last = requests.min(first + per_client);
+            let total = load.events;
+            thread::spawn(move || -> Result<usize> {
+                let agent = ureq::Agent::config_builder()
+                    .proxy(None)
+                    .timeout_global(Some(REQUEST_TIMEOUT))
+                    .build()
+                    .new_agent();
+                let endpoint = format!("{url}/v1/streams/bench-{client}/events");
+                start.wait();
+                let mut sent = 0;
+                let mut body = String::new();
+                for request in first..last {
+                    let events = batch.min(total - request * batch);
+                    body.clear();
+                    body.push('[');
+                    for index in 0..events {
+                        if index > 0 {
+                            body.push(',');
+                        }
+                        body.push_str(&format!(
+                            r#"{{"type":"money.deposited","data":{{"account":"bench-{client}","amount":{request}}}}}"#
+                        ));
+                    }
+                    body.push(']');
+                    agent
+                        .post(&endpoint)
+                        .header("Authorization", &bearer)
+                        .header("Content-Type", "application/json")
+                        .send(body.as_str())
+                        .with_context(|| format!("client {client}: request {request} failed"))?;
+                    sent += events;
+                }
+                Ok(sent)
+            })
+        })
+        .collect();
+    start.wait();
+    let started = Instant::now();
+    let mut sent = 0;
+    for client in clients {
+        sent += client
+            .join()
+            .map_err(|_| anyhow!("an HTTP client panicked"))??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(format!("{sent} {seconds}"))
+}
+
+/// Starts the server in this process over a fresh data directory at `root`, runs the
+/// load generator `exe` against it with `load` (its URL filled in), checks that the log
+/// holds every event, and returns events per second as the load generator timed them.
+pub fn run(root: &Path, config: &Config, exe: &Path, mut load: Load) -> Result<f64> {
     let data = DataDir::new(root);
     std::fs::create_dir_all(data.plugins())?;
     let log = EventLog::open(&data.events_db(), config.log_options())?;
+    // The server's own runtime, sized like `refract serve` on this machine.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -35,7 +136,7 @@ pub fn run(root: &Path, config: &Config, events: usize) -> Result<f64> {
     };
     let engine = Arc::new(Engine::start(&options, &log, runtime.handle())?);
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let url = format!("http://{}", listener.local_addr()?);
+    load.url = format!("http://{}", listener.local_addr()?);
     let token = Token::generate();
     let state = ApiState::new(
         log.clone(),
@@ -48,47 +149,40 @@ pub fn run(root: &Path, config: &Config, events: usize) -> Result<f64> {
         let _ = stopped.await;
     }));
 
-    let per_client = events.div_ceil(CLIENTS);
-    let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let (url, bearer) = (url.clone(), format!("Bearer {}", token.secret()));
-            thread::spawn(move || -> Result<usize> {
-                let agent = ureq::Agent::config_builder()
-                    .proxy(None)
-                    .timeout_global(Some(Duration::from_secs(30)))
-                    .build()
-                    .new_agent();
-                let endpoint = format!("{url}/v1/streams/bench-{client}/events");
-                for index in 0..per_client {
-                    let body = format!(
-                        r#"[{{"type":"money.deposited","data":{{"account":"bench-{client}","amount":{index}}}}}]"#
-                    );
-                    agent
-                        .post(&endpoint)
-                        .header("Authorization", &bearer)
-                        .header("Content-Type", "application/json")
-                        .send(body.as_str())
-                        .with_context(|| format!("client {client}: append {index} failed"))?;
-                }
-                Ok(per_client)
-            })
-        })
-        .collect();
-    let mut appended = 0;
-    for client in clients {
-        appended += client
-            .join()
-            .map_err(|_| anyhow!("an HTTP client panicked"))??;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let measured = run_generator(exe, &load, token.secret());
     let _ = stop.send(());
     runtime.block_on(server)??;
     engine.shutdown();
+    let (sent, seconds) = measured?;
     ensure!(
-        log.head()? == appended as u64,
-        "the log holds {} events, not {appended}",
+        sent == load.events && log.head()? == sent as u64,
+        "the load generator sent {sent} of {} events and the log holds {}",
+        load.events,
         log.head()?
     );
-    Ok(appended as f64 / seconds)
+    Ok(sent as f64 / seconds)
+}
+
+/// Runs the load generator process and reads its `<events> <seconds>` line.
+fn run_generator(exe: &Path, load: &Load, token: &str) -> Result<(usize, f64)> {
+    let output = Command::new(exe)
+        .args(["bench", "--load-gen-url", &load.url])
+        .args(["--load-gen-clients", &load.clients.to_string()])
+        .args(["--load-gen-events", &load.events.to_string()])
+        .args(["--load-gen-batch", &load.batch.to_string()])
+        .env(TOKEN_ENV, token)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start the load generator {}", exe.display()))?;
+    if !output.status.success() {
+        let _ = std::io::stderr().write_all(&output.stderr);
+        bail!("the load generator failed ({})", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let parse = || -> Option<(usize, f64)> {
+        let (events, seconds) = line.split_once(' ')?;
+        Some((events.parse().ok()?, seconds.parse().ok()?))
+    };
+    parse().ok_or_else(|| anyhow!("the load generator printed {line:?}, not `<events> <seconds>`"))
 }

@@ -19,6 +19,8 @@
 //! - `mod.rs`: options, the groups of figures and the order of the run.
 //! - [`report`]: figures, targets, the table and the JSON Lines.
 //! - [`native`]: the native-Rust `balances` baseline.
+//! - [`plain`]: the plain native rebuild over a minimal log table of its own
+//!   (`replay_vs_plain_native`).
 //! - `append`: append throughput, batched and single events from 16 threads, and the
 //!   disk's fsync latency that bounds them.
 //! - `replay`: WASM and native replays, the read-model checksum, the two floors.
@@ -34,6 +36,8 @@
 //!   point-in-time queries cold and warm.
 //! - [`cluster`]: `refract bench --cluster`: cluster mode on loopback (its own run,
 //!   with nats-server processes; not part of the default run).
+//! - `levers`: issue 16's levers each off and on in one run (`--only levers`): read-ahead
+//!   and the sequential scan on replay, the stream-version cache on batched appends.
 //! - [`components`]: other builds of the workload given by path (`--component
 //!   balances-ts=…`): replay rate and ratio to native, size, compile time, cached cold
 //!   start, each checked against the native read model.
@@ -43,10 +47,12 @@ pub mod cluster;
 mod cold_start;
 pub mod components;
 mod consumers;
-mod http;
+pub mod http;
+mod levers;
 mod live;
 pub mod memory;
 pub mod native;
+pub mod plain;
 mod reactors;
 mod replay;
 pub mod report;
@@ -94,9 +100,11 @@ pub const SWAP_MAX_EVENTS: usize = 200_000;
 pub enum Group {
     /// `append_batch_eps`, `append_single_eps`, `append_http_eps`.
     Append,
-    /// `replay_wasm_eps`, `replay_native_eps`, `replay_ratio`.
+    /// `replay_wasm_eps`, `replay_native_eps`, `replay_ratio`, `replay_plain_native_eps`,
+    /// `replay_vs_plain_native`.
     Replay,
-    /// `floor_scan_ns_per_event`, `floor_upsert_ns_per_event`.
+    /// `floor_scan_ns_per_event`, `floor_upsert_ns_per_event`, and
+    /// `replay_wasm_serial_eps` (the WASM replay with the engine's read-ahead off).
     Floors,
     /// `live_p50_ms`, `live_p99_ms`.
     Live,
@@ -115,11 +123,13 @@ pub enum Group {
     Snapshots,
     /// `reactor_eps`, `reactor_projector_eps`.
     Reactors,
+    /// `lever_*`: each of issue 16's levers off and on, in one run.
+    Levers,
 }
 
 impl Group {
     /// Every group, in the order a run measures them.
-    pub const ALL: [Group; 11] = [
+    pub const ALL: [Group; 12] = [
         Group::Append,
         Group::Replay,
         Group::Floors,
@@ -131,6 +141,7 @@ impl Group {
         Group::Retention,
         Group::Snapshots,
         Group::Reactors,
+        Group::Levers,
     ];
 
     /// The group's name on the command line.
@@ -147,6 +158,7 @@ impl Group {
             Group::Retention => "retention",
             Group::Snapshots => "snapshots",
             Group::Reactors => "reactors",
+            Group::Levers => "levers",
         }
     }
 }
@@ -391,21 +403,72 @@ impl Harness<'_> {
         })?;
         self.figures
             .push(Figure::measured("disk_fsync_ms", "ms", 3, fsync));
-        let http_events = events.min(SINGLE_APPEND_MAX_EVENTS);
-        let http = self.repeat(
-            &format!(
-                "append: {http_events} single events through the HTTP API from {} clients",
-                http::CLIENTS
-            ),
-            |h, rep| {
-                let root = h.scratch.dir(&format!("http-{rep}"))?;
-                let eps = http::run(&root, &h.options.config, http_events);
-                let _ = std::fs::remove_dir_all(&root);
-                eps
-            },
-        )?;
-        self.figures
-            .push(Figure::measured("append_http_eps", "events/s", 0, http));
+        self.http_appends()?;
+        Ok(())
+    }
+
+    /// Appends through the HTTP API from a load generator in a separate process: the
+    /// headline at [`http::CLIENTS`] clients, single events swept over
+    /// [`http::SWEEP_CLIENTS`], and [`http::BATCH_EVENTS`] events per request swept over
+    /// [`http::BATCH_SWEEP_CLIENTS`].
+    fn http_appends(&mut self) -> Result<()> {
+        let Some(exe) = self.options.exe.clone() else {
+            self.figures.push(Figure::not_measured(
+                "append_http_eps",
+                "events/s",
+                "needs the refract binary to run the load generator",
+            ));
+            return Ok(());
+        };
+        let single_events = self.options.events.min(SINGLE_APPEND_MAX_EVENTS);
+        let batch_events = self.options.events.min(http::BATCH_EVENTS * 2_000);
+        let mut runs: Vec<(&'static str, Option<String>, usize, usize, usize)> =
+            vec![("append_http_eps", None, http::CLIENTS, single_events, 1)];
+        for clients in http::SWEEP_CLIENTS {
+            runs.push((
+                "append_http_sweep_eps",
+                Some(format!("{clients} clients")),
+                clients,
+                single_events,
+                1,
+            ));
+        }
+        for clients in http::BATCH_SWEEP_CLIENTS {
+            runs.push((
+                "append_http_batch_eps",
+                Some(format!(
+                    "{clients} clients x {} per request",
+                    http::BATCH_EVENTS
+                )),
+                clients,
+                batch_events,
+                http::BATCH_EVENTS,
+            ));
+        }
+        for (name, subject, clients, events, batch) in runs {
+            let eps = self.repeat(
+                &format!(
+                    "append: {events} events through the HTTP API, {batch} per request, from {clients} clients in a separate process"
+                ),
+                |h, rep| {
+                    let root = h.scratch.dir(&format!("http-{clients}-{batch}-{rep}"))?;
+                    let load = http::Load {
+                        url: String::new(),
+                        clients,
+                        events,
+                        batch,
+                    };
+                    let eps = http::run(&root, &h.options.config, &exe, load);
+                    let _ = std::fs::remove_dir_all(&root);
+                    eps
+                },
+            )?;
+            let figure = Figure::measured(name, "events/s", 0, eps);
+            self.figures.push(match &subject {
+                Some(subject) => figure.about(subject),
+                None => figure,
+            });
+        }
         Ok(())
     }
 
@@ -415,25 +478,47 @@ impl Harness<'_> {
         let timed = self.wants(Group::Replay);
         let reps = if timed { self.options.reps } else { 1 };
         let (mut wasm_eps, mut native_eps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain_eps, mut plain_ratios) = (Vec::new(), Vec::new());
+        let plain_log = self.scratch.path("replay/plain-log.db")?;
+        self.note("replay: copying the events into the plain program's minimal log table");
+        plain::write_plain_log(&self.log_path, &plain_log, head)?;
         let mut agreed: Option<Checksum> = None;
         for rep in 1..=reps {
             self.note(&format!(
-                "replay: {head} events, WASM and native (rep {rep}/{reps})"
+                "replay: {head} events, WASM, native and plain native (rep {rep}/{reps})"
             ));
             let wasm_db = self.scratch.path(&format!("replay/wasm-{rep}.db"))?;
             let native_db = self.scratch.path(&format!("replay/native-{rep}.db"))?;
-            let run_wasm = || replay::replay_wasm(&self.loaded, log, &wasm_db, self.batch, head);
-            let run_native =
-                || replay::replay_native(log, &native_db, &self.limits, self.batch, head);
-            // Alternate which goes first, so neither always gets the warmer caches.
-            let (wasm_time, native_time) = if rep % 2 == 1 {
-                let wasm_time = run_wasm()?;
-                (wasm_time, run_native()?)
-            } else {
-                let native_time = run_native()?;
-                (run_wasm()?, native_time)
-            };
+            let plain_db = self.scratch.path(&format!("replay/plain-{rep}.db"))?;
+            let mut wasm_time = Duration::ZERO;
+            let mut native_time = Duration::ZERO;
+            let mut plain_time = Duration::ZERO;
+            // Rotate which goes first, so none always gets the warmer caches.
+            for turn in 0..3 {
+                match (rep + turn) % 3 {
+                    1 => {
+                        wasm_time =
+                            replay::replay_wasm(&self.loaded, log, &wasm_db, self.batch, head)?;
+                    }
+                    2 => {
+                        native_time =
+                            replay::replay_native(log, &native_db, &self.limits, self.batch, head)?;
+                    }
+                    _ => {
+                        plain_time =
+                            plain::replay_plain(&plain_log, &plain_db, &self.limits, head)?;
+                    }
+                }
+            }
             let checksum = replay::verify_identical(&wasm_db, &native_db)?;
+            let plain_checksum = replay::checksum(&plain_db)?;
+            ensure!(
+                plain_checksum == checksum,
+                "the plain native rebuild built a different read model ({plain_checksum}) than \
+                 the WASM and native replays ({checksum}), so no figure can be trusted"
+            );
+            remove_db(&plain_db)?;
+            let plain_rate = head as f64 / plain_time.as_secs_f64();
             if let Some(first) = &agreed
                 && *first != checksum
             {
@@ -454,7 +539,10 @@ impl Harness<'_> {
             wasm_eps.push(wasm_rate);
             native_eps.push(native_rate);
             ratios.push(wasm_rate / native_rate);
+            plain_eps.push(plain_rate);
+            plain_ratios.push(wasm_rate / plain_rate);
         }
+        remove_db(&plain_log)?;
         if timed {
             self.figures
                 .push(Figure::measured("replay_wasm_eps", "events/s", 0, wasm_eps));
@@ -466,6 +554,18 @@ impl Harness<'_> {
             ));
             self.figures
                 .push(Figure::measured("replay_ratio", "ratio", 3, ratios));
+            self.figures.push(Figure::measured(
+                "replay_plain_native_eps",
+                "events/s",
+                0,
+                plain_eps,
+            ));
+            self.figures.push(Figure::measured(
+                "replay_vs_plain_native",
+                "ratio",
+                3,
+                plain_ratios,
+            ));
         }
         agreed.ok_or_else(|| anyhow!("no replay ran"))
     }
@@ -508,6 +608,18 @@ impl Harness<'_> {
             remove_db(&db)?;
             Ok(ns)
         })?;
+        let serial = self.repeat("floor: WASM replay without read-ahead", |h, rep| {
+            let db = h.scratch.path(&format!("floor/serial-{rep}.db"))?;
+            let took = replay::replay_wasm_with(&h.loaded, log, &db, h.batch, head, false)?;
+            remove_db(&db)?;
+            Ok(head as f64 / took.as_secs_f64())
+        })?;
+        self.figures.push(Figure::measured(
+            "replay_wasm_serial_eps",
+            "events/s",
+            0,
+            serial,
+        ));
         self.figures.push(Figure::measured(
             "floor_scan_ns_per_event",
             "ns/event",
@@ -674,6 +786,123 @@ impl Harness<'_> {
             0,
             archive,
         ));
+        Ok(())
+    }
+
+    /// Each of issue 16's levers off and on (see `levers.rs`).
+    fn levers(&mut self, log: &EventLog, head: u64, agreed: &Checksum) -> Result<()> {
+        let dir = self.scratch.dir("levers")?;
+        let reps = self.options.reps;
+        let mut rounds = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {head} events replayed with read-ahead and sequential scan each off and on (rep {rep}/{reps})"
+            ));
+            rounds.push(levers::replay_round(
+                &self.loaded,
+                log,
+                &dir,
+                self.batch,
+                head,
+                rep,
+                agreed,
+            )?);
+        }
+        let pick = |f: fn(&levers::ReplayLevers) -> f64| rounds.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured(
+                "lever_replay_both_on_eps",
+                "events/s",
+                0,
+                pick(|r| r.both_on),
+            ),
+            Figure::measured(
+                "lever_replay_read_ahead_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.read_ahead_off),
+            ),
+            Figure::measured(
+                "lever_replay_scan_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.scan_off),
+            ),
+            Figure::measured(
+                "lever_replay_both_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.both_off),
+            ),
+        ]);
+        let (events, seed) = (self.options.events, self.options.seed);
+        let path = dir.join("append/events.db");
+        std::fs::create_dir_all(dir.join("append"))?;
+        let mut appends = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {events} events appended in batches of {APPEND_BATCH_EVENTS}, stream-version cache and larger checkpoints each off (rep {rep}/{reps})"
+            ));
+            appends.push(levers::append_round(
+                &path,
+                &self.log_options,
+                seed,
+                events,
+                rep,
+            )?);
+        }
+        let pick = |f: fn(&levers::AppendLevers) -> f64| appends.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured(
+                "lever_append_both_on_eps",
+                "events/s",
+                0,
+                pick(|r| r.both_on),
+            ),
+            Figure::measured(
+                "lever_append_cache_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.cache_off),
+            ),
+            Figure::measured(
+                "lever_append_checkpoints_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.checkpoints_off),
+            ),
+        ]);
+        let single_events = events.min(SINGLE_APPEND_MAX_EVENTS);
+        let mut singles = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {single_events} single events from {SINGLE_APPEND_THREADS} threads, reply thread and larger checkpoints each off (rep {rep}/{reps})"
+            ));
+            singles.push(levers::single_round(
+                &path,
+                &self.log_options,
+                seed,
+                single_events,
+                rep,
+            )?);
+        }
+        let pick = |f: fn(&levers::SingleLevers) -> f64| singles.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured("lever_single_all_on_eps", "events/s", 0, pick(|r| r.all_on)),
+            Figure::measured(
+                "lever_single_reply_thread_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.reply_thread_off),
+            ),
+            Figure::measured(
+                "lever_single_checkpoints_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.checkpoints_off),
+            ),
+        ]);
+        let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
 
@@ -845,6 +1074,9 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     }
     if harness.wants(Group::Reactors) {
         harness.reactors()?;
+    }
+    if harness.wants(Group::Levers) {
+        harness.levers(&log, head, &checksum)?;
     }
     harness.components(&log, head)?;
 

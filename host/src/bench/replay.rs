@@ -110,6 +110,19 @@ pub fn replay_wasm(
     batch: BatchLimits,
     head: u64,
 ) -> Result<Duration> {
+    replay_wasm_with(loaded, log, db, batch, head, true)
+}
+
+/// [`replay_wasm`], with the engine's read-ahead on or off (off: each batch is read
+/// only once the previous one is committed, as before issue 16).
+pub fn replay_wasm_with(
+    loaded: &LoadedProjector,
+    log: &EventLog,
+    db: &Path,
+    batch: BatchLimits,
+    head: u64,
+    read_ahead: bool,
+) -> Result<Duration> {
     let mut projection = Projection::open(
         loaded.clone(),
         db,
@@ -117,6 +130,7 @@ pub fn replay_wasm(
         log.reader()?,
         batch,
     )?;
+    projection.set_read_ahead(read_ahead);
     let started = Instant::now();
     while projection.step(Some(head))? != Step::CaughtUp {}
     projection.sync()?;

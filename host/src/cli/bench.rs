@@ -21,8 +21,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "R", default_value_t = bench::DEFAULT_REPS)]
     reps: usize,
     /// Measure only these groups of figures (comma-separated): append, replay, floors,
-    /// live, swap, memory, cold-start, consumers, retention, snapshots, reactors. The WASM/native
-    /// checksum check always runs.
+    /// live, swap, memory, cold-start, consumers, retention, snapshots, reactors, levers. The
+    /// WASM/native checksum check always runs.
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     only: Vec<Group>,
     /// Print one JSON object per measured figure, one per line, instead of the table.
@@ -63,12 +63,30 @@ pub struct BenchArgs {
     /// Internal: the read model the memory probe creates.
     #[arg(long, hide = true, value_name = "PATH", requires = "rss_probe_log")]
     rss_probe_out: Option<PathBuf>,
+
+    // The HTTP load generator: `refract bench` runs itself with these, as a separate
+    // process, to append through the API (the token comes in an environment variable).
+    /// Internal: the server the load generator appends to.
+    #[arg(long, hide = true, value_name = "URL")]
+    load_gen_url: Option<String>,
+    /// Internal: the load generator's concurrent clients.
+    #[arg(long, hide = true, value_name = "N", default_value_t = 1)]
+    load_gen_clients: usize,
+    /// Internal: the events the load generator appends in all.
+    #[arg(long, hide = true, value_name = "N", default_value_t = 1)]
+    load_gen_events: usize,
+    /// Internal: the events per request.
+    #[arg(long, hide = true, value_name = "N", default_value_t = 1)]
+    load_gen_batch: usize,
 }
 
 /// Runs `refract bench`.
 pub fn run(config: &Config, args: &BenchArgs) -> Result<()> {
     if let Some(log) = &args.rss_probe_log {
         return probe(config, args, log);
+    }
+    if let Some(url) = &args.load_gen_url {
+        return load_generator(args, url);
     }
     if args.cluster {
         return cluster(args);
@@ -125,6 +143,25 @@ fn cluster(args: &BenchArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
+    Ok(())
+}
+
+/// The HTTP load generator's side: append, then print `<events> <seconds>`.
+fn load_generator(args: &BenchArgs, url: &str) -> Result<()> {
+    let token = std::env::var(bench::http::TOKEN_ENV).with_context(|| {
+        format!(
+            "the load generator reads the API token from {}",
+            bench::http::TOKEN_ENV
+        )
+    })?;
+    let load = bench::http::Load {
+        url: url.to_owned(),
+        clients: args.load_gen_clients,
+        events: args.load_gen_events,
+        batch: args.load_gen_batch,
+    };
+    let line = bench::http::generate(&load, &token).context("the load generator failed")?;
+    println!("{line}");
     Ok(())
 }
 

@@ -28,6 +28,7 @@ mod handle;
 pub mod hooks;
 pub mod integrity;
 pub mod projection;
+mod read_ahead;
 pub mod report;
 mod shared;
 pub mod status;

@@ -11,8 +11,9 @@
 //!
 //! Offsets, stream versions and `recorded_at` are computed inside the write transaction
 //! from what is in the file, so another process appending to the same file between two
-//! groups cannot cause a gap, a duplicate or a time going backwards. A cache of stream
-//! versions lives for one group only.
+//! groups cannot cause a gap, a duplicate or a time going backwards. The cache of stream
+//! versions outlives a group only while the file's head is where this writer's last
+//! commit left it: any other appender moves the head, and then the cache starts over.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,9 @@ use tokio::sync::watch;
 use super::ids::IdGenerator;
 use super::query::{STREAM_VERSION_SQL, get_u64, to_sql_int};
 use super::schema::sqlite_error;
-use super::{EventField, LogError, LogOptions, MAX_NAME_CHARS, NewEvent};
+use super::{
+    EventField, LogError, LogOptions, MAX_CACHED_STREAM_VERSIONS, MAX_NAME_CHARS, NewEvent,
+};
 use crate::storage_fault::StorageFault;
 
 /// The outcome of one append request.
@@ -141,12 +144,19 @@ fn check_json(value: &str, max_bytes: usize, option: &str) -> Result<(), String>
 pub(super) fn spawn_writer(
     conn: Connection,
     path: PathBuf,
-    max_group_events: usize,
+    options: &LogOptions,
     head: watch::Sender<u64>,
     appended: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Job>, JoinHandle<()>), LogError> {
     let mirror = super::mirror::stored_position(&conn)
         .map_err(|source| sqlite_error(&path, "reading the mirror position", source))?;
+    let (max_group_events, keep_versions) =
+        (options.max_group_events, options.stream_version_cache);
+    let replier = if options.reply_thread {
+        Some(spawn_replier(&path)?)
+    } else {
+        None
+    };
     let (sender, receiver) = mpsc::channel();
     let thread_path = path.clone();
     let handle = thread::Builder::new()
@@ -159,13 +169,36 @@ pub(super) fn spawn_writer(
                 head,
                 appended,
                 versions: HashMap::new(),
+                versions_valid_at: None,
+                keep_versions,
                 ids: IdGenerator::new(),
                 mirror,
+                replier,
             };
             writer.run(&receiver);
         })
         .map_err(|source| LogError::Open { path, source })?;
     Ok((sender, handle))
+}
+
+/// Starts the thread that sends the replies of committed groups (see
+/// [`LogOptions::reply_thread`]). It ends once the writer drops its sender.
+fn spawn_replier(path: &Path) -> Result<mpsc::Sender<Vec<(ReplyTo, Reply)>>, LogError> {
+    let (sender, receiver) = mpsc::channel::<Vec<(ReplyTo, Reply)>>();
+    thread::Builder::new()
+        .name("refract-log-replies".to_owned())
+        .spawn(move || {
+            for answers in receiver {
+                for (to, reply) in answers {
+                    to.send(reply);
+                }
+            }
+        })
+        .map_err(|source| LogError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(sender)
 }
 
 /// The state of the writer thread.
@@ -176,14 +209,23 @@ pub(super) struct Writer {
     pub(super) head: watch::Sender<u64>,
     /// Events this writer has committed (new ones, not idempotent repeats).
     pub(super) appended: Arc<AtomicU64>,
-    /// Stream versions written or read in the current group. Cleared at the start of every
-    /// group (another process may have appended since) and whenever a request rolls back.
+    /// Stream versions written or read by this writer. Cleared whenever a request rolls
+    /// back, and at the start of a group unless [`versions_valid_at`](Self::versions_valid_at)
+    /// is the file's head then.
     pub(super) versions: HashMap<String, u64>,
+    /// The head at which `versions` is known to match the file: where this writer's last
+    /// commit left it. `None` when unknown (nothing committed yet, or a rollback).
+    pub(super) versions_valid_at: Option<u64>,
+    /// [`LogOptions::stream_version_cache`]: whether `versions` outlives a group.
+    keep_versions: bool,
     /// Generates the ids of events that come without one.
     pub(super) ids: IdGenerator,
     /// Where this log stands as a cluster node's mirror; `None` for a single-node log.
     /// A mirror refuses local appends: its events come from the cluster only.
     pub(super) mirror: Option<super::MirrorPosition>,
+    /// The reply thread, when [`LogOptions::reply_thread`] is on: it wakes the appenders
+    /// of a committed group while this thread starts on the next one.
+    replier: Option<mpsc::Sender<Vec<(ReplyTo, Reply)>>>,
 }
 
 /// What a group transaction tracks while it runs.
@@ -242,6 +284,7 @@ impl Writer {
         }
         match self.write_group(group) {
             Ok((replies, before, head)) => {
+                let replies_len = replies.len();
                 // Inside the group's write transaction nobody else appends, so the
                 // head's move is exactly what this group added.
                 self.appended.fetch_add(head - before, Ordering::Relaxed);
@@ -250,11 +293,27 @@ impl Writer {
                     *current = head;
                     changed
                 });
-                for (request, reply) in group.drain(..).zip(replies) {
-                    request.reply.send(reply);
+                let answers = group.drain(..).map(|request| request.reply).zip(replies);
+                match &self.replier {
+                    // One appender: waking it costs what waking the reply thread would.
+                    Some(replier) if replies_len > 1 => {
+                        if let Err(mpsc::SendError(answers)) = replier.send(answers.collect()) {
+                            // The reply thread is gone (it cannot panic): answer here.
+                            for (to, reply) in answers {
+                                to.send(reply);
+                            }
+                        }
+                    }
+                    _ => {
+                        for (to, reply) in answers {
+                            to.send(reply);
+                        }
+                    }
                 }
             }
             Err(e) => {
+                // The rolled-back group may have cached versions it never committed.
+                self.forget_versions();
                 let disk_full = StorageFault::of_sqlite(&e) == Some(StorageFault::DiskFull);
                 let reason = e.to_string();
                 for request in group.drain(..) {
@@ -283,7 +342,6 @@ impl Writer {
         &mut self,
         group: &[Request],
     ) -> Result<(Vec<Reply>, u64, u64), rusqlite::Error> {
-        self.versions.clear();
         let conn = &self.conn;
         let control = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
         control("BEGIN IMMEDIATE")?;
@@ -300,6 +358,15 @@ impl Writer {
             .query_row([], |row| Ok((get_u64(row, 0)?, row.get(1)?)))
             .optional()?;
         let (head, last_recorded) = last.unwrap_or((0, i64::MIN));
+        // Another appender (another process) moved the head: its streams' versions are
+        // not in the cache. Nobody else did: the cache is exactly what the file says.
+        if !self.keep_versions
+            || self.versions_valid_at != Some(head)
+            || self.versions.len() > MAX_CACHED_STREAM_VERSIONS
+        {
+            self.versions.clear();
+        }
+        self.versions_valid_at = None;
         let now = super::model::timestamp_to_micros(jiff::Timestamp::now());
         let mut state = GroupState {
             next_offset: head + 1,
@@ -320,10 +387,12 @@ impl Writer {
             if reply.is_err() {
                 control("ROLLBACK")?;
                 open.finished = true;
+                self.versions.clear();
                 return Ok((vec![reply], head, head));
             }
             control("COMMIT")?;
             open.finished = true;
+            self.versions_valid_at = Some(state.next_offset - 1);
             return Ok((vec![reply], head, state.next_offset - 1));
         }
 
@@ -349,7 +418,15 @@ impl Writer {
         }
         control("COMMIT")?;
         open.finished = true;
+        self.versions_valid_at = Some(state.next_offset - 1);
         Ok((replies, head, state.next_offset - 1))
+    }
+
+    /// Empties the stream-version cache: after a rollback it may hold versions that were
+    /// never committed.
+    pub(super) fn forget_versions(&mut self) {
+        self.versions.clear();
+        self.versions_valid_at = None;
     }
 }
 

@@ -183,7 +183,8 @@ impl Writer {
     }
 
     fn apply_batch(&mut self, batch: &MirrorBatch) -> Result<MirrorOutcome, LogError> {
-        self.versions.clear();
+        // A mirror's batch may fail part-way and leave uncommitted versions behind.
+        self.forget_versions();
         let path = self.path.clone();
         let sqlite = |source| sqlite_error(&path, "applying mirrored events", source);
         let conn = &self.conn;

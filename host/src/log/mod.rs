@@ -72,9 +72,11 @@ pub use model::{
     timestamp_to_micros,
 };
 pub use options::{
-    DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_MAX_DATA_BYTES,
-    DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES, Durability, LogOptions, MAX_BATCH_SIZE,
+    DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_CHECKPOINT_PAGES,
+    DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES,
+    DENSITY_SAMPLE_OFFSETS, Durability, LogOptions, MAX_BATCH_SIZE, MAX_CACHED_STREAM_VERSIONS,
     MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS, READER_CACHE_SIZE_KIB, SCAN_WINDOW,
+    SEQUENTIAL_SCAN_MIN_DENSITY,
 };
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};
@@ -131,13 +133,8 @@ impl EventLog {
             .map_err(|source| schema::sqlite_error(&path, "reading the head", source))?;
         let (head_sender, head_receiver) = watch::channel(head);
         let appended = Arc::new(AtomicU64::new(0));
-        let (requests, writer) = append::spawn_writer(
-            conn,
-            path.clone(),
-            options.max_group_events,
-            head_sender,
-            appended.clone(),
-        )?;
+        let (requests, writer) =
+            append::spawn_writer(conn, path.clone(), &options, head_sender, appended.clone())?;
         let readers = Arc::new(read::ReaderPool::new(path.clone(), options.clone()));
         Ok(EventLog {
             inner: Arc::new(Inner {

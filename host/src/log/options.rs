@@ -29,6 +29,14 @@ pub const DEFAULT_CACHE_SIZE_KIB: u32 = 64 * 1024;
 /// 35 MiB for 100k events). This keeps the upper levels of the indexes.
 pub const READER_CACHE_SIZE_KIB: u32 = 4 * 1024;
 
+/// Default of [`LogOptions::checkpoint_pages`]: 16k pages, about 64 MiB of WAL at
+/// 4 KiB pages. SQLite's default is 1000. A checkpoint copies each page once however
+/// often it was rewritten since the last one; appends spread over many streams rewrite
+/// the same index pages commit after commit, so fewer, larger checkpoints copy far fewer
+/// pages per event. The cost is a WAL of up to this size on disk, and a longer pause for
+/// the one commit that runs the checkpoint.
+pub const DEFAULT_CHECKPOINT_PAGES: u32 = 16 * 1024;
+
 /// Default cap on how many events one group commit gathers from queued append calls. A
 /// request is never split, so a single larger batch still commits alone; the cap only
 /// bounds how long the requests that came first wait for the ones that came later.
@@ -51,6 +59,27 @@ pub const MAX_BATCH_SIZE: usize = 100_000;
 /// back short, and the iterator moves on to the next window; this keeps every read
 /// transaction short however sparse the matches are.
 pub const SCAN_WINDOW: u64 = 16 * 1024;
+
+/// The share of log rows a type filter must match for [`LogReader::read_batch`] to read
+/// a batch as a sequential scan in offset order (types checked per row) rather than as
+/// index probes merged per type. Measured on the `balances` replay (every row matches):
+/// the scan reads a row for about half of what a probe, the merge and the fetch by
+/// offset cost together, so below a quarter of the rows the probes win.
+///
+/// [`LogReader::read_batch`]: super::LogReader::read_batch
+pub const SEQUENTIAL_SCAN_MIN_DENSITY: f64 = 0.25;
+
+/// How many offsets after the cursor [`LogReader::read_batch`] counts per type (from
+/// the `(type, offset)` index) to estimate a filter's density before its first batch;
+/// later batches use the density they observed.
+///
+/// [`LogReader::read_batch`]: super::LogReader::read_batch
+pub const DENSITY_SAMPLE_OFFSETS: u64 = 4 * 1024;
+
+/// The most streams whose versions the writer keeps between group commits. Past it the
+/// cache starts over (each stream's version is read from the index again, once), so its
+/// memory stays bounded however many streams a log has: about 100 bytes a stream.
+pub const MAX_CACHED_STREAM_VERSIONS: usize = 100_000;
 
 /// The most event types, or stream prefixes, one query may filter on. Each becomes an
 /// index probe per page (and SQLite caps a compound query at 500 parts).
@@ -89,6 +118,22 @@ pub struct LogOptions {
     pub cache_size_kib: u32,
     /// Cap on the events of one group commit. Default [`DEFAULT_MAX_GROUP_EVENTS`].
     pub max_group_events: usize,
+    /// Whether a type filter matching most of the log may be read as a sequential scan
+    /// (see [`SEQUENTIAL_SCAN_MIN_DENSITY`]). Default on; `refract bench` turns it off to
+    /// measure what it is worth.
+    pub sequential_scan: bool,
+    /// Whether the writer keeps the stream versions it knows from one group commit to
+    /// the next (up to [`MAX_CACHED_STREAM_VERSIONS`] streams), as long as nobody else
+    /// appended in between. Default on; `refract bench` turns it off to measure it.
+    pub stream_version_cache: bool,
+    /// WAL pages after which the writer's commit checkpoints them into the database
+    /// file (SQLite's `wal_autocheckpoint`), which also bounds the WAL's size. Default
+    /// [`DEFAULT_CHECKPOINT_PAGES`]; `refract bench` measures SQLite's own 1000 against it.
+    pub checkpoint_pages: u32,
+    /// Whether the appenders of a committed group are woken by a thread of their own
+    /// while the writer starts on the next group. Default on; `refract bench` turns it
+    /// off to measure it.
+    pub reply_thread: bool,
 }
 
 impl Default for LogOptions {
@@ -100,6 +145,10 @@ impl Default for LogOptions {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             cache_size_kib: DEFAULT_CACHE_SIZE_KIB,
             max_group_events: DEFAULT_MAX_GROUP_EVENTS,
+            sequential_scan: true,
+            stream_version_cache: true,
+            checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
+            reply_thread: true,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | none, offsets | the table itself (rowid range) | O(page) |
 //! | time range | two probes on `recorded_at` turn it into an offset range | O(log n) once |
 //! | types | `(type, offset)`: one ordered, limited probe per type, merged | O(types × page) |
+//! | types matching most rows (replay) | rowid range, type checked per row | O(window) |
 //! | exact stream | `(stream, stream_version)`: offsets become versions by binary search | O(page) |
 //! | stream prefixes | rowid range, prefix checked per row | O(window) |
 //! | types + prefixes | `(type, offset)`, prefix checked per row | O(types × window) |
@@ -130,6 +131,11 @@ pub(super) struct Plan {
     /// Whether some filter is checked row by row, so pages are limited to windows of
     /// [`SCAN_WINDOW`] keys.
     pub(super) windowed: bool,
+    /// For a type filter over offsets: the same page read as a sequential scan of the
+    /// table in offset order, types checked per row, with the same parameters. It is
+    /// cheaper than the merged index probes when most rows match (see
+    /// [`LogReader::read_batch`](super::LogReader::read_batch)), and always windowed.
+    pub(super) scan_sql: Option<String>,
     /// The exact stream, for [`Key::Version`] plans.
     stream: Option<String>,
     /// Distinct types, sorted.
@@ -170,6 +176,7 @@ impl Plan {
 
         let mut params = Vec::new();
         let mut sql = String::new();
+        let mut scan_sql = None;
         let (key, windowed) = if let Some(stream) = &stream {
             params.push(stream.clone());
             sql.push_str(&format!(
@@ -194,6 +201,12 @@ impl Plan {
             } else {
                 let first = params.len() + 4;
                 params.extend(types.iter().cloned());
+                let mut scan = format!(
+                    r#"SELECT {COLUMNS} FROM events NOT INDEXED WHERE "offset" > ?1 AND "offset" <= ?2{residual} AND type IN ("#
+                );
+                push_placeholders(&mut scan, first, types.len());
+                scan.push_str(r#") ORDER BY "offset" LIMIT ?3"#);
+                scan_sql = Some(scan);
                 let single = |n: usize| {
                     format!(
                         r#"SELECT {COLUMNS} FROM events INDEXED BY events_type_offset WHERE type = ?{n} AND "offset" > ?1 AND "offset" <= ?2{residual} ORDER BY "offset" LIMIT ?3"#
@@ -228,6 +241,7 @@ impl Plan {
             sql,
             params,
             windowed,
+            scan_sql,
             stream,
             types,
             prefixes,
@@ -329,7 +343,33 @@ impl Plan {
     }
 }
 
+/// Events of type `?1` with offsets in `[?2, ?3]`, from the `(type, offset)` index alone.
+const COUNT_TYPE_SQL: &str = r#"SELECT count(*) FROM events INDEXED BY events_type_offset
+    WHERE type = ?1 AND "offset" BETWEEN ?2 AND ?3"#;
+
 impl Plan {
+    /// The subscribed types' share of the offsets in `[lo, hi]`: per-type counts from the
+    /// `(type, offset)` index, so the cost is the matches in the range, not its rows.
+    /// Stream prefixes are not counted in (they only make the share smaller).
+    pub(super) fn type_density(
+        &self,
+        conn: &Connection,
+        lo: u64,
+        hi: u64,
+    ) -> rusqlite::Result<f64> {
+        if hi < lo {
+            return Ok(0.0);
+        }
+        let mut matches = 0u64;
+        for ty in &self.types {
+            matches += conn.prepare_cached(COUNT_TYPE_SQL)?.query_row(
+                rusqlite::params![ty, to_sql_int(lo), to_sql_int(hi)],
+                |row| get_u64(row, 0),
+            )?;
+        }
+        Ok(matches as f64 / (hi - lo + 1) as f64)
+    }
+
     /// The count query for one type (`?1`) in offsets `[?2, ?3]`, with the prefix residual,
     /// and its parameters from `?4` on.
     fn count_types_sql(&self) -> (String, Vec<String>) {
@@ -357,6 +397,7 @@ impl Plan {
             all.push(VERSION_OFFSET_SQL.to_owned());
         }
         all.push(self.sql.clone());
+        all.extend(self.scan_sql.clone());
         match (
             &self.stream,
             self.types.is_empty(),

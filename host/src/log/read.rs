@@ -16,8 +16,8 @@ use super::model::micros_to_timestamp;
 use super::query::{Key, Plan, Span, get_u64, to_sql_int};
 use super::schema::{open_reader, sqlite_error};
 use super::{
-    DEFAULT_BATCH_SIZE, Event, EventRef, LogError, LogOptions, MAX_BATCH_SIZE, MAX_IDLE_READERS,
-    ReadQuery, SCAN_WINDOW,
+    DEFAULT_BATCH_SIZE, DENSITY_SAMPLE_OFFSETS, Event, EventRef, LogError, LogOptions,
+    MAX_BATCH_SIZE, MAX_IDLE_READERS, ReadQuery, SCAN_WINDOW, SEQUENTIAL_SCAN_MIN_DENSITY,
 };
 
 /// Idle read-only connections, shared by an [`EventLog`](super::EventLog) and its iterators.
@@ -331,6 +331,11 @@ pub struct LogReader {
     path: PathBuf,
     /// The archive, when one is attached (see `cold.rs`).
     cold: Option<Arc<dyn ColdTier>>,
+    /// The share of offsets the last type-filtered batch matched, and the plan it was
+    /// read with (its page SQL): the statistic that picks the next batch's plan.
+    density: Option<(String, f64)>,
+    /// [`LogOptions::sequential_scan`].
+    sequential_scan: bool,
 }
 
 impl LogReader {
@@ -339,7 +344,30 @@ impl LogReader {
             conn: pool.open()?,
             path: pool.path().to_path_buf(),
             cold: pool.cold.get().cloned(),
+            density: None,
+            sequential_scan: pool.options.sequential_scan,
         })
+    }
+
+    /// Whether to read the next batch of a type filter as a sequential scan: from the
+    /// density the last batch of the same plan observed (`last`), or else from per-type
+    /// counts over the next [`DENSITY_SAMPLE_OFFSETS`] offsets.
+    fn prefers_scan(
+        last: Option<&(String, f64)>,
+        conn: &Connection,
+        plan: &Plan,
+        span: Span,
+    ) -> rusqlite::Result<bool> {
+        let density = match last {
+            Some((sql, density)) if *sql == plan.sql => *density,
+            _ => {
+                let hi = span
+                    .end
+                    .min(span.cursor.saturating_add(DENSITY_SAMPLE_OFFSETS));
+                plan.type_density(conn, span.cursor + 1, hi)?
+            }
+        };
+        Ok(density >= SEQUENTIAL_SCAN_MIN_DENSITY)
     }
 
     /// The replay hot path. In ONE short read transaction, visits up to `max_events`
@@ -396,9 +424,32 @@ impl LogReader {
         let Some(span) = plan.span(&tx, query, after, head).map_err(sqlite)? else {
             return Ok(result);
         };
+        // A filter matching most of the log is read in offset order straight off the
+        // table, a window at a time, rather than as one index probe per type merged.
+        let scan_sql = match &plan.scan_sql {
+            Some(scan_sql)
+                if self.sequential_scan
+                    && Self::prefers_scan(self.density.as_ref(), &tx, &plan, span)
+                        .map_err(sqlite)? =>
+            {
+                Some(scan_sql)
+            }
+            _ => None,
+        };
+        let (sql, end) = match scan_sql {
+            Some(scan_sql) => {
+                let window = SCAN_WINDOW.max(max_events as u64);
+                (scan_sql, span.end.min(span.cursor.saturating_add(window)))
+            }
+            None => (&plan.sql, span.end),
+        };
+        if end < span.end {
+            // The window ends before the span: a short batch covered the window only.
+            result.scanned_through = end;
+        }
         {
-            let mut stmt = tx.prepare_cached(&plan.sql).map_err(sqlite)?;
-            bind_page(&mut stmt, &plan, span.cursor, span.end, max_events).map_err(sqlite)?;
+            let mut stmt = tx.prepare_cached(sql).map_err(sqlite)?;
+            bind_page(&mut stmt, &plan, span.cursor, end, max_events).map_err(sqlite)?;
             let mut rows = stmt.raw_query();
             while let Some(row) = rows.next().map_err(sqlite)? {
                 let event = event_ref(row).map_err(sqlite)?;
@@ -411,6 +462,16 @@ impl LogReader {
             }
         }
         tx.finish().map_err(sqlite)?;
+        if plan.scan_sql.is_some() {
+            let covered = result
+                .scanned_through
+                .min(span.end)
+                .saturating_sub(span.cursor);
+            if covered > 0 {
+                let density = result.visited as f64 / covered as f64;
+                self.density = Some((plan.sql.clone(), density));
+            }
+        }
         Ok(result)
     }
 

@@ -103,6 +103,8 @@ pub(super) fn open_writer(path: &Path, options: &LogOptions) -> Result<Connectio
         .map_err(sqlite("switching to WAL mode"))?;
     conn.pragma_update(None, "synchronous", synchronous(options.durability))
         .map_err(sqlite("setting synchronous"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", options.checkpoint_pages.max(1))
+        .map_err(sqlite("setting wal_autocheckpoint"))?;
     // Savepoints of a group commit keep their undo pages in memory, not in a temp file.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(sqlite("setting temp_store"))?;

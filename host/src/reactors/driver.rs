@@ -143,6 +143,38 @@ impl Driver {
             })
     }
 
+    /// Drops from `batch` the events [`Self::deliver`] refuses, using `spare` as the
+    /// buffer the kept events are packed into. A batch with nothing to drop is left as
+    /// it is.
+    pub(crate) fn keep_delivered(
+        &self,
+        conn: &Connection,
+        batch: &mut EventBatch,
+        spare: &mut EventBatch,
+    ) {
+        let keep: Vec<bool> = batch
+            .iter()
+            .map(|event| self.deliver(conn, event.stream, event.event_type, event.data))
+            .collect();
+        if keep.iter().all(|kept| *kept) {
+            return;
+        }
+        spare.clear();
+        for (event, _) in batch.iter().zip(&keep).filter(|(_, kept)| **kept) {
+            spare.push(
+                event.offset,
+                event.id,
+                event.stream,
+                event.stream_version,
+                event.event_type,
+                event.data,
+                event.metadata,
+                event.recorded_at_micros,
+            );
+        }
+        std::mem::swap(batch, spare);
+    }
+
     /// The host's writes after a successful `handle`, before the commit: the delivered
     /// timers are removed, and the emits appended (or suppressed).
     pub(crate) fn commit(

@@ -1,0 +1,174 @@
+//! `refract bench --only levers`: issue 16's levers, each measured off and on in the same
+//! run, on the same log, by the same binary. Within a repetition the settings take turns
+//! in a rotating order, so that none always runs on the warmest caches.
+//!
+//! - Replay: the WASM `balances` replay through the engine with the engine's read-ahead
+//!   and the log's sequential scan for dense type filters each on or off (four
+//!   settings). Every read model is checked against the run's agreed checksum.
+//! - Batched appends: the writer's stream-version cache kept across group commits, or
+//!   started over at every group (as before issue 16); WAL checkpoints every
+//!   [`LogOptions::checkpoint_pages`] pages, or every 1000 (SQLite's default, as before).
+//! - Single-event appends from 16 threads: the reply thread, or the writer waking every
+//!   appender itself; larger checkpoints, or SQLite's default.
+
+use std::path::Path;
+
+use anyhow::{Result, ensure};
+
+use super::replay::{self, Checksum};
+use super::{append, remove_db};
+use crate::engine::BatchLimits;
+use crate::log::{EventLog, LogOptions};
+
+/// SQLite's own `wal_autocheckpoint`, the setting before issue 16.
+pub const SQLITE_CHECKPOINT_PAGES: u32 = 1_000;
+use crate::runtime::LoadedProjector;
+
+/// The four replay settings, in events per second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayLevers {
+    /// Read-ahead and sequential scan both on (the shipped default).
+    pub both_on: f64,
+    /// Read-ahead off, sequential scan on.
+    pub read_ahead_off: f64,
+    /// Read-ahead on, sequential scan off (merged index probes per type).
+    pub scan_off: f64,
+    /// Both off: the replay as it was before issue 16.
+    pub both_off: f64,
+}
+
+/// One repetition of the four replay settings over the log at `log_path` up to `head`.
+/// `log` is the shipped configuration; a second handle with the sequential scan off is
+/// opened on the same file. Read models go to `dir` and are removed after their check.
+pub fn replay_round(
+    loaded: &LoadedProjector,
+    log: &EventLog,
+    dir: &Path,
+    batch: BatchLimits,
+    head: u64,
+    rep: usize,
+    agreed: &Checksum,
+) -> Result<ReplayLevers> {
+    let no_scan = EventLog::open(
+        log.path(),
+        LogOptions {
+            sequential_scan: false,
+            ..log.options().clone()
+        },
+    )?;
+    let mut levers = ReplayLevers::default();
+    for turn in 0..4 {
+        let setting = (rep + turn) % 4;
+        let (handle, read_ahead) = match setting {
+            0 => (log, true),
+            1 => (log, false),
+            2 => (&no_scan, true),
+            _ => (&no_scan, false),
+        };
+        let db = dir.join(format!("lever-{rep}-{setting}.db"));
+        let took = replay::replay_wasm_with(loaded, handle, &db, batch, head, read_ahead)?;
+        let checksum = replay::checksum(&db)?;
+        ensure!(
+            checksum == *agreed,
+            "the replay with read-ahead {read_ahead} and sequential scan {} built a different \
+             read model ({checksum}) than the run's replays ({agreed})",
+            setting < 2
+        );
+        remove_db(&db)?;
+        let eps = head as f64 / took.as_secs_f64();
+        match setting {
+            0 => levers.both_on = eps,
+            1 => levers.read_ahead_off = eps,
+            2 => levers.scan_off = eps,
+            _ => levers.both_off = eps,
+        }
+    }
+    Ok(levers)
+}
+
+/// The three append settings, in events per second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppendLevers {
+    /// The stream-version cache and larger checkpoints both on (the default).
+    pub both_on: f64,
+    /// The stream-version cache started over at every group.
+    pub cache_off: f64,
+    /// Checkpoints every [`SQLITE_CHECKPOINT_PAGES`] (SQLite's default).
+    pub checkpoints_off: f64,
+}
+
+/// One repetition of batched appends of `events` events in the three settings, in an
+/// order that rotates with `rep`.
+pub fn append_round(
+    path: &Path,
+    options: &LogOptions,
+    seed: u64,
+    events: usize,
+    rep: usize,
+) -> Result<AppendLevers> {
+    let mut levers = AppendLevers::default();
+    for turn in 0..3 {
+        let setting = (rep + turn) % 3;
+        let options = LogOptions {
+            stream_version_cache: setting != 1,
+            checkpoint_pages: if setting == 2 {
+                SQLITE_CHECKPOINT_PAGES
+            } else {
+                options.checkpoint_pages
+            },
+            ..options.clone()
+        };
+        let eps = append::batch_eps(path, &options, seed, events, false)?;
+        match setting {
+            0 => levers.both_on = eps,
+            1 => levers.cache_off = eps,
+            _ => levers.checkpoints_off = eps,
+        }
+    }
+    append::remove_log(path)?;
+    Ok(levers)
+}
+
+/// The single-event append settings ([`append::single_eps`], 16 threads), in events per
+/// second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleLevers {
+    /// Everything on (the default).
+    pub all_on: f64,
+    /// The appenders woken by the writer itself, between groups.
+    pub reply_thread_off: f64,
+    /// Checkpoints every [`SQLITE_CHECKPOINT_PAGES`] (SQLite's default).
+    pub checkpoints_off: f64,
+}
+
+/// One repetition of single-event appends in the three settings, in an order that
+/// rotates with `rep`.
+pub fn single_round(
+    path: &Path,
+    options: &LogOptions,
+    seed: u64,
+    events: usize,
+    rep: usize,
+) -> Result<SingleLevers> {
+    let mut levers = SingleLevers::default();
+    for turn in 0..3 {
+        let setting = (rep + turn) % 3;
+        let options = LogOptions {
+            reply_thread: setting != 1,
+            checkpoint_pages: if setting == 2 {
+                SQLITE_CHECKPOINT_PAGES
+            } else {
+                options.checkpoint_pages
+            },
+            ..options.clone()
+        };
+        let eps = append::single_eps(path, &options, seed, events)?.events_per_second;
+        match setting {
+            0 => levers.all_on = eps,
+            1 => levers.reply_thread_off = eps,
+            _ => levers.checkpoints_off = eps,
+        }
+    }
+    append::remove_log(path)?;
+    Ok(levers)
+}
