@@ -37,6 +37,7 @@ pub const OUT_DIR: &str = "target/guests-py";
 pub const PY_GUESTS: &[(&str, &str)] = &[
     ("balances-py", "example-plugins/balances-py"),
     ("py-probe", "tests/fixtures/py-probe"),
+    ("order-saga-py", "example-plugins/order-saga-py"),
 ];
 
 /// `projector.toml`, as the shared contract of issue 11 defines it.

@@ -50,7 +50,11 @@ Layout:
 - `Db`, `Statement`, `Rows`, `Row`: the read model (`_db`).
 - `SqlError`, `SqlErrorKind`: a refused SQL request (`_errors`).
 - `log`: logging into the host's log.
-- `testing`: `TestProjector`, which runs a projector natively for unit tests
+- `reactor`: reactors (sagas) for the `refract:reactor` world: `Reactor`, `Effects`,
+  `Timer`, `export_reactor` (imported as `refract_sdk.reactor`; its component side is
+  `_reactor_component`).
+- `testing`: `TestProjector` and `TestReactor`, which run a projector or a reactor
+  natively for unit tests
   (on `_native`, the `sqlite3` stand-in for the host).
 - `_batch` (private): the loop behind `init` and `handle`, shared by both sides.
 - `_component` (private): the only code that touches the generated bindings; it is

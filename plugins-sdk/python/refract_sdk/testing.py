@@ -28,6 +28,7 @@ from ._event import Event, Utf8Text
 from ._info import Info
 from ._native import NativeBackend
 from ._projector import Projector, check
+from .reactor import TIMER_EVENT_TYPE, Effects, Reactor, RecordingEffects, check_reactor
 
 __all__ = ["DEFAULT_EPOCH_MICROS", "BatchError", "InitError", "TestEvent", "TestProjector", "event"]
 
@@ -160,7 +161,7 @@ class TestProjector:
                 else item.stream_version
             )
             self._versions[item.stream] = version
-            if self.info.accepts(item.type, item.stream):
+            if self._accepts(item.type, item.stream):
                 packed.push(item, offset, version)
         delivered = len(packed.offsets)
         if delivered == 0:
@@ -172,6 +173,9 @@ class TestProjector:
             raise BatchError(failed.offset, failed.message)
         self._transaction("COMMIT")
         return delivered
+
+    def _accepts(self, event_type: str, stream: str) -> bool:
+        return self.info.accepts(event_type, stream)
 
     def query(self, sql: str, params: Any = ()) -> Rows:
         """Runs any SQL query against the read model, outside the sandbox."""
@@ -226,3 +230,41 @@ class _Packed:
         for text in fields:
             self._text += text.encode("utf-8")
             self.ends.append(len(self._text))
+
+
+class TestReactor(TestProjector):
+    """A reactor running natively, as `TestProjector` runs a projector, with its
+    effects recorded in `effects.requests` instead of applied: `("emit", cause,
+    stream, type, data)`, `("schedule", cause, key, delay_ms, payload)` and
+    `("cancel", key)`, data and payloads parsed back from JSON. A failed batch's
+    requests are dropped, as the host drops them. The reactor's own timer events
+    (`timer_event`) are delivered whatever its subscriptions."""
+
+    __test__ = False
+
+    def __init__(self, reactor: type[Reactor]) -> None:
+        check_reactor(reactor)
+        self.effects = RecordingEffects()
+        wired = type(reactor.__name__, (reactor,), {"_effects": Effects(self.effects)})
+        super().__init__(wired)
+
+    def _accepts(self, event_type: str, stream: str) -> bool:
+        return (
+            event_type == TIMER_EVENT_TYPE and stream == f"refract.timer/{self.info.name}"
+        ) or self.info.accepts(event_type, stream)
+
+    def apply(self, events: Iterable[TestEvent]) -> int:
+        recorded = len(self.effects.requests)
+        try:
+            return super().apply(events)
+        except BatchError:
+            del self.effects.requests[recorded:]
+            raise
+
+    def timer_event(self, key: str, payload: Any, due_at_micros: int = 0) -> TestEvent:
+        """The `refract.timer` event the host appends when timer `key` is due."""
+        return event(
+            TIMER_EVENT_TYPE,
+            stream=f"refract.timer/{self.info.name}",
+            data={"key": key, "due_at": due_at_micros, "payload": payload},
+        )
