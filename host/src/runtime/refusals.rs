@@ -2,12 +2,15 @@
 //! component is refused again at once instead of being examined (or compiled) again.
 //!
 //! Every refusal that depends only on the bytes is kept in memory, up to
-//! [`MAX_REMEMBERED_REFUSALS`]. Those that cost a compile (the compiler refused the
-//! component, or the compile ran out of time or memory) are also written beside the
-//! compile cache, so a restart does not pay them again: a bad file in the plugins folder
-//! would otherwise cost a full compile timeout at every start. A refusal for running out
-//! of time or memory is only reused while the limit is no higher than when it happened,
-//! so raising the limit gives the component another chance.
+//! [`MAX_REMEMBERED_REFUSALS`]. Those that cost a compile and that the same bytes meet on
+//! any machine (the compiler refused the component, or the compile ran out of memory) are
+//! also written beside the compile cache, so a restart does not pay them again. A compile
+//! timeout is kept in memory only: it measures wall time, so an overloaded machine can
+//! hit it with a good component, and remembering it on disk would refuse that component
+//! for good. A hostile component therefore costs at most one compile timeout
+//! (`limits.compile_timeout_ms`) per process. A refusal for running out of time or memory
+//! is only reused while the limit is no higher than when it happened, so raising the
+//! limit gives the component another chance.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
@@ -62,13 +65,12 @@ impl Refusal {
         })
     }
 
-    /// Whether it came from compiling, so it is worth keeping across restarts.
-    fn cost_a_compile(&self) -> bool {
+    /// Whether it cost a compile and the same bytes would meet it on any machine, so it
+    /// is worth keeping across restarts. A timeout depends on the machine's load.
+    fn kept_across_restarts(&self) -> bool {
         matches!(
             self,
-            Refusal::Invalid { .. }
-                | Refusal::CompileTimeout { .. }
-                | Refusal::CompileMemory { .. }
+            Refusal::Invalid { .. } | Refusal::CompileMemory { .. }
         )
     }
 
@@ -148,7 +150,7 @@ impl Refusals {
         let Some(refusal) = Refusal::of(error, limits) else {
             return;
         };
-        if refusal.cost_a_compile()
+        if refusal.kept_across_restarts()
             && let Some(path) = self.file(sha256_hex)
             && let Ok(text) = serde_json::to_vec(&refusal)
         {
@@ -197,27 +199,50 @@ mod tests {
     }
 
     #[test]
-    fn a_timeout_is_forgotten_when_the_limit_is_raised_and_kept_on_disk() {
+    fn a_timeout_is_forgotten_when_the_limit_is_raised_and_at_a_restart() {
         let dir = tempfile::tempdir().expect("temp dir");
         let limits = SandboxLimits {
             compile_timeout_ms: 1_000,
             ..SandboxLimits::default()
         };
-        Refusals::new(Some(dir.path().to_owned())).remember(
+        let refusals = Refusals::new(Some(dir.path().to_owned()));
+        refusals.remember(
             "abc",
             &RuntimeError::CompileTimeout { limit_ms: 1_000 },
+            &limits,
+        );
+        assert!(matches!(
+            refusals.get("abc", &limits),
+            Some(RuntimeError::CompileTimeout { limit_ms: 1_000 })
+        ));
+        let raised = SandboxLimits {
+            compile_timeout_ms: 5_000,
+            ..limits.clone()
+        };
+        assert!(refusals.get("abc", &raised).is_none());
+        let restarted = Refusals::new(Some(dir.path().to_owned()));
+        assert!(
+            restarted.get("abc", &limits).is_none(),
+            "a timeout may come from a loaded machine: it is not kept on disk"
+        );
+    }
+
+    #[test]
+    fn a_compile_memory_refusal_is_kept_on_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let limits = SandboxLimits::default();
+        Refusals::new(Some(dir.path().to_owned())).remember(
+            "abc",
+            &RuntimeError::CompileMemory {
+                limit: format_bytes(limits.max_compile_memory_bytes),
+            },
             &limits,
         );
         let restarted = Refusals::new(Some(dir.path().to_owned()));
         assert!(matches!(
             restarted.get("abc", &limits),
-            Some(RuntimeError::CompileTimeout { limit_ms: 1_000 })
+            Some(RuntimeError::CompileMemory { .. })
         ));
-        let raised = SandboxLimits {
-            compile_timeout_ms: 5_000,
-            ..limits
-        };
-        assert!(restarted.get("abc", &raised).is_none());
     }
 
     #[test]
