@@ -139,7 +139,10 @@ impl Refusals {
         let refusal = remembered.or_else(|| {
             let text = fs::read(self.file(sha256_hex)?).ok()?;
             // An unreadable record is only a lost shortcut: the component is examined.
-            serde_json::from_slice::<Refusal>(&text).ok()
+            // A timeout written by an older version is not trusted either.
+            serde_json::from_slice::<Refusal>(&text)
+                .ok()
+                .filter(Refusal::kept_across_restarts)
         })?;
         refusal.holds_under(limits).then(|| refusal.to_error())
     }
