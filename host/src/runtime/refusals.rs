@@ -220,7 +220,7 @@ mod tests {
         ));
         let raised = SandboxLimits {
             compile_timeout_ms: 5_000,
-            ..limits.clone()
+            ..limits
         };
         assert!(refusals.get("abc", &raised).is_none());
         let restarted = Refusals::new(Some(dir.path().to_owned()));
