@@ -16,6 +16,10 @@ class Echo(Reactor):
         pass
 
     def react(self, event, db, effects):
+        timer = Timer.of(event)
+        if timer is not None:
+            effects.emit("pongs", "pong", {"timer": timer.key})
+            return
         effects.emit("pongs", "pong", {"n": event.data["n"]}, metadata={"k": 1})
 
 
@@ -72,6 +76,8 @@ class ReactorTest(unittest.TestCase):
         own = reactor.timer_event("k", {"x": 1}, due_at_micros=5)
         other = event("refract.timer", stream="refract.timer/other", data={})
         self.assertEqual(reactor.apply([other]), 0)
+        self.assertEqual(reactor.apply([own]), 1)
+        self.assertEqual(reactor.effects.requests[-1], ("emit", 3, "pongs", "pong", {"timer": "k"}))
         timer = Timer.of(own.as_event())
         self.assertEqual((timer.key, timer.due_at_micros, timer.payload), ("k", 5, {"x": 1}))
         self.assertIsNone(Timer.of(event("ping").as_event()))
