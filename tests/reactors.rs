@@ -347,6 +347,41 @@ fn a_new_version_takes_over_at_the_old_checkpoint_without_re_emitting() -> Resul
     Ok(())
 }
 
+#[test]
+fn a_first_version_does_not_act_on_history_when_its_timers_come_due() -> Result {
+    let host = start(&[], "")?;
+    // History from before the saga existed: an order whose payment timeout is long past
+    // by the time the saga is deployed.
+    host.log.append(vec![placed("old-order", 50)])?;
+    let wasm = std::fs::read(support::guests::guest("order-saga"))?;
+    host.engine.deploy(&wasm)?;
+    let history = host.log.head()?;
+    support::host::wait_until(PATIENCE, "the saga to replay history", || {
+        active(&host.engine, "order-saga").is_some_and(|(_, c)| c >= history)
+    });
+    // A new order times out: payment.requested, then order.cancelled and stock.released
+    // from its timer, which comes due after the old order's would have.
+    host.log.append(vec![placed("new-order", 50)])?;
+    let emitted = wait_for_emitted(&host.log, 3);
+    assert!(
+        emitted
+            .iter()
+            .any(|(t, s, _)| t == "order.cancelled" && s == "new-order"),
+        "{emitted:?}"
+    );
+    assert!(
+        emitted.iter().all(|(_, s, _)| s != "old-order"),
+        "the old order's timer acted: {emitted:?}"
+    );
+    let timers = all_events(&host.log)?
+        .into_iter()
+        .filter(|e| e.event_type == "refract.timer")
+        .count();
+    assert_eq!(timers, 1, "only the new order's timer fired");
+    host.engine.shutdown();
+    Ok(())
+}
+
 /// The `refract` binary on `data`, with `config`.
 fn refract(data: &DataDir, config: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_refract"));

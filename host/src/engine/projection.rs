@@ -253,7 +253,7 @@ impl Projection {
         )?;
         let conn = instance.host_connection();
         match self.reactor.as_mut() {
-            Some(driver) => Ok(driver.fire_due(conn, now)?),
+            Some(driver) => Ok(driver.fire_due(conn, now, self.checkpoint)?),
             None => Ok(0),
         }
     }
@@ -419,6 +419,7 @@ impl Projection {
         match self.reactor.as_mut() {
             Some(driver) => {
                 let batch = &self.batch;
+                instance.set_emit_rate_after(driver.rate_after());
                 instance.apply_with_effects(batch, |conn, emits| {
                     driver.commit(conn, batch, emits)?;
                     checkpoint::write(conn, through)?;

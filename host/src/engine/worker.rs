@@ -285,6 +285,7 @@ impl Worker {
         if let Some(driver) = projection.reactor_mut() {
             driver.attach_log(self.log.clone());
             driver.set_emitting(emits_in(self.mode));
+            driver.set_first_version(self.mode == Mode::Initial);
             driver.set_follow(self.spec.follow.clone());
         }
         let mut isolation = Isolation::None;
@@ -482,6 +483,7 @@ impl Worker {
                 self.mode = mode;
                 if let Some(driver) = projection.reactor_mut() {
                     driver.set_emitting(emits_in(mode));
+                    driver.set_first_version(mode == Mode::Initial);
                     if mode != Mode::Shadow {
                         driver.set_follow(None);
                     }

@@ -35,11 +35,13 @@ pub fn emit_id(reactor: &str, cause: u64, index: u32) -> String {
     format!("rx:{reactor}:{cause}:{index}")
 }
 
-/// The id of the timer event for `key` due at `due_at`: a timer fires once however
-/// often the host looks for due timers, across restarts.
-pub fn timer_id(reactor: &str, key: &str, due_at: i64) -> String {
+/// The id of the timer event for `key` due at `due_at`, scheduled by the event at
+/// `cause`: a timer fires once however often the host looks for due timers, across
+/// restarts, and a version that takes over fires the same ids. `cause` keeps a timer
+/// rescheduled later to the same key and due time from being taken for the first one.
+pub fn timer_id(reactor: &str, key: &str, due_at: i64, cause: u64) -> String {
     let digest = hex::encode(&Sha256::digest(key.as_bytes())[..12]);
-    format!("timer:{reactor}:{due_at}:{digest}")
+    format!("timer:{reactor}:{due_at}:{cause}:{digest}")
 }
 
 /// What appending a batch's emits did.
@@ -216,7 +218,7 @@ pub fn timer_events(reactor: &str, due: &[DueTimer]) -> Vec<NewEvent> {
                 "payload": payload,
             });
             NewEvent::new(timer_stream(reactor), TIMER_EVENT_TYPE, data.to_string())
-                .with_id(timer_id(reactor, &timer.key, timer.due_at))
+                .with_id(timer_id(reactor, &timer.key, timer.due_at, timer.cause))
                 .with_metadata(serde_json::json!({ "reactor": reactor }).to_string())
         })
         .collect()
@@ -273,9 +275,10 @@ mod tests {
     #[test]
     fn ids_name_the_reactor_the_source_and_the_index() {
         assert_eq!(emit_id("order-saga", 42, 1), "rx:order-saga:42:1");
-        let a = timer_id("saga", "key", 10);
-        assert_eq!(a, timer_id("saga", "key", 10));
-        assert_ne!(a, timer_id("saga", "key", 11));
-        assert_ne!(a, timer_id("saga", "other", 10));
+        let a = timer_id("saga", "key", 10, 3);
+        assert_eq!(a, timer_id("saga", "key", 10, 3));
+        assert_ne!(a, timer_id("saga", "key", 11, 3));
+        assert_ne!(a, timer_id("saga", "other", 10, 3));
+        assert_ne!(a, timer_id("saga", "key", 10, 4));
     }
 }

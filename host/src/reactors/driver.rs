@@ -34,6 +34,9 @@ pub(crate) struct Driver {
     timer_stream: String,
     log: Option<EventLog>,
     emitting: bool,
+    /// A first version, replaying history with nothing active before it: the timers
+    /// its history schedules are dropped, like its emits.
+    first_version: bool,
     /// Emits caused by events at or before this offset are suppressed.
     emit_after: u64,
     /// The active version's state database, while this version replays in a shadow.
@@ -53,6 +56,7 @@ impl Driver {
             timer_stream: timer_stream(name),
             log: None,
             emitting: false,
+            first_version: false,
             emit_after: state::SUPPRESS_ALL,
             follow: None,
             counts: EffectCounts::default(),
@@ -85,6 +89,24 @@ impl Driver {
     /// suppressed (a shadow or a warm version).
     pub(crate) fn set_emitting(&mut self, emitting: bool) {
         self.emitting = emitting;
+    }
+
+    /// Whether this is a first version replaying history: then the timers that history
+    /// schedules are dropped, as its emits are, so deploying a saga does not act on
+    /// old events when their timeouts come due. A version that takes over keeps its
+    /// timers: they stand for the previous version's pending ones.
+    pub(crate) fn set_first_version(&mut self, first_version: bool) {
+        self.first_version = first_version;
+    }
+
+    /// Emits caused at or before this offset will be suppressed (all of them while the
+    /// version does not emit), so the emit rate limit skips them.
+    pub(crate) fn rate_after(&self) -> u64 {
+        if self.emitting && self.log.is_some() {
+            self.emit_after
+        } else {
+            state::SUPPRESS_ALL
+        }
     }
 
     /// While replaying in a shadow: never go past the checkpoint of the reactor state at
@@ -152,6 +174,13 @@ impl Driver {
         batch: &mut EventBatch,
         spare: &mut EventBatch,
     ) {
+        let timer_stream = self.timer_stream.as_str();
+        if !batch
+            .iter()
+            .any(|event| event.event_type == TIMER_EVENT_TYPE || event.stream == timer_stream)
+        {
+            return;
+        }
         let keep: Vec<bool> = batch
             .iter()
             .map(|event| self.deliver(conn, event.stream, event.event_type, event.data))
@@ -191,6 +220,13 @@ impl Driver {
                 state::timer_delivered(conn, &key, due_at)?;
             }
         }
+        if self.first_version
+            && batch
+                .first_offset()
+                .is_some_and(|first| first <= self.emit_after)
+        {
+            state::drop_timers_caused_through(conn, self.emit_after)?;
+        }
         let total = emits.len();
         let emit_after = self.emit_after;
         match &self.log {
@@ -214,6 +250,7 @@ impl Driver {
         &mut self,
         conn: &Connection,
         now: i64,
+        checkpoint: u64,
     ) -> Result<usize, crate::log::LogError> {
         let Some(log) = self.log.as_ref().filter(|_| self.emitting) else {
             return Ok(0);
@@ -231,6 +268,11 @@ impl Driver {
         let head = log.head()?;
         let offsets = log.append(commit::timer_events(&self.name, &due))?;
         self.counts.timers_fired += offsets.iter().filter(|&&o| o > head).count() as u64;
+        if let Err(error) = state::timers_fired(conn, &due, &offsets, checkpoint) {
+            // The events are in the log; the timers are appended again (deduplicated)
+            // at the next look.
+            tracing::warn!(reactor = %self.name, "cannot record the fired timers: {error}");
+        }
         Ok(due.len())
     }
 }

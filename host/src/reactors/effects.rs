@@ -120,6 +120,9 @@ pub(crate) struct EffectsHost {
     buffered: Vec<Emit>,
     /// Pending timers, counted when the call first schedules one.
     pending_timers: Option<usize>,
+    /// Emits caused at or before this offset will be suppressed, so they do not count
+    /// against `max_emits_per_second`: a replay must not fail for running fast.
+    rate_after: u64,
 }
 
 impl EffectsHost {
@@ -134,7 +137,14 @@ impl EffectsHost {
             recorded_at: Vec::new(),
             buffered: Vec::new(),
             pending_timers: None,
+            rate_after: 0,
         }
+    }
+
+    /// Emits caused at or before `offset` are suppressed by the caller, so the rate
+    /// limit skips them.
+    pub(crate) fn set_rate_after(&mut self, offset: u64) {
+        self.rate_after = offset;
     }
 
     /// Marks the instance as the reactor `name`, which may emit `emits`.
@@ -214,7 +224,7 @@ impl EffectsHost {
                 "max_emits_per_batch",
             )));
         }
-        if !self.rate.admit() {
+        if cause > self.rate_after && !self.rate.admit() {
             return Err(wasmtime::Error::new(LimitExceeded::count(
                 "emits past the reactor's rate".to_owned(),
                 usize::try_from(self.limits.max_emits_per_second).unwrap_or(usize::MAX),
@@ -348,7 +358,7 @@ fn schedule(
         conn.prepare_cached(
             "INSERT INTO _refract_timers (key, due_at, payload, cause) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key) DO UPDATE SET due_at = excluded.due_at,
-                 payload = excluded.payload, cause = excluded.cause",
+                 payload = excluded.payload, cause = excluded.cause, fired = NULL",
         )?
         .execute(params![
             key,

@@ -2,7 +2,8 @@
 //! tables every read model has.
 //!
 //! - `_refract_timers`: pending timers, one row per key, written by the `timers` import
-//!   inside the batch's transaction, so they commit with the checkpoint.
+//!   inside the batch's transaction, so they commit with the checkpoint. `fired` is the
+//!   offset of the timer's event once the host has appended it.
 //! - `_refract_reactor`: `emit_after`, the offset up to which this version's emits
 //!   are suppressed (see [`super`] on versions and replays).
 //!
@@ -22,7 +23,8 @@ pub(crate) fn create(conn: &Connection, emit_after: u64) -> rusqlite::Result<()>
              key     TEXT PRIMARY KEY,
              due_at  INTEGER NOT NULL,
              payload TEXT NOT NULL,
-             cause   INTEGER NOT NULL
+             cause   INTEGER NOT NULL,
+             fired   INTEGER
          );
          CREATE INDEX _refract_timers_due ON _refract_timers (due_at);
          CREATE TABLE _refract_reactor (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
@@ -96,6 +98,15 @@ pub(crate) fn timer_delivered(conn: &Connection, key: &str, due_at: i64) -> rusq
     Ok(())
 }
 
+/// Removes the timers scheduled by events at or before `offset`: a first version's
+/// timers from history, which must not act (see [`super`]). Runs in the batch's
+/// transaction.
+pub(crate) fn drop_timers_caused_through(conn: &Connection, offset: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM _refract_timers WHERE cause <= ?1")?
+        .execute([i64::try_from(offset).unwrap_or(i64::MAX)])?;
+    Ok(())
+}
+
 /// A pending timer that is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueTimer {
@@ -105,16 +116,20 @@ pub struct DueTimer {
     pub due_at: i64,
     /// Its payload, JSON text.
     pub payload: String,
+    /// The offset of the event that scheduled it.
+    pub cause: u64,
 }
 
-/// Up to `limit` timers due at or before `now` (microseconds), earliest first.
+/// Up to `limit` timers due at or before `now` (microseconds) whose events are not
+/// appended yet, earliest first.
 pub(crate) fn due_timers(
     conn: &Connection,
     now: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<DueTimer>> {
     let mut statement = conn.prepare_cached(
-        "SELECT key, due_at, payload FROM _refract_timers WHERE due_at <= ?1
+        "SELECT key, due_at, payload, cause FROM _refract_timers
+          WHERE due_at <= ?1 AND fired IS NULL
           ORDER BY due_at, key LIMIT ?2",
     )?;
     let rows = statement.query_map(
@@ -124,8 +139,81 @@ pub(crate) fn due_timers(
                 key: row.get(0)?,
                 due_at: row.get(1)?,
                 payload: row.get(2)?,
+                cause: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
             })
         },
     )?;
     rows.collect()
+}
+
+/// Records the offsets the due timers' events were appended at (or found at), so they
+/// are not appended again at every look, then removes the timers whose event the
+/// reactor has passed without delivering it (a dead-lettered timer event): they would
+/// otherwise stay pending for ever and count against `max_pending_timers`.
+pub(crate) fn timers_fired(
+    conn: &Connection,
+    due: &[DueTimer],
+    offsets: &[u64],
+    checkpoint: u64,
+) -> rusqlite::Result<()> {
+    let transaction = conn.unchecked_transaction()?;
+    {
+        let mut mark = transaction.prepare_cached(
+            "UPDATE _refract_timers SET fired = ?3 WHERE key = ?1 AND due_at = ?2",
+        )?;
+        for (timer, offset) in due.iter().zip(offsets) {
+            mark.execute(params![
+                timer.key,
+                timer.due_at,
+                i64::try_from(*offset).unwrap_or(i64::MAX)
+            ])?;
+        }
+    }
+    transaction
+        .prepare_cached("DELETE FROM _refract_timers WHERE fired <= ?1")?
+        .execute([i64::try_from(checkpoint).unwrap_or(i64::MAX)])?;
+    transaction.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(conn: &Connection, key: &str, due_at: i64, cause: u64) {
+        conn.execute(
+            "INSERT INTO _refract_timers (key, due_at, payload, cause) VALUES (?1, ?2, '{}', ?3)",
+            params![key, due_at, i64::try_from(cause).unwrap()],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn fired_timers_are_not_due_again_and_passed_ones_are_dropped() {
+        let conn = Connection::open_in_memory().unwrap();
+        create(&conn, 0).unwrap();
+        schedule(&conn, "a", 10, 1);
+        schedule(&conn, "b", 20, 2);
+        let due = due_timers(&conn, 100, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        // "a"'s event landed at offset 5, which the reactor has passed without
+        // delivering it (dead-lettered); "b"'s at 9, not read yet.
+        timers_fired(&conn, &due, &[5, 9], 6).unwrap();
+        assert!(due_timers(&conn, 100, 10).unwrap().is_empty(), "fired once");
+        assert!(!timer_pending(&conn, "a", 10).unwrap(), "passed: dropped");
+        assert!(
+            timer_pending(&conn, "b", 20).unwrap(),
+            "ahead: still pending"
+        );
+    }
+
+    #[test]
+    fn a_first_versions_history_timers_are_dropped() {
+        let conn = Connection::open_in_memory().unwrap();
+        create(&conn, 3).unwrap();
+        schedule(&conn, "old", 10, 3);
+        schedule(&conn, "new", 10, 4);
+        drop_timers_caused_through(&conn, 3).unwrap();
+        assert_eq!(pending_timer_count(&conn).unwrap(), 1);
+        assert!(timer_pending(&conn, "new", 10).unwrap());
+    }
 }

@@ -315,6 +315,12 @@ impl ProjectorInstance {
         })
     }
 
+    /// Emits caused at or before `offset` are suppressed by the reactor's driver, so
+    /// they do not count against `max_emits_per_second`.
+    pub(crate) fn set_emit_rate_after(&mut self, offset: u64) {
+        self.store.data_mut().effects.set_rate_after(offset);
+    }
+
     /// [`apply`](Self::apply) for a reactor: `host_writes` also receives the events the
     /// guest emitted during the call, in order, to append them before the commit (see
     /// [`crate::reactors`]). A projector's list is always empty.
