@@ -73,16 +73,8 @@ pub(crate) async fn download(
             .tempdir_in(engine.data_dir().root())
             .map_err(|error| ApiError::internal("a read-model copy's folder", &error))?;
         let copy: PathBuf = dir.path().join(format!("{name}.db"));
-        let conn = rusqlite::Connection::open_with_flags(
-            &model.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|error| ApiError::internal("opening the read model to copy it", &error))?;
-        conn.execute("VACUUM INTO ?1", [copy.to_string_lossy()])
+        let (_, version, checkpoint) = crate::snapshots::store::vacuum_copy(&model.path, &copy)
             .map_err(|error| ApiError::internal("copying the read model", &error))?;
-        drop(conn);
-        let (_, version, checkpoint) = crate::snapshots::store::identity(&copy)
-            .map_err(|error| ApiError::internal("reading the copy's checkpoint", &error))?;
         Ok((dir, copy, checkpoint, version))
     })
     .await?;

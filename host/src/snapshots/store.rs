@@ -460,25 +460,7 @@ impl Store {
         source: &Path,
         temp: &Path,
     ) -> Result<(u64, u64, String), SnapshotError> {
-        let sqlite = |path: &Path| {
-            let path = path.to_owned();
-            move |source| SnapshotError::Sqlite { path, source }
-        };
-        {
-            let conn = Connection::open_with_flags(
-                source,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(sqlite(source))?;
-            conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite(source))?;
-            let target = temp.to_str().ok_or_else(|| SnapshotError::Io {
-                path: temp.to_owned(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "the path is not UTF-8"),
-            })?;
-            conn.execute("VACUUM INTO ?1", [target])
-                .map_err(sqlite(source))?;
-        }
-        let (found_projector, found_version, checkpoint) = identity(temp).map_err(sqlite(temp))?;
+        let (found_projector, found_version, checkpoint) = vacuum_copy(source, temp)?;
         if found_projector != projector || found_version != version {
             return Err(SnapshotError::Foreign {
                 path: source.to_owned(),
@@ -627,6 +609,34 @@ fn mark_seeded(path: &Path, id: &str) -> rusqlite::Result<()> {
 
 /// What a read model says about itself: projector, version, checkpoint (read as the
 /// engine reads it, [`crate::engine::checkpoint::load`]).
+/// A consistent copy of the read model at `source` (a live one: readers and the writer
+/// go on), written to `target` by `VACUUM INTO`, not synced; returns the copy's
+/// projector, version and checkpoint.
+pub(crate) fn vacuum_copy(
+    source: &Path,
+    target: &Path,
+) -> Result<(String, String, u64), SnapshotError> {
+    let sqlite = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SnapshotError::Sqlite { path, source }
+    };
+    {
+        let conn = Connection::open_with_flags(
+            source,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite(source))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite(source))?;
+        let target_text = target.to_str().ok_or_else(|| SnapshotError::Io {
+            path: target.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+        })?;
+        conn.execute("VACUUM INTO ?1", [target_text])
+            .map_err(sqlite(source))?;
+    }
+    identity(target).map_err(sqlite(target))
+}
+
 pub(crate) fn identity(path: &Path) -> rusqlite::Result<(String, String, u64)> {
     let conn = Connection::open_with_flags(
         path,
