@@ -108,25 +108,12 @@ pub(super) fn measure(
         ));
         let dir = scratch.join(format!("reactors-{rep}"));
         let saga_run = || run_one(runtime, &saga, &dir, log_options, batch, events);
+        let summary_run = || run_one(runtime, &summary, &dir, log_options, batch, events);
         if rep % 2 == 1 {
             reactor.push(saga_run()?);
-            projector.push(run_one(
-                runtime,
-                &summary,
-                &dir,
-                log_options,
-                batch,
-                events,
-            )?);
+            projector.push(summary_run()?);
         } else {
-            projector.push(run_one(
-                runtime,
-                &summary,
-                &dir,
-                log_options,
-                batch,
-                events,
-            )?);
+            projector.push(summary_run()?);
             reactor.push(saga_run()?);
         }
     }
