@@ -92,12 +92,19 @@ pub fn generate(load: &Load, token: &str) -> Result<String> {
                         ));
                     }
                     body.push(']');
-                    agent
+                    let response = agent
                         .post(&endpoint)
                         .header("Authorization", &bearer)
                         .header("Content-Type", "application/json")
                         .send(body.as_str())
                         .with_context(|| format!("client {client}: request {request} failed"))?;
+                    // Reading the reply to its end is what hands the connection back to
+                    // the agent's pool: an unread body closes it, and every request then
+                    // pays a TCP connect and close, which no real client does.
+                    response
+                        .into_body()
+                        .read_to_vec()
+                        .with_context(|| format!("client {client}: reply {request} failed"))?;
                     sent += events;
                 }
                 Ok(sent)
