@@ -1739,7 +1739,7 @@ fn the_wrong_world_is_refused_naming_what_is_missing() -> Result {
     let message = err.to_string();
     assert!(matches!(err, RuntimeError::WrongWorld { .. }), "{err:?}");
     assert!(
-        message.contains("does not implement the world `refract:projector/projector@0.1.0`"),
+        message.contains("does not implement the world `refract:projector/projector`"),
         "{message}"
     );
     assert!(message.contains("`metadata`"), "{message}");
