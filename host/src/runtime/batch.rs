@@ -231,8 +231,15 @@ impl EventBatch {
         if fields == EventFields::ALL {
             return None;
         }
-        let carries = self.iter().any(|event| {
-            (!fields.id && !event.id.is_empty()) || (!fields.metadata && event.metadata.is_some())
+        // Field lengths from the end positions alone: no text is looked at.
+        let ends = &self.packed.ends;
+        let carries = (0..self.len()).any(|index| {
+            let end = |at: usize| ends.get(at).copied().unwrap_or(0);
+            let field = |k: usize| {
+                let at = FIELDS * index + k;
+                end(at).saturating_sub(at.checked_sub(1).map_or(0, end))
+            };
+            (!fields.id && field(0) > 0) || (!fields.metadata && field(4) > 0)
         });
         if !carries {
             return None;
