@@ -311,8 +311,8 @@ fn contract_of_imports(imports: &[String]) -> Result<Option<ContractVersion>, Ru
                     message: format!(
                         "it mixes contract versions: it imports `{first_name}` ({first}) and \
                          `{name}` ({version}). A component implements one version: rebuild \
-                         it against one contract (refract-sdk targets 0.2.0; its \
-                         `contract-0-1` feature targets 0.1.0)"
+                         it against one contract (refract-sdk targets 0.2.0; refract-sdk-0-1, \
+                         its `contract-0-1` feature, targets 0.1.0)"
                     ),
                 });
             }
