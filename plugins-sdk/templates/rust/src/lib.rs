@@ -28,6 +28,9 @@ impl Projector for Items {
     fn info() -> Info {
         Info::new("{{name}}", "How many items each stream holds")
             .event_types(["item.added", "item.removed"])
+            // It never reads an event's id or metadata: the host need not send them.
+            .ignores_ids()
+            .ignores_metadata()
     }
 
     fn init(db: &mut Db) -> Result<()> {
