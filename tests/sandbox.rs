@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use refract::runtime::{
-    DbOptions, EventBatch, LoadedProjector, ProjectorError, ProjectorInstance, Runtime,
-    RuntimeConfig, RuntimeError, SandboxLimits, TrapKind,
+    ContractVersion, DbOptions, EventBatch, EventFields, LoadedProjector, ProjectorError,
+    ProjectorInstance, Runtime, RuntimeConfig, RuntimeError, SandboxLimits, TrapKind,
 };
 use rusqlite::Connection;
 
@@ -213,6 +213,196 @@ fn balances_equal_an_independent_computation() -> Result {
     let conn = instance.host_connection();
     assert_eq!(actual_balances(conn)?, expected_balances(&events, 1)?);
     assert_eq!(checkpoint(conn)?, 5_000);
+    Ok(())
+}
+
+#[test]
+fn one_source_built_for_both_contracts_builds_the_same_read_model() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    // `balances-v01` is the `balances` source built against refract:projector@0.1.0.
+    let (v01, mut old) = start(&runtime, "balances-v01", dir.path())?;
+    let (v02, mut new) = start(&runtime, "balances", dir.path())?;
+    assert_eq!(v01.info().contract, ContractVersion::V0_1);
+    assert_eq!(
+        v01.info().reads,
+        EventFields::ALL,
+        "0.1.0 reads every field"
+    );
+    assert_eq!(v02.info().contract, ContractVersion::V0_2);
+    assert_eq!(
+        v02.info().reads,
+        EventFields::NONE,
+        "balances reads neither"
+    );
+    assert_eq!(v01.info().name, v02.info().name);
+
+    let events = balances_events(3_000, 150, 11);
+    let mut batch = EventBatch::new();
+    for (chunk_index, chunk) in events.chunks(1_000).enumerate() {
+        fill(&mut batch, chunk, 1 + chunk_index as u64 * 1_000);
+        apply(&mut old, &batch)?;
+        apply(&mut new, &batch)?;
+    }
+    let expected = expected_balances(&events, 1)?;
+    assert_eq!(actual_balances(old.host_connection())?, expected);
+    assert_eq!(actual_balances(new.host_connection())?, expected);
+    Ok(())
+}
+
+/// The `seen` rows of the `packed-writes` fixture: (offset, id, metadata).
+fn seen_rows(conn: &Connection) -> Result<Vec<(i64, String, String)>> {
+    let mut statement =
+        conn.prepare("SELECT event_offset, id, metadata FROM seen ORDER BY rowid")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One `packed-writes` event of type `ty` with data `data`, and an id and metadata the
+/// fixture says it does not read.
+fn push_probe(batch: &mut EventBatch, offset: u64, ty: &str, data: &str) {
+    let id = format!("id-{offset}");
+    batch.push(
+        offset,
+        &id,
+        "probe",
+        offset,
+        ty,
+        data,
+        Some(r#"{"trace":"t"}"#),
+        0,
+    );
+}
+
+#[test]
+fn a_projector_that_reads_neither_id_nor_metadata_gets_them_empty() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, mut instance) = start(&runtime, "packed-writes", dir.path())?;
+    assert_eq!(loaded.info().reads, EventFields::NONE);
+    let mut batch = EventBatch::new();
+    push_probe(&mut batch, 1, "seen", "{}");
+    push_probe(&mut batch, 2, "kinds", "{}");
+    apply(&mut instance, &batch)?;
+    let conn = instance.host_connection();
+    assert_eq!(seen_rows(conn)?, [(1, String::new(), String::new())]);
+    // Every packed kind is bound as itself.
+    let kinds: (
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        f64,
+        String,
+        Vec<u8>,
+    ) = conn.query_row(
+        "SELECT typeof(n), typeof(i), typeof(r), typeof(t), typeof(b), i, r, t, b FROM kinds",
+        [],
+        |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+                row.get(8)?,
+            ))
+        },
+    )?;
+    assert_eq!(
+        kinds,
+        (
+            "null".into(),
+            "integer".into(),
+            "real".into(),
+            "text".into(),
+            "blob".into(),
+            -7,
+            2.5,
+            "hé".into(),
+            vec![0, 1]
+        )
+    );
+    Ok(())
+}
+
+#[test]
+fn hostile_packed_write_batches_fail_at_their_write_and_lose_nothing() -> Result {
+    let dir = tempfile::tempdir()?;
+    let runtime = runtime()?;
+    let (loaded, mut instance) = start(&runtime, "packed-writes", dir.path())?;
+    let over = (loaded.limits().max_writes_per_call + 1).to_string();
+    // (attack, its data, the index and kind of the error, what the message names)
+    let attacks = [
+        (
+            "mismatched-lengths",
+            "{}",
+            0,
+            "Invalid",
+            "2 statements but 1 param-ends",
+        ),
+        ("unknown-kind", "{}", 1, "Invalid", "kind 9 is unknown"),
+        ("range-past-end", "{}", 1, "Invalid", "past the 7 bytes"),
+        (
+            "range-backwards",
+            "{}",
+            1,
+            "Invalid",
+            "before the previous text or blob's end",
+        ),
+        ("invalid-utf8", "{}", 1, "Invalid", "not UTF-8"),
+        (
+            "too-many-writes",
+            &over,
+            0,
+            "Limit",
+            "limits.max_writes_per_call",
+        ),
+    ];
+    let mut offset = 0;
+    for (attack, data, index, kind, needle) in attacks {
+        // A good event first, then the attack, in one batch: all of it rolls back.
+        let mut batch = EventBatch::new();
+        push_probe(&mut batch, offset + 1, "seen", "{}");
+        push_probe(&mut batch, offset + 2, &format!("attack.{attack}"), data);
+        let err = apply(&mut instance, &batch).expect_err(attack);
+        let ProjectorError::Handler {
+            offset: at,
+            message,
+            ..
+        } = &err
+        else {
+            return Err(format!("{attack}: not the guest's error: {err}").into());
+        };
+        assert_eq!(*at, offset + 2, "{attack}: {message}");
+        assert!(
+            message.starts_with(&format!("{index} SqlErrorKind::{kind}: ")),
+            "{attack}: {message}"
+        );
+        assert!(message.contains(needle), "{attack}: {message}");
+        let conn = instance.host_connection();
+        assert_eq!(seen_rows(conn)?, [], "{attack}: the batch rolled back");
+        assert_eq!(
+            checkpoint(conn)?,
+            0,
+            "{attack}: the checkpoint did not move"
+        );
+        assert!(!instance.is_poisoned(), "{attack}: the instance stays");
+        offset += 2;
+    }
+    // The same instance goes on with the next good batch.
+    let mut batch = EventBatch::new();
+    push_probe(&mut batch, offset + 1, "seen", "{}");
+    apply(&mut instance, &batch)?;
+    assert_eq!(
+        seen_rows(instance.host_connection())?,
+        [(i64::try_from(offset)? + 1, String::new(), String::new())]
+    );
     Ok(())
 }
 
@@ -860,8 +1050,9 @@ fn huge_output_is_refused_at_the_caps() -> Result {
         apply(&mut instance, &typed_batch(&[attack], 3 + i as u64))
             .map_err(|err| format!("{attack}: {err}"))?;
     }
-    // Two million writes in one call: wasmtime's per-call copy budget stops the list
-    // before the host's own count of writes can; either refusal names its limit.
+    // Two million writes in one call: the host's count of writes refuses them (as
+    // packed lists they are well under wasmtime's per-call copy budget, which stopped
+    // 0.1.0's list of records first); either refusal names its limit.
     let writes_refused_by_trap = match apply(&mut instance, &typed_batch(&["huge.writes"], 8)) {
         Ok(()) => false,
         Err(err) => {
@@ -1739,7 +1930,7 @@ fn the_wrong_world_is_refused_naming_what_is_missing() -> Result {
     let message = err.to_string();
     assert!(matches!(err, RuntimeError::WrongWorld { .. }), "{err:?}");
     assert!(
-        message.contains("does not implement the world `refract:projector/projector@0.1.0`"),
+        message.contains("does not implement the world `refract:projector/projector`"),
         "{message}"
     );
     assert!(message.contains("`metadata`"), "{message}");

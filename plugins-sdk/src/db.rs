@@ -1,7 +1,5 @@
 //! The read model: prepared statements, deferred writes, immediate writes, queries.
 
-use std::ops::Range;
-
 use crate::sys::{Backend, Handle};
 use crate::{Result, SqlError, Value};
 
@@ -85,7 +83,7 @@ pub(crate) struct Failure {
 
 impl Db {
     /// Buffered writes that make the SDK flush before the batch ends. It keeps each
-    /// `execute-batch` call, and the guest memory it uses, well under the host's
+    /// `execute-packed` call, and the guest memory it uses, well under the host's
     /// caps even when one event issues many writes.
     pub const FLUSH_WRITES: usize = 4096;
 
@@ -204,13 +202,16 @@ impl Db {
             return Ok(());
         }
         let outcome = self.backend.execute_batch(&self.pending);
-        let failure = outcome.err().map(|(index, error)| {
-            let write = self.pending.writes.get(index);
-            Failure {
-                offset: write.and_then(|w| w.offset).or(self.offset),
-                error,
-                sql: write.map_or("", |w| w.sql),
-            }
+        let failure = outcome.err().map(|(index, error)| Failure {
+            offset: self
+                .pending
+                .offsets
+                .get(index)
+                .copied()
+                .flatten()
+                .or(self.offset),
+            error,
+            sql: self.pending.sqls.get(index).copied().unwrap_or(""),
         });
         self.pending.clear();
         match failure {
@@ -236,52 +237,56 @@ impl Db {
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db")
-            .field("pending_writes", &self.pending.writes.len())
+            .field("pending_writes", &self.pending.len())
             .field("offset", &self.offset)
             .finish_non_exhaustive()
     }
 }
 
-/// Deferred writes, stored flat so that buffering a write allocates nothing once
-/// the buffers have grown: text and blob parameters are copied back to back into
-/// two byte buffers, and each value refers to its range. The buffers are reused
-/// from batch to batch.
+/// Deferred writes, stored flat in the layout of the contract's packed `write-batch`
+/// (0.2.0), so that buffering a write allocates nothing once the buffers have grown and
+/// flushing sends the buffers as they are: the statement of each write, the end of its
+/// parameters, each parameter's kind and number, and the bytes of every text and blob
+/// back to back (a text or blob's number is the end of its bytes). The buffers are
+/// reused from batch to batch.
 #[derive(Default)]
 pub(crate) struct WriteBuffer {
-    pub(crate) writes: Vec<PendingWrite>,
-    pub(crate) values: Vec<Slot>,
-    text: String,
-    blobs: Vec<u8>,
+    /// The statement handle of each write (natively a unit: statements are named by
+    /// their SQL).
+    pub(crate) statements: Vec<Handle>,
+    /// The end of each write's parameters in `kinds` and `numbers`.
+    pub(crate) param_ends: Vec<u32>,
+    /// Each parameter's kind: [`KIND_NULL`] to [`KIND_BLOB`].
+    pub(crate) kinds: Vec<u8>,
+    /// Each parameter's integer, real bits, or end of its bytes.
+    pub(crate) numbers: Vec<i64>,
+    /// Every text and blob parameter, back to back.
+    pub(crate) bytes: Vec<u8>,
+    /// Each write's SQL, for error messages (and natively, to run it).
+    pub(crate) sqls: Vec<&'static str>,
+    /// The event that issued each write.
+    pub(crate) offsets: Vec<Option<u64>>,
 }
 
-/// One buffered write.
-pub(crate) struct PendingWrite {
-    /// The host's statement handle.
-    #[cfg_attr(
-        not(target_arch = "wasm32"),
-        expect(dead_code, reason = "natively, statements are named by their SQL")
-    )]
-    pub(crate) handle: Handle,
-    /// The statement's SQL, for error messages (and natively, to run it).
-    pub(crate) sql: &'static str,
-    /// This write's parameters in [`WriteBuffer::values`].
-    pub(crate) values: Range<usize>,
-    /// The event that issued it.
-    pub(crate) offset: Option<u64>,
-}
-
-/// One buffered parameter; text and blobs point into the buffer's byte stores.
-pub(crate) enum Slot {
-    Null,
-    Integer(i64),
-    Real(f64),
-    Text(Range<usize>),
-    Blob(Range<usize>),
-}
+/// Parameter kind in [`WriteBuffer::kinds`]: SQL NULL.
+pub(crate) const KIND_NULL: u8 = 0;
+/// Parameter kind: an integer, the number itself.
+pub(crate) const KIND_INTEGER: u8 = 1;
+/// Parameter kind: a real, whose IEEE 754 bits are the number.
+pub(crate) const KIND_REAL: u8 = 2;
+/// Parameter kind: UTF-8 text ending at the number in the bytes.
+pub(crate) const KIND_TEXT: u8 = 3;
+/// Parameter kind: a blob ending at the number in the bytes.
+pub(crate) const KIND_BLOB: u8 = 4;
 
 /// Byte capacity kept across batches; a batch with larger parameters gives the
 /// excess back, so one odd event does not pin memory for the instance's life.
 const RETAINED_BYTES: usize = 2 * Db::FLUSH_BYTES;
+
+/// A buffer position as a packed number: buffers stay far below `i64::MAX` bytes.
+fn position(end: usize) -> i64 {
+    i64::try_from(end).unwrap_or(i64::MAX)
+}
 
 impl WriteBuffer {
     fn push(
@@ -291,84 +296,89 @@ impl WriteBuffer {
         params: &[Value<'_>],
         offset: Option<u64>,
     ) {
-        let first = self.values.len();
         for value in params {
-            let slot = match value {
-                Value::Null => Slot::Null,
-                Value::Integer(i) => Slot::Integer(*i),
-                Value::Real(f) => Slot::Real(*f),
+            let (kind, number) = match value {
+                Value::Null => (KIND_NULL, 0),
+                Value::Integer(i) => (KIND_INTEGER, *i),
+                Value::Real(f) => (KIND_REAL, f.to_bits().cast_signed()),
                 Value::Text(s) => {
-                    let start = self.text.len();
-                    self.text.push_str(s);
-                    Slot::Text(start..self.text.len())
+                    self.bytes.extend_from_slice(s.as_bytes());
+                    (KIND_TEXT, position(self.bytes.len()))
                 }
                 Value::Blob(b) => {
-                    let start = self.blobs.len();
-                    self.blobs.extend_from_slice(b);
-                    Slot::Blob(start..self.blobs.len())
+                    self.bytes.extend_from_slice(b);
+                    (KIND_BLOB, position(self.bytes.len()))
                 }
             };
-            self.values.push(slot);
+            self.kinds.push(kind);
+            self.numbers.push(number);
         }
-        self.writes.push(PendingWrite {
-            handle,
-            sql,
-            values: first..self.values.len(),
-            offset,
-        });
+        self.statements.push(handle);
+        // `FLUSH_VALUES` keeps the count far below 4 billion.
+        self.param_ends
+            .push(u32::try_from(self.kinds.len()).unwrap_or(u32::MAX));
+        self.sqls.push(sql);
+        self.offsets.push(offset);
+    }
+
+    /// How many writes are buffered.
+    pub(crate) fn len(&self) -> usize {
+        self.sqls.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.sqls.is_empty()
     }
 
     fn is_full(&self) -> bool {
-        self.writes.len() >= Db::FLUSH_WRITES
-            || self.values.len() >= Db::FLUSH_VALUES
-            || self.text.len() + self.blobs.len() >= Db::FLUSH_BYTES
+        self.len() >= Db::FLUSH_WRITES
+            || self.kinds.len() >= Db::FLUSH_VALUES
+            || self.bytes.len() >= Db::FLUSH_BYTES
     }
 
     fn clear(&mut self) {
-        self.writes.clear();
-        self.values.clear();
-        self.text.clear();
-        self.blobs.clear();
-        self.text.shrink_to(RETAINED_BYTES);
-        self.blobs.shrink_to(RETAINED_BYTES);
+        self.statements.clear();
+        self.param_ends.clear();
+        self.kinds.clear();
+        self.numbers.clear();
+        self.bytes.clear();
+        self.sqls.clear();
+        self.offsets.clear();
+        self.bytes.shrink_to(RETAINED_BYTES);
     }
 
-    /// A buffered parameter as a borrowed value.
-    #[cfg_attr(
-        target_arch = "wasm32",
-        expect(dead_code, reason = "the wasm backend lowers slots directly")
-    )]
-    pub(crate) fn value(&self, slot: &Slot) -> Value<'_> {
+    /// Every buffered write: its SQL and its parameters as borrowed values, in order.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn decoded(&self) -> Vec<(&'static str, Vec<Value<'_>>)> {
         use std::borrow::Cow;
-        match slot {
-            Slot::Null => Value::Null,
-            Slot::Integer(i) => Value::Integer(*i),
-            Slot::Real(f) => Value::Real(*f),
-            Slot::Text(range) => Value::Text(Cow::Borrowed(&self.text[range.clone()])),
-            Slot::Blob(range) => Value::Blob(Cow::Borrowed(&self.blobs[range.clone()])),
+        let mut from = 0;
+        let mut start = 0;
+        let mut writes = Vec::with_capacity(self.len());
+        for (&sql, &end) in self.sqls.iter().zip(&self.param_ends) {
+            let end = end as usize;
+            let mut params = Vec::with_capacity(end - start);
+            for (&kind, &number) in self.kinds[start..end].iter().zip(&self.numbers[start..end]) {
+                params.push(match kind {
+                    KIND_INTEGER => Value::Integer(number),
+                    KIND_REAL => Value::Real(f64::from_bits(number.cast_unsigned())),
+                    KIND_TEXT | KIND_BLOB => {
+                        let stop = usize::try_from(number).unwrap_or(from);
+                        let bytes = &self.bytes[from..stop];
+                        from = stop;
+                        if kind == KIND_BLOB {
+                            Value::Blob(Cow::Borrowed(bytes))
+                        } else {
+                            // Pushed from a `&str`, so always UTF-8.
+                            Value::Text(String::from_utf8_lossy(bytes))
+                        }
+                    }
+                    _ => Value::Null,
+                });
+            }
+            start = end;
+            writes.push((sql, params));
         }
-    }
-
-    /// The text of a buffered text parameter.
-    #[cfg_attr(
-        not(target_arch = "wasm32"),
-        expect(dead_code, reason = "the native backend reads values through `value`")
-    )]
-    pub(crate) fn text(&self, range: &Range<usize>) -> &str {
-        &self.text[range.clone()]
-    }
-
-    /// The bytes of a buffered blob parameter.
-    #[cfg_attr(
-        not(target_arch = "wasm32"),
-        expect(dead_code, reason = "the native backend reads values through `value`")
-    )]
-    pub(crate) fn blob(&self, range: &Range<usize>) -> &[u8] {
-        &self.blobs[range.clone()]
+        writes
     }
 }
 
@@ -614,22 +624,38 @@ mod tests {
     }
 
     #[test]
-    fn buffer_keeps_params_flat() {
+    fn buffer_keeps_params_in_the_packed_layout() {
         let mut buffer = WriteBuffer::default();
         let handle = Handle;
         buffer.push(handle, "x", &[Value::from("a"), Value::Integer(1)], Some(1));
         buffer.push(
             handle,
             "y",
-            &[Value::from("bc"), Value::from(vec![1_u8, 2])],
+            &[
+                Value::from("bc"),
+                Value::from(vec![1_u8, 2]),
+                Value::Real(0.5),
+            ],
             Some(2),
         );
-        let second = &buffer.writes[1];
-        let values: Vec<Value<'_>> = buffer.values[second.values.clone()]
-            .iter()
-            .map(|s| buffer.value(s))
-            .collect();
-        assert_eq!(values, [Value::from("bc"), Value::from(vec![1_u8, 2])]);
-        assert_eq!(buffer.text, "abc");
+        // The contract's `write-batch`: parameter ends per write, kinds and numbers per
+        // parameter, a text or blob's number the end of its bytes.
+        assert_eq!(buffer.param_ends, [2, 5]);
+        assert_eq!(
+            buffer.kinds,
+            [KIND_TEXT, KIND_INTEGER, KIND_TEXT, KIND_BLOB, KIND_REAL]
+        );
+        assert_eq!(buffer.numbers[..4], [1, 1, 3, 5]);
+        assert_eq!(buffer.bytes, b"abc\x01\x02");
+        let decoded = buffer.decoded();
+        assert_eq!(decoded[1].0, "y");
+        assert_eq!(
+            decoded[1].1,
+            [
+                Value::from("bc"),
+                Value::from(vec![1_u8, 2]),
+                Value::Real(0.5)
+            ]
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! What a projector says about itself: name, description, subscriptions.
+//! What a projector says about itself: name, description, subscriptions, and the
+//! optional event fields it reads.
 
 /// A projector's name, description and subscriptions, returned by
 /// [`Projector::info`](crate::Projector::info).
@@ -23,6 +24,8 @@ pub struct Info {
     description: String,
     event_types: Vec<String>,
     stream_prefixes: Vec<String>,
+    reads_ids: bool,
+    reads_metadata: bool,
 }
 
 impl Info {
@@ -40,7 +43,46 @@ impl Info {
             description: description.into(),
             event_types: Vec::new(),
             stream_prefixes: Vec::new(),
+            reads_ids: true,
+            reads_metadata: true,
         }
+    }
+
+    /// Says the projector never reads [`Event::id`](crate::Event::id): the host then
+    /// sends every id as empty text and does not read ids from its log, which makes a
+    /// replay cheaper. [`TestProjector`](crate::testing::TestProjector) blanks them
+    /// too, so a test shows a projector that reads them anyway. Built with the
+    /// `contract-0-1` feature, the host sends ids regardless (0.1.0 has no such
+    /// declaration).
+    ///
+    /// ```
+    /// # use refract_sdk::Info;
+    /// let info = Info::new("balances", "Balances").ignores_ids().ignores_metadata();
+    /// assert!(!info.reads_ids() && !info.reads_metadata());
+    /// ```
+    #[must_use]
+    pub fn ignores_ids(mut self) -> Self {
+        self.reads_ids = false;
+        self
+    }
+
+    /// Says the projector never reads [`Event::metadata`](crate::Event::metadata):
+    /// the host then sends no metadata and does not read it from its log. See
+    /// [`ignores_ids`](Info::ignores_ids).
+    #[must_use]
+    pub fn ignores_metadata(mut self) -> Self {
+        self.reads_metadata = false;
+        self
+    }
+
+    /// Whether the projector reads event ids (the default).
+    pub fn reads_ids(&self) -> bool {
+        self.reads_ids
+    }
+
+    /// Whether the projector reads event metadata (the default).
+    pub fn reads_metadata(&self) -> bool {
+        self.reads_metadata
     }
 
     /// Receives only events of these exact types.

@@ -74,9 +74,9 @@
 //!   fields from them, and [`Event::data`] deserializes borrowed where it can.
 //! - A [`Statement`] is compiled once per instance; later uses send a small handle.
 //! - [`Db::execute`] only buffers the write, into flat buffers reused from batch to
-//!   batch. The SDK sends a whole batch's writes in one host call, at the end of the
-//!   batch or before a read, lowered straight from those buffers: no allocation per
-//!   write.
+//!   batch, laid out as the contract's packed `write-batch`. The SDK sends a whole
+//!   batch's writes in one host call, at the end of the batch or before a read, as
+//!   those buffers are: no allocation per write, a handful of copies per batch.
 //!
 //! # Layout
 //!
@@ -92,7 +92,17 @@
 //!   projector against an in-memory SQLite for unit tests.
 //! - `batch` (private): the loop behind the exports, shared by both targets.
 //! - `sys` (private): the only target-specific code; the component imports on wasm
-//!   (with `execute-batch` lowered by hand in `sys::wasm::raw`), rusqlite natively.
+//!   (the buffered writes sent as one `execute-packed`), rusqlite natively.
+//!
+//! # Contract versions
+//!
+//! The SDK targets `refract:projector@0.2.0`: writes cross as one packed `write-batch`,
+//! and [`Info::ignores_ids`]/[`Info::ignores_metadata`] tell the host what it need not
+//! read. With the `contract-0-1` feature the same source targets the released 0.1.0
+//! (writes as `execute-batch`, every field delivered), which hosts still load. Inside
+//! a workspace, prefer the `refract-sdk-0-1` package (`plugins-sdk/contract-0-1`):
+//! cargo unifies features across one build, so a feature one crate enables would move
+//! every crate built beside it.
 #![deny(missing_docs)]
 
 mod batch;

@@ -124,7 +124,7 @@ impl<P: Projector> TestProjector<P> {
             let version = self.versions.entry(builder.stream.clone()).or_insert(0);
             *version = builder.stream_version.unwrap_or(*version + 1);
             if self.info.accepts(&builder.event_type, &builder.stream) {
-                packed.push(&builder, offset, *version);
+                packed.push(&builder, offset, *version, &self.info);
             }
         }
         let delivered = packed.offsets.len();
@@ -333,7 +333,9 @@ struct PackedBatch {
 }
 
 impl PackedBatch {
-    fn push(&mut self, event: &EventBuilder, offset: u64, version: u64) {
+    /// Packs one event; a field the projector says it ignores is sent empty, as the
+    /// host does.
+    fn push(&mut self, event: &EventBuilder, offset: u64, version: u64, info: &Info) {
         self.offsets.push(offset);
         self.stream_versions.push(version);
         self.recorded_at.push(
@@ -341,13 +343,20 @@ impl PackedBatch {
                 .recorded_at_micros
                 .unwrap_or_else(|| default_recorded_at(offset)),
         );
-        let id = event.id.clone().unwrap_or_else(|| default_id(offset));
+        let id = match info.reads_ids() {
+            true => event.id.clone().unwrap_or_else(|| default_id(offset)),
+            false => String::new(),
+        };
+        let metadata = match info.reads_metadata() {
+            true => event.metadata.as_deref().unwrap_or(""),
+            false => "",
+        };
         let fields = [
             id.as_str(),
             &event.stream,
             &event.event_type,
             &event.data,
-            event.metadata.as_deref().unwrap_or(""),
+            metadata,
         ];
         debug_assert_eq!(fields.len(), FIELDS);
         for field in fields {

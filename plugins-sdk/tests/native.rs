@@ -355,3 +355,36 @@ fn values_round_trip() -> Result<()> {
     );
     Ok(())
 }
+
+/// Reads the id and metadata of every event, though it says it reads neither.
+struct Blind;
+
+static BLIND: Statement = Statement::new("INSERT INTO seen (id, meta) VALUES (?1, ?2)");
+
+impl Projector for Blind {
+    fn info() -> Info {
+        Info::new("blind", "Says it reads no ids or metadata")
+            .ignores_ids()
+            .ignores_metadata()
+    }
+
+    fn init(db: &mut Db) -> Result<()> {
+        db.execute_script("CREATE TABLE seen (id TEXT, meta TEXT)")
+    }
+
+    fn handle(event: &Event<'_>, db: &mut Db) -> Result<()> {
+        db.execute(&BLIND, params![event.id(), event.metadata()])
+    }
+}
+
+#[test]
+fn fields_a_projector_ignores_arrive_empty_as_from_the_host() -> Result<()> {
+    let mut t = TestProjector::<Blind>::new()?;
+    assert!(!t.info().reads_ids() && !t.info().reads_metadata());
+    t.apply([Event::build("any")
+        .id("the-id")
+        .metadata(json!({"user": "ann"}))])?;
+    let rows: Vec<(String, Option<String>)> = t.query_as("SELECT id, meta FROM seen")?;
+    assert_eq!(rows, [(String::new(), None)]);
+    Ok(())
+}

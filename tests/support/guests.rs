@@ -25,6 +25,9 @@ pub const GUESTS: &[&str] = &[
     "log-flood",
     "order-saga",
     "emit-loop",
+    "balances-v01",
+    "balances-all-fields",
+    "packed-writes",
 ];
 
 /// The path of guest `name`'s component (for example `"balances"`,

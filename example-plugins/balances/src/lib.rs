@@ -66,11 +66,17 @@ static MOVE: Statement = Statement::new(
 
 impl Projector for Balances {
     fn info() -> Info {
-        Info::new(
+        let info = Info::new(
             "balances",
             "Account balances in cents, with owners and transaction counts",
         )
-        .event_types(["account.opened", "money.deposited", "money.withdrawn"])
+        .event_types(["account.opened", "money.deposited", "money.withdrawn"]);
+        // It reads neither ids nor metadata: the host leaves both out of its batches.
+        if cfg!(feature = "reads-all-fields") {
+            info
+        } else {
+            info.ignores_ids().ignores_metadata()
+        }
     }
 
     fn init(db: &mut Db) -> Result<()> {

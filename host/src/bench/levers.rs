@@ -10,6 +10,11 @@
 //!   [`LogOptions::checkpoint_pages`] pages, or every 1000 (SQLite's default, as before).
 //! - Single-event appends from 16 threads: the reply thread, or the writer waking every
 //!   appender itself; larger checkpoints, or SQLite's default.
+//! - The contract ([`contract_round`]): the same `balances` source built for
+//!   `refract:projector@0.1.0` (writes as `execute-batch`), for 0.2.0 reading every
+//!   field (packed writes on), and for 0.2.0 reading neither ids nor metadata (packed
+//!   writes, and the log read without those columns). Each read model is checked
+//!   against the run's agreed checksum.
 
 use std::path::Path;
 
@@ -170,5 +175,55 @@ pub fn single_round(
         }
     }
     append::remove_log(path)?;
+    Ok(levers)
+}
+
+/// The `balances` builds of [`contract_round`], by package name: 0.1.0, 0.2.0 declaring
+/// that it reads every field, and 0.2.0 reading neither ids nor metadata (the example).
+pub const CONTRACT_GUESTS: [&str; 3] = ["balances-v01", "balances-all-fields", "balances"];
+
+/// The three contract settings, in events per second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContractLevers {
+    /// 0.1.0: writes as `execute-batch(list<write>)`, every column read.
+    pub packed_off: f64,
+    /// 0.2.0, packed writes, every column read.
+    pub packed_on: f64,
+    /// 0.2.0, packed writes, and neither id nor metadata read from the log.
+    pub fewer_columns: f64,
+}
+
+/// One repetition of the three contract settings (`loaded` in [`CONTRACT_GUESTS`]'
+/// order) over `log` up to `head`, in an order that rotates with `rep`, with the
+/// engine's read-ahead on.
+pub fn contract_round(
+    loaded: &[LoadedProjector; 3],
+    log: &EventLog,
+    dir: &Path,
+    batch: BatchLimits,
+    head: u64,
+    rep: usize,
+    agreed: &Checksum,
+) -> Result<ContractLevers> {
+    let mut levers = ContractLevers::default();
+    for turn in 0..3 {
+        let setting = (rep + turn) % 3;
+        let db = dir.join(format!("contract-{rep}-{setting}.db"));
+        let took = replay::replay_wasm_with(&loaded[setting], log, &db, batch, head, true)?;
+        let checksum = replay::checksum(&db)?;
+        ensure!(
+            checksum == *agreed,
+            "the replay of `{}` built a different read model ({checksum}) than the run's \
+             replays ({agreed})",
+            CONTRACT_GUESTS[setting]
+        );
+        remove_db(&db)?;
+        let eps = head as f64 / took.as_secs_f64();
+        match setting {
+            0 => levers.packed_off = eps,
+            1 => levers.packed_on = eps,
+            _ => levers.fewer_columns = eps,
+        }
+    }
     Ok(levers)
 }

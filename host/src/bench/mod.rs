@@ -906,6 +906,85 @@ impl Harness<'_> {
         Ok(())
     }
 
+    /// The contract's levers (see `levers::contract_round`): packed writes off and on,
+    /// and the log read of every column or only those the projector reads. Needs the
+    /// source tree, which builds the three `balances` variants; without it the figures
+    /// are left out, with a note.
+    fn contract_levers(&mut self, log: &EventLog, head: u64, agreed: &Checksum) -> Result<()> {
+        let paths = match crate::guest_build::build_guests(&levers::CONTRACT_GUESTS) {
+            Ok(paths) => paths,
+            Err(err @ crate::guest_build::GuestBuildError::NoSourceTree { .. }) => {
+                self.note(&format!(
+                    "levers: the contract levers are not measured: {err}"
+                ));
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let runtime = self.loaded.runtime().clone();
+        let load = |path: &PathBuf| -> Result<LoadedProjector> {
+            let wasm =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let loaded = runtime
+                .load(&wasm)
+                .with_context(|| format!("cannot load {}", path.display()))?;
+            check_balances(&loaded)?;
+            Ok(loaded)
+        };
+        let [v01, all_fields, fewer] = match paths.as_slice() {
+            [a, b, c] => [load(a)?, load(b)?, load(c)?],
+            _ => {
+                return Err(anyhow!(
+                    "the guest build returned {} components",
+                    paths.len()
+                ));
+            }
+        };
+        ensure!(
+            v01.info().contract == crate::runtime::ContractVersion::V0_1
+                && all_fields.info().contract == crate::runtime::ContractVersion::V0_2
+                && all_fields.info().reads == crate::runtime::EventFields::ALL
+                && fewer.info().reads == crate::runtime::EventFields::NONE,
+            "the contract levers' builds are not what they should be: {:?}",
+            [v01.info(), all_fields.info(), fewer.info()]
+        );
+        let loaded = [v01, all_fields, fewer];
+        let dir = self.scratch.dir("contract")?;
+        let reps = self.options.reps;
+        let mut rounds = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {head} events replayed by balances built for refract:projector@0.1.0, for 0.2.0, and for 0.2.0 without ids and metadata (rep {rep}/{reps})"
+            ));
+            rounds.push(levers::contract_round(
+                &loaded, log, &dir, self.batch, head, rep, agreed,
+            )?);
+        }
+        let pick = |f: fn(&levers::ContractLevers) -> f64| rounds.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured(
+                "lever_replay_packed_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.packed_off),
+            ),
+            Figure::measured(
+                "lever_replay_packed_on_eps",
+                "events/s",
+                0,
+                pick(|r| r.packed_on),
+            ),
+            Figure::measured(
+                "lever_replay_fewer_columns_eps",
+                "events/s",
+                0,
+                pick(|r| r.fewer_columns),
+            ),
+        ]);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
     /// Snapshots of the read model: taking one, recovering from one against a full
     /// replay, point-in-time queries cold and warm.
     fn snapshots(&mut self, log: &EventLog, head: u64) -> Result<()> {
@@ -1077,6 +1156,9 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Rep
     }
     if harness.wants(Group::Levers) {
         harness.levers(&log, head, &checksum)?;
+    }
+    if harness.wants(Group::Levers) {
+        harness.contract_levers(&log, head, &checksum)?;
     }
     harness.components(&log, head)?;
 

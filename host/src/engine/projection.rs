@@ -209,8 +209,8 @@ impl Projection {
         if let Some(driver) = &reactor {
             driver.widen(&mut query);
         }
-        let reader =
-            ReadAhead::start(reader, query, format!("read-{}", info.name)).map_err(|err| {
+        let reader = ReadAhead::start(reader, query, info.reads, format!("read-{}", info.name))
+            .map_err(|err| {
                 ProjectionError::Host(format!("cannot start the log reader thread: {err}"))
             })?;
         Ok(Self {

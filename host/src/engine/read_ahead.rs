@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 
 use super::projection::{BatchLimits, ProjectionError};
 use crate::log::{LogError, LogReader, ReadQuery, ScanResult};
-use crate::runtime::EventBatch;
+use crate::runtime::{EventBatch, EventFields};
 
 /// What a batch is read with. A batch read ahead is used only for an equal key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +49,13 @@ impl ReadKey {
 }
 
 /// Reads the batch `key` names into `batch` (cleared first), packing each event
-/// straight from the row SQLite hands out.
+/// straight from the row SQLite hands out. A field the projector does not read
+/// (`fields`) is packed empty; the reader was told not to read it (see
+/// [`ReadAhead::start`]), but events from the archive still carry it.
 pub(super) fn fill(
     reader: &mut LogReader,
     query: &ReadQuery,
+    fields: EventFields,
     key: &ReadKey,
     batch: &mut EventBatch,
 ) -> Result<ScanResult, LogError> {
@@ -69,12 +72,12 @@ pub(super) fn fill(
     reader.read_batch(query, key.after, key.max_events, |event| {
         batch.push(
             event.offset,
-            event.id,
+            if fields.id { event.id } else { "" },
             event.stream,
             event.stream_version,
             event.event_type,
             event.data,
-            event.metadata,
+            event.metadata.filter(|_| fields.metadata),
             event.recorded_at_micros,
         );
         if batch.byte_len() >= max_bytes {
@@ -121,12 +124,15 @@ fn reader_gone() -> ProjectionError {
 
 impl ReadAhead {
     /// Moves `reader` onto a new thread that reads `query` (its `to_offset` is replaced
-    /// by each read's end bound).
+    /// by each read's end bound), reading only the optional `fields` the projector
+    /// reads: the "read only the columns the batch needs".
     pub(super) fn start(
         mut reader: LogReader,
         query: ReadQuery,
+        fields: EventFields,
         thread_name: String,
     ) -> std::io::Result<Self> {
+        reader.read_optional_columns(fields.id, fields.metadata);
         let (requests, inbox) = mpsc::channel::<Request>();
         let (outbox, replies) = mpsc::channel::<Reply>();
         let thread = std::thread::Builder::new()
@@ -135,7 +141,7 @@ impl ReadAhead {
                 while let Ok(request) = inbox.recv() {
                     match request {
                         Request::Read { key, mut batch } => {
-                            let scan = fill(&mut reader, &query, &key, &mut batch);
+                            let scan = fill(&mut reader, &query, fields, &key, &mut batch);
                             if outbox.send(Reply { key, batch, scan }).is_err() {
                                 return;
                             }

@@ -68,6 +68,20 @@ pub enum StreamFilter {
 /// The column list every event query selects, in the order [`super::read`] decodes it.
 const COLUMNS: &str = r#""offset", id, stream, stream_version, type, data, metadata, recorded_at"#;
 
+/// `sql` (a [`Plan`]'s page query) selecting an empty id unless `id`, and no metadata
+/// unless `metadata`, in place of those columns: a reader that needs neither does not
+/// read them from the rows (see [`LogReader::read_optional_columns`]).
+///
+/// [`LogReader::read_optional_columns`]: super::LogReader::read_optional_columns
+pub(super) fn with_optional_columns(sql: &str, id: bool, metadata: bool) -> String {
+    let columns = format!(
+        r#""offset", {}, stream, stream_version, type, data, {}, recorded_at"#,
+        if id { "id" } else { "''" },
+        if metadata { "metadata" } else { "NULL" }
+    );
+    sql.replacen(COLUMNS, &columns, 1)
+}
+
 /// The first event recorded at or after `?1` (µs): events are in time order, so every
 /// later offset is too.
 const FIRST_AT_OR_AFTER_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at

@@ -336,9 +336,24 @@ pub struct LogReader {
     density: Option<(String, f64)>,
     /// [`LogOptions::sequential_scan`].
     sequential_scan: bool,
+    /// Whether [`read_batch`](Self::read_batch) reads event ids and metadata; see
+    /// [`read_optional_columns`](Self::read_optional_columns).
+    optional_columns: (bool, bool),
+    /// The last page query rewritten for `optional_columns`, keyed by the plan's.
+    rewritten: Option<(String, String)>,
 }
 
 impl LogReader {
+    /// Whether [`read_batch`](Self::read_batch) reads each event's `id` and `metadata`
+    /// (both, by default). A column left out is handed to the visitor as an empty id or
+    /// no metadata, and is not read from the rows, for a consumer that never looks at
+    /// it (a projector that declares so). Events read from the archive carry both
+    /// whatever this says.
+    pub fn read_optional_columns(&mut self, id: bool, metadata: bool) {
+        self.optional_columns = (id, metadata);
+        self.rewritten = None;
+    }
+
     pub(super) fn new(pool: &ReaderPool) -> Result<LogReader, LogError> {
         Ok(LogReader {
             conn: pool.open()?,
@@ -346,6 +361,8 @@ impl LogReader {
             cold: pool.cold.get().cloned(),
             density: None,
             sequential_scan: pool.options.sequential_scan,
+            optional_columns: (true, true),
+            rewritten: None,
         })
     }
 
@@ -447,6 +464,18 @@ impl LogReader {
             // The window ends before the span: a short batch covered the window only.
             result.scanned_through = end;
         }
+        let sql = match self.optional_columns {
+            (true, true) => sql,
+            (id, metadata) => {
+                if self.rewritten.as_ref().is_none_or(|(from, _)| from != sql) {
+                    let rewritten = super::query::with_optional_columns(sql, id, metadata);
+                    self.rewritten = Some((sql.clone(), rewritten));
+                }
+                self.rewritten
+                    .as_ref()
+                    .map_or(sql, |(_, rewritten)| rewritten)
+            }
+        };
         {
             let mut stmt = tx.prepare_cached(sql).map_err(sqlite)?;
             bind_page(&mut stmt, &plan, span.cursor, end, max_events).map_err(sqlite)?;

@@ -10,6 +10,37 @@ use super::bindings;
 /// Text fields per event in the packed layout: id, stream, type, data, metadata.
 const FIELDS: usize = 5;
 
+/// The optional text fields of an event a projector reads: 0.2.0's
+/// `projector-info.reads`. A field it does not read arrives as empty text, and the host
+/// does not read it from the log. A 0.1.0 projector reads every field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventFields {
+    /// The event's id.
+    pub id: bool,
+    /// The event's metadata.
+    pub metadata: bool,
+}
+
+impl EventFields {
+    /// Every field: what a 0.1.0 projector, and a 0.2.0 one by default, reads.
+    pub const ALL: EventFields = EventFields {
+        id: true,
+        metadata: true,
+    };
+
+    /// Neither optional field.
+    pub const NONE: EventFields = EventFields {
+        id: false,
+        metadata: false,
+    };
+}
+
+impl Default for EventFields {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// A batch of events in offset order, packed as the WIT `event-batch`.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
@@ -193,6 +224,36 @@ impl EventBatch {
         (0..self.len()).filter_map(|index| self.get(index))
     }
 
+    /// This batch with the optional fields `fields` leaves out emptied, if it carries
+    /// any of them; `None` if it already holds none (the engine reads batches that
+    /// way, so it costs only this check: one look per event at two field lengths).
+    pub(crate) fn without_unread(&self, fields: EventFields) -> Option<EventBatch> {
+        if fields == EventFields::ALL {
+            return None;
+        }
+        let carries = self.iter().any(|event| {
+            (!fields.id && !event.id.is_empty()) || (!fields.metadata && event.metadata.is_some())
+        });
+        if !carries {
+            return None;
+        }
+        let mut out = EventBatch::new();
+        for event in self.iter() {
+            out.push(
+                event.offset,
+                if fields.id { event.id } else { "" },
+                event.stream,
+                event.stream_version,
+                event.event_type,
+                event.data,
+                event.metadata.filter(|_| fields.metadata),
+                event.recorded_at_micros,
+            );
+        }
+        out.broken = self.broken;
+        Some(out)
+    }
+
     /// The packed form, for the call into the guest.
     pub(crate) fn packed(&self) -> &bindings::EventBatch {
         &self.packed
@@ -238,6 +299,31 @@ mod tests {
         batch.clear();
         assert!(batch.is_empty());
         assert_eq!(batch.packed().text.capacity(), capacity, "buffers are kept");
+    }
+
+    #[test]
+    fn unread_fields_are_emptied_only_when_present() {
+        let mut batch = EventBatch::new();
+        batch.push(1, "id-1", "s", 1, "t", "{}", Some(r#"{"m":1}"#), 0);
+        assert!(batch.without_unread(EventFields::ALL).is_none());
+        let blank = batch
+            .without_unread(EventFields::NONE)
+            .expect("carries both");
+        let event = blank.get(0).expect("one event");
+        assert_eq!((event.id, event.metadata, event.data), ("", None, "{}"));
+        assert!(
+            blank.without_unread(EventFields::NONE).is_none(),
+            "already blank"
+        );
+        let ids_only = EventFields {
+            id: true,
+            metadata: false,
+        };
+        let kept = batch.without_unread(ids_only).expect("carries metadata");
+        assert_eq!(
+            kept.get(0).map(|event| (event.id, event.metadata)),
+            Some(("id-1", None))
+        );
     }
 
     #[test]

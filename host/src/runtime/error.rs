@@ -365,7 +365,7 @@ pub enum RuntimeError {
     },
     /// The component's exports do not match the `projector` world.
     #[error(
-        "the component does not implement the world `refract:projector/projector@0.1.0` (it must export `metadata`, `init` and `handle`): {message}"
+        "the component does not implement the world `refract:projector/projector` (@0.2.0 or @0.1.0; it must export `metadata`, `init` and `handle`): {message}"
     )]
     WrongWorld {
         /// The missing or mismatched export.

@@ -29,12 +29,14 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Linker, WasmStr};
 use wasmtime::{AsContext, StoreContextMut};
 
-use super::bindings::refract::projector::log::Level;
+use super::bindings::Level;
 use super::limits::SandboxLimits;
 use super::store::StoreState;
 
-/// The interface name this module implements.
-pub(crate) const INTERFACE: &str = "refract:projector/log@0.1.0";
+/// The interface names this module implements: `log` is the same in every contract
+/// version.
+pub(crate) const INTERFACES: &[&str] =
+    &["refract:projector/log@0.1.0", "refract:projector/log@0.2.0"];
 
 /// The `tracing` target of projector log lines, for filtering (`RUST_LOG=refract::projector=debug`).
 pub const LOG_TARGET: &str = "refract::projector";
@@ -230,7 +232,10 @@ pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Links the `log` interface.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
-    linker.instance(INTERFACE)?.func_wrap("write", write)
+    for interface in INTERFACES {
+        linker.instance(interface)?.func_wrap("write", write)?;
+    }
+    Ok(())
 }
 
 fn write(

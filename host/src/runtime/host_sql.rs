@@ -1,4 +1,6 @@
-//! `refract:projector/sql`: the guest's access to its read model.
+//! `refract:projector/sql`: the guest's access to its read model, for every contract
+//! version (0.1.0 sends writes as `execute-batch(list<write>)`, 0.2.0 as
+//! `execute-packed(write-batch)`, decoded by `packed_writes`; the rest is shared).
 //!
 //! The functions are defined directly on the linker rather than through the generated
 //! `Host` trait so that arguments stay in guest memory: a `list<write>` arrives as a
@@ -23,14 +25,11 @@ use rusqlite::{Batch, CachedStatement, Statement};
 use wasmtime::component::{ComponentType, Lift, Linker, WasmList, WasmStr};
 use wasmtime::{AsContext, StoreContext, StoreContextMut};
 
-use super::bindings::refract::projector::sql::{Rows, WriteError};
-use super::bindings::refract::projector::types::{SqlError, SqlErrorKind, SqlValue};
+use super::bindings::{ContractVersion, Rows, SqlError, SqlErrorKind, SqlValue, WriteError};
 use super::limits::{SandboxLimits, format_bytes};
+use super::packed_writes::{PackedValue, PackedWrites};
 use super::sql::{HOST_TABLE_PREFIX, SandboxedDb};
 use super::store::StoreState;
-
-/// The interface name this module implements.
-pub(crate) const INTERFACE: &str = "refract:projector/sql@0.1.0";
 
 /// A `write` as it lies in guest memory.
 #[derive(ComponentType, Lift)]
@@ -40,6 +39,22 @@ struct RawWrite {
     statement: u32,
     #[component(name = "params")]
     params: WasmList<RawValue>,
+}
+
+/// A 0.2.0 `write-batch` as it lies in guest memory: its lists are read in place.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct RawWriteBatch {
+    #[component(name = "statements")]
+    statements: WasmList<u32>,
+    #[component(name = "param-ends")]
+    param_ends: WasmList<u32>,
+    #[component(name = "kinds")]
+    kinds: WasmList<u8>,
+    #[component(name = "numbers")]
+    numbers: WasmList<i64>,
+    #[component(name = "bytes")]
+    bytes: WasmList<u8>,
 }
 
 /// An `sql-value` as it lies in guest memory: text and blobs are not copied.
@@ -296,19 +311,61 @@ impl SqlHost {
         params: &[RawValue],
         store: &StoreContext<'_, StoreState>,
     ) -> Result<(), Failure> {
+        self.check_param_count(statement, params.len())?;
+        for (index, value) in params.iter().enumerate() {
+            let value = match value {
+                RawValue::Null => PackedValue::Null,
+                RawValue::Integer(value) => PackedValue::Integer(*value),
+                RawValue::Real(value) => PackedValue::Real(*value),
+                RawValue::Text(text) => {
+                    let text = text.to_str(store).map_err(Failure::Trap)?;
+                    // A `WasmStr` borrows guest memory but lends it only through a Cow;
+                    // bind while it is alive.
+                    self.bind_one(statement, index + 1, PackedValue::Text(&text))?;
+                    continue;
+                }
+                RawValue::Blob(blob) => PackedValue::Blob(blob.as_le_slice(store)),
+            };
+            self.bind_one(statement, index + 1, value)?;
+        }
+        Ok(())
+    }
+
+    /// Binds a packed write's parameters, already decoded in place.
+    fn bind_packed(
+        &self,
+        statement: &mut Statement<'_>,
+        params: &[PackedValue<'_>],
+    ) -> Result<(), Failure> {
+        self.check_param_count(statement, params.len())?;
+        for (index, &value) in params.iter().enumerate() {
+            self.bind_one(statement, index + 1, value)?;
+        }
+        Ok(())
+    }
+
+    fn check_param_count(&self, statement: &Statement<'_>, given: usize) -> Result<(), Failure> {
         let expected = statement.parameter_count();
-        if params.len() != expected {
+        if given != expected {
             return Err(sql_error(
                 SqlErrorKind::Invalid,
-                format!(
-                    "the statement takes {expected} parameters, but {} were given",
-                    params.len()
-                ),
+                format!("the statement takes {expected} parameters, but {given} were given"),
             )
             .into());
         }
+        Ok(())
+    }
+
+    /// Binds one value to `?position`, checking text and blobs against
+    /// `limits.max_value_bytes`.
+    fn bind_one(
+        &self,
+        statement: &mut Statement<'_>,
+        position: usize,
+        value: PackedValue<'_>,
+    ) -> Result<(), Failure> {
         let max = self.limits.max_value_bytes;
-        let too_big = |position: usize, what: &str, len: usize| {
+        let too_big = |what: &str, len: usize| {
             Failure::Sql(sql_error(
                 SqlErrorKind::Limit,
                 format!(
@@ -317,30 +374,24 @@ impl SqlHost {
                 ),
             ))
         };
-        for (index, value) in params.iter().enumerate() {
-            let position = index + 1;
-            let bound = match value {
-                RawValue::Null => statement.raw_bind_parameter(position, Null),
-                RawValue::Integer(value) => statement.raw_bind_parameter(position, value),
-                RawValue::Real(value) => statement.raw_bind_parameter(position, value),
-                RawValue::Text(text) => {
-                    let text = text.to_str(store).map_err(Failure::Trap)?;
-                    if text.len() > max {
-                        return Err(too_big(position, "text", text.len()));
-                    }
-                    statement.raw_bind_parameter(position, &*text)
+        let bound = match value {
+            PackedValue::Null => statement.raw_bind_parameter(position, Null),
+            PackedValue::Integer(value) => statement.raw_bind_parameter(position, value),
+            PackedValue::Real(value) => statement.raw_bind_parameter(position, value),
+            PackedValue::Text(text) => {
+                if text.len() > max {
+                    return Err(too_big("text", text.len()));
                 }
-                RawValue::Blob(blob) => {
-                    let bytes = blob.as_le_slice(store);
-                    if bytes.len() > max {
-                        return Err(too_big(position, "blob", bytes.len()));
-                    }
-                    statement.raw_bind_parameter(position, bytes)
+                statement.raw_bind_parameter(position, text)
+            }
+            PackedValue::Blob(bytes) => {
+                if bytes.len() > max {
+                    return Err(too_big("blob", bytes.len()));
                 }
-            };
-            bound.map_err(|err| self.fail(err))?;
-        }
-        Ok(())
+                statement.raw_bind_parameter(position, bytes)
+            }
+        };
+        bound.map_err(|err| self.fail(err))
     }
 
     /// `execute` of one statement with lifted parameters.
@@ -361,14 +412,14 @@ impl SqlHost {
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
     }
 
-    /// `execute` for `execute-batch`: keeps each statement it uses in `held`, by handle,
-    /// for the next write of the same call.
+    /// `execute` for `execute-batch` and `execute-packed`: keeps each statement it uses
+    /// in `held`, by handle, for the next write of the same call; `bind` binds the
+    /// write's parameters.
     fn execute_held<'c>(
         &'c self,
         held: &mut Vec<Option<CachedStatement<'c>>>,
         handle: u32,
-        params: &[RawValue],
-        store: &StoreContext<'_, StoreState>,
+        bind: impl FnOnce(&mut Statement<'_>) -> Result<(), Failure>,
     ) -> Result<u64, Failure> {
         let slot = usize::try_from(handle).unwrap_or(usize::MAX);
         let statement = match held.get_mut(slot) {
@@ -385,7 +436,7 @@ impl SqlHost {
                 held[slot].insert(statement)
             }
         };
-        self.bind(statement, params, store)?;
+        bind(statement)?;
         let mut run = || statement.raw_execute().map_err(|err| self.fail(err));
         let changed = if self.alters(handle) {
             self.guard_rename(run)?
@@ -508,16 +559,25 @@ impl SqlHost {
     }
 }
 
-/// Links the `sql` interface.
+/// Links the `sql` interface of every contract version: the functions both versions
+/// share are the same host functions (their types have the same shape), and each
+/// version adds its own way to send a batch of writes.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
-    let mut sql = linker.instance(INTERFACE)?;
-    sql.func_wrap("prepare", prepare)?;
-    sql.func_wrap("execute-batch", execute_batch)?;
-    sql.func_wrap("execute", execute)?;
-    sql.func_wrap("query", query)?;
-    sql.func_wrap("execute-script", |store, params| {
-        execute_script(&store, params)
-    })?;
+    for version in ContractVersion::ALL {
+        let mut sql = linker.instance(&format!("refract:projector/sql@{}", version.semver()))?;
+        sql.func_wrap("prepare", prepare)?;
+        match version {
+            ContractVersion::V0_1 => sql.func_wrap("execute-batch", execute_batch)?,
+            ContractVersion::V0_2 => sql.func_wrap("execute-packed", |store, params| {
+                execute_packed(&store, params)
+            })?,
+        }
+        sql.func_wrap("execute", execute)?;
+        sql.func_wrap("query", query)?;
+        sql.func_wrap("execute-script", |store, params| {
+            execute_script(&store, params)
+        })?;
+    }
     Ok(())
 }
 
@@ -594,7 +654,8 @@ fn execute_batch(
     let sql = &context.data().sql;
     let mut held = Vec::new();
     for (index, (write, range)) in writes.iter().zip(ranges).enumerate() {
-        match sql.execute_held(&mut held, write.statement, &params[range], &context) {
+        let bind = |statement: &mut Statement<'_>| sql.bind(statement, &params[range], &context);
+        match sql.execute_held(&mut held, write.statement, bind) {
             Ok(_) => {}
             Err(Failure::Sql(error)) => return write_error(index, error),
             Err(Failure::Trap(trap)) => return Err(trap),
@@ -604,6 +665,55 @@ fn execute_batch(
         Some((index, error)) => write_error(index, error),
         None => Ok((Ok(()),)),
     }
+}
+
+/// `execute-packed` (0.2.0): decodes the `write-batch` in place (see `packed_writes`)
+/// and runs each write as it is decoded, holding statements from one write to the next
+/// as `execute-batch` does.
+fn execute_packed(
+    store: &StoreContextMut<'_, StoreState>,
+    (writes,): (RawWriteBatch,),
+) -> wasmtime::Result<(Result<(), WriteError>,)> {
+    let write_error = |index: usize, error: SqlError| -> wasmtime::Result<_> {
+        Ok((Err(WriteError {
+            index: u32::try_from(index)?,
+            error,
+        }),))
+    };
+    let context = store.as_context();
+    let sql = &context.data().sql;
+    let packed = PackedWrites {
+        statements: writes.statements.as_le_slice(&context),
+        param_ends: writes.param_ends.as_le_slice(&context),
+        kinds: writes.kinds.as_le_slice(&context),
+        numbers: writes.numbers.as_le_slice(&context),
+        bytes: writes.bytes.as_le_slice(&context),
+    };
+    if let Err(error) = packed
+        .check_limits(&sql.limits)
+        .and_then(|()| packed.check_shape())
+    {
+        return write_error(0, error);
+    }
+    let max_params = sql.limits.max_params_per_statement;
+    let mut decoder = packed.decoder();
+    // One list of decoded parameters, reused by every write of the call.
+    let mut params = Vec::new();
+    let mut held = Vec::new();
+    while let Some(next) = decoder.next_write(&mut params, max_params) {
+        let index = decoder.index();
+        let statement = match next {
+            Ok(statement) => statement,
+            Err(error) => return write_error(index, error),
+        };
+        let bind = |prepared: &mut Statement<'_>| sql.bind_packed(prepared, &params);
+        match sql.execute_held(&mut held, statement, bind) {
+            Ok(_) => {}
+            Err(Failure::Sql(error)) => return write_error(index, error),
+            Err(Failure::Trap(trap)) => return Err(trap),
+        }
+    }
+    Ok((Ok(()),))
 }
 
 /// Lifts a parameter list, checking its length first.

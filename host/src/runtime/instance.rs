@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::batch::EventBatch;
-use super::bindings::{self, Projector, ProjectorPre};
+use super::batch::{EventBatch, EventFields};
+use super::bindings::{self, ContractVersion, Projector, ProjectorPre};
 use super::engine;
 use super::error::{Position, ProjectorError, RuntimeError, TrapContext, TrapKind, describe_trap};
 use super::host_log::{LOG_TARGET, LogBudget, LogHost, truncate};
@@ -39,6 +39,10 @@ pub struct ProjectorInfo {
     pub description: String,
     /// The events it receives.
     pub subscriptions: Subscriptions,
+    /// The optional event fields it reads (0.2.0's `reads`; every field for 0.1.0).
+    pub reads: EventFields,
+    /// The contract version it implements.
+    pub contract: ContractVersion,
 }
 
 /// Which events a projector receives; see the WIT `subscriptions` record.
@@ -103,7 +107,7 @@ pub(crate) struct Cancelled;
 /// `limits`.
 pub(crate) fn start(
     runtime: &Runtime,
-    pre: &ProjectorPre<StoreState>,
+    pre: &ProjectorPre,
     version: &Arc<str>,
     limits: &Arc<SandboxLimits>,
     log_budget: &Arc<LogBudget>,
@@ -149,7 +153,7 @@ pub(crate) fn start(
         pre.instance_pre()
             .instantiate(&mut store)
             .and_then(|instance| {
-                let bindings = Projector::new(&mut store, &instance)?;
+                let bindings = Projector::new(pre, &mut store, &instance)?;
                 store.set_epoch_deadline(1);
                 let info = bindings.call_metadata(&mut store)?;
                 let reactor = if reactor_rate.is_some() {
@@ -172,11 +176,12 @@ pub(crate) fn start(
             message: describe_trap(&err, limits, context).1,
         }
     })?;
-    let info =
-        validate_info(raw_info, limits).map_err(|message| RuntimeError::InvalidMetadata {
+    let info = validate_info(raw_info, pre.version(), limits).map_err(|message| {
+        RuntimeError::InvalidMetadata {
             version: version.to_string(),
             message,
-        })?;
+        }
+    })?;
     let reactor = raw_reactor
         .map(|raw| crate::reactors::validate_reactor_info(raw, limits))
         .transpose()
@@ -341,6 +346,10 @@ impl ProjectorInstance {
                 reason,
             });
         }
+        // A field the projector does not read arrives empty, as the contract says,
+        // whoever built the batch (the engine reads it that way already).
+        let blanked = batch.without_unread(self.info.reads);
+        let batch = blanked.as_ref().unwrap_or(batch);
         let packed = batch.packed();
         let empty = batch.is_empty();
         self.run(
@@ -592,13 +601,16 @@ impl ProjectorInstance {
 
 /// Checks `metadata` against the contract and the limits.
 fn validate_info(
-    raw: bindings::ProjectorInfo,
+    raw: bindings::RawInfo,
+    contract: ContractVersion,
     limits: &SandboxLimits,
 ) -> Result<ProjectorInfo, String> {
-    let bindings::ProjectorInfo {
+    let bindings::RawInfo {
         name,
         description,
-        subscriptions,
+        event_types,
+        stream_prefixes,
+        reads,
     } = raw;
     let name_ok = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
@@ -618,10 +630,6 @@ fn validate_info(
             format_bytes(limits.max_description_bytes)
         ));
     }
-    let bindings::refract::projector::types::Subscriptions {
-        event_types,
-        stream_prefixes,
-    } = subscriptions;
     for (what, list) in [
         ("event types", &event_types),
         ("stream prefixes", &stream_prefixes),
@@ -651,6 +659,8 @@ fn validate_info(
             event_types,
             stream_prefixes,
         },
+        reads,
+        contract,
     })
 }
 
@@ -658,23 +668,25 @@ fn validate_info(
 mod tests {
     use super::*;
 
-    fn raw(name: &str) -> bindings::ProjectorInfo {
-        bindings::ProjectorInfo {
+    fn raw(name: &str) -> bindings::RawInfo {
+        bindings::RawInfo {
             name: name.into(),
             description: "d".into(),
-            subscriptions: bindings::refract::projector::types::Subscriptions {
-                event_types: vec!["money.deposited".into()],
-                stream_prefixes: Vec::new(),
-            },
+            event_types: vec!["money.deposited".into()],
+            stream_prefixes: Vec::new(),
+            reads: EventFields::ALL,
         }
     }
 
     #[test]
     fn names_follow_the_contract() {
         let limits = SandboxLimits::default();
-        assert!(validate_info(raw("balances_v2-x"), &limits).is_ok());
+        assert!(validate_info(raw("balances_v2-x"), ContractVersion::V0_2, &limits).is_ok());
         for bad in ["", "Balances", "a b", "é", &"x".repeat(65)] {
-            assert!(validate_info(raw(bad), &limits).is_err(), "{bad:?}");
+            assert!(
+                validate_info(raw(bad), ContractVersion::V0_2, &limits).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -682,8 +694,8 @@ mod tests {
     fn oversized_metadata_names_its_limit() {
         let limits = SandboxLimits::default();
         let mut info = raw("ok");
-        info.subscriptions.event_types = vec!["t".into(); limits.max_subscriptions + 1];
-        let err = validate_info(info, &limits).expect_err("too many");
+        info.event_types = vec!["t".into(); limits.max_subscriptions + 1];
+        let err = validate_info(info, ContractVersion::V0_1, &limits).expect_err("too many");
         assert!(err.contains("limits.max_subscriptions"), "{err}");
     }
 }

@@ -1,6 +1,10 @@
 //! The WebAssembly projector runtime and its sandbox.
 //!
-//! A projector is a component implementing the WIT world `refract:projector/projector`.
+//! A projector is a component implementing the WIT world `refract:projector/projector`,
+//! version 0.1.0 (`wit/projector.wit`) or 0.2.0 (`wit/projector-0.2/`): two worlds, one
+//! host. A component implements one version or the other, told apart at load from the
+//! `refract:projector` interfaces it imports (or, if it imports none, from its exports);
+//! a component that mixes versions is refused.
 //! The runtime compiles it (once, cached on disk), links it against a sandbox that grants
 //! only its own read model and a log, and calls it one batch at a time, each batch in a
 //! transaction the host commits together with its checkpoint.
@@ -55,7 +59,10 @@
 //! `emit` and `timers` imports (implemented in `reactors::effects`), and a component
 //! that exports `reactor-info` is a reactor ([`LoadedProjector::reactor`]). Only a
 //! reactor may import those interfaces.
-//! - `bindings`: the one `bindgen!` of the WIT world.
+//! - `bindings`: the `bindgen!` of each contract version (`v0_1`, `v0_2`), the types
+//!   they share, and the per-version pre-linked component and exports
+//!   ([`ContractVersion`]).
+//! - `packed_writes`: 0.2.0's packed `write-batch`, decoded and checked in place.
 //! - `error`: [`RuntimeError`] (loading) and [`ProjectorError`] (calls), poison or
 //!   transient.
 
@@ -70,6 +77,7 @@ mod host_sql;
 mod imports;
 mod instance;
 mod limits;
+mod packed_writes;
 mod projector;
 mod refusals;
 mod sql;
@@ -80,7 +88,8 @@ mod temp_vfs;
 mod wasi;
 mod wasi_http;
 
-pub use batch::{BatchEvent, EventBatch};
+pub use batch::{BatchEvent, EventBatch, EventFields};
+pub use bindings::ContractVersion;
 pub use engine::EPOCH_TICK;
 pub use error::{Position, ProjectorError, RuntimeError, TrapKind};
 pub use host_log::LOG_TARGET;

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use super::bindings::ProjectorPre;
+use super::bindings::{ContractVersion, ProjectorPre};
 use super::cache::CompileCache;
 use super::engine::{self, TickClock, Ticker, Watchdog};
 use super::error::RuntimeError;
@@ -140,6 +140,7 @@ impl Runtime {
                 });
             }
         }
+        let contract = contract_of_imports(&imports)?;
 
         let cached = self
             .inner
@@ -202,9 +203,7 @@ impl Runtime {
                 ),
             });
         }
-        let pre = ProjectorPre::new(instance_pre).map_err(|err| RuntimeError::WrongWorld {
-            message: format!("{err:#}"),
-        })?;
+        let pre = pre_link(contract, is_reactor, instance_pre)?;
 
         // Start it once on a scratch database: the instance's start-up code and
         // `metadata` run now, and a projector with a bad name is refused at load time.
@@ -287,11 +286,84 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     wasi::add_to_linker(&mut linker)?;
     wasi_http::add_to_linker(&mut linker)?;
     // `types` holds only types; a component that imports it needs the instance to exist.
-    linker.instance("refract:projector/types@0.1.0")?;
+    for version in ContractVersion::ALL {
+        linker.instance(&format!("refract:projector/types@{}", version.semver()))?;
+    }
     host_sql::add_to_linker(&mut linker)?;
     host_log::add_to_linker(&mut linker)?;
     crate::reactors::add_to_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// The one contract version a component's `refract:projector` imports name, `None` if it
+/// imports none of them (its exports decide then); a component naming two versions is
+/// refused, naming an import of each.
+fn contract_of_imports(imports: &[String]) -> Result<Option<ContractVersion>, RuntimeError> {
+    let mut found: Option<(ContractVersion, &str)> = None;
+    for name in imports {
+        let Some(version) = ContractVersion::of_import(name) else {
+            continue;
+        };
+        match found {
+            None => found = Some((version, name)),
+            Some((first, first_name)) if first != version => {
+                return Err(RuntimeError::WrongWorld {
+                    message: format!(
+                        "it mixes contract versions: it imports `{first_name}` ({first}) and \
+                         `{name}` ({version}). A component implements one version: rebuild \
+                         it against one contract (refract-sdk targets 0.2.0; its \
+                         `contract-0-1` feature targets 0.1.0)"
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(found.map(|(version, _)| version))
+}
+
+/// Pre-links a component as the contract version its imports name (or, if they name
+/// none, the version its exports fit, newest first), checking its exports against that
+/// version's world.
+fn pre_link(
+    contract: Option<ContractVersion>,
+    is_reactor: bool,
+    instance_pre: wasmtime::component::InstancePre<StoreState>,
+) -> Result<ProjectorPre, RuntimeError> {
+    let wrong_world = |err: wasmtime::Error| RuntimeError::WrongWorld {
+        message: format!("{err:#}"),
+    };
+    if is_reactor && contract == Some(ContractVersion::V0_2) {
+        return Err(RuntimeError::WrongWorld {
+            message: format!(
+                "it exports `{}` but imports {}: a reactor implements refract:reactor@0.1.0, \
+                 which includes refract:projector@0.1.0. Build it with refract-reactor-sdk",
+                crate::reactors::REACTOR_EXPORT,
+                ContractVersion::V0_2
+            ),
+        });
+    }
+    match contract {
+        Some(version) => ProjectorPre::new(version, instance_pre.clone()).map_err(|err| {
+            // Name the mix when the exports are another version's.
+            let other = ContractVersion::ALL.into_iter().find(|&other| {
+                other != version && ProjectorPre::new(other, instance_pre.clone()).is_ok()
+            });
+            match other {
+                Some(other) => RuntimeError::WrongWorld {
+                    message: format!(
+                        "it mixes contract versions: its imports are {version}'s but its \
+                         exports are {other}'s. A component implements one version: rebuild \
+                         it against one contract"
+                    ),
+                },
+                None => wrong_world(err),
+            }
+        }),
+        None => ProjectorPre::new(ContractVersion::V0_2, instance_pre.clone())
+            .or_else(|_| ProjectorPre::new(ContractVersion::V0_1, instance_pre))
+            .map_err(wrong_world),
+    }
 }
 
 /// The functions the `projector` world exports.
@@ -346,7 +418,7 @@ pub struct LoadedProjector {
 
 pub(crate) struct LoadedInner {
     pub(crate) runtime: Runtime,
-    pub(crate) pre: ProjectorPre<StoreState>,
+    pub(crate) pre: ProjectorPre,
     sha256: String,
     pub(crate) version: Arc<str>,
     pub(crate) info: ProjectorInfo,
@@ -436,6 +508,53 @@ impl LoadedProjector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_component_mixing_contract_versions_is_refused_naming_both() {
+        let runtime = Runtime::new(RuntimeConfig::default()).expect("a runtime");
+        let wasm = wat::parse_str(
+            r#"(component
+                (import "refract:projector/sql@0.1.0" (instance))
+                (import "refract:projector/log@0.2.0" (instance))
+            )"#,
+        )
+        .expect("valid text");
+        let err = runtime.load(&wasm).expect_err("mixed versions");
+        let message = err.to_string();
+        assert!(matches!(err, RuntimeError::WrongWorld { .. }), "{err:?}");
+        for needle in [
+            "mixes contract versions",
+            "`refract:projector/sql@0.1.0`",
+            "`refract:projector/log@0.2.0`",
+            "contract-0-1",
+        ] {
+            assert!(message.contains(needle), "{needle}: {message}");
+        }
+    }
+
+    #[test]
+    fn imports_name_the_contract_version() {
+        let names = |names: &[&str]| names.iter().map(|&n| n.to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            contract_of_imports(&names(&[
+                "wasi:io/streams@0.2.0",
+                "refract:projector/sql@0.2.0"
+            ]))
+            .ok()
+            .flatten(),
+            Some(ContractVersion::V0_2)
+        );
+        assert_eq!(
+            contract_of_imports(&names(&["refract:projector/types@0.1.0"]))
+                .ok()
+                .flatten(),
+            Some(ContractVersion::V0_1)
+        );
+        assert!(matches!(
+            contract_of_imports(&names(&["wasi:io/streams@0.2.0"])),
+            Ok(None)
+        ));
+    }
 
     #[test]
     fn headers_are_told_apart() {

@@ -60,7 +60,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, ErrorCode, InterruptHandle, OpenFlags};
 
-use super::bindings::refract::projector::types::{SqlError, SqlErrorKind};
+use super::bindings::{SqlError, SqlErrorKind};
 use super::engine::{TickClock, Watchdog, deadline_ticks};
 use super::limits::{SandboxLimits, format_bytes};
 use super::sql_cost::{self, COSTLY_FUNCTIONS};

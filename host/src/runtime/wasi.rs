@@ -44,11 +44,15 @@ use wasmtime_wasi::{
 pub const ALLOWED_WASI_PACKAGES: &[&str] =
     &["cli", "clocks", "filesystem", "io", "random", "sockets"];
 
-/// The interfaces of Refract's own contract a projector may import.
+/// The interfaces of Refract's own contract a projector may import, for every version
+/// the host implements. One component imports those of one version only.
 pub const REFRACT_INTERFACES: &[&str] = &[
     "refract:projector/types@0.1.0",
     "refract:projector/sql@0.1.0",
     "refract:projector/log@0.1.0",
+    "refract:projector/types@0.2.0",
+    "refract:projector/sql@0.2.0",
+    "refract:projector/log@0.2.0",
 ];
 
 /// The monotonic clock interface whose `subscribe-*` functions are replaced so that
@@ -108,8 +112,8 @@ pub(crate) fn refuse_import(name: &str) -> Option<String> {
     if name.starts_with("refract:projector/") {
         return Some(format!(
             "imports `{name}`, which this host does not provide; it implements \
-             refract:projector@0.1.0 (types, sql, log). Rebuild the projector against a \
-             refract-sdk release that targets that contract"
+             refract:projector@0.2.0 and @0.1.0 (types, sql, log). Rebuild the projector \
+             against a refract-sdk release that targets one of them"
         ));
     }
     if let Some(rest) = name.strip_prefix("wasi:")
@@ -336,6 +340,7 @@ mod tests {
             "wasi:http/outgoing-handler@0.2.10",
             "wasi:http/types@0.2.0",
             "refract:projector/sql@0.1.0",
+            "refract:projector/sql@0.2.0",
         ] {
             assert_eq!(refuse_import(name), None, "{name}");
         }
@@ -347,7 +352,7 @@ mod tests {
             "wasi:http/outgoing-handler@0.3.0-rc-2025-09-16",
             "wasi:cli/environment@0.3.0",
             "wasi:keyvalue/store@0.2.0",
-            "refract:projector/sql@0.2.0",
+            "refract:projector/sql@0.3.0",
             "my:evil/thing",
         ] {
             let message = refuse_import(name).expect("refused");

@@ -82,13 +82,10 @@ impl Backend {
     }
 
     pub(crate) fn execute_batch(&mut self, buffer: &WriteBuffer) -> Result<(), (usize, SqlError)> {
-        for (index, write) in buffer.writes.iter().enumerate() {
-            let values = buffer.values[write.values.clone()]
-                .iter()
-                .map(|slot| buffer.value(slot));
+        for (index, (sql, params)) in buffer.decoded().into_iter().enumerate() {
             self.conn
-                .prepare_cached(write.sql)
-                .and_then(|mut statement| statement.execute(params_from_iter(values)))
+                .prepare_cached(sql)
+                .and_then(|mut statement| statement.execute(params_from_iter(&params)))
                 .map_err(|e| (index, sql_error(e)))?;
         }
         Ok(())
