@@ -25,8 +25,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use refract::engine::{BatchLimits, Projection, Step};
 use refract::log::{EventLog, LogOptions, NewEvent};
 use refract::runtime::{
-    DbOptions, EventBatch, LoadedProjector, ProjectorError, ProjectorInstance, Runtime,
-    RuntimeConfig, SandboxLimits,
+    ContractVersion, DbOptions, EventBatch, EventFields, LoadedProjector, ProjectorError,
+    ProjectorInstance, Runtime, RuntimeConfig, SandboxLimits,
 };
 use rusqlite::Connection;
 use support::guests_py::{
@@ -36,6 +36,21 @@ use support::guests_py::{
 use support::{cli, probe_values};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The compile budget of these tests: a Python or TypeScript component compiles in
+/// seconds on an idle machine, but this binary compiles several at once on a machine
+/// shared with other builds, so the deadline here is for liveness only (as in
+/// `tests/js_component.rs`).
+const COMPILE_TIMEOUT_MS: u64 = 900_000;
+
+/// The sandbox limits of these tests: the defaults, with the liveness-only compile
+/// budget.
+fn limits() -> SandboxLimits {
+    SandboxLimits {
+        compile_timeout_ms: COMPILE_TIMEOUT_MS,
+        ..SandboxLimits::default()
+    }
+}
 
 /// Events in the shared log: the balances workload, then a few that exercise escapes,
 /// non-ASCII text, metadata and money for an account never opened.
@@ -48,7 +63,7 @@ fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
         Runtime::new(RuntimeConfig {
             cache_dir: Some(compile_cache_dir()),
-            limits: SandboxLimits::default(),
+            limits: limits(),
         })
         .unwrap_or_else(|e| panic!("cannot start the runtime: {e}"))
     })
@@ -121,7 +136,7 @@ fn replay(loaded: &LoadedProjector, log: &EventLog, db: &Path, head: u64) -> Res
 fn load_balances_ts() -> Result<LoadedProjector> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(workspace_root().join("target/ts-guest-cache")),
-        limits: SandboxLimits::default(),
+        limits: limits(),
     })?;
     Ok(runtime.load(&support::guests_ts::ts_guest_bytes("balances-ts"))?)
 }
@@ -404,6 +419,17 @@ fn the_python_sdk_glue_reaches_every_host_call() -> Result {
 fn packed_writes_carry_every_value_through_the_host_exactly() -> Result {
     let dir = tempfile::tempdir()?;
     let loaded = load("py-probe")?;
+    assert_eq!(loaded.info().contract, ContractVersion::V0_2);
+    assert_eq!(
+        loaded.info().reads,
+        EventFields::ALL,
+        "reads defaults to both"
+    );
+    assert_eq!(
+        load("balances-py")?.info().reads,
+        EventFields::NONE,
+        "balances-py's `reads=()` reaches the host"
+    );
     let mut instance = start(&loaded, dir.path())?;
     instance.apply(
         &batch(
@@ -508,7 +534,11 @@ fn refract_new_python_scaffolds_a_project_that_refract_test_passes() -> Result {
         "{unit}"
     );
     // `refract test` builds with the manifest's command and runs the golden fixture in
-    // the real sandbox.
+    // the real sandbox, with the liveness-only compile budget.
+    std::fs::write(
+        project.join("refract.toml"),
+        format!("[limits]\ncompile_timeout_ms = {COMPILE_TIMEOUT_MS}\n"),
+    )?;
     let tested = cli::refract_ok(&project, &["test"])?;
     assert!(
         tested.contains("testing `demo-py`") && tested.contains("fixtures: 1 passed, 0 failed"),

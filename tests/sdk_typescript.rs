@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use refract::runtime::{
-    DbOptions, EventBatch, LoadedProjector, ProjectorError, Runtime, RuntimeConfig, SandboxLimits,
+    ContractVersion, DbOptions, EventBatch, EventFields, LoadedProjector, ProjectorError, Runtime,
+    RuntimeConfig, SandboxLimits,
 };
 use support::{cli, guests_ts, probe_values};
 
@@ -27,6 +28,12 @@ type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// The workload's seed.
 const SEED: u64 = 11;
+
+/// The compile budget of these tests. A TypeScript component holds a 12 MB JavaScript
+/// engine that compiles in 15 to 30 s of CPU, and this binary compiles several at once
+/// on a machine shared with other builds, so the wall time can be several times that:
+/// the deadline here is for liveness only (as in `tests/js_component.rs`).
+const COMPILE_TIMEOUT_MS: u64 = 900_000;
 
 /// A runtime with `limits`, caching compiled components under `target/`: compiling the
 /// JavaScript engine inside a TypeScript component takes many seconds, and the cache
@@ -37,7 +44,10 @@ fn runtime(limits: SandboxLimits) -> Result<Runtime> {
         .join("ts-guest-cache");
     Ok(Runtime::new(RuntimeConfig {
         cache_dir: Some(cache),
-        limits,
+        limits: SandboxLimits {
+            compile_timeout_ms: COMPILE_TIMEOUT_MS,
+            ..limits
+        },
     })?)
 }
 
@@ -262,6 +272,20 @@ fn handle_error(
 fn packed_writes_carry_every_value_through_the_host_exactly() -> Result {
     let dir = tempfile::tempdir()?;
     let loaded = ts_probe()?;
+    assert_eq!(loaded.info().contract, ContractVersion::V0_2);
+    assert_eq!(
+        loaded.info().reads,
+        EventFields {
+            id: false,
+            metadata: true
+        },
+        "the probe's `reads: [\"metadata\"]` reaches the host"
+    );
+    assert_eq!(
+        balances_ts()?.info().reads,
+        EventFields::NONE,
+        "balances-ts reads neither ids nor metadata"
+    );
     let mut instance = loaded.instantiate(&dir.path().join("probe.db"), DbOptions::live())?;
     instance.init(|_| Ok(()))?;
     instance.apply(
@@ -352,7 +376,11 @@ fn refract_new_ts_scaffolds_a_project_that_refract_test_passes() -> Result {
         "{native}"
     );
     // `refract test` builds with the manifest's command and runs the golden fixture in
-    // the real sandbox.
+    // the real sandbox, with the liveness-only compile budget.
+    std::fs::write(
+        project.join("refract.toml"),
+        format!("[limits]\ncompile_timeout_ms = {COMPILE_TIMEOUT_MS}\n"),
+    )?;
     let tested = cli::refract_ok(&project, &["test"])?;
     assert!(
         tested.contains("testing `demo-ts`") && tested.contains("fixtures: 1 passed, 0 failed"),
