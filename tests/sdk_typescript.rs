@@ -35,19 +35,17 @@ const SEED: u64 = 11;
 /// the deadline here is for liveness only (as in `tests/js_component.rs`).
 const COMPILE_TIMEOUT_MS: u64 = 900_000;
 
-/// A runtime with `limits`, caching compiled components under `target/`: compiling the
+/// A runtime with `limits` (and the liveness-only compile budget), caching compiled components under `target/`: compiling the
 /// JavaScript engine inside a TypeScript component takes many seconds, and the cache
 /// makes every later load (here, and in the next run) take milliseconds.
-fn runtime(limits: SandboxLimits) -> Result<Runtime> {
+fn runtime(mut limits: SandboxLimits) -> Result<Runtime> {
+    limits.compile_timeout_ms = COMPILE_TIMEOUT_MS;
     let cache = guests_ts::workspace_root()
         .join("target")
         .join("ts-guest-cache");
     Ok(Runtime::new(RuntimeConfig {
         cache_dir: Some(cache),
-        limits: SandboxLimits {
-            compile_timeout_ms: COMPILE_TIMEOUT_MS,
-            ..limits
-        },
+        limits,
     })?)
 }
 
