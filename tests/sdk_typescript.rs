@@ -5,6 +5,12 @@
 //! that it builds the same read model as the Rust and Python `balances` is in
 //! `tests/sdk_python.rs`, which builds all three.
 //!
+//! The `ts-probe` fixture proves the packed writes of `refract:projector@0.2.0` end to
+//! end: integer extremes, reals bit for bit, empty and multi-byte text, blobs, NULLs, a
+//! write of 998 parameters and writes spanning several flushes come back from the read
+//! model exactly, an integer past 64 bits fails its event clearly, and a field left out
+//! of `reads` is not read.
+//!
 //! Needs Node.js 20+ and npm; without them these tests fail with the install command.
 
 mod support;
@@ -13,19 +19,27 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use refract::runtime::{
-    DbOptions, EventBatch, LoadedProjector, ProjectorError, Runtime, RuntimeConfig, SandboxLimits,
+    ContractVersion, DbOptions, EventBatch, EventFields, LoadedProjector, ProjectorError, Runtime,
+    RuntimeConfig, SandboxLimits,
 };
-use support::{cli, guests_ts};
+use support::{cli, guests_ts, probe_values};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// The workload's seed.
 const SEED: u64 = 11;
 
-/// A runtime with `limits`, caching compiled components under `target/`: compiling the
+/// The compile budget of these tests. A TypeScript component holds a 12 MB JavaScript
+/// engine that compiles in 15 to 30 s of CPU, and this binary compiles several at once
+/// on a machine shared with other builds, so the wall time can be several times that:
+/// the deadline here is for liveness only (as in `tests/js_component.rs`).
+const COMPILE_TIMEOUT_MS: u64 = 900_000;
+
+/// A runtime with `limits` (and the liveness-only compile budget), caching compiled components under `target/`: compiling the
 /// JavaScript engine inside a TypeScript component takes many seconds, and the cache
 /// makes every later load (here, and in the next run) take milliseconds.
-fn runtime(limits: SandboxLimits) -> Result<Runtime> {
+fn runtime(mut limits: SandboxLimits) -> Result<Runtime> {
+    limits.compile_timeout_ms = COMPILE_TIMEOUT_MS;
     let cache = guests_ts::workspace_root()
         .join("target")
         .join("ts-guest-cache");
@@ -207,10 +221,118 @@ fn batches_of_5000_and_20000_events_fit_in_half_the_default_memory_limit() -> Re
     Ok(())
 }
 
+/// `ts-probe`, built from source and loaded once per process with default limits.
+fn ts_probe() -> Result<LoadedProjector> {
+    static LOADED: OnceLock<std::result::Result<LoadedProjector, String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let bytes = guests_ts::ts_fixture_bytes("ts-probe");
+            runtime(SandboxLimits::default())
+                .and_then(|runtime| Ok(runtime.load(&bytes)?))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(Into::into)
+}
+
+/// A batch of probe events of `types`, from offset `first`, each with metadata.
+fn probe_batch(first: u64, types: &[&str]) -> EventBatch {
+    let mut batch = EventBatch::new();
+    for (offset, event_type) in (first..).zip(types) {
+        batch.push(
+            offset,
+            &format!("id-{offset}"),
+            "probe-1",
+            offset,
+            event_type,
+            "{}",
+            Some(&format!(r#"{{"m":"ü{offset}"}}"#)),
+            0,
+        );
+    }
+    batch
+}
+
+/// The handle error of `batch`, as (offset, message).
+fn handle_error(
+    instance: &mut refract::runtime::ProjectorInstance,
+    batch: &EventBatch,
+) -> (u64, String) {
+    match instance.apply(batch, |_| Ok(())) {
+        Err(ProjectorError::Handler {
+            offset, message, ..
+        }) => (offset, message),
+        other => panic!("expected a handle error, got {other:?}"),
+    }
+}
+
+#[test]
+fn packed_writes_carry_every_value_through_the_host_exactly() -> Result {
+    let dir = tempfile::tempdir()?;
+    let loaded = ts_probe()?;
+    assert_eq!(loaded.info().contract, ContractVersion::V0_2);
+    assert_eq!(
+        loaded.info().reads,
+        EventFields {
+            id: false,
+            metadata: true
+        },
+        "the probe's `reads: [\"metadata\"]` reaches the host"
+    );
+    assert_eq!(
+        balances_ts()?.info().reads,
+        EventFields::NONE,
+        "balances-ts reads neither ids nor metadata"
+    );
+    let mut instance = loaded.instantiate(&dir.path().join("probe.db"), DbOptions::live())?;
+    instance.init(|_| Ok(()))?;
+    instance.apply(
+        &probe_batch(1, &["values", "wide", "many", "metadata"]),
+        |_| Ok(()),
+    )?;
+    let conn = instance.host_connection();
+    probe_values::assert_values(conn, "TypeScript")?;
+    probe_values::assert_wide(conn, "TypeScript")?;
+    probe_values::assert_many(conn, "TypeScript")?;
+    assert_eq!(
+        probe_values::vals(conn, 40_000..50_000)?,
+        [(40_004, rusqlite::types::Value::Text(r#"{"m":"ü4"}"#.into()))],
+        "the metadata the probe reads arrives"
+    );
+
+    // A bigint past 2^63 - 1 fails its event with the parameter named, never a
+    // truncated value; the batch rolls back whole.
+    let (offset, message) = handle_error(&mut instance, &probe_batch(10, &["values", "overflow"]));
+    assert_eq!(offset, 11, "{message}");
+    assert!(
+        message.contains(
+            "RangeError: parameter ?2 is 9223372036854775808, outside SQLite's 64-bit integer range"
+        ),
+        "{message}"
+    );
+    // The probe says it reads metadata only: reading the id fails clearly.
+    let (offset, message) = handle_error(&mut instance, &probe_batch(20, &["peek-id"]));
+    assert_eq!(offset, 20, "{message}");
+    assert!(
+        message.contains(r#"event.id was read, but this projector's `reads` leaves out "id""#),
+        "{message}"
+    );
+    let rows: i64 =
+        instance
+            .host_connection()
+            .query_row("SELECT count(*) FROM vals", [], |row| row.get(0))?;
+    assert_eq!(
+        rows,
+        20 + 499 + 10_005 + 1,
+        "the failed batches wrote nothing"
+    );
+    Ok(())
+}
+
 #[test]
 fn the_typescript_sdk_native_tests_pass() -> Result {
     let sdk = guests_ts::sdk_dir();
-    guests_ts::install(&sdk)?;
+    guests_ts::install_sdk()?;
     let output = guests_ts::npm(&sdk, &["test"])?;
     assert!(output.contains("# fail 0"), "{output}");
     Ok(())
@@ -252,7 +374,11 @@ fn refract_new_ts_scaffolds_a_project_that_refract_test_passes() -> Result {
         "{native}"
     );
     // `refract test` builds with the manifest's command and runs the golden fixture in
-    // the real sandbox.
+    // the real sandbox, with the liveness-only compile budget.
+    std::fs::write(
+        project.join("refract.toml"),
+        format!("[limits]\ncompile_timeout_ms = {COMPILE_TIMEOUT_MS}\n"),
+    )?;
     let tested = cli::refract_ok(&project, &["test"])?;
     assert!(
         tested.contains("testing `demo-ts`") && tested.contains("fixtures: 1 passed, 0 failed"),

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use sha2::{Digest, Sha256};
+
 /// The oldest Node.js major version the SDK supports.
 pub const MIN_NODE_MAJOR: u32 = 20;
 
@@ -21,6 +23,15 @@ pub const INSTALL_HINT: &str =
 /// Every TypeScript guest: its folder under `example-plugins/` and the component its
 /// build writes, relative to that folder.
 pub const TS_GUESTS: &[(&str, &str)] = &[("balances-ts", "dist/balances.wasm")];
+
+/// TypeScript test fixtures: projectors under `tests/fixtures/<name>/src/index.ts` that
+/// import the SDK from the source tree, built with the SDK's own `refract-build` and
+/// toolchain (no `npm ci` of their own).
+pub const TS_FIXTURES: &[&str] = &["ts-probe"];
+
+/// Where fixture components (and their bundles) are written, relative to the
+/// workspace root.
+pub const FIXTURE_OUT_DIR: &str = "target/guests-ts";
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -81,6 +92,132 @@ pub fn ts_guest(name: &str) -> PathBuf {
 pub fn ts_guest_bytes(name: &str) -> Vec<u8> {
     let path = ts_guest(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// `npm ci` in the SDK's folder, once per process: the SDK's native tests and the
+/// fixture builds share its `node_modules`, which `npm ci` deletes and reinstalls, so
+/// it must not run again while another test uses it.
+///
+/// # Errors
+/// As [`npm`].
+pub fn install_sdk() -> Result<(), String> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| install(&sdk_dir()).map(drop))
+        .clone()
+}
+
+/// The bytes of TypeScript fixture `name` (see [`TS_FIXTURES`]), built once per process,
+/// and not at all when its inputs (the fixture, the SDK's source and lockfile, the WIT
+/// contract) hash to what the last build recorded.
+///
+/// # Panics
+/// If `name` is not a fixture, Node.js or npm is missing (naming the install command),
+/// or the install or build fails (with the output).
+pub fn ts_fixture_bytes(name: &str) -> Vec<u8> {
+    assert!(
+        TS_FIXTURES.contains(&name),
+        "unknown TypeScript fixture {name:?}; the fixtures are {TS_FIXTURES:?}"
+    );
+    static BUILT: OnceLock<Mutex<HashMap<String, Result<PathBuf, String>>>> = OnceLock::new();
+    let mut builds = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let built = builds
+        .entry(name.to_owned())
+        .or_insert_with(|| build_fixture(name));
+    match built {
+        Ok(path) => {
+            std::fs::read(&*path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        }
+        Err(message) => panic!("building the TypeScript fixture {name:?} failed: {message}"),
+    }
+}
+
+fn build_fixture(name: &str) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let out_dir = root.join(FIXTURE_OUT_DIR);
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let output = out_dir.join(format!("{name}.wasm"));
+    let stamp = output.with_extension("inputs-sha256");
+    let project = root.join("tests").join("fixtures").join(name);
+    let inputs = inputs_hash(&root, &project)?;
+    if std::fs::read_to_string(&stamp).is_ok_and(|recorded| recorded == inputs) && output.is_file()
+    {
+        return Ok(output);
+    }
+    install_sdk()?;
+    check_node()?;
+    let build = sdk_dir().join("bin").join("refract-build.mjs");
+    let partial = out_dir.join(format!("{name}.{}.partial.wasm", std::process::id()));
+    let result = Command::new("node")
+        .arg(&build)
+        .arg(project.join("src").join("index.ts"))
+        .arg("--out")
+        .arg(&partial)
+        .arg("--wit")
+        .arg(root.join("wit"))
+        .current_dir(&project)
+        .output()
+        .map_err(|e| format!("cannot run node: {e}; {INSTALL_HINT}"))?;
+    if !result.status.success() {
+        return Err(format!(
+            "`node {} …` failed ({}):\n{}{}",
+            build.display(),
+            result.status,
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        ));
+    }
+    // Renamed into place, so that another test process never loads a half-written
+    // component.
+    std::fs::rename(&partial, &output)
+        .and_then(|()| std::fs::write(&stamp, &inputs))
+        .map_err(|e| format!("cannot move {} into place: {e}", partial.display()))?;
+    Ok(output)
+}
+
+/// A digest of everything a fixture's component is built from.
+fn inputs_hash(root: &Path, project: &Path) -> Result<String, String> {
+    let sdk = sdk_dir();
+    let mut files = vec![sdk.join("package-lock.json")];
+    for dir in [
+        project.join("src"),
+        sdk.join("src"),
+        sdk.join("bin"),
+        root.join("wit"),
+    ] {
+        collect(&dir, &mut files)?;
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in &files {
+        let bytes =
+            std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        hasher.update(file.to_string_lossy().as_bytes());
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Every file under `dir`, recursively.
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+            .path();
+        if path.is_dir() {
+            collect(&path, files)?;
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// `npm ci` in `dir`: exactly the pinned toolchain from its lockfile, into a fresh

@@ -12,4 +12,5 @@ pub mod guests_ts;
 pub mod host;
 pub mod js;
 pub mod nats;
+pub mod probe_values;
 pub mod tiny_disk;

@@ -43,6 +43,8 @@ class Balances(Projector):
         "balances",
         "Account balances in cents, with owners and transaction counts",
         event_types=["account.opened", "money.deposited", "money.withdrawn"],
+        # Neither event ids nor metadata: the host leaves them out of every batch.
+        reads=(),
     )
 
     def init(self, db: Db) -> None:

@@ -56,6 +56,8 @@ export default projector({
   name: "balances",
   description: "Account balances in cents, with owners and transaction counts",
   eventTypes: ["account.opened", "money.deposited", "money.withdrawn"],
+  // Neither event ids nor metadata: the host leaves them out of every batch.
+  reads: [],
 
   init(db) {
     db.executeScript(SCHEMA);

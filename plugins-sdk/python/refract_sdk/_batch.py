@@ -12,7 +12,7 @@ from operator import itemgetter, le
 from typing import Any
 
 from ._db import Db
-from ._event import Event, Utf8Text
+from ._event import Utf8Text, event_class
 
 FIELDS = 5
 """How many text fields each event has in a packed batch: id, stream, type, data,
@@ -65,12 +65,12 @@ def handle(projector: Any, db: Db, batch: Any) -> Failed | None:
     deferred writes. Returns None, or the event that failed and why."""
     db._reset()
     try:
-        return _run(projector.handle, db, batch)
+        return _run(projector.handle, db, batch, event_class(projector.info.reads))
     finally:
         db._reset()
 
 
-def _run(handle: Any, db: Db, batch: Any) -> Failed | None:
+def _run(handle: Any, db: Db, batch: Any, new_event: Any) -> Failed | None:
     offsets = batch.offsets
     versions = batch.stream_versions
     recorded = batch.recorded_at
@@ -110,7 +110,7 @@ def _run(handle: Any, db: Db, batch: Any) -> Failed | None:
         db._offset = offset
         try:
             handle(
-                Event(
+                new_event(
                     offset, version, at, text, start, id_end, stream_end, type_end, data_end, end
                 ),
                 db,

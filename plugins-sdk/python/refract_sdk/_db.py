@@ -4,30 +4,27 @@
 differs (`_component.ComponentBackend` calls the host's `sql` imports,
 `_native.NativeBackend` runs the stdlib `sqlite3`). A backend provides:
 
-- `prepare(sql) -> handle`, `execute_batch(writes)` (raises `WriteFailed`),
-  `execute(handle, sql, values) -> int`, `query(handle, sql, values) -> Rows`,
-  `execute_script(sql)`; every SQL failure is raised as `SqlError`;
-- `write(handle, values)`, which builds one entry for `execute_batch` (the
-  component's is the generated `sql.Write` class itself: no extra call per write);
+- `prepare(sql) -> handle` (an int), `execute_packed(writes)` (sends a
+  `_packed.PackedWrites`; raises `WriteFailed`), `execute(handle, sql, values) -> int`,
+  `query(handle, sql, values) -> Rows`, `execute_script(sql)`; every SQL failure is
+  raised as `SqlError`;
 - the value constructors `null`, `integer`, `real`, `text` and `blob`, which turn a
-  checked Python value into what the backend sends.
+  checked Python value into what `execute` and `query` send.
 """
 
 from typing import Any
 from collections.abc import Iterator, Sequence
 
 from ._errors import SqlError
-
-I64_MIN = -(1 << 63)
-I64_MAX = (1 << 63) - 1
+from ._packed import I64_MAX, I64_MIN, PackedWrites, position, _out_of_range, _utf8_length
 
 FLUSH_WRITES = 4096
 """Buffered writes that make the SDK flush before the batch ends. It keeps each
-`execute-batch` call, and the guest memory it uses, well under the host's caps even
+`execute-packed` call, and the guest memory it uses, well under the host's caps even
 when one event issues many writes. The same value as the Rust SDK's."""
 
 FLUSH_BYTES = 4 << 20
-"""Buffered parameter bytes (text and blobs) that make the SDK flush early."""
+"""Buffered parameter bytes (UTF-8 text and blobs) that make the SDK flush early."""
 
 FLUSH_VALUES = 64 << 10
 """Buffered parameters that make the SDK flush early, for writes with many
@@ -200,10 +197,8 @@ class Db:
 
     __slots__ = (
         "_backend",
-        "_writes",
+        "_packed",
         "_origins",
-        "_values",
-        "_bytes",
         "_offset",
         "_failure",
         "_null",
@@ -211,17 +206,14 @@ class Db:
         "_real",
         "_text",
         "_blob",
-        "_write",
     )
 
     def __init__(self, backend: Any) -> None:
         self._backend = backend
-        # Deferred writes as the backend sends them, and per write the statement and
-        # the offset of the event that issued it, for error messages.
-        self._writes: list[Any] = []
+        # Deferred writes, packed as `execute-packed` sends them, and per write the
+        # statement and the offset of the event that issued it, for error messages.
+        self._packed = PackedWrites()
         self._origins: list[tuple[Statement, int | None]] = []
-        self._values = 0
-        self._bytes = 0
         self._offset: int | None = None
         self._failure: Failure | None = None
         self._null = backend.null
@@ -229,16 +221,13 @@ class Db:
         self._real = backend.real
         self._text = backend.text
         self._blob = backend.blob
-        self._write = backend.write
 
     # The SDK's own bookkeeping, for the batch loop.
 
     def _reset(self) -> None:
         """Starts an `init` or `handle` call: nothing pending, no failure."""
-        self._writes = []
+        self._packed.clear()
         self._origins = []
-        self._values = 0
-        self._bytes = 0
         self._offset = None
         self._failure = None
 
@@ -268,15 +257,13 @@ class Db:
             )
         except AttributeError:
             raise _not_a_statement(statement) from None
-        values, size = self._convert(params)
-        self._writes.append(self._write(handle, values))
+        packed = self._packed
+        packed.push(handle, params)
         self._origins.append((statement, self._offset))
-        self._values += len(values)
-        self._bytes += size
         if (
-            len(self._writes) >= FLUSH_WRITES
-            or self._values >= FLUSH_VALUES
-            or self._bytes >= FLUSH_BYTES
+            len(packed.statements) >= FLUSH_WRITES
+            or len(packed.kinds) >= FLUSH_VALUES
+            or packed.byte_length >= FLUSH_BYTES
         ):
             self.flush()
 
@@ -319,14 +306,13 @@ class Db:
         each batch and before every query, so a projector rarely needs to."""
         if self._failure is not None:
             raise self._failure.error
-        if not self._writes:
+        packed = self._packed
+        if not packed.statements:
             return
-        writes, origins = self._writes, self._origins
-        self._writes, self._origins = [], []
-        self._values = 0
-        self._bytes = 0
+        origins = self._origins
+        self._origins = []
         try:
-            self._backend.execute_batch(writes)
+            self._backend.execute_packed(packed)
         except WriteFailed as failed:
             if 0 <= failed.index < len(origins):
                 statement, offset = origins[failed.index]
@@ -337,6 +323,8 @@ class Db:
                 offset if offset is not None else self._offset, failed.error, sql
             )
             raise failed.error from None
+        finally:
+            packed.clear()
 
     # Internals.
 
@@ -367,7 +355,7 @@ class Db:
             kind = type(value)
             if kind is str:
                 if not value.isascii():
-                    _check_text(value, params)
+                    _utf8_length(value, params)
                 size += len(value)
                 append(self._text(value))
             elif kind is int:
@@ -397,7 +385,7 @@ class Db:
         if isinstance(value, str):
             text = str.__str__(value)
             if not text.isascii():
-                _check_text(text, params)
+                _utf8_length(text, params)
             return self._text(text), len(text)
         if isinstance(value, float):
             return self._real(float(value)), 0
@@ -405,7 +393,7 @@ class Db:
             blob = bytes(value)
             return self._blob(blob), len(blob)
         raise TypeError(
-            f"parameter {_position(value, params)} is {value!r}, a {type(value).__name__}; SQL "
+            f"parameter {position(value, params)} is {value!r}, a {type(value).__name__}; SQL "
             "parameters are None, int, float, str or bytes"
         )
 
@@ -415,29 +403,3 @@ def _not_a_statement(value: Any) -> TypeError:
         f"expected a Statement, not {type(value).__name__} ({value!r}): declare "
         '`NAME = Statement("...")` once at module level and pass NAME'
     )
-
-
-def _position(value: Any, params: Params) -> str:
-    for index, candidate in enumerate(params, 1):
-        if candidate is value:
-            return f"?{index}"
-    return "?"
-
-
-def _out_of_range(value: int, params: Params) -> ValueError:
-    return ValueError(
-        f"parameter {_position(value, params)} is {value}, outside SQLite's 64-bit integer "
-        f"range [{I64_MIN}, {I64_MAX}]; store it as text"
-    )
-
-
-def _check_text(value: str, params: Params) -> None:
-    """A str with a lone surrogate (JSON can produce one from `"\\ud800"`) is not
-    UTF-8 and would fail at the component boundary, so it fails here, clearly."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(
-            f"parameter {_position(value, params)} is not valid Unicode text ({e.reason} at "
-            f"index {e.start}); encode it or bind bytes instead"
-        ) from None

@@ -134,3 +134,49 @@ class Event:
             f"Event(offset={self.offset}, stream={self.stream!r}, type={self.type!r}, "
             f"stream_version={self.stream_version}, data={self.data_json})"
         )
+
+
+def _not_read(field: str, attribute: str) -> AttributeError:
+    return AttributeError(
+        f"event.{attribute} was read, but this projector's Info(reads=...) leaves out "
+        f"{field!r}, so the host does not send it: add {field!r} to reads"
+    )
+
+
+class _EventWithoutId(Event):
+    """An event for a projector whose `reads` leaves out the id."""
+
+    __slots__ = ()
+
+    @property
+    def id(self) -> str:
+        raise _not_read("id", "id")
+
+
+class _EventWithoutMetadata(Event):
+    """An event for a projector whose `reads` leaves out the metadata."""
+
+    __slots__ = ()
+
+    @property
+    def metadata_json(self) -> str | None:
+        raise _not_read("metadata", "metadata_json")
+
+    @property
+    def metadata(self) -> Any:
+        raise _not_read("metadata", "metadata")
+
+
+class _EventWithoutIdOrMetadata(_EventWithoutId, _EventWithoutMetadata):
+    """An event for a projector that reads neither the id nor the metadata."""
+
+    __slots__ = ()
+
+
+def event_class(reads: Any) -> type[Event]:
+    """The `Event` class for a projector that reads the optional fields in `reads`:
+    reading a field the host did not send raises rather than passing off empty text as
+    the value. No cost per event: the check is the class."""
+    if "id" in reads:
+        return Event if "metadata" in reads else _EventWithoutMetadata
+    return _EventWithoutId if "metadata" in reads else _EventWithoutIdOrMetadata

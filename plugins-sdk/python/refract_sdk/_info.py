@@ -1,4 +1,5 @@
-"""What a projector says about itself: name, description, subscriptions."""
+"""What a projector says about itself: name, description, subscriptions, and the
+optional event fields it reads."""
 
 from collections.abc import Iterable
 
@@ -7,9 +8,13 @@ MAX_NAME_LEN = 64
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
+EVENT_FIELDS = ("id", "metadata")
+"""The optional event fields a projector may leave out of `Info.reads`."""
+
 
 class Info:
-    """A projector's name, description and subscriptions.
+    """A projector's name, description, subscriptions and the optional event fields it
+    reads.
 
     The host delivers an event when its type is one of `event_types` (or none are
     listed) and its stream starts with one of `stream_prefixes` (or none are listed).
@@ -20,9 +25,16 @@ class Info:
     ...             stream_prefixes=["acc-"])
     >>> info.accepts("money.deposited", "acc-1"), info.accepts("money.deposited", "order-1")
     (True, False)
+
+    `reads` names the optional event fields the projector reads: `"id"` (`Event.id`)
+    and `"metadata"` (`Event.metadata`, `Event.metadata_json`); both by default. The
+    host does not read a field left out from the log, which makes a replay cheaper,
+    and reading it in `handle` raises::
+
+        Info("totals", "Totals per account", reads=())  # neither ids nor metadata
     """
 
-    __slots__ = ("name", "description", "event_types", "stream_prefixes")
+    __slots__ = ("name", "description", "event_types", "stream_prefixes", "reads")
 
     def __init__(
         self,
@@ -31,6 +43,7 @@ class Info:
         *,
         event_types: Iterable[str] = (),
         stream_prefixes: Iterable[str] = (),
+        reads: Iterable[str] = EVENT_FIELDS,
     ) -> None:
         self.name: str = name
         """1 to 64 characters of `[a-z0-9_-]`; every version of one projector carries
@@ -41,6 +54,10 @@ class Info:
         """Exact event types to receive; empty means every type."""
         self.stream_prefixes: tuple[str, ...] = tuple(stream_prefixes)
         """Stream name prefixes to receive; empty means every stream."""
+        self.reads: frozenset[str] = (
+            frozenset((reads,)) if isinstance(reads, str) else frozenset(reads)
+        )
+        """The optional event fields the projector reads: `"id"`, `"metadata"`."""
 
     def accepts(self, event_type: str, stream: str) -> bool:
         """Whether the host delivers an event of `event_type` on `stream`."""
@@ -59,6 +76,12 @@ class Info:
             for item in getattr(self, field):
                 if not isinstance(item, str):
                     return f"{field} must hold str values, not {type(item).__name__} ({item!r})"
+        for field in sorted(self.reads, key=repr):
+            if field not in EVENT_FIELDS:
+                return (
+                    f"reads holds {field!r}; the optional event fields are "
+                    f"{', '.join(map(repr, EVENT_FIELDS))}"
+                )
         if not 1 <= len(self.name) <= MAX_NAME_LEN or not _NAME_CHARS.issuperset(self.name):
             return (
                 f"projector name {self.name!r} is invalid: use 1 to {MAX_NAME_LEN} "
@@ -69,17 +92,25 @@ class Info:
     def __repr__(self) -> str:
         return (
             f"Info({self.name!r}, {self.description!r}, event_types={list(self.event_types)!r}, "
-            f"stream_prefixes={list(self.stream_prefixes)!r})"
+            f"stream_prefixes={list(self.stream_prefixes)!r}, "
+            f"reads={[f for f in EVENT_FIELDS if f in self.reads]!r})"
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Info):
             return NotImplemented
-        return (self.name, self.description, self.event_types, self.stream_prefixes) == (
+        return (
+            self.name,
+            self.description,
+            self.event_types,
+            self.stream_prefixes,
+            self.reads,
+        ) == (
             other.name,
             other.description,
             other.event_types,
             other.stream_prefixes,
+            other.reads,
         )
 
     __hash__ = None  # type: ignore[assignment]

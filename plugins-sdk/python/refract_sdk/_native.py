@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ._db import Rows, WriteFailed
 from ._errors import SqlError, SqlErrorKind
+from ._packed import Malformed, PackedWrites, unpack
 
 # The host's rules, copied from `host/src/runtime/sql.rs` (the authority).
 
@@ -133,7 +134,8 @@ def _denied(action: int, arg1: Any, arg2: Any) -> bool:
 
 class NativeBackend:
     """An in-memory read model with the sandbox approximation installed. Values are
-    plain Python values, which `sqlite3` binds as they are."""
+    plain Python values, which `sqlite3` binds as they are; packed writes are decoded
+    by `_packed.unpack`, which follows the contract's layout, as the host does."""
 
     null = None
     integer = int
@@ -149,6 +151,10 @@ class NativeBackend:
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._trusted = False
         self.conn.set_authorizer(self._authorize)
+        # A statement's handle is its index here, plus one (the host's handles are
+        # small integers too); `sqlite3` caches the compiled statement by its text.
+        self._statements: list[str] = []
+        self._handles: dict[str, int] = {}
 
     def _authorize(self, action: int, arg1: Any, arg2: Any, _db: Any, _trigger: Any) -> int:
         if self._trusted or not _denied(action, arg1, arg2):
@@ -163,14 +169,11 @@ class NativeBackend:
         finally:
             self._trusted = False
 
-    @staticmethod
-    def write(handle: str, values: list[Any]) -> tuple[str, list[Any]]:
-        # Natively the handle is the statement's SQL text.
-        return (handle, values)
-
-    def prepare(self, sql: str) -> str:
+    def prepare(self, sql: str) -> int:
         # Compiling now reports a bad statement where the host would: at `prepare`.
-        # Natively a statement is named by its SQL, which `sqlite3` caches.
+        known = self._handles.get(sql)
+        if known is not None:
+            return known
         if not sql.strip(" \t\r\n;"):
             raise SqlError(SqlErrorKind.INVALID, "the statement is empty")
         try:
@@ -182,15 +185,35 @@ class NativeBackend:
                 raise sql_error(e) from None
         except (sqlite3.Error, ValueError) as e:
             raise sql_error(e) from None
-        return sql
+        self._statements.append(sql)
+        handle = self._handles[sql] = len(self._statements)
+        return handle
 
-    def execute_batch(self, writes: list[tuple[str, list[Any]]]) -> None:
+    def execute_packed(self, packed: PackedWrites) -> None:
+        """Runs packed writes in order and stops at the first failure, as the host's
+        `execute-packed` does."""
         execute = self.conn.execute
-        for index, (sql, values) in enumerate(writes):
-            try:
-                execute(sql, values)
-            except (sqlite3.Error, OverflowError, ValueError) as e:
-                raise WriteFailed(index, sql_error(e)) from None
+        index = 0
+        writes = unpack(
+            packed.statements, packed.param_ends, bytes(packed.kinds), packed.numbers,
+            packed.data(),
+        )
+        try:
+            for index, write in enumerate(writes):
+                if not 1 <= write.statement <= len(self._statements):
+                    raise WriteFailed(
+                        index,
+                        SqlError(
+                            SqlErrorKind.UNKNOWN_STATEMENT,
+                            f"no statement has handle {write.statement}",
+                        ),
+                    )
+                try:
+                    execute(self._statements[write.statement - 1], write.values)
+                except (sqlite3.Error, OverflowError, ValueError) as e:
+                    raise WriteFailed(index, sql_error(e)) from None
+        except Malformed as e:
+            raise WriteFailed(e.index, e.error) from None
 
     def execute(self, _handle: Any, sql: str, values: list[Any]) -> int:
         try:

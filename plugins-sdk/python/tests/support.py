@@ -1,6 +1,7 @@
 """Small projectors and helpers shared by the SDK's tests."""
 
 from refract_sdk import Db, Event, Info, Projector, Statement
+from refract_sdk._packed import unpack
 
 SCHEMA = "CREATE TABLE seen (offset INTEGER PRIMARY KEY, stream TEXT, type TEXT, payload TEXT)"
 SEEN = Statement("INSERT INTO seen (offset, stream, type, payload) VALUES (?1, ?2, ?3, ?4)")
@@ -34,12 +35,17 @@ class SpyBackend:
         self.prepared: list = []
         self.batches: list = []
 
-    def write(self, handle, values):
-        return (handle, self.prepared[handle - 1], values)
-
     def prepare(self, sql):
         self.prepared.append(sql)
         return len(self.prepared)
 
-    def execute_batch(self, writes):
-        self.batches.append(list(writes))
+    def execute_packed(self, packed):
+        """Records each call's writes as (handle, sql, values), decoded from the packed
+        buffers as the host decodes them."""
+        writes = unpack(
+            packed.statements, packed.param_ends, bytes(packed.kinds), packed.numbers,
+            packed.data(),
+        )
+        self.batches.append(
+            [(w.statement, self.prepared[w.statement - 1], w.values) for w in writes]
+        )

@@ -14,13 +14,17 @@
 // Both tools are pinned in the SDK's package.json and installed by `npm ci`;
 // nothing is downloaded at build time.
 
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 /** The WIT world every projector implements. */
 const WORLD = "projector";
+
+/** The contract version this SDK builds against, and where it sits in Refract's `wit/` folder. */
+const CONTRACT = "refract:projector@0.2.0";
+const CONTRACT_DIR = "projector-0.2";
 
 /**
  * componentize-js engine features a projector never needs. A projector reaches
@@ -34,7 +38,8 @@ const DISABLED_FEATURES = ["http", "fetch-event", "clocks", "random"];
 const usage = `usage: refract-build <entry.ts> --out <component.wasm> --wit <wit dir>
 
 Bundles the projector exported by default from <entry.ts> and builds it into a
-WebAssembly component for Refract. --wit is the Refract source tree's wit/ folder.`;
+WebAssembly component for Refract. --wit is the Refract source tree's wit/ folder
+(the build uses its ${CONTRACT_DIR}/ contract, ${CONTRACT}), or that contract's own folder.`;
 
 async function main() {
   const { values, positionals } = parseArgs({
@@ -54,7 +59,7 @@ async function main() {
   }
   const entry = resolve(positionals[0]);
   const out = resolve(values.out);
-  const wit = resolve(values.wit);
+  const wit = await contractDir(resolve(values.wit));
   const bundle = join(dirname(out), `${basename(out, extname(out))}.js`);
   await mkdir(dirname(out), { recursive: true });
 
@@ -68,6 +73,22 @@ async function main() {
     `refract-build: ${out} (${(component.length / 1048576).toFixed(1)} MiB) ` +
       `in ${((done - started) / 1000).toFixed(1)} s ` +
       `(bundle ${((bundled - started) / 1000).toFixed(1)} s, componentize ${((done - bundled) / 1000).toFixed(1)} s)`,
+  );
+}
+
+/**
+ * The folder holding the contract this SDK speaks: `<wit>/projector-0.2`, or
+ * `<wit>` itself when it is that folder. Anything else fails with what to fix,
+ * rather than building a component against a contract the SDK does not match.
+ */
+async function contractDir(wit) {
+  for (const dir of [join(wit, CONTRACT_DIR), wit]) {
+    const text = await readFile(join(dir, "projector.wit"), "utf8").catch(() => "");
+    if (new RegExp(`^\\s*package\\s+${CONTRACT.replace(/[.]/g, "\\.")}\\s*;`, "m").test(text)) return dir;
+  }
+  fail(
+    `refract-build: ${wit} holds no ${CONTRACT} contract (looked for ${join(wit, CONTRACT_DIR, "projector.wit")}); ` +
+      "pass --wit the wit/ folder of a Refract source tree that has it",
   );
 }
 

@@ -3,31 +3,26 @@
 // implement it, so `Db` and the batch loop are the same code in both places.
 
 import type { SqlErrorKind } from "./errors.ts";
+import type { WriteBatch } from "./packed.ts";
 import type { WireValue } from "./values.ts";
-
-/** One write for `executeBatch`: the contract's `write` record. */
-export interface Write {
-  statement: number;
-  params: WireValue[];
-}
 
 /** The log levels of the contract's `log` interface. */
 export type Level = "trace" | "debug" | "info" | "warn" | "error";
 
 /**
  * The contract's `sql` and `log` imports. Every SQL method returns its result
- * or throws a {@link SqlError}; `executeBatch` throws a {@link BatchWriteError}.
+ * or throws a {@link SqlError}; `executePacked` throws a {@link BatchWriteError}.
  */
 export interface Backend {
   prepare(sql: string): number;
-  executeBatch(writes: Write[]): void;
+  executePacked(writes: WriteBatch): void;
   execute(statement: number, params: WireValue[]): bigint;
   query(statement: number, params: WireValue[]): { columns: string[]; rows: WireValue[][] };
   executeScript(sql: string): void;
   log(level: Level, message: string): void;
 }
 
-/** A write in `executeBatch` failed: the index of the write, and why. */
+/** A write in `executePacked` failed: the index of the write, and why. */
 export class BatchWriteError extends Error {
   constructor(
     readonly index: number,

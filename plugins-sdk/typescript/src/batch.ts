@@ -5,7 +5,7 @@
 import type { Db, WriteFailure } from "./db.ts";
 import { describe } from "./errors.ts";
 import { Event, type EventBatch, FIELDS } from "./event.ts";
-import type { Projector } from "./projector.ts";
+import { type Projector, readsOf } from "./projector.ts";
 
 /** The contract's `result<_, string>` for `init`, as the component bindings take it. */
 export type InitResult = { tag: "ok"; val: undefined } | { tag: "err"; val: string };
@@ -66,13 +66,14 @@ function handleAll(p: Projector, db: Db, batch: EventBatch): HandleResult {
         `${batch.recordedAt.length} timestamps and ${batch.ends.length} text ends`,
     );
   }
+  const reads = readsOf(p);
   for (let i = 0; i < n; i++) {
     const offset = batch.offsets[i] as bigint;
     db.setOffset(offset);
     let thrown: unknown;
     let failed = false;
     try {
-      mustBeSynchronous(p.handle(new Event(batch, i), db), "handle");
+      mustBeSynchronous(p.handle(new Event(batch, i, reads), db), "handle");
     } catch (e) {
       thrown = e;
       failed = true;

@@ -4,15 +4,16 @@
 
 /// <reference path="./contract.d.ts" />
 
-import { write } from "refract:projector/log@0.1.0";
-import * as sql from "refract:projector/sql@0.1.0";
+import { write } from "refract:projector/log@0.2.0";
+import * as sql from "refract:projector/sql@0.2.0";
 
-import { type Backend, BatchWriteError, type Level, type Write } from "./backend.ts";
+import { type Backend, BatchWriteError, type Level } from "./backend.ts";
 import { type HandleResult, type InitResult, runHandle, runInit } from "./batch.ts";
 import { Db } from "./db.ts";
 import { SqlError, type SqlErrorKind } from "./errors.ts";
 import type { EventBatch } from "./event.ts";
 import { setLogSink } from "./log.ts";
+import type { WriteBatch } from "./packed.ts";
 import { info, type Projector, type ProjectorInfo } from "./projector.ts";
 import type { WireValue } from "./values.ts";
 
@@ -31,8 +32,9 @@ export function exportProjector(p: Projector): Exports {
   const backend = new ComponentBackend();
   setLogSink((level, message) => backend.log(level, message));
   const db = new Db(backend);
+  const metadata = info(p);
   return {
-    metadata: () => info(p),
+    metadata: () => metadata,
     init: () => runInit(p, db),
     handle: (batch) => runHandle(p, db, batch),
   };
@@ -49,9 +51,9 @@ class ComponentBackend implements Backend {
     return call(() => sql.prepare(text));
   }
 
-  executeBatch(writes: Write[]): void {
+  executePacked(writes: WriteBatch): void {
     try {
-      sql.executeBatch(writes);
+      sql.executePacked(writes);
     } catch (e) {
       const payload = payloadOf(e) as { index?: number; error?: SqlErrorPayload } | undefined;
       if (payload?.error !== undefined && typeof payload.index === "number") {

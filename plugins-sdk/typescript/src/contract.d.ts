@@ -1,11 +1,12 @@
-// The component imports of `wit/projector.wit` as componentize-js presents them
-// to JavaScript. A function returning `result<T, E>` returns `T` or throws an
-// error whose `payload` is `E`.
+// The component imports of `wit/projector-0.2/projector.wit`
+// (`refract:projector@0.2.0`) as componentize-js presents them to JavaScript. A
+// function returning `result<T, E>` returns `T` or throws an error whose
+// `payload` is `E`.
 
-declare module "refract:projector/sql@0.1.0" {
+declare module "refract:projector/sql@0.2.0" {
   type WireValue = import("./values.ts").WireValue;
   export function prepare(sql: string): number;
-  export function executeBatch(writes: { statement: number; params: WireValue[] }[]): void;
+  export function executePacked(writes: import("./packed.ts").WriteBatch): void;
   export function execute(statement: number, params: WireValue[]): bigint;
   export function query(
     statement: number,
@@ -14,6 +15,6 @@ declare module "refract:projector/sql@0.1.0" {
   export function executeScript(sql: string): void;
 }
 
-declare module "refract:projector/log@0.1.0" {
+declare module "refract:projector/log@0.2.0" {
   export function write(level: import("./backend.ts").Level, message: string): void;
 }

@@ -1,9 +1,10 @@
 // The read model: prepared statements, deferred writes, immediate writes, queries.
 
-import { type Backend, BatchWriteError, type Write } from "./backend.ts";
+import { type Backend, BatchWriteError } from "./backend.ts";
 import { SqlError } from "./errors.ts";
+import { PackedWrites } from "./packed.ts";
 import { Rows } from "./rows.ts";
-import { type Param, fromWire, toWire, type WireValue, wireBytes } from "./values.ts";
+import { type Param, fromWire, toWire, type WireValue } from "./values.ts";
 
 /**
  * One SQL statement, compiled by the host the first time it is used and then
@@ -57,8 +58,8 @@ export interface WriteFailure {
  * The projector's read model: its own SQLite database, inside the transaction
  * the host opened for the current `init` or `handle` call.
  *
- * - {@link execute} is **deferred**: the write joins a buffer that the SDK sends
- *   in one host call at the end of the batch, and before any query or
+ * - {@link execute} is **deferred**: the write joins a packed buffer that the SDK
+ *   sends in one host call at the end of the batch, and before any query or
  *   immediate write, so reads always see earlier writes. If a deferred write
  *   fails, the batch fails and names the event that issued it; later SQL calls
  *   in the same batch throw the same error.
@@ -68,21 +69,20 @@ export interface WriteFailure {
  *   as the schema in `init`.
  */
 export class Db {
-  /** Buffered writes that make the SDK flush before the batch ends, keeping each `execute-batch` call and the guest memory it uses bounded. */
+  /** Buffered writes that make the SDK flush before the batch ends, keeping each `execute-packed` call and the guest memory it uses bounded. */
   static readonly FLUSH_WRITES = 4096;
-  /** Buffered parameter bytes (text and blobs, counted at 3 bytes a UTF-16 unit) that make the SDK flush early. */
+  /** Buffered parameter bytes (UTF-8 text and blobs) that make the SDK flush early. */
   static readonly FLUSH_BYTES = 4 << 20;
   /** Buffered parameters that make the SDK flush early, for writes with many parameters each. */
   static readonly FLUSH_VALUES = 64 << 10;
 
   readonly #backend: Backend;
-  #pending: Write[] = [];
+  /** The deferred writes, already in the contract's packed layout. */
+  readonly #pending = new PackedWrites();
   /** The offset of the event that issued each pending write. */
   #pendingOffsets: (bigint | undefined)[] = [];
-  /** The SQL of each pending write, for error messages. */
-  #pendingSql: string[] = [];
-  #pendingValues = 0;
-  #pendingBytes = 0;
+  /** The statement of each pending write, for error messages. */
+  #pendingStatements: Statement[] = [];
   #offset: bigint | undefined;
   #failure: WriteFailure | undefined;
 
@@ -99,22 +99,14 @@ export class Db {
   execute(statement: Statement, ...params: Param[]): void {
     this.#check();
     const handle = statement.handleFor(this.#backend);
-    const wire = new Array<WireValue>(params.length);
-    let bytes = 0;
-    for (let i = 0; i < params.length; i++) {
-      const value = toWire(params[i], i + 1);
-      bytes += wireBytes(value);
-      wire[i] = value;
-    }
-    this.#pending.push({ statement: handle, params: wire });
+    const pending = this.#pending;
+    pending.push(handle, params);
     this.#pendingOffsets.push(this.#offset);
-    this.#pendingSql.push(statement.sql);
-    this.#pendingValues += wire.length;
-    this.#pendingBytes += bytes;
+    this.#pendingStatements.push(statement);
     if (
-      this.#pending.length >= Db.FLUSH_WRITES ||
-      this.#pendingValues >= Db.FLUSH_VALUES ||
-      this.#pendingBytes >= Db.FLUSH_BYTES
+      pending.writes >= Db.FLUSH_WRITES ||
+      pending.params >= Db.FLUSH_VALUES ||
+      pending.byteLength >= Db.FLUSH_BYTES
     ) {
       this.flush();
     }
@@ -154,9 +146,9 @@ export class Db {
   /** Sends the deferred writes now. The SDK does this by itself at the end of each batch and before every read, so a projector rarely needs to. */
   flush(): void {
     this.#check();
-    if (this.#pending.length === 0) return;
+    if (this.#pending.writes === 0) return;
     try {
-      this.#backend.executeBatch(this.#pending);
+      this.#backend.executePacked(this.#pending.batch());
     } catch (e) {
       if (!(e instanceof BatchWriteError)) {
         this.#clear();
@@ -165,7 +157,7 @@ export class Db {
       const failure: WriteFailure = {
         offset: this.#pendingOffsets[e.index] ?? this.#offset,
         error: new SqlError(e.kind, e.detail),
-        sql: this.#pendingSql[e.index] ?? "",
+        sql: this.#pendingStatements[e.index]?.sql ?? "",
       };
       this.#failure = failure;
       this.#clear();
@@ -204,12 +196,10 @@ export class Db {
   }
 
   #clear(): void {
-    // Fresh arrays rather than `length = 0`: the bindings may still hold the old
-    // list while lowering it, and the garbage is one array per flush.
-    this.#pending = [];
+    // The packed buffers are kept (the bindings copied them during the call); the
+    // bookkeeping arrays are fresh, which is one array each per flush.
+    this.#pending.clear();
     this.#pendingOffsets = [];
-    this.#pendingSql = [];
-    this.#pendingValues = 0;
-    this.#pendingBytes = 0;
+    this.#pendingStatements = [];
   }
 }

@@ -2,6 +2,7 @@
 // decoding each field only when it is read.
 
 import { parseJson } from "./json.ts";
+import type { EventFields } from "./projector.ts";
 import { decodeUtf8 } from "./utf8.ts";
 
 /** The contract's `event-batch`: a batch of events packed into five flat buffers. */
@@ -37,13 +38,15 @@ const METADATA = 4;
 export class Event {
   readonly #batch: EventBatch;
   readonly #index: number;
+  readonly #reads: EventFields;
   #type: string | undefined;
   #stream: string | undefined;
 
-  /** @internal The batch loop creates events. */
-  constructor(batch: EventBatch, index: number) {
+  /** @internal The batch loop creates events; `reads` is what the projector declared it reads. */
+  constructor(batch: EventBatch, index: number, reads: EventFields) {
     this.#batch = batch;
     this.#index = index;
+    this.#reads = reads;
   }
 
   /** The event's global position in the log. Offsets start at 1 and only grow. */
@@ -69,8 +72,9 @@ export class Event {
     return new Date(Number(this.recordedAtMicros / 1000n));
   }
 
-  /** The event's unique id. */
+  /** The event's unique id. Throws if the projector's `reads` leaves out `"id"`: the host did not send it. */
   get id(): string {
+    if (!this.#reads.id) throw notRead("id", "id");
     return this.#field(ID);
   }
 
@@ -98,8 +102,12 @@ export class Event {
     return parseJson(this.dataJson) as T;
   }
 
-  /** The metadata as JSON text, or `undefined` when the event has none. */
+  /**
+   * The metadata as JSON text, or `undefined` when the event has none. Throws
+   * if the projector's `reads` leaves out `"metadata"`: the host did not send it.
+   */
   get metadataJson(): string | undefined {
+    if (!this.#reads.metadata) throw notRead("metadata", "metadataJson");
     const json = this.#field(METADATA);
     return json === "" ? undefined : json;
   }
@@ -116,4 +124,11 @@ export class Event {
     const start = at === 0 ? 0 : (ends[at - 1] as number);
     return decodeUtf8(this.#batch.text, start, ends[at] as number);
   }
+}
+
+/** Reading a field the projector said it does not read: the host sent empty text, which must not pass for the real value. */
+function notRead(field: string, getter: string): Error {
+  return new Error(
+    `event.${getter} was read, but this projector's \`reads\` leaves out "${field}", so the host does not send it: add "${field}" to \`reads\``,
+  );
 }

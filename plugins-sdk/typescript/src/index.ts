@@ -26,6 +26,6 @@ export { Event } from "./event.ts";
 export { SqlError, type SqlErrorKind } from "./errors.ts";
 export { parseJson, stringifyJson } from "./json.ts";
 export { log } from "./log.ts";
-export { MAX_NAME_LEN, type Projector, projector } from "./projector.ts";
+export { type EventField, MAX_NAME_LEN, type Projector, projector } from "./projector.ts";
 export { type Column, Row, Rows } from "./rows.ts";
 export { type Param, Real, real, type SqlValue } from "./values.ts";

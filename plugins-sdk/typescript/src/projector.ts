@@ -26,6 +26,17 @@ export interface Projector {
   readonly eventTypes?: readonly string[];
   /** Receive only events whose stream starts with one of these prefixes; omitted or empty means every stream. */
   readonly streamPrefixes?: readonly string[];
+  /**
+   * The optional event fields this projector reads: `"id"` ({@link Event.id})
+   * and `"metadata"` ({@link Event.metadataJson}, {@link Event.metadata}).
+   * Omitted means both. The host does not read a field left out from the log,
+   * which makes a replay cheaper; reading it in `handle` then throws.
+   *
+   * ```ts
+   * reads: [], // neither ids nor metadata
+   * ```
+   */
+  readonly reads?: readonly EventField[];
   /** Creates the read model's schema in a fresh, empty database. Throw to fail. */
   init(db: Db): void;
   /** Applies one event. Throwing fails the batch, and the error names this event's offset. Must be synchronous. */
@@ -55,7 +66,17 @@ export function projector<P extends Projector>(definition: P): P {
   if (typeof definition?.init !== "function" || typeof definition?.handle !== "function") {
     throw new TypeError("a projector needs `init(db)` and `handle(event, db)` functions");
   }
+  readsOf(definition);
   return definition;
+}
+
+/** An optional event field a projector may leave out (see {@link Projector.reads}). */
+export type EventField = "id" | "metadata";
+
+/** The contract's `event-fields` flags: which optional fields the projector reads. */
+export interface EventFields {
+  id: boolean;
+  metadata: boolean;
 }
 
 /** The contract's `projector-info`, as the component bindings take it. */
@@ -63,6 +84,7 @@ export interface ProjectorInfo {
   name: string;
   description: string;
   subscriptions: { eventTypes: string[]; streamPrefixes: string[] };
+  reads: EventFields;
 }
 
 /** The projector's `metadata`. */
@@ -74,7 +96,22 @@ export function info(p: Projector): ProjectorInfo {
       eventTypes: [...(p.eventTypes ?? [])],
       streamPrefixes: [...(p.streamPrefixes ?? [])],
     },
+    reads: readsOf(p),
   };
+}
+
+/** The fields `p` reads: both unless it says otherwise. Throws a `TypeError` naming an unknown field. */
+export function readsOf(p: Projector): EventFields {
+  if (p.reads === undefined) return { id: true, metadata: true };
+  if (!Array.isArray(p.reads)) {
+    throw new TypeError(`reads must be an array of "id" and "metadata", not ${JSON.stringify(p.reads)}`);
+  }
+  for (const field of p.reads) {
+    if (field !== "id" && field !== "metadata") {
+      throw new TypeError(`reads holds ${JSON.stringify(field)}; the optional event fields are "id" and "metadata"`);
+    }
+  }
+  return { id: p.reads.includes("id"), metadata: p.reads.includes("metadata") };
 }
 
 /** Checks the name against the rule the host enforces, so a native test fails the same way the host would. */

@@ -22,15 +22,16 @@
 
 import sqlite3InitModule from "@sqlite.org/sqlite-wasm";
 
-import { type Backend, BatchWriteError, type Level, type Write } from "./backend.ts";
+import { type Backend, BatchWriteError, type Level } from "./backend.ts";
 import { runHandle, runInit } from "./batch.ts";
 import { Db } from "./db.ts";
 import { SqlError, type SqlErrorKind } from "./errors.ts";
 import { type EventBatch, FIELDS } from "./event.ts";
 import { stringifyJson } from "./json.ts";
-import { accepts, type Projector, validateName } from "./projector.ts";
+import { KIND_BLOB, KIND_INTEGER, KIND_NULL, KIND_REAL, KIND_TEXT, type WriteBatch } from "./packed.ts";
+import { accepts, type EventFields, type Projector, readsOf, validateName } from "./projector.ts";
 import { Rows } from "./rows.ts";
-import { encodeUtf8 } from "./utf8.ts";
+import { decodeUtf8, encodeUtf8 } from "./utf8.ts";
 import { fromWire, type SqlValue, type WireValue } from "./values.ts";
 
 /** The default `recordedAt` of the event at offset 0: 2024-01-01T00:00:00Z. Each later offset adds one second, so timestamps are deterministic. */
@@ -161,7 +162,7 @@ export class TestProjector {
    * transaction rolls back and a {@link BatchError} names the event.
    */
   apply(events: Iterable<TestEvent>): number {
-    const packer = new Packer();
+    const packer = new Packer(readsOf(this.#projector));
     for (const e of events) {
       const offset = e.offset === undefined ? this.#lastOffset + 1n : BigInt(e.offset);
       if (offset <= this.#lastOffset) {
@@ -196,14 +197,23 @@ export class TestProjector {
   }
 }
 
-/** A batch in the host's packed layout, so native tests exercise the same unpacking as the component. */
+/**
+ * A batch in the host's packed layout, so native tests exercise the same
+ * unpacking as the component. Like the host, it leaves the fields the projector
+ * does not read empty.
+ */
 class Packer {
+  readonly #reads: EventFields;
   #offsets: bigint[] = [];
   #versions: bigint[] = [];
   #recordedAt: bigint[] = [];
   #ends: number[] = [];
   #chunks: Uint8Array[] = [];
   #length = 0;
+
+  constructor(reads: EventFields) {
+    this.#reads = reads;
+  }
 
   get count(): number {
     return this.#offsets.length;
@@ -216,11 +226,11 @@ class Packer {
       e.recordedAtMicros === undefined ? DEFAULT_EPOCH_MICROS + offset * 1_000_000n : BigInt(e.recordedAtMicros),
     );
     const fields = [
-      e.id ?? `00000000-0000-7000-8000-${offset.toString(16).padStart(12, "0")}`,
+      this.#reads.id ? (e.id ?? `00000000-0000-7000-8000-${offset.toString(16).padStart(12, "0")}`) : "",
       stream,
       e.type,
       e.dataJson ?? stringifyJson(e.data ?? {}),
-      e.metadata === undefined ? "" : stringifyJson(e.metadata),
+      e.metadata === undefined || !this.#reads.metadata ? "" : stringifyJson(e.metadata),
     ];
     for (const field of fields) {
       const bytes = encodeUtf8(field);
@@ -322,15 +332,18 @@ class SqliteBackend implements Backend {
     return handle;
   }
 
-  executeBatch(writes: Write[]): void {
-    writes.forEach((write, index) => {
+  executePacked(writes: WriteBatch): void {
+    const unpacked = unpackWrites(writes);
+    for (let index = 0; index < unpacked.length; index++) {
+      const write = unpacked[index] as UnpackedWrite;
       try {
+        if (write.error !== undefined) throw new SqlError("invalid", write.error);
         this.execute(write.statement, write.params);
       } catch (e) {
         if (e instanceof SqlError) throw new BatchWriteError(index, e.kind, e.message.slice(e.kind.length + 2));
         throw e;
       }
-    });
+    }
   }
 
   execute(statement: number, params: WireValue[]): bigint {
@@ -444,6 +457,84 @@ class SqliteBackend implements Backend {
   #error(code: number, message: string): SqlError {
     return new SqlError(kindOf(code), message);
   }
+}
+
+/** One write of a `write-batch`, decoded; `error` says why it breaks the layout, if it does. */
+export interface UnpackedWrite {
+  statement: number;
+  params: WireValue[];
+  error?: string;
+}
+
+/**
+ * @internal Decodes a `write-batch` as the host does, following the layout in
+ * the contract's doc comment: the native harness runs the SDK's packed writes
+ * through it, so the encoder is checked against the specification, not
+ * against itself. Decoding stops at the first write that breaks the layout,
+ * which carries the error.
+ */
+export function unpackWrites(batch: WriteBatch): UnpackedWrite[] {
+  const { statements, paramEnds, kinds, numbers, bytes } = batch;
+  const writes: UnpackedWrite[] = [];
+  if (paramEnds.length !== statements.length || numbers.length !== kinds.length) {
+    writes.push({
+      statement: statements[0] ?? 0,
+      params: [],
+      error: `mismatched lists: ${statements.length} statements, ${paramEnds.length} parameter ends, ${kinds.length} kinds, ${numbers.length} numbers`,
+    });
+    return writes;
+  }
+  const reals = new Float64Array(1);
+  const bits = new BigInt64Array(reals.buffer);
+  let param = 0;
+  let byteStart = 0;
+  for (let i = 0; i < statements.length; i++) {
+    const statement = statements[i] as number;
+    const end = paramEnds[i] as number;
+    const params: WireValue[] = [];
+    const fail = (error: string): UnpackedWrite[] => {
+      writes.push({ statement, params, error });
+      return writes;
+    };
+    if (end < param || end > kinds.length) return fail(`parameters ${param}..${end} of ${kinds.length}`);
+    for (; param < end; param++) {
+      const number = numbers[param] as bigint;
+      switch (kinds[param]) {
+        case KIND_NULL:
+          params.push({ tag: "null" });
+          break;
+        case KIND_INTEGER:
+          params.push({ tag: "integer", val: number });
+          break;
+        case KIND_REAL:
+          bits[0] = number;
+          params.push({ tag: "real", val: reals[0] as number });
+          break;
+        case KIND_TEXT:
+        case KIND_BLOB: {
+          if (number < BigInt(byteStart) || number > BigInt(bytes.length)) {
+            return fail(`parameter ${param} spans bytes ${byteStart}..${number} of ${bytes.length}`);
+          }
+          const byteEnd = Number(number);
+          if (kinds[param] === KIND_BLOB) {
+            params.push({ tag: "blob", val: bytes.slice(byteStart, byteEnd) });
+          } else {
+            try {
+              params.push({ tag: "text", val: decodeUtf8(bytes, byteStart, byteEnd) });
+            } catch {
+              return fail(`parameter ${param} is not UTF-8`);
+            }
+          }
+          byteStart = byteEnd;
+          break;
+        }
+        default:
+          return fail(`parameter ${param} has kind ${kinds[param]}`);
+      }
+    }
+    writes.push({ statement, params });
+  }
+  return writes;
 }
 
 function kindOf(code: number): SqlErrorKind {

@@ -85,13 +85,6 @@ export function fromWire(value: WireValue): SqlValue {
   return value.tag === "null" ? null : value.val;
 }
 
-/** Bytes of text and blobs a wire value holds, for the flush threshold. */
-export function wireBytes(value: WireValue): number {
-  if (value.tag === "text") return value.val.length * 3;
-  if (value.tag === "blob") return value.val.length;
-  return 0;
-}
-
 function kindOf(value: unknown): string {
   if (value === null) return "null";
   if (typeof value !== "object") return `a ${typeof value}`;
