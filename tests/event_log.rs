@@ -1515,6 +1515,16 @@ mod migration {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// The `streams` table (schema 4): (id, name, head version), by id.
+    fn stream_heads(path: &Path) -> Result<Vec<(i64, String, u64)>> {
+        let conn = rusqlite::Connection::open(path)?;
+        let mut stmt = conn.prepare("SELECT id, name, version FROM streams ORDER BY id")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     fn user_version(path: &Path) -> Result<i64> {
         Ok(rusqlite::Connection::open(path)?
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
@@ -1537,6 +1547,20 @@ mod migration {
         assert!(before.iter().any(|e| uuid::Uuid::parse_str(&e.id).is_ok()));
 
         let log = EventLog::open(&path, LogOptions::default())?;
+        // The migration filled the stream heads from the events, ids in first-event order.
+        let mut firsts: Vec<(&str, u64)> = Vec::new();
+        for event in &before {
+            match firsts.iter_mut().find(|(s, _)| *s == event.stream) {
+                Some(entry) => entry.1 = event.stream_version,
+                None => firsts.push((&event.stream, event.stream_version)),
+            }
+        }
+        let expected_heads: Vec<(i64, String, u64)> = firsts
+            .iter()
+            .enumerate()
+            .map(|(i, (s, v))| (i as i64 + 1, (*s).to_owned(), *v))
+            .collect();
+        assert_eq!(stream_heads(&path)?, expected_heads);
         // Every event, field by field.
         assert_eq!(all_events(&log)?, before);
         assert_eq!(log.head()?, 202);
@@ -1547,15 +1571,26 @@ mod migration {
                 stream: StreamFilter::Exact((*stream).to_owned()),
                 ..ReadQuery::default()
             };
-            assert_eq!(read(&log, &query)?, expected_events(&before, &query), "{stream}");
-            assert_eq!(log.count(&query)?, expected_events(&before, &query).len() as u64);
+            assert_eq!(
+                read(&log, &query)?,
+                expected_events(&before, &query),
+                "{stream}"
+            );
+            assert_eq!(
+                log.count(&query)?,
+                expected_events(&before, &query).len() as u64
+            );
             let paged = ReadQuery {
                 from_offset: 50,
                 to_offset: Some(150),
                 batch_size: 3,
                 ..query
             };
-            assert_eq!(read(&log, &paged)?, expected_events(&before, &paged), "{stream}");
+            assert_eq!(
+                read(&log, &paged)?,
+                expected_events(&before, &paged),
+                "{stream}"
+            );
         }
         let by_type = ReadQuery {
             types: vec!["Shipped".into(), "Closed".into()],
@@ -1567,7 +1602,10 @@ mod migration {
             ..ReadQuery::default()
         };
         assert_eq!(read(&log, &prefixed)?, expected_events(&before, &prefixed));
-        assert_eq!(log.count(&prefixed)?, expected_events(&before, &prefixed).len() as u64);
+        assert_eq!(
+            log.count(&prefixed)?,
+            expected_events(&before, &prefixed).len() as u64
+        );
         let middle = before[100].recorded_at;
         let later = before[170].recorded_at;
         let timed = ReadQuery {
@@ -1607,7 +1645,12 @@ mod migration {
         // An id stored by the old Refract is still a no-op repeat.
         assert_eq!(
             log.append(vec![ev("order-2", "X", "{}").with_id("fixture-0004")])?,
-            vec![before.iter().find(|e| e.id == "fixture-0004").map_or(0, |e| e.offset)]
+            vec![
+                before
+                    .iter()
+                    .find(|e| e.id == "fixture-0004")
+                    .map_or(0, |e| e.offset)
+            ]
         );
         let after = all_events(&log)?;
         assert_eq!(after[..202], before[..]);
@@ -1624,6 +1667,17 @@ mod migration {
             ]
         );
         drop(log);
+        let heads = stream_heads(&path)?;
+        assert_eq!(heads.len(), 11);
+        assert_eq!(heads[10].1, "brand-new");
+        for (_, name, version) in &heads {
+            let newest = after
+                .iter()
+                .filter(|e| &e.stream == name)
+                .map(|e| e.stream_version)
+                .max();
+            assert_eq!(Some(*version), newest, "the head of {name}");
+        }
 
         // The file says it has the new schema; opening it again changes nothing.
         assert_eq!(user_version(&path)?, SCHEMA_VERSION);
@@ -1647,4 +1701,61 @@ mod migration {
             .cloned()
             .collect()
     }
+}
+
+#[test]
+fn a_stream_whose_events_were_all_removed_continues_its_versions() -> Result {
+    let (_dir, log) = fresh_log()?;
+    log.append(vec![
+        ev("gone", "E", "{}"),
+        ev("gone", "E", "{}"),
+        ev("gone", "E", "{}"),
+        ev("other", "E", "{}"),
+    ])?;
+    // Retention's pass never chooses a stream's newest event; the pruner itself removes
+    // whatever it is handed, and the stream's head must survive even that.
+    let mut pruner = log.pruner()?;
+    assert_eq!(pruner.stream_version("gone")?, 3);
+    assert_eq!(
+        pruner.remove(&[1, 2, 3], refract::log::Removal::Deleted)?,
+        3
+    );
+    let gone = ReadQuery {
+        stream: StreamFilter::Exact("gone".into()),
+        ..ReadQuery::default()
+    };
+    assert!(read(&log, &gone)?.is_empty());
+    assert_eq!(log.count(&gone)?, 0);
+    assert_eq!(
+        pruner.stream_version("gone")?,
+        3,
+        "the head outlives the events"
+    );
+    // Version 1 is taken (and was removed): expecting an empty stream is a conflict.
+    assert!(matches!(
+        log.append(vec![ev("gone", "E", "{}").with_expected_version(0)]),
+        Err(LogError::VersionConflict {
+            expected: 0,
+            actual: 3,
+            ..
+        })
+    ));
+    assert_eq!(
+        log.append(vec![ev("gone", "E", "{}").with_expected_version(3)])?,
+        vec![5]
+    );
+    let events = read(&log, &gone)?;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.offset, e.stream_version))
+            .collect::<Vec<_>>(),
+        vec![(5, 4)]
+    );
+    // A second handle (a fresh writer with no cache) sees the same head.
+    drop(log);
+    let log = EventLog::open(&_dir.path().join("events.db"), LogOptions::default())?;
+    assert_eq!(log.append(vec![ev("gone", "E", "{}")])?, vec![6]);
+    assert_eq!(read(&log, &gone)?.last().map(|e| e.stream_version), Some(5));
+    Ok(())
 }
