@@ -66,6 +66,22 @@ fn assert_gap_free(events: &[Event]) {
     }
 }
 
+/// Asserts the `streams` table (schema 4) holds exactly one row per stream of `events`,
+/// with the stream's newest version as its head (for logs nothing was removed from).
+fn assert_stream_heads_exact(path: &Path, events: &[Event]) -> Result {
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    for event in events {
+        newest.insert(event.stream.clone(), event.stream_version);
+    }
+    let conn = rusqlite::Connection::open(path)?;
+    let mut stmt = conn.prepare("SELECT name, version FROM streams")?;
+    let heads: BTreeMap<String, u64> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
+        .collect::<std::result::Result<_, _>>()?;
+    assert_eq!(heads, newest, "the stream heads match the events");
+    Ok(())
+}
+
 #[test]
 fn offsets_are_gap_free_with_eight_concurrent_appenders() -> Result {
     let (_dir, log) = fresh_log()?;
@@ -124,6 +140,7 @@ fn offsets_are_gap_free_with_eight_concurrent_appenders() -> Result {
     }
     assert_eq!(log.head()?, total as u64);
     assert_eq!(*log.watch_head().borrow(), total as u64);
+    assert_stream_heads_exact(log.path(), &events)?;
     Ok(())
 }
 
@@ -195,6 +212,7 @@ fn a_second_log_on_the_same_file_appending_concurrently_stays_gap_free() -> Resu
     // Each handle sees the other's appends in `head`, and times never go backwards.
     assert_eq!(first.head()?, 320);
     assert_eq!(second.head()?, 320);
+    assert_stream_heads_exact(&path, &events)?;
     assert!(
         events
             .windows(2)
@@ -496,6 +514,8 @@ fn a_failing_request_does_not_fail_the_others_in_its_group() -> Result {
     let events = all_events(&log)?;
     assert_eq!(events.len(), 1 + 8 * 20 * 2);
     assert_gap_free(&events);
+    // Requests rolled back inside a group left no stream head behind.
+    assert_stream_heads_exact(log.path(), &events)?;
     Ok(())
 }
 
@@ -1400,6 +1420,9 @@ mod mirror {
         assert_eq!((position.position, position.head), (4, 4));
         assert_eq!(first.head()?, 4);
         assert_eq!(first.watch_head().borrow().to_owned(), 4);
+        // The refused request (message 2) left no head behind on either node.
+        assert_stream_heads_exact(first.path(), &events)?;
+        assert_stream_heads_exact(second.path(), &events)?;
         Ok(())
     }
 
