@@ -1782,3 +1782,66 @@ fn a_stream_whose_events_were_all_removed_continues_its_versions() -> Result {
     assert_eq!(read(&log, &gone)?.last().map(|e| e.stream_version), Some(5));
     Ok(())
 }
+
+#[test]
+fn stream_heads_stay_exact_when_a_real_appender_is_killed_mid_batch() -> Result {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("batch.jsonl");
+    let batch_len = 20_000;
+    let mut lines = String::new();
+    for i in 0..batch_len {
+        lines.push_str(&format!(
+            "{{\"stream\":\"s-{}\",\"type\":\"E\",\"data\":{{\"i\":{i}}}}}\n",
+            i % 97
+        ));
+    }
+    std::fs::write(&file, lines)?;
+    let data_dir = dir.path().join("data");
+    let append = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_refract"));
+        command
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("append")
+            .arg("--file")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    };
+    // One complete append says how long one takes; then `kill -9` at fractions of that,
+    // so the kills land before, during and after the commit (the commit is at the end).
+    let started = std::time::Instant::now();
+    assert!(append().status()?.success(), "a first, complete append");
+    let whole = started.elapsed();
+    for percent in [40, 80, 90, 95, 100, 105, 115] {
+        let mut child = append().spawn()?;
+        thread::sleep(whole * percent / 100);
+        child.kill()?;
+        child.wait()?;
+    }
+    assert!(append().status()?.success(), "a last, complete append");
+    let path = data_dir.join("events.db");
+    let log = EventLog::open(&path, LogOptions::default())?;
+    let events = all_events(&log)?;
+    // Each batch is atomic: whole batches only, at least the last one.
+    assert!(
+        !events.is_empty() && events.len() % batch_len == 0,
+        "{}",
+        events.len()
+    );
+    assert_gap_free(&events);
+    assert_stream_heads_exact(&path, &events)?;
+    // And the next append continues every stream from its head.
+    let head_of = |stream: &str| {
+        events
+            .iter()
+            .filter(|e| e.stream == stream)
+            .map(|e| e.stream_version)
+            .max()
+            .unwrap_or(0)
+    };
+    let next = ev("s-5", "E", "{}").with_expected_version(head_of("s-5"));
+    assert_eq!(log.append(vec![next])?, vec![events.len() as u64 + 1]);
+    Ok(())
+}
