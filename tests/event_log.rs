@@ -1735,6 +1735,20 @@ fn a_stream_whose_events_were_all_removed_continues_its_versions() -> Result {
         ev("gone", "E", "{}"),
         ev("other", "E", "{}"),
     ])?;
+    // New streams get ids in order of their first event, whatever their names hash to.
+    let many: Vec<NewEvent> = (0..50)
+        .map(|i| ev(&format!("new-{}", 49 - i), "E", "{}"))
+        .collect();
+    log.append(many)?;
+    let conn = rusqlite::Connection::open(log.path())?;
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM streams ORDER BY id")?
+        .query_map([], |row| row.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut expected_names = vec!["gone".to_owned(), "other".to_owned()];
+    expected_names.extend((0..50).map(|i| format!("new-{}", 49 - i)));
+    assert_eq!(names, expected_names);
+    drop(conn);
     // Retention's pass never chooses a stream's newest event; the pruner itself removes
     // whatever it is handed, and the stream's head must survive even that.
     let mut pruner = log.pruner()?;
@@ -1765,7 +1779,7 @@ fn a_stream_whose_events_were_all_removed_continues_its_versions() -> Result {
     ));
     assert_eq!(
         log.append(vec![ev("gone", "E", "{}").with_expected_version(3)])?,
-        vec![5]
+        vec![55]
     );
     let events = read(&log, &gone)?;
     assert_eq!(
@@ -1773,12 +1787,12 @@ fn a_stream_whose_events_were_all_removed_continues_its_versions() -> Result {
             .iter()
             .map(|e| (e.offset, e.stream_version))
             .collect::<Vec<_>>(),
-        vec![(5, 4)]
+        vec![(55, 4)]
     );
     // A second handle (a fresh writer with no cache) sees the same head.
     drop(log);
     let log = EventLog::open(&_dir.path().join("events.db"), LogOptions::default())?;
-    assert_eq!(log.append(vec![ev("gone", "E", "{}")])?, vec![6]);
+    assert_eq!(log.append(vec![ev("gone", "E", "{}")])?, vec![56]);
     assert_eq!(read(&log, &gone)?.last().map(|e| e.stream_version), Some(5));
     Ok(())
 }

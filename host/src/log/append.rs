@@ -11,8 +11,9 @@
 //!
 //! Offsets, stream versions and `recorded_at` are computed inside the write transaction
 //! from what is in the file (a stream's version from its row in `streams`, which every
-//! request that appends to the stream updates in the same transaction), so another process appending to the same file between two
-//! groups cannot cause a gap, a duplicate or a time going backwards. The cache of stream
+//! request that appends to the stream updates in the same transaction), so another
+//! process appending to the same file between two groups cannot cause a gap, a duplicate
+//! or a time going backwards. The cache of stream
 //! versions outlives a group only while the file's head is where this writer's last
 //! commit left it: any other appender moves the head, and then the cache starts over.
 
@@ -477,9 +478,11 @@ pub(super) fn append_request(
         .map_err(sqlite)?;
 
     let mut offsets = Vec::with_capacity(events.len());
-    // The streams this request moves, with their new heads: written to `streams` once per
-    // stream at the end of the request, not once per event.
-    let mut heads: HashMap<&str, u64> = HashMap::new();
+    // The streams this request moves, with their new heads, in order of first appearance:
+    // written to `streams` once per stream at the end of the request, not once per event.
+    // The order makes a new stream's id the same on every node applying the same requests.
+    let mut heads: Vec<(&str, u64)> = Vec::new();
+    let mut head_index: HashMap<&str, usize> = HashMap::new();
     let mut id_buffer = uuid::Uuid::encode_buffer();
     let now_ms = u64::try_from(state.recorded_at / 1000).unwrap_or(0);
     for event in events {
@@ -534,7 +537,13 @@ pub(super) fn append_request(
                 versions.insert(event.stream.clone(), version);
             }
         }
-        heads.insert(event.stream.as_str(), version);
+        match head_index.get(event.stream.as_str()) {
+            Some(&index) => heads[index].1 = version,
+            None => {
+                head_index.insert(event.stream.as_str(), heads.len());
+                heads.push((event.stream.as_str(), version));
+            }
+        }
         state.next_offset += 1;
         offsets.push(offset);
     }
