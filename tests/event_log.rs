@@ -66,6 +66,22 @@ fn assert_gap_free(events: &[Event]) {
     }
 }
 
+/// Asserts the `streams` table (schema 4) holds exactly one row per stream of `events`,
+/// with the stream's newest version as its head (for logs nothing was removed from).
+fn assert_stream_heads_exact(path: &Path, events: &[Event]) -> Result {
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    for event in events {
+        newest.insert(event.stream.clone(), event.stream_version);
+    }
+    let conn = rusqlite::Connection::open(path)?;
+    let mut stmt = conn.prepare("SELECT name, version FROM streams")?;
+    let heads: BTreeMap<String, u64> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
+        .collect::<std::result::Result<_, _>>()?;
+    assert_eq!(heads, newest, "the stream heads match the events");
+    Ok(())
+}
+
 #[test]
 fn offsets_are_gap_free_with_eight_concurrent_appenders() -> Result {
     let (_dir, log) = fresh_log()?;
@@ -124,6 +140,7 @@ fn offsets_are_gap_free_with_eight_concurrent_appenders() -> Result {
     }
     assert_eq!(log.head()?, total as u64);
     assert_eq!(*log.watch_head().borrow(), total as u64);
+    assert_stream_heads_exact(log.path(), &events)?;
     Ok(())
 }
 
@@ -195,6 +212,7 @@ fn a_second_log_on_the_same_file_appending_concurrently_stays_gap_free() -> Resu
     // Each handle sees the other's appends in `head`, and times never go backwards.
     assert_eq!(first.head()?, 320);
     assert_eq!(second.head()?, 320);
+    assert_stream_heads_exact(&path, &events)?;
     assert!(
         events
             .windows(2)
@@ -496,6 +514,8 @@ fn a_failing_request_does_not_fail_the_others_in_its_group() -> Result {
     let events = all_events(&log)?;
     assert_eq!(events.len(), 1 + 8 * 20 * 2);
     assert_gap_free(&events);
+    // Requests rolled back inside a group left no stream head behind.
+    assert_stream_heads_exact(log.path(), &events)?;
     Ok(())
 }
 
@@ -1400,6 +1420,9 @@ mod mirror {
         assert_eq!((position.position, position.head), (4, 4));
         assert_eq!(first.head()?, 4);
         assert_eq!(first.watch_head().borrow().to_owned(), 4);
+        // The refused request (message 2) left no head behind on either node.
+        assert_stream_heads_exact(first.path(), &events)?;
+        assert_stream_heads_exact(second.path(), &events)?;
         Ok(())
     }
 
@@ -1469,4 +1492,370 @@ mod mirror {
         assert_eq!(outcome[0][0].as_ref().ok(), Some(&vec![3]));
         Ok(())
     }
+}
+
+/// The migration from an older log format, on a real file written by an older Refract
+/// (`tests/fixtures/log-v3/`, see its README).
+mod migration {
+    use super::*;
+
+    /// The fixture: a log of schema version 3, written by `refract` at commit 5d56a1a.
+    const FIXTURE_V3: &str = "tests/fixtures/log-v3/events.db";
+
+    fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("host/ has a parent")
+            .to_path_buf()
+    }
+
+    /// Every event of a log file, read with plain SQL (not through the code under test).
+    fn raw_events(path: &Path) -> Result<Vec<Event>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let mut stmt = conn.prepare(
+            r#"SELECT "offset", id, stream, stream_version, type, data, metadata, recorded_at
+               FROM events ORDER BY "offset""#,
+        )?;
+        let rows = stmt.query_map([], |row| {
+            let micros: i64 = row.get(7)?;
+            let number = |index: usize| -> rusqlite::Result<u64> {
+                Ok(u64::try_from(row.get::<_, i64>(index)?).unwrap_or(u64::MAX))
+            };
+            Ok(Event {
+                offset: number(0)?,
+                id: row.get(1)?,
+                stream: row.get(2)?,
+                stream_version: number(3)?,
+                event_type: row.get(4)?,
+                data: row.get(5)?,
+                metadata: row.get(6)?,
+                recorded_at: refract::log::micros_to_timestamp(micros),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The `streams` table (schema 4): (id, name, head version), by id.
+    fn stream_heads(path: &Path) -> Result<Vec<(i64, String, u64)>> {
+        let conn = rusqlite::Connection::open(path)?;
+        let mut stmt = conn.prepare("SELECT id, name, version FROM streams ORDER BY id")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn user_version(path: &Path) -> Result<i64> {
+        Ok(rusqlite::Connection::open(path)?
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    #[test]
+    fn a_schema_3_log_written_by_an_older_refract_migrates_intact() -> Result {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("events.db");
+        std::fs::copy(repo_root().join(FIXTURE_V3), &path)?;
+        assert_eq!(user_version(&path)?, 3, "the fixture is a schema-3 log");
+        let before = raw_events(&path)?;
+        // What the fixture was made with (see its README): a guard against an empty or
+        // truncated fixture making every comparison below trivially true.
+        assert_eq!(before.len(), 202);
+        let streams: HashSet<&str> = before.iter().map(|e| e.stream.as_str()).collect();
+        assert_eq!(streams.len(), 10);
+        assert!(before.iter().filter(|e| e.metadata.is_some()).count() > 50);
+        assert!(before.iter().any(|e| e.id.starts_with("fixture-")));
+        assert!(before.iter().any(|e| uuid::Uuid::parse_str(&e.id).is_ok()));
+
+        let log = EventLog::open(&path, LogOptions::default())?;
+        // The migration filled the stream heads from the events, ids in first-event order.
+        let mut firsts: Vec<(&str, u64)> = Vec::new();
+        for event in &before {
+            match firsts.iter_mut().find(|(s, _)| *s == event.stream) {
+                Some(entry) => entry.1 = event.stream_version,
+                None => firsts.push((&event.stream, event.stream_version)),
+            }
+        }
+        let expected_heads: Vec<(i64, String, u64)> = firsts
+            .iter()
+            .enumerate()
+            .map(|(i, (s, v))| (i as i64 + 1, (*s).to_owned(), *v))
+            .collect();
+        assert_eq!(stream_heads(&path)?, expected_heads);
+        // Every event, field by field.
+        assert_eq!(all_events(&log)?, before);
+        assert_eq!(log.head()?, 202);
+
+        // Stream, type and time reads return what the old file holds.
+        for stream in &streams {
+            let query = ReadQuery {
+                stream: StreamFilter::Exact((*stream).to_owned()),
+                ..ReadQuery::default()
+            };
+            assert_eq!(
+                read(&log, &query)?,
+                expected_events(&before, &query),
+                "{stream}"
+            );
+            assert_eq!(
+                log.count(&query)?,
+                expected_events(&before, &query).len() as u64
+            );
+            let paged = ReadQuery {
+                from_offset: 50,
+                to_offset: Some(150),
+                batch_size: 3,
+                ..query
+            };
+            assert_eq!(
+                read(&log, &paged)?,
+                expected_events(&before, &paged),
+                "{stream}"
+            );
+        }
+        let by_type = ReadQuery {
+            types: vec!["Shipped".into(), "Closed".into()],
+            ..ReadQuery::default()
+        };
+        assert_eq!(read(&log, &by_type)?, expected_events(&before, &by_type));
+        let prefixed = ReadQuery {
+            stream: StreamFilter::Prefixes(vec!["account-".into()]),
+            ..ReadQuery::default()
+        };
+        assert_eq!(read(&log, &prefixed)?, expected_events(&before, &prefixed));
+        assert_eq!(
+            log.count(&prefixed)?,
+            expected_events(&before, &prefixed).len() as u64
+        );
+        let middle = before[100].recorded_at;
+        let later = before[170].recorded_at;
+        let timed = ReadQuery {
+            from_time: Some(middle),
+            until_time: Some(later),
+            ..ReadQuery::default()
+        };
+        let timed_events = read(&log, &timed)?;
+        assert!(!timed_events.is_empty());
+        assert_eq!(timed_events, expected_events(&before, &timed));
+
+        // Versions continue where the old file left them, and conflicts are still caught.
+        let version_of = |stream: &str| {
+            before
+                .iter()
+                .filter(|e| e.stream == stream)
+                .map(|e| e.stream_version)
+                .max()
+                .unwrap_or(0)
+        };
+        let head_1 = version_of("order-1");
+        let stale = ev("order-1", "Updated", "{}").with_expected_version(head_1 - 1);
+        assert!(matches!(
+            log.append(vec![stale]),
+            Err(LogError::VersionConflict { expected, actual, .. }) if expected == head_1 - 1 && actual == head_1
+        ));
+        let fresh =
+            ev("order-1", "Updated", r#"{"after":"migration"}"#).with_expected_version(head_1);
+        assert_eq!(
+            log.append(vec![
+                fresh,
+                ev("account-α", "Updated", "{}"),
+                ev("brand-new", "Created", "{}")
+            ])?,
+            vec![203, 204, 205]
+        );
+        // An id stored by the old Refract is still a no-op repeat.
+        assert_eq!(
+            log.append(vec![ev("order-2", "X", "{}").with_id("fixture-0004")])?,
+            vec![
+                before
+                    .iter()
+                    .find(|e| e.id == "fixture-0004")
+                    .map_or(0, |e| e.offset)
+            ]
+        );
+        let after = all_events(&log)?;
+        assert_eq!(after[..202], before[..]);
+        let tail: Vec<(&str, u64)> = after[202..]
+            .iter()
+            .map(|e| (e.stream.as_str(), e.stream_version))
+            .collect();
+        assert_eq!(
+            tail,
+            vec![
+                ("order-1", head_1 + 1),
+                ("account-α", version_of("account-α") + 1),
+                ("brand-new", 1)
+            ]
+        );
+        drop(log);
+        let heads = stream_heads(&path)?;
+        assert_eq!(heads.len(), 11);
+        assert_eq!(heads[10].1, "brand-new");
+        for (_, name, version) in &heads {
+            let newest = after
+                .iter()
+                .filter(|e| &e.stream == name)
+                .map(|e| e.stream_version)
+                .max();
+            assert_eq!(Some(*version), newest, "the head of {name}");
+        }
+
+        // The file says it has the new schema; opening it again changes nothing.
+        assert_eq!(user_version(&path)?, SCHEMA_VERSION);
+        let migrated = std::fs::read(&path)?;
+        let log = EventLog::open(&path, LogOptions::default())?;
+        assert_eq!(all_events(&log)?, after);
+        drop(log);
+        assert_eq!(user_version(&path)?, SCHEMA_VERSION);
+        assert!(
+            std::fs::read(&path)? == migrated,
+            "a second open of a migrated log writes nothing"
+        );
+        Ok(())
+    }
+
+    /// The events of `all` that `query` selects, by a plain filter.
+    fn expected_events(all: &[Event], query: &ReadQuery) -> Vec<Event> {
+        let wanted: HashSet<u64> = expected(all, query).into_iter().collect();
+        all.iter()
+            .filter(|e| wanted.contains(&e.offset))
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn a_stream_whose_events_were_all_removed_continues_its_versions() -> Result {
+    let (_dir, log) = fresh_log()?;
+    log.append(vec![
+        ev("gone", "E", "{}"),
+        ev("gone", "E", "{}"),
+        ev("gone", "E", "{}"),
+        ev("other", "E", "{}"),
+    ])?;
+    // New streams get ids in order of their first event, whatever their names hash to.
+    let many: Vec<NewEvent> = (0..50)
+        .map(|i| ev(&format!("new-{}", 49 - i), "E", "{}"))
+        .collect();
+    log.append(many)?;
+    let conn = rusqlite::Connection::open(log.path())?;
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM streams ORDER BY id")?
+        .query_map([], |row| row.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut expected_names = vec!["gone".to_owned(), "other".to_owned()];
+    expected_names.extend((0..50).map(|i| format!("new-{}", 49 - i)));
+    assert_eq!(names, expected_names);
+    drop(conn);
+    // Retention's pass never chooses a stream's newest event; the pruner itself removes
+    // whatever it is handed, and the stream's head must survive even that.
+    let mut pruner = log.pruner()?;
+    assert_eq!(pruner.stream_version("gone")?, 3);
+    assert_eq!(
+        pruner.remove(&[1, 2, 3], refract::log::Removal::Deleted)?,
+        3
+    );
+    let gone = ReadQuery {
+        stream: StreamFilter::Exact("gone".into()),
+        ..ReadQuery::default()
+    };
+    assert!(read(&log, &gone)?.is_empty());
+    assert_eq!(log.count(&gone)?, 0);
+    assert_eq!(
+        pruner.stream_version("gone")?,
+        3,
+        "the head outlives the events"
+    );
+    // Version 1 is taken (and was removed): expecting an empty stream is a conflict.
+    assert!(matches!(
+        log.append(vec![ev("gone", "E", "{}").with_expected_version(0)]),
+        Err(LogError::VersionConflict {
+            expected: 0,
+            actual: 3,
+            ..
+        })
+    ));
+    assert_eq!(
+        log.append(vec![ev("gone", "E", "{}").with_expected_version(3)])?,
+        vec![55]
+    );
+    let events = read(&log, &gone)?;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.offset, e.stream_version))
+            .collect::<Vec<_>>(),
+        vec![(55, 4)]
+    );
+    // A second handle (a fresh writer with no cache) sees the same head.
+    drop(log);
+    let log = EventLog::open(&_dir.path().join("events.db"), LogOptions::default())?;
+    assert_eq!(log.append(vec![ev("gone", "E", "{}")])?, vec![56]);
+    assert_eq!(read(&log, &gone)?.last().map(|e| e.stream_version), Some(5));
+    Ok(())
+}
+
+#[test]
+fn stream_heads_stay_exact_when_a_real_appender_is_killed_mid_batch() -> Result {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("batch.jsonl");
+    let batch_len = 20_000;
+    let mut lines = String::new();
+    for i in 0..batch_len {
+        lines.push_str(&format!(
+            "{{\"stream\":\"s-{}\",\"type\":\"E\",\"data\":{{\"i\":{i}}}}}\n",
+            i % 97
+        ));
+    }
+    std::fs::write(&file, lines)?;
+    let data_dir = dir.path().join("data");
+    let append = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_refract"));
+        command
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("append")
+            .arg("--file")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    };
+    // One complete append says how long one takes; then `kill -9` at fractions of that,
+    // so the kills land before, during and after the commit (the commit is at the end).
+    let started = std::time::Instant::now();
+    assert!(append().status()?.success(), "a first, complete append");
+    let whole = started.elapsed();
+    for percent in [40, 80, 90, 95, 100, 105, 115] {
+        let mut child = append().spawn()?;
+        thread::sleep(whole * percent / 100);
+        child.kill()?;
+        child.wait()?;
+    }
+    assert!(append().status()?.success(), "a last, complete append");
+    let path = data_dir.join("events.db");
+    let log = EventLog::open(&path, LogOptions::default())?;
+    let events = all_events(&log)?;
+    // Each batch is atomic: whole batches only, at least the last one.
+    assert!(
+        !events.is_empty() && events.len() % batch_len == 0,
+        "{}",
+        events.len()
+    );
+    assert_gap_free(&events);
+    assert_stream_heads_exact(&path, &events)?;
+    // And the next append continues every stream from its head.
+    let head_of = |stream: &str| {
+        events
+            .iter()
+            .filter(|e| e.stream == stream)
+            .map(|e| e.stream_version)
+            .max()
+            .unwrap_or(0)
+    };
+    let next = ev("s-5", "E", "{}").with_expected_version(head_of("s-5"));
+    assert_eq!(log.append(vec![next])?, vec![events.len() as u64 + 1]);
+    Ok(())
 }

@@ -37,7 +37,8 @@
 //! - [`cluster`]: `refract bench --cluster`: cluster mode on loopback (its own run,
 //!   with nats-server processes; not part of the default run).
 //! - `levers`: issue 16's levers each off and on in one run (`--only levers`): read-ahead
-//!   and the sequential scan on replay, the stream-version cache on batched appends.
+//!   and the sequential scan on replay, the stream-version cache on batched appends, and
+//!   the deferred stream index prototype (`stream_index.rs`) beside its references.
 //! - [`components`]: other builds of the workload given by path (`--component
 //!   balances-ts=…`): replay rate and ratio to native, size, compile time, cached cold
 //!   start, each checked against the native read model.
@@ -58,6 +59,7 @@ mod replay;
 pub mod report;
 mod retention;
 mod snapshots;
+mod stream_index;
 pub mod swap;
 
 use std::path::{Path, PathBuf};
@@ -870,6 +872,54 @@ impl Harness<'_> {
                 "events/s",
                 0,
                 pick(|r| r.checkpoints_off),
+            ),
+        ]);
+        let mut prototypes = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {events} events in batches of {APPEND_BATCH_EVENTS}: one stream, the deferred stream index prototype with chunk 1 and {}, a minimal table (rep {rep}/{reps})",
+                stream_index::PROTOTYPE_CHUNK
+            ));
+            prototypes.push(stream_index::round(&path, &self.log_options, seed, events)?);
+        }
+        let pick =
+            |f: fn(&stream_index::StreamIndexLevers) -> f64| prototypes.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured(
+                "lever_append_one_stream_eps",
+                "events/s",
+                0,
+                pick(|r| r.one_stream_eps),
+            ),
+            Figure::measured(
+                "lever_stream_index_per_commit_eps",
+                "events/s",
+                0,
+                pick(|r| r.per_commit_eps),
+            ),
+            Figure::measured(
+                "lever_stream_index_deferred_eps",
+                "events/s",
+                0,
+                pick(|r| r.deferred_eps),
+            ),
+            Figure::measured(
+                "lever_append_minimal_table_eps",
+                "events/s",
+                0,
+                pick(|r| r.minimal_eps),
+            ),
+            Figure::measured(
+                "lever_stream_read_full_tail_ms",
+                "ms",
+                2,
+                pick(|r| r.tail_read_ms),
+            ),
+            Figure::measured(
+                "lever_stream_read_indexed_ms",
+                "ms",
+                2,
+                pick(|r| r.indexed_read_ms),
             ),
         ]);
         let single_events = events.min(SINGLE_APPEND_MAX_EVENTS);

@@ -10,8 +10,10 @@
 //! appenders there are, the bigger the groups and the fewer fsyncs per event.
 //!
 //! Offsets, stream versions and `recorded_at` are computed inside the write transaction
-//! from what is in the file, so another process appending to the same file between two
-//! groups cannot cause a gap, a duplicate or a time going backwards. The cache of stream
+//! from what is in the file (a stream's version from its row in `streams`, which every
+//! request that appends to the stream updates in the same transaction), so another
+//! process appending to the same file between two groups cannot cause a gap, a duplicate
+//! or a time going backwards. The cache of stream
 //! versions outlives a group only while the file's head is where this writer's last
 //! commit left it: any other appender moves the head, and then the cache starts over.
 
@@ -27,7 +29,7 @@ use serde::de::IgnoredAny;
 use tokio::sync::watch;
 
 use super::ids::IdGenerator;
-use super::query::{STREAM_VERSION_SQL, get_u64, to_sql_int};
+use super::query::{STREAM_HEAD_SQL, WRITE_STREAM_HEAD_SQL, get_u64, to_sql_int};
 use super::schema::sqlite_error;
 use super::{
     EventField, LogError, LogOptions, MAX_CACHED_STREAM_VERSIONS, MAX_NAME_CHARS, NewEvent,
@@ -467,7 +469,7 @@ pub(super) fn append_request(
     let mut find_id = conn
         .prepare_cached(r#"SELECT "offset" FROM events WHERE id = ?1"#)
         .map_err(sqlite)?;
-    let mut stream_version = conn.prepare_cached(STREAM_VERSION_SQL).map_err(sqlite)?;
+    let mut stream_head = conn.prepare_cached(STREAM_HEAD_SQL).map_err(sqlite)?;
     let mut insert = conn
         .prepare_cached(
             r#"INSERT INTO events ("offset", id, stream, stream_version, type, data, metadata, recorded_at)
@@ -476,6 +478,11 @@ pub(super) fn append_request(
         .map_err(sqlite)?;
 
     let mut offsets = Vec::with_capacity(events.len());
+    // The streams this request moves, with their new heads, in order of first appearance:
+    // written to `streams` once per stream at the end of the request, not once per event.
+    // The order makes a new stream's id the same on every node applying the same requests.
+    let mut heads: Vec<(&str, u64)> = Vec::new();
+    let mut head_index: HashMap<&str, usize> = HashMap::new();
     let mut id_buffer = uuid::Uuid::encode_buffer();
     let now_ms = u64::try_from(state.recorded_at / 1000).unwrap_or(0);
     for event in events {
@@ -491,7 +498,7 @@ pub(super) fn append_request(
         }
         let current = match versions.get(event.stream.as_str()) {
             Some(&version) => version,
-            None => stream_version
+            None => stream_head
                 .query_row([&event.stream], |row| get_u64(row, 0))
                 .optional()
                 .map_err(sqlite)?
@@ -530,8 +537,23 @@ pub(super) fn append_request(
                 versions.insert(event.stream.clone(), version);
             }
         }
+        match head_index.get(event.stream.as_str()) {
+            Some(&index) => heads[index].1 = version,
+            None => {
+                head_index.insert(event.stream.as_str(), heads.len());
+                heads.push((event.stream.as_str(), version));
+            }
+        }
         state.next_offset += 1;
         offsets.push(offset);
+    }
+    if !heads.is_empty() {
+        let mut write_head = conn.prepare_cached(WRITE_STREAM_HEAD_SQL).map_err(sqlite)?;
+        for (stream, version) in heads {
+            write_head
+                .execute(params![stream, to_sql_int(version)])
+                .map_err(sqlite)?;
+        }
     }
     Ok(offsets)
 }

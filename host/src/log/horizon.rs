@@ -9,16 +9,18 @@
 //! Two rules keep the log's own invariants true without the writer knowing anything of
 //! retention: the newest event of every stream and the log's head event are never
 //! removed (retention's pass chooses only other events, and the pruner is only ever
-//! handed those). The writer computes the next offset, a stream's
-//! next version and the next `recorded_at` from exactly those rows, so offsets and
-//! versions are never reused and times never go backwards.
+//! handed those). The writer computes the next offset and the next `recorded_at` from
+//! the head event, so offsets are never reused and times never go backwards. A stream's
+//! next version comes from its row in `streams` (schema 4), which removals never touch,
+//! so versions would not be reused even if every event of a stream were removed; keeping
+//! the newest event also keeps a stream's reads able to find where its versions end.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::query::{STREAM_VERSION_SQL, get_u64, prefix_upper_bound, to_sql_int};
+use super::query::{STREAM_HEAD_SQL, get_u64, prefix_upper_bound, to_sql_int};
 use super::schema::{configure_writer_like, sqlite_error};
 use super::{LogError, LogOptions};
 
@@ -133,10 +135,10 @@ impl Pruner {
         read(&self.conn).map_err(self.sqlite("reading the retention horizon"))
     }
 
-    /// The current version of `stream`, 0 if it has no event here.
+    /// The head version of `stream` (its newest event's), 0 if it never had an event.
     pub fn stream_version(&self, stream: &str) -> Result<u64, LogError> {
         self.conn
-            .prepare_cached(STREAM_VERSION_SQL)
+            .prepare_cached(STREAM_HEAD_SQL)
             .and_then(|mut stmt| stmt.query_row([stream], |row| get_u64(row, 0)).optional())
             .map(Option::unwrap_or_default)
             .map_err(self.sqlite("reading a stream's version"))

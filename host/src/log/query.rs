@@ -91,7 +91,15 @@ const FIRST_AT_OR_AFTER_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY ev
 const LAST_BEFORE_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
     WHERE recorded_at < ?1 ORDER BY recorded_at DESC, "offset" DESC LIMIT 1"#;
 
-/// The current version of stream `?1`.
+/// The head version of stream `?1`, as the writer keeps it in `streams`: it outlives the
+/// stream's events (retention may remove them), so versions are never reused.
+pub(super) const STREAM_HEAD_SQL: &str = "SELECT version FROM streams WHERE name = ?1";
+
+/// Sets the head version of stream `?1` to `?2`, adding the stream if it is new.
+pub(super) const WRITE_STREAM_HEAD_SQL: &str = "INSERT INTO streams (name, version) VALUES (?1, ?2) \
+    ON CONFLICT (name) DO UPDATE SET version = excluded.version";
+
+/// The newest version of stream `?1` that is still in the log.
 pub(super) const STREAM_VERSION_SQL: &str = "SELECT stream_version FROM events INDEXED BY events_stream_version \
     WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1";
 

@@ -70,6 +70,19 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     INSERT INTO horizon VALUES (1, 0, 0, 0, 0, 0, 0, 0);
     "#,
+    // 4: stream heads in a table of their own (see `append.rs`): the writer checks and
+    // advances a stream's version here, in the transaction that appends its events,
+    // instead of probing the newest `(stream, stream_version)` entry. Integer ids are
+    // given in order of each stream's first event. Filled from the events already here.
+    r#"
+    CREATE TABLE streams (
+        id      INTEGER PRIMARY KEY,
+        name    TEXT    NOT NULL UNIQUE,
+        version INTEGER NOT NULL -- the stream's head: the version of its newest event
+    ) STRICT;
+    INSERT INTO streams (name, version)
+        SELECT stream, max(stream_version) FROM events GROUP BY stream ORDER BY min("offset");
+    "#,
 ];
 
 /// The first 16 bytes of every SQLite 3 database file.
