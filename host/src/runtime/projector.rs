@@ -360,6 +360,11 @@ fn pre_link(
                 None => wrong_world(err),
             }
         }),
+        // A reactor's world includes projector 0.1.0 only: one that imports no projector
+        // interface is still held to it, so it can never be read without event ids.
+        None if is_reactor => {
+            ProjectorPre::new(ContractVersion::V0_1, instance_pre).map_err(wrong_world)
+        }
         None => ProjectorPre::new(ContractVersion::V0_2, instance_pre.clone())
             .or_else(|_| ProjectorPre::new(ContractVersion::V0_1, instance_pre))
             .map_err(wrong_world),
