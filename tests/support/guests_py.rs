@@ -275,8 +275,14 @@ fn inputs_hash(root: &Path, dir: &str) -> Result<String, String> {
     }
     files.push(root.join(REQUIREMENTS));
     files.sort();
+    digest_files(&files)
+}
+
+/// A digest of `files` (sorted by the caller): each one's path, length and bytes. Shared
+/// with the TypeScript guests' build cache.
+pub fn digest_files(files: &[PathBuf]) -> Result<String, String> {
     let mut hasher = Sha256::new();
-    for file in &files {
+    for file in files {
         let bytes =
             std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         hasher.update(file.to_string_lossy().as_bytes());

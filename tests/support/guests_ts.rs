@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use sha2::{Digest, Sha256};
-
 /// The oldest Node.js major version the SDK supports.
 pub const MIN_NODE_MAJOR: u32 = 20;
 
@@ -192,15 +190,7 @@ fn inputs_hash(root: &Path, project: &Path) -> Result<String, String> {
         collect(&dir, &mut files)?;
     }
     files.sort();
-    let mut hasher = Sha256::new();
-    for file in &files {
-        let bytes =
-            std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        hasher.update(file.to_string_lossy().as_bytes());
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    super::guests_py::digest_files(&files)
 }
 
 /// Every file under `dir`, recursively.
