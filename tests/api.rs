@@ -989,6 +989,8 @@ fn projectors_are_listed_shown_and_managed() -> Result {
     let version = &shown.json["versions"][0];
     assert_eq!(version["version"], active);
     assert_eq!(version["role"], "active");
+    // The example is built with the current Rust SDK, which implements 0.2.0.
+    assert_eq!(version["contract"], "refract:projector@0.2.0");
     let status = &version["status"];
     for field in [
         "state",
@@ -1654,10 +1656,12 @@ fn the_cli_talks_to_the_running_host() -> Result {
     let row: Value = serde_json::from_str(status.stdout.lines().next().ok_or("no row")?)?;
     assert_eq!(row["projector"], "balances");
     assert_eq!(row["role"], "active");
+    assert_eq!(row["contract"], "refract:projector@0.2.0");
     assert_eq!(row["checkpoint"], 2);
     let table = run(&["status"])?;
     assert!(table.stdout.starts_with("PROJECTOR"), "{table:?}");
     assert!(table.stdout.contains("balances"), "{table:?}");
+    assert!(table.stdout.contains("projector@0.2.0"), "{table:?}");
 
     let query = run(&["query", "balances", "SELECT account, balance FROM balances"])?;
     assert_eq!(query.code, Some(0), "{query:?}");

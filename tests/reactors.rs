@@ -116,6 +116,11 @@ fn the_order_saga_confirms_cancels_and_times_out_with_its_causal_chain() -> Resu
     support::host::wait_until(PATIENCE, "the saga to start", || {
         active(&host.engine, "order-saga").is_some()
     });
+    let saga = host.engine.projector("order-saga").ok_or("no order-saga")?;
+    assert_eq!(
+        saga.versions[0].contract.as_deref(),
+        Some("refract:reactor@0.1.0")
+    );
     let hour = 3_600_000;
     let offsets = host.log.append(vec![
         placed("order-1", hour),

@@ -234,6 +234,7 @@ mod tests {
         VersionView {
             version: "v1".into(),
             role,
+            contract: Some("refract:projector@0.2.0".into()),
             status: Some(crate::engine::VersionStatus {
                 projector: "p".into(),
                 version: "v1".into(),

@@ -375,6 +375,9 @@ pub(crate) mod wire {
         pub version: String,
         /// active, shadow, previous, retired or failed.
         pub role: String,
+        /// The contract its component implements, while a worker runs it.
+        #[serde(default)]
+        pub contract: Option<String>,
         /// Live figures while a worker runs it.
         pub status: Option<Status>,
         /// Replay progress, for a shadow.

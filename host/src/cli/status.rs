@@ -33,6 +33,8 @@ struct Row {
     projector: String,
     version: String,
     role: String,
+    /// The contract the component implements; known only from a running host.
+    contract: Option<String>,
     state: String,
     checkpoint: Option<u64>,
     head: Option<u64>,
@@ -48,6 +50,7 @@ impl From<StatusRow> for Row {
             projector: row.projector,
             version: row.version,
             role: row.role,
+            contract: None,
             state: row.state,
             checkpoint: Some(row.checkpoint),
             head: Some(row.head),
@@ -141,6 +144,7 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
         "PROJECTOR",
         "VERSION",
         "ROLE",
+        "CONTRACT",
         "STATE",
         "CHECKPOINT",
         "HEAD",
@@ -150,13 +154,16 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
         "LAST ERROR",
     ];
     let number = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
-    let table: Vec<[String; 10]> = rows
+    let table: Vec<[String; 11]> = rows
         .iter()
         .map(|row| {
             [
                 row.projector.clone(),
                 row.version.clone(),
                 row.role.clone(),
+                row.contract
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), short_contract),
                 row.state.clone(),
                 number(row.checkpoint),
                 number(row.head),
@@ -171,6 +178,14 @@ pub fn run(data: &DataDir, args: &StatusArgs, client: &Client) -> Result<()> {
     print!("{}", render_table(&header, &table));
     print_snapshots(data);
     Ok(())
+}
+
+/// A contract's package id without the `refract:` namespace: `projector@0.2.0`.
+fn short_contract(contract: &str) -> String {
+    contract
+        .strip_prefix("refract:")
+        .unwrap_or(contract)
+        .to_owned()
 }
 
 /// Retention in a line or two, or `None` when it has no policy and removed nothing.
@@ -282,6 +297,7 @@ fn live_rows(answer: wire::Projectors) -> (Vec<Row>, Vec<wire::Rejected>) {
             rows.push(Row {
                 projector: projector.name.clone(),
                 role: version.role.clone(),
+                contract: version.contract.clone(),
                 state: status.map_or_else(|| "stopped".to_owned(), |s| s.state.clone()),
                 checkpoint: status.map(|s| s.checkpoint),
                 head: status.map(|s| s.head),

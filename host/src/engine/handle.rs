@@ -206,6 +206,7 @@ impl Engine {
                     .map(|entry| VersionView {
                         version: entry.version.clone(),
                         role: entry.role,
+                        contract: entry.contract.clone(),
                         status: entry.status.as_ref().map(|status| status.snapshot()),
                         replay: match (entry.role, &entry.status) {
                             (Role::Shadow, Some(status)) => Some(status.replay_progress()),

@@ -52,6 +52,8 @@ pub(in crate::engine) struct VersionEntry {
     pub(in crate::engine) role: Role,
     /// Its live status, while a worker runs it.
     pub(in crate::engine) status: Option<StatusCell>,
+    /// The contract its component implements, while a worker runs it.
+    pub(in crate::engine) contract: Option<String>,
 }
 
 /// Locks for readers, also after a panic elsewhere: the published views stay usable.

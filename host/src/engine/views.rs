@@ -49,6 +49,9 @@ pub struct VersionView {
     pub version: String,
     /// Its role.
     pub role: Role,
+    /// The contract its component implements (`refract:projector@0.2.0`, …), while a
+    /// worker runs it.
+    pub contract: Option<String>,
     /// Live status, while a worker runs it.
     pub status: Option<VersionStatus>,
     /// Replay progress, for a shadow.

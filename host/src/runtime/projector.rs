@@ -372,6 +372,10 @@ fn pre_link(
 }
 
 /// The functions the `projector` world exports.
+/// The package id of the reactor contract (`wit/reactor/`), the one version the host
+/// implements.
+const REACTOR_CONTRACT: &str = "refract:reactor@0.1.0";
+
 const WORLD_EXPORTS: &[&str] = &["metadata", "init", "handle"];
 
 /// The WebAssembly binary magic, `\0asm`.
@@ -448,6 +452,16 @@ impl LoadedProjector {
     /// The version: a short hex prefix of the component's sha256.
     pub fn version(&self) -> &str {
         &self.inner.version
+    }
+
+    /// The contract the component implements, as a WIT package id: `refract:projector@0.1.0`,
+    /// `refract:projector@0.2.0`, or `refract:reactor@0.1.0` for a reactor.
+    pub fn contract(&self) -> String {
+        if self.inner.reactor.is_some() {
+            REACTOR_CONTRACT.to_owned()
+        } else {
+            self.inner.pre.version().to_string()
+        }
     }
 
     /// The full sha256 of the component, in hex.

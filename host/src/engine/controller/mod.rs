@@ -453,6 +453,7 @@ impl Controller {
                         version: worker.version.clone(),
                         role,
                         status: Some(worker.status.clone()),
+                        contract: Some(worker.loaded.contract()),
                     });
                 }
             }
@@ -464,6 +465,7 @@ impl Controller {
                     version: record.version,
                     role: record.role,
                     status: None,
+                    contract: None,
                 });
             }
         }

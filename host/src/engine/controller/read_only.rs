@@ -61,6 +61,7 @@ pub(in crate::engine) fn enter(
                 version: record.version,
                 role: record.role,
                 status: None,
+                contract: None,
             });
     }
     *write(&shared.routes) = routes;
