@@ -14,6 +14,9 @@
 //! next version comes from its row in `streams` (schema 4), which removals never touch,
 //! so versions would not be reused even if every event of a stream were removed; keeping
 //! the newest event also keeps a stream's reads able to find where its versions end.
+//! Removing an event also deletes its `stream_index` entry (schema 5) in the same
+//! transaction; an event still in the unindexed tail has none, and is never indexed
+//! once gone.
 
 use std::path::{Path, PathBuf};
 

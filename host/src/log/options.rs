@@ -17,8 +17,9 @@ pub const DEFAULT_MAX_METADATA_BYTES: usize = 64 * 1024;
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default page-cache size per connection, in KiB (an upper bound, allocated on demand).
-/// Appends update four indexes; a cache that holds their right edges and upper levels keeps
-/// writes off the disk until commit.
+/// Appends update three indexes of `events` and the `streams` table (the stream index is
+/// written in chunks); a cache that holds their right edges and upper levels keeps writes
+/// off the disk until commit.
 pub const DEFAULT_CACHE_SIZE_KIB: u32 = 64 * 1024;
 
 /// Page-cache size of each read connection, in KiB (at most

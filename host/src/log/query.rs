@@ -534,7 +534,7 @@ fn push_placeholders(sql: &mut String, first: usize, count: usize) {
 
 /// The residual stream-prefix condition (` AND (...)`, or empty), adding its parameters
 /// to `params`, whose first element is SQL parameter `?first`. `+stream` keeps SQLite from
-/// using the stream index for it: the plan has already chosen its driving index.
+/// using any index for it: the plan has already chosen its driving index.
 fn prefix_condition(
     prefixes: &[(String, Option<String>)],
     first: usize,

@@ -18,7 +18,8 @@
 //! When the writer has been idle for [`STREAM_INDEX_IDLE_AFTER`], and when it shuts down,
 //! it indexes whatever is left; a log opened with a tail longer than the chunk (a writer
 //! killed between chunks, a log written with a larger chunk) is indexed before the
-//! writer serves anything. Large tails are indexed in transactions of at most
+//! writer serves anything (if the file can be written then; reads are exact either
+//! way). Large tails are indexed in transactions of at most
 //! [`STREAM_INDEX_PIECE_EVENTS`] events.
 //!
 //! Retention deletes a removed event's index entry in the same transaction (see
@@ -89,10 +90,16 @@ impl StreamIndexer {
             indexed_through: indexed_through(conn).map_err(sqlite)?,
             head: super::read::head(conn).map_err(sqlite)?,
         };
-        if indexer.due() {
-            indexer
-                .index_tail(conn)
-                .map_err(|source| sqlite_error(path, "indexing the stream index's tail", source))?;
+        // Best effort: a log that cannot be written now (a full disk) still opens, and
+        // its reads stay exact; they scan the longer tail until a pass succeeds.
+        if indexer.due()
+            && let Err(error) = indexer.index_tail(conn)
+        {
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "could not index the stream index's tail at open; retrying after the next commit"
+            );
         }
         Ok(indexer)
     }
