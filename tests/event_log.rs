@@ -940,15 +940,45 @@ fn filters_are_answered_from_indexes() -> Result {
             .any(|l| l.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid=?)")),
         "{plan:#?}"
     );
-    // An exact stream pages along (stream, stream_version).
+    // An exact stream pages along the stream index's key, fetches rows by offset, and
+    // reads the unindexed tail as an offset range: never a scan of either table.
+    for types in [vec![], vec!["A".to_owned()]] {
+        let plan = log.explain(&ReadQuery {
+            stream: StreamFilter::Exact("s".into()),
+            types,
+            ..ReadQuery::default()
+        })?;
+        assert!(
+            plan.iter()
+                .any(|l| l
+                    .contains("SEARCH i USING PRIMARY KEY (stream=? AND version>? AND version<?)")),
+            "{plan:#?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|l| l.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|l| l.starts_with("SCAN") && !l.starts_with("SCAN CONSTANT ROW")),
+            "{plan:#?}"
+        );
+    }
+    // Prefix counts: the streams' index entries, and the tail as an offset range.
     let plan = log.explain(&ReadQuery {
-        stream: StreamFilter::Exact("s".into()),
+        stream: StreamFilter::Prefixes(vec!["order-".into(), "user".into()]),
         ..ReadQuery::default()
     })?;
     assert!(
-        plan.iter().any(|l| l.contains(
-            "INDEX events_stream_version (stream=? AND stream_version>? AND stream_version<?)"
-        )),
+        plan.iter()
+            .any(|l| l.starts_with("SEARCH i USING PRIMARY KEY (stream=?)")),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.iter()
+            .any(|l| l.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)")),
         "{plan:#?}"
     );
     Ok(())
@@ -1548,6 +1578,23 @@ mod migration {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// (stream index entries, watermark), after checking `events_stream_version` is gone.
+    fn stream_index_state(path: &Path) -> Result<(u64, u64)> {
+        let conn = rusqlite::Connection::open(path)?;
+        let old_index: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'events_stream_version'",
+            [],
+            |row| row.get(0),
+        )?;
+        assert_eq!(old_index, 0, "schema 5 drops events_stream_version");
+        Ok(conn.query_row(
+            "SELECT (SELECT count(*) FROM stream_index), \
+                    (SELECT indexed_through FROM stream_indexed)",
+            [],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
     fn user_version(path: &Path) -> Result<i64> {
         Ok(rusqlite::Connection::open(path)?
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
@@ -1584,6 +1631,9 @@ mod migration {
             .map(|(i, (s, v))| (i as i64 + 1, (*s).to_owned(), *v))
             .collect();
         assert_eq!(stream_heads(&path)?, expected_heads);
+        // Schema 5: the stream index was filled from the events, and the UNIQUE index it
+        // replaces is gone.
+        assert_eq!(stream_index_state(&path)?, (202, 202));
         // Every event, field by field.
         assert_eq!(all_events(&log)?, before);
         assert_eq!(log.head()?, 202);
@@ -1677,6 +1727,21 @@ mod migration {
         );
         let after = all_events(&log)?;
         assert_eq!(after[..202], before[..]);
+        // Stream reads and counts over the migrated index and the new, possibly
+        // unindexed, tail.
+        for stream in streams.iter().copied().chain(["brand-new"]) {
+            for from_offset in [0, 100, 203] {
+                let query = ReadQuery {
+                    stream: StreamFilter::Exact(stream.to_owned()),
+                    from_offset,
+                    batch_size: 2,
+                    ..ReadQuery::default()
+                };
+                let want = expected_events(&after, &query);
+                assert_eq!(read(&log, &query)?, want, "{stream}");
+                assert_eq!(log.count(&query)?, want.len() as u64, "{stream}");
+            }
+        }
         let tail: Vec<(&str, u64)> = after[202..]
             .iter()
             .map(|e| (e.stream.as_str(), e.stream_version))
@@ -1690,6 +1755,8 @@ mod migration {
             ]
         );
         drop(log);
+        // The writer indexed the new events at the latest when it shut down.
+        assert_eq!(stream_index_state(&path)?, (205, 205));
         let heads = stream_heads(&path)?;
         assert_eq!(heads.len(), 11);
         assert_eq!(heads[10].1, "brand-new");
@@ -1846,6 +1913,26 @@ fn stream_heads_stay_exact_when_a_real_appender_is_killed_mid_batch() -> Result 
     );
     assert_gap_free(&events);
     assert_stream_heads_exact(&path, &events)?;
+    // Kills landed between a commit and its stream-index pass too: whatever the file
+    // holds, the reopened log's tail is within the bound and stream reads are exact.
+    let through: i64 = rusqlite::Connection::open(&path)?.query_row(
+        "SELECT indexed_through FROM stream_indexed",
+        [],
+        |row| row.get(0),
+    )?;
+    assert!(
+        (events.len() as u64) - (through as u64) < refract::log::DEFAULT_STREAM_INDEX_CHUNK,
+        "{through} of {}",
+        events.len()
+    );
+    for stream in ["s-0", "s-5", "s-96"] {
+        let query = ReadQuery {
+            stream: StreamFilter::Exact(stream.to_owned()),
+            from_offset: 7,
+            ..ReadQuery::default()
+        };
+        assert_eq!(offsets(&read(&log, &query)?), expected(&events, &query));
+    }
     // And the next append continues every stream from its head.
     let head_of = |stream: &str| {
         events
@@ -1858,4 +1945,282 @@ fn stream_heads_stay_exact_when_a_real_appender_is_killed_mid_batch() -> Result 
     let next = ev("s-5", "E", "{}").with_expected_version(head_of("s-5"));
     assert_eq!(log.append(vec![next])?, vec![events.len() as u64 + 1]);
     Ok(())
+}
+
+// ---- the deferred stream index (schema 5) ----------------------------------------------
+
+mod stream_index {
+    use super::*;
+    use refract::log::{DEFAULT_STREAM_INDEX_CHUNK, Removal};
+
+    /// Options that keep a tail unindexed: a small chunk, no idle or shutdown pass.
+    fn chunked(chunk: u64) -> LogOptions {
+        LogOptions {
+            stream_index_chunk: chunk,
+            stream_index_when_idle: false,
+            ..fast()
+        }
+    }
+
+    /// (head, watermark, index entries), read from the file with plain SQL in one
+    /// snapshot (the writer may be indexing meanwhile).
+    fn index_state(path: &Path) -> Result<(u64, u64, u64)> {
+        let conn = rusqlite::Connection::open(path)?;
+        Ok(conn.query_row(
+            r#"SELECT (SELECT coalesce(max("offset"), 0) FROM events),
+                      (SELECT indexed_through FROM stream_indexed),
+                      (SELECT count(*) FROM stream_index)"#,
+            [],
+            |row| {
+                let number = |i| row.get::<_, i64>(i).map(|n| n as u64);
+                Ok((number(0)?, number(1)?, number(2)?))
+            },
+        )?)
+    }
+
+    /// Waits (a liveness timeout, not a measurement) until the whole log is indexed.
+    fn wait_until_indexed(path: &Path) -> Result<(u64, u64, u64)> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = index_state(path)?;
+            if state.1 == state.0 {
+                return Ok(state);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer did not index the tail: {state:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every exact-stream read and count shape of `streams`, against a plain filter of
+    /// `all`: whole streams, offset ranges that start and end on either side of the
+    /// watermark, types, small pages, limits.
+    fn assert_stream_reads_exact(log: &EventLog, all: &[Event], streams: &[&str]) -> Result {
+        let head = all.last().map_or(0, |e| e.offset);
+        let cuts = [0, 1, head / 3, head / 2, head.saturating_sub(5), head];
+        for stream in streams {
+            for &from in &cuts {
+                for &to in &cuts {
+                    for types in [vec![], vec!["B".to_owned()]] {
+                        let query = ReadQuery {
+                            stream: StreamFilter::Exact((*stream).to_owned()),
+                            from_offset: from,
+                            to_offset: (to < head).then_some(to),
+                            types,
+                            batch_size: 4,
+                            ..ReadQuery::default()
+                        };
+                        let want = expected(all, &query);
+                        assert_eq!(offsets(&read(log, &query)?), want, "{query:?}");
+                        assert_eq!(log.count(&query)?, want.len() as u64, "{query:?}");
+                    }
+                }
+            }
+            let limited = ReadQuery {
+                stream: StreamFilter::Exact((*stream).to_owned()),
+                limit: Some(3),
+                ..ReadQuery::default()
+            };
+            assert_eq!(offsets(&read(log, &limited)?), expected(all, &limited));
+        }
+        let prefixed = ReadQuery {
+            stream: StreamFilter::Prefixes(vec!["s-1".into(), "t".into()]),
+            from_offset: head / 4,
+            ..ReadQuery::default()
+        };
+        assert_eq!(log.count(&prefixed)?, expected(all, &prefixed).len() as u64);
+        Ok(())
+    }
+
+    fn batch(round: usize, len: usize) -> Vec<NewEvent> {
+        (0..len)
+            .map(|i| {
+                let stream = ["s-1", "s-2", "s-10", "t"][(round + i * i) % 4];
+                ev(
+                    stream,
+                    ["A", "B"][(round + i) % 2],
+                    &format!(r#"{{"r":{round}}}"#),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stream_reads_are_exact_while_the_tail_is_partly_unindexed_and_stay_bounded() -> Result {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("events.db");
+        let chunk = 7;
+        let log = EventLog::open(&path, chunked(chunk))?;
+        let (mut saw_tail, mut saw_index) = (false, false);
+        for round in 0..24 {
+            let len = 1 + round % 5;
+            log.append(batch(round, len))?;
+            let (head, through, entries) = index_state(&path)?;
+            // The writer indexes once the tail reaches the chunk, right after the group
+            // that reached it: a reader never sees more than the chunk plus one group.
+            assert!(
+                head - through < chunk + len as u64,
+                "tail {} at round {round}",
+                head - through
+            );
+            assert_eq!(
+                entries, through,
+                "every event up to the watermark is indexed"
+            );
+            saw_tail |= head > through;
+            saw_index |= through > 0;
+            if round % 6 == 5 {
+                let all = all_events(&log)?;
+                assert_stream_reads_exact(&log, &all, &["s-1", "s-2", "s-10", "t", "none"])?;
+            }
+        }
+        assert!(saw_tail && saw_index, "both states were read");
+        Ok(())
+    }
+
+    #[test]
+    fn a_tail_left_far_behind_is_indexed_at_open_before_serving() -> Result {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("events.db");
+        // A writer that never indexes (a huge chunk, no idle or shutdown pass) leaves the
+        // same file as one killed between chunks.
+        let log = EventLog::open(&path, chunked(u64::MAX))?;
+        for round in 0..40 {
+            log.append(batch(round, 50))?;
+        }
+        let all = all_events(&log)?;
+        drop(log);
+        assert_eq!(index_state(&path)?, (2000, 0, 0));
+        // Read by a log that leaves the tail alone: every read scans it, exactly.
+        let log = EventLog::open(&path, chunked(u64::MAX))?;
+        assert_stream_reads_exact(&log, &all, &["s-1", "t"])?;
+        drop(log);
+        // A log with a smaller chunk indexes the tail before it serves anything.
+        let log = EventLog::open(&path, chunked(500))?;
+        assert_eq!(index_state(&path)?, (2000, 2000, 2000));
+        assert_stream_reads_exact(&log, &all, &["s-2", "s-10"])?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_idle_writer_indexes_the_tail_soon_and_at_shutdown() -> Result {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("events.db");
+        let options = LogOptions {
+            stream_index_chunk: DEFAULT_STREAM_INDEX_CHUNK,
+            ..fast()
+        };
+        let log = EventLog::open(&path, options)?;
+        log.append(batch(0, 10))?;
+        assert_eq!(wait_until_indexed(&path)?, (10, 10, 10));
+        // Appended and closed at once: the shutdown pass indexes it.
+        log.append(batch(1, 5))?;
+        drop(log);
+        assert_eq!(index_state(&path)?, (15, 15, 15));
+        Ok(())
+    }
+
+    #[test]
+    fn retention_of_indexed_and_unindexed_events_leaves_streams_exact() -> Result {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("events.db");
+        let log = EventLog::open(&path, chunked(16))?;
+        for round in 0..11 {
+            log.append(batch(round, 3))?;
+        }
+        // One pass at 18 events (done before the next group was taken); 15 since.
+        let (head, through, _) = index_state(&path)?;
+        assert_eq!((head, through), (33, 18));
+        let all = all_events(&log)?;
+        // Every third event below and above the watermark, but never a stream's newest
+        // (retention's rule).
+        let newest: HashSet<u64> = {
+            let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+            for e in &all {
+                last.insert(&e.stream, e.offset);
+            }
+            last.into_values().collect()
+        };
+        let removed: Vec<u64> = all
+            .iter()
+            .map(|e| e.offset)
+            .filter(|o| o % 3 == 0 && !newest.contains(o))
+            .collect();
+        assert!(removed.iter().any(|&o| o <= through) && removed.iter().any(|&o| o > through));
+        let mut pruner = log.pruner()?;
+        let bytes_before = pruner.prefix_bytes("s-1")?;
+        assert_eq!(
+            pruner.remove(&removed, Removal::Deleted)?,
+            removed.len() as u64
+        );
+        let mut left: Vec<Event> = all
+            .iter()
+            .filter(|e| !removed.contains(&e.offset))
+            .cloned()
+            .collect();
+        let text = |events: &[Event], prefix: &str| -> u64 {
+            events
+                .iter()
+                .filter(|e| e.stream.starts_with(prefix))
+                .map(|e| (e.data.len() + e.metadata.as_ref().map_or(0, String::len)) as u64)
+                .sum()
+        };
+        assert_eq!(bytes_before, text(&all, "s-1"));
+        assert_eq!(pruner.prefix_bytes("s-1")?, text(&left, "s-1"));
+        assert_eq!(all_events(&log)?, left);
+        assert_stream_reads_exact(&log, &left, &["s-1", "s-2", "s-10", "t"])?;
+        // The writer's next passes index what is left of the tail, and only that.
+        for round in 12..20 {
+            log.append(batch(round, 3))?;
+        }
+        left = all_events(&log)?;
+        let (head, through, entries) = index_state(&path)?;
+        let tail = left.iter().filter(|e| e.offset > through).count() as u64;
+        assert_eq!(entries + tail, left.len() as u64, "{head} {through}");
+        assert_stream_reads_exact(&log, &left, &["s-1", "s-2", "s-10", "t"])?;
+        // Versions continue from each stream's head.
+        let last_t = left
+            .iter()
+            .rev()
+            .find(|e| e.stream == "t")
+            .map(|e| e.stream_version);
+        let next = ev("t", "A", "{}").with_expected_version(last_t.unwrap_or(0));
+        assert_eq!(log.append(vec![next])?, vec![head + 1]);
+        Ok(())
+    }
+
+    #[test]
+    fn mirrored_appends_are_indexed_like_local_ones() -> Result {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("events.db");
+        let log = EventLog::open(&path, chunked(2))?;
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        for position in 1..=6u64 {
+            let events: Vec<NewEvent> = (0..3)
+                .map(|i| ev(["m-1", "m-2"][i % 2], "A", "{}").with_id(format!("id-{position}-{i}")))
+                .collect();
+            runtime.block_on(log.apply_ordered(refract::log::MirrorBatch {
+                source: "STREAM@1".into(),
+                messages: vec![refract::log::OrderedMessage {
+                    position,
+                    requests: vec![refract::log::OrderedRequest {
+                        recorded_at: 1,
+                        events,
+                    }],
+                }],
+            }))?;
+            let (head, through, entries) = index_state(&path)?;
+            assert_eq!(head, position * 3);
+            assert!(
+                head - through < 2 + 3 && entries == through,
+                "{head} {through}"
+            );
+        }
+        assert_eq!(wait_until_indexed(&path)?, (18, 18, 18));
+        let all = all_events(&log)?;
+        assert_stream_reads_exact(&log, &all, &["m-1", "m-2"])?;
+        Ok(())
+    }
 }

@@ -12,6 +12,7 @@
 //! durability = "full"                # "full" (fsync before every acknowledgement) or "normal"
 //! max_data_bytes = 1048576
 //! max_metadata_bytes = 65536
+//! stream_index_chunk = 16384         # unindexed events an exact-stream read may scan (+ one group)
 //!
 //! [engine]
 //! batch_size = 1000                  # events per call into a projector
@@ -183,6 +184,9 @@ pub struct LogSection {
     pub max_data_bytes: usize,
     /// The largest event `metadata`, in bytes.
     pub max_metadata_bytes: usize,
+    /// Events appended before the writer adds them to the stream index in one sorted
+    /// pass (see [`LogOptions::stream_index_chunk`]).
+    pub stream_index_chunk: u64,
 }
 
 impl Default for LogSection {
@@ -192,6 +196,7 @@ impl Default for LogSection {
             durability: DurabilitySetting::Full,
             max_data_bytes: defaults.max_data_bytes,
             max_metadata_bytes: defaults.max_metadata_bytes,
+            stream_index_chunk: defaults.stream_index_chunk,
         }
     }
 }
@@ -484,6 +489,7 @@ impl Config {
             },
             max_data_bytes: self.log.max_data_bytes,
             max_metadata_bytes: self.log.max_metadata_bytes,
+            stream_index_chunk: self.log.stream_index_chunk,
             ..LogOptions::default()
         }
     }

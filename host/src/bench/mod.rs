@@ -38,7 +38,8 @@
 //!   with nats-server processes; not part of the default run).
 //! - `levers`: issue 16's levers each off and on in one run (`--only levers`): read-ahead
 //!   and the sequential scan on replay, the stream-version cache on batched appends, and
-//!   the deferred stream index prototype (`stream_index.rs`) beside its references.
+//!   the log's deferred stream index at chunk 1 and at its default (`stream_index.rs`)
+//!   beside its references.
 //! - [`components`]: other builds of the workload given by path (`--component
 //!   balances-ts=…`): replay rate and ratio to native, size, compile time, cached cold
 //!   start, each checked against the native read model.
@@ -877,8 +878,8 @@ impl Harness<'_> {
         let mut prototypes = Vec::with_capacity(reps);
         for rep in 1..=reps {
             self.note(&format!(
-                "levers: {events} events in batches of {APPEND_BATCH_EVENTS}: one stream, the deferred stream index prototype with chunk 1 and {}, a minimal table (rep {rep}/{reps})",
-                stream_index::PROTOTYPE_CHUNK
+                "levers: {events} events in batches of {APPEND_BATCH_EVENTS}: one stream, the log's stream index with chunk 1 and {}, stream reads with a full tail and indexed, a minimal table (rep {rep}/{reps})",
+                crate::log::DEFAULT_STREAM_INDEX_CHUNK
             ));
             prototypes.push(stream_index::round(&path, &self.log_options, seed, events)?);
         }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -31,8 +31,10 @@ use tokio::sync::watch;
 use super::ids::IdGenerator;
 use super::query::{STREAM_HEAD_SQL, WRITE_STREAM_HEAD_SQL, get_u64, to_sql_int};
 use super::schema::sqlite_error;
+use super::stream_index::StreamIndexer;
 use super::{
     EventField, LogError, LogOptions, MAX_CACHED_STREAM_VERSIONS, MAX_NAME_CHARS, NewEvent,
+    STREAM_INDEX_IDLE_AFTER,
 };
 use crate::storage_fault::StorageFault;
 
@@ -152,6 +154,7 @@ pub(super) fn spawn_writer(
 ) -> Result<(mpsc::Sender<Job>, JoinHandle<()>), LogError> {
     let mirror = super::mirror::stored_position(&conn)
         .map_err(|source| sqlite_error(&path, "reading the mirror position", source))?;
+    let stream_index = StreamIndexer::open(&conn, &path, options)?;
     let (max_group_events, keep_versions) =
         (options.max_group_events, options.stream_version_cache);
     let replier = if options.reply_thread {
@@ -176,6 +179,7 @@ pub(super) fn spawn_writer(
                 ids: IdGenerator::new(),
                 mirror,
                 replier,
+                stream_index,
             };
             writer.run(&receiver);
         })
@@ -228,6 +232,8 @@ pub(super) struct Writer {
     /// The reply thread, when [`LogOptions::reply_thread`] is on: it wakes the appenders
     /// of a committed group while this thread starts on the next one.
     replier: Option<mpsc::Sender<Vec<(ReplyTo, Reply)>>>,
+    /// When to add the unindexed tail to the stream index (see `stream_index.rs`).
+    stream_index: StreamIndexer,
 }
 
 /// What a group transaction tracks while it runs.
@@ -247,7 +253,7 @@ impl Writer {
         // No waiting for stragglers: while one group waits for its fsync, the next one
         // queues up by itself. (Measured: yielding or lingering for the appenders of the
         // previous group made groups bigger but throughput lower.)
-        while let Some(job) = held_back.take().or_else(|| receiver.recv().ok()) {
+        while let Some(job) = held_back.take().or_else(|| self.next_job(receiver)) {
             let first = match job {
                 Job::Append(request) => request,
                 Job::Mirror(job) => {
@@ -271,6 +277,44 @@ impl Writer {
                 }
             }
             self.commit_group(&mut group);
+        }
+    }
+
+    /// Waits for the next job; `None` once every sender is gone and the queue is empty.
+    /// With a stream-index tail to write, an idle spell of [`STREAM_INDEX_IDLE_AFTER`]
+    /// (or the shutdown) is used to index it.
+    fn next_job(&mut self, receiver: &Receiver<Job>) -> Option<Job> {
+        if self.stream_index.idle_work() {
+            match receiver.recv_timeout(STREAM_INDEX_IDLE_AFTER) {
+                Ok(job) => return Some(job),
+                Err(RecvTimeoutError::Timeout) => self.index_tail(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.index_tail();
+                    return None;
+                }
+            }
+        }
+        receiver.recv().ok()
+    }
+
+    /// After a commit of this writer left the head at `head`: indexes the tail if it
+    /// has reached the chunk.
+    pub(super) fn index_tail_if_due(&mut self, head: u64) {
+        self.stream_index.committed(head);
+        if self.stream_index.due() {
+            self.index_tail();
+        }
+    }
+
+    /// Indexes the unindexed tail in its own transaction(s). A failure leaves the tail
+    /// as it was: reads stay exact (they scan it), and the next commit tries again.
+    fn index_tail(&mut self) {
+        if let Err(error) = self.stream_index.index_tail(&self.conn) {
+            tracing::warn!(
+                path = %self.path.display(),
+                %error,
+                "could not add the unindexed tail to the stream index; retrying after the next commit"
+            );
         }
     }
 
@@ -312,6 +356,7 @@ impl Writer {
                         }
                     }
                 }
+                self.index_tail_if_due(head);
             }
             Err(e) => {
                 // The rolled-back group may have cached versions it never committed.

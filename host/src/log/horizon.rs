@@ -14,6 +14,9 @@
 //! next version comes from its row in `streams` (schema 4), which removals never touch,
 //! so versions would not be reused even if every event of a stream were removed; keeping
 //! the newest event also keeps a stream's reads able to find where its versions end.
+//! Removing an event also deletes its `stream_index` entry (schema 5) in the same
+//! transaction; an event still in the unindexed tail has none, and is never indexed
+//! once gone.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +34,27 @@ pub const PRUNE_CHUNK_EVENTS: usize = 500;
 /// Free pages given back to the file system per incremental-vacuum step (4 MiB of 4 KiB
 /// pages), each step its own short write transaction.
 pub const VACUUM_STEP_PAGES: u64 = 1024;
+
+/// Event text of the streams in `[?1, ?2)`: indexed events through the stream index,
+/// then the unindexed tail (above the watermark) by offset.
+const PREFIX_RANGE_BYTES_SQL: &str = r#"SELECT
+    coalesce((SELECT sum(length(e.data) + coalesce(length(e.metadata), 0))
+      FROM streams AS s CROSS JOIN stream_index AS i ON i.stream = s.id
+        CROSS JOIN events AS e NOT INDEXED ON e."offset" = i."offset"
+      WHERE s.name >= ?1 AND s.name < ?2), 0)
+  + coalesce((SELECT sum(length(data) + coalesce(length(metadata), 0)) FROM events NOT INDEXED
+      WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
+        AND stream >= ?1 AND stream < ?2), 0)"#;
+
+/// [`PREFIX_RANGE_BYTES_SQL`] for the streams from `?1` on.
+const PREFIX_FROM_BYTES_SQL: &str = r#"SELECT
+    coalesce((SELECT sum(length(e.data) + coalesce(length(e.metadata), 0))
+      FROM streams AS s CROSS JOIN stream_index AS i ON i.stream = s.id
+        CROSS JOIN events AS e NOT INDEXED ON e."offset" = i."offset"
+      WHERE s.name >= ?1), 0)
+  + coalesce((SELECT sum(length(data) + coalesce(length(metadata), 0)) FROM events NOT INDEXED
+      WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
+        AND stream >= ?1), 0)"#;
 
 /// How far retention has removed events from the log, and what it removed. Read inside a
 /// reader's snapshot, so it always agrees with the events that reader sees.
@@ -145,15 +169,14 @@ impl Pruner {
     }
 
     /// Bytes of event text (data and metadata) in the streams starting with `prefix`.
-    /// Reads every such event: retention calls it once per pass and policy.
+    /// Reads every such event (the indexed ones through the stream index, then the
+    /// unindexed tail by offset): retention calls it once per pass and policy.
     pub fn prefix_bytes(&self, prefix: &str) -> Result<u64, LogError> {
         let upper = prefix_upper_bound(prefix);
         let sql = if upper.is_some() {
-            "SELECT coalesce(sum(length(data) + coalesce(length(metadata), 0)), 0) FROM events \
-             WHERE stream >= ?1 AND stream < ?2"
+            PREFIX_RANGE_BYTES_SQL
         } else {
-            "SELECT coalesce(sum(length(data) + coalesce(length(metadata), 0)), 0) FROM events \
-             WHERE stream >= ?1"
+            PREFIX_FROM_BYTES_SQL
         };
         let result = match &upper {
             Some(upper) => self.conn.query_row(sql, [prefix, upper], |r| get_u64(r, 0)),
@@ -211,15 +234,30 @@ impl Pruner {
         {
             let mut size = tx
                 .prepare_cached(
-                    r#"SELECT length(data) + coalesce(length(metadata), 0) FROM events WHERE "offset" = ?1"#,
+                    r#"SELECT length(data) + coalesce(length(metadata), 0), stream, stream_version
+                       FROM events WHERE "offset" = ?1"#,
                 )
                 .map_err(sqlite("measuring an event"))?;
             let mut delete = tx
                 .prepare_cached(r#"DELETE FROM events WHERE "offset" = ?1"#)
                 .map_err(sqlite("removing an event"))?;
+            // An event still in the unindexed tail has no entry: deleting none is right,
+            // and the writer's next pass will not index an event that is gone.
+            let mut unindex = tx
+                .prepare_cached(
+                    "DELETE FROM stream_index \
+                     WHERE stream = (SELECT id FROM streams WHERE name = ?1) AND version = ?2",
+                )
+                .map_err(sqlite("removing an event's stream index entry"))?;
             for &offset in offsets {
-                let Some(length) = size
-                    .query_row([to_sql_int(offset)], |row| get_u64(row, 0))
+                let Some((length, stream, version)) = size
+                    .query_row([to_sql_int(offset)], |row| {
+                        Ok((
+                            get_u64(row, 0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
+                    })
                     .optional()
                     .map_err(sqlite("measuring an event"))?
                 else {
@@ -228,6 +266,9 @@ impl Pruner {
                 delete
                     .execute([to_sql_int(offset)])
                     .map_err(sqlite("removing an event"))?;
+                unindex
+                    .execute(rusqlite::params![stream, version])
+                    .map_err(sqlite("removing an event's stream index entry"))?;
                 removed += 1;
                 bytes += length;
                 through = through.max(offset);

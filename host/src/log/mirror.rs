@@ -149,6 +149,8 @@ impl Writer {
         };
         // The caller may have gone away (shutdown); the commit stands either way.
         let _ = job.reply.send(result);
+        let head = *self.head.borrow();
+        self.index_tail_if_due(head);
     }
 
     fn start_mirror(&mut self, source: String, position: u64) -> Result<(), LogError> {

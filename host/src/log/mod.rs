@@ -29,6 +29,8 @@
 //! - `append.rs`: validation and the group-committing writer thread.
 //! - `ids.rs`: generated UUID v7 event ids.
 //! - `query.rs`: [`ReadQuery`] and how each filter maps to an index.
+//! - `stream_index.rs`: the deferred stream index: `(stream, version) -> offset`,
+//!   written by the writer in sorted chunks, and its watermark.
 //! - `read.rs`: [`EventIter`], counts and the [`LogReader`] replay path.
 //! - `mirror.rs`: the log as a cluster node's mirror: [`EventLog::apply_ordered`]
 //!   applies already-ordered, replicated requests; local appends are then refused.
@@ -54,6 +56,7 @@ mod options;
 mod query;
 mod read;
 mod schema;
+mod stream_index;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,9 +77,10 @@ pub use model::{
 pub use options::{
     DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_CHECKPOINT_PAGES,
     DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES,
-    DENSITY_SAMPLE_OFFSETS, Durability, LogOptions, MAX_BATCH_SIZE, MAX_CACHED_STREAM_VERSIONS,
-    MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS, READER_CACHE_SIZE_KIB, SCAN_WINDOW,
-    SEQUENTIAL_SCAN_MIN_DENSITY,
+    DEFAULT_STREAM_INDEX_CHUNK, DENSITY_SAMPLE_OFFSETS, Durability, LogOptions, MAX_BATCH_SIZE,
+    MAX_CACHED_STREAM_VERSIONS, MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS,
+    READER_CACHE_SIZE_KIB, SCAN_WINDOW, SEQUENTIAL_SCAN_MIN_DENSITY, STREAM_INDEX_IDLE_AFTER,
+    STREAM_INDEX_PIECE_EVENTS,
 };
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};

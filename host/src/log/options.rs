@@ -17,8 +17,9 @@ pub const DEFAULT_MAX_METADATA_BYTES: usize = 64 * 1024;
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default page-cache size per connection, in KiB (an upper bound, allocated on demand).
-/// Appends update four indexes; a cache that holds their right edges and upper levels keeps
-/// writes off the disk until commit.
+/// Appends update three indexes of `events` and the `streams` table (the stream index is
+/// written in chunks); a cache that holds their right edges and upper levels keeps writes
+/// off the disk until commit.
 pub const DEFAULT_CACHE_SIZE_KIB: u32 = 64 * 1024;
 
 /// Page-cache size of each read connection, in KiB (at most
@@ -41,6 +42,21 @@ pub const DEFAULT_CHECKPOINT_PAGES: u32 = 16 * 1024;
 /// request is never split, so a single larger batch still commits alone; the cap only
 /// bounds how long the requests that came first wait for the ones that came later.
 pub const DEFAULT_MAX_GROUP_EVENTS: usize = 16 * 1024;
+
+/// Default of [`LogOptions::stream_index_chunk`]. At 1000 streams a chunk writes about
+/// 16 index entries per leaf page instead of about 1.6 per commit, and an exact-stream
+/// read scans at most this many unindexed events (plus one group) by offset.
+pub const DEFAULT_STREAM_INDEX_CHUNK: u64 = 16 * 1024;
+
+/// How long the writer waits with nothing to do before it indexes the unindexed tail (see
+/// [`LogOptions::stream_index_when_idle`]), so a quiet log is fully indexed soon after
+/// its last append. Long enough that a steady stream of appends never triggers it.
+pub const STREAM_INDEX_IDLE_AFTER: Duration = Duration::from_millis(100);
+
+/// The most events one stream-index transaction indexes: a tail far behind (a log
+/// opened after a writer was killed between chunks, or written with a huge chunk) is
+/// indexed in transactions of this size, so appends waiting on the lock wait briefly.
+pub const STREAM_INDEX_PIECE_EVENTS: u64 = 64 * 1024;
 
 /// The longest stream name, event type or client-supplied id, in characters. Names are
 /// keys in several indexes and show up in logs and terminals; they are not payload.
@@ -134,6 +150,16 @@ pub struct LogOptions {
     /// while the writer starts on the next group. Default on; `refract bench` turns it
     /// off to measure it.
     pub reply_thread: bool,
+    /// Unindexed events after which the writer adds them to the stream index, in one
+    /// sorted pass (see `stream_index.rs`): the bound on the tail an exact-stream read
+    /// scans by offset, give or take one group. 1 indexes after every group (the cost of
+    /// a per-commit index, which `refract bench` measures). Default
+    /// [`DEFAULT_STREAM_INDEX_CHUNK`].
+    pub stream_index_chunk: u64,
+    /// Whether the writer also indexes the tail once it has been idle for
+    /// [`STREAM_INDEX_IDLE_AFTER`], and when it shuts down. Default on; tests turn it
+    /// off to keep a tail unindexed.
+    pub stream_index_when_idle: bool,
 }
 
 impl Default for LogOptions {
@@ -149,6 +175,8 @@ impl Default for LogOptions {
             stream_version_cache: true,
             checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
             reply_thread: true,
+            stream_index_chunk: DEFAULT_STREAM_INDEX_CHUNK,
+            stream_index_when_idle: true,
         }
     }
 }

@@ -10,10 +10,16 @@
 //! | time range | two probes on `recorded_at` turn it into an offset range | O(log n) once |
 //! | types | `(type, offset)`: one ordered, limited probe per type, merged | O(types × page) |
 //! | types matching most rows (replay) | rowid range, type checked per row | O(window) |
-//! | exact stream | `(stream, stream_version)`: offsets become versions by binary search | O(page) |
+//! | exact stream | `stream_index` up to its watermark, then the unindexed tail by offset: offsets become versions by binary search | O(page + tail) |
 //! | stream prefixes | rowid range, prefix checked per row | O(window) |
 //! | types + prefixes | `(type, offset)`, prefix checked per row | O(types × window) |
-//! | stream + types | `(stream, stream_version)`, type checked per row | O(window) |
+//! | stream + types | `stream_index` and the tail, type checked per row | O(window + tail) |
+//!
+//! The tail is what the writer has not indexed yet (see `stream_index.rs`): fewer than
+//! [`LogOptions::stream_index_chunk`](super::LogOptions::stream_index_chunk) events plus
+//! one group while a writer runs. Each statement reads the watermark itself, so the index
+//! and the tail always come from one snapshot. A page reads the tail only when the
+//! indexed part leaves it short and its versions reach past the indexed ones.
 //!
 //! `recorded_at` never decreases along offsets (the writer makes sure of it), which is what
 //! lets a time range become an offset range.
@@ -21,6 +27,7 @@
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::model::ceil_micros;
+use super::stream_index::{INDEXED_THROUGH_SQL, indexed_through};
 use super::{LogError, MAX_FILTER_TERMS};
 
 /// Which events to read. `ReadQuery::default()` is the whole log.
@@ -68,18 +75,33 @@ pub enum StreamFilter {
 /// The column list every event query selects, in the order [`super::read`] decodes it.
 const COLUMNS: &str = r#""offset", id, stream, stream_version, type, data, metadata, recorded_at"#;
 
+/// [`COLUMNS`] of `events AS e` joined to the stream index.
+const JOINED_COLUMNS: &str =
+    r#"e."offset", e.id, e.stream, e.stream_version, e.type, e.data, e.metadata, e.recorded_at"#;
+
 /// `sql` (a [`Plan`]'s page query) selecting an empty id unless `id`, and no metadata
 /// unless `metadata`, in place of those columns: a reader that needs neither does not
 /// read them from the rows (see [`LogReader::read_optional_columns`]).
 ///
 /// [`LogReader::read_optional_columns`]: super::LogReader::read_optional_columns
 pub(super) fn with_optional_columns(sql: &str, id: bool, metadata: bool) -> String {
-    let columns = format!(
-        r#""offset", {}, stream, stream_version, type, data, {}, recorded_at"#,
+    let (id, metadata) = (
         if id { "id" } else { "''" },
-        if metadata { "metadata" } else { "NULL" }
+        if metadata { "metadata" } else { "NULL" },
     );
-    sql.replacen(COLUMNS, &columns, 1)
+    let columns =
+        format!(r#""offset", {id}, stream, stream_version, type, data, {metadata}, recorded_at"#);
+    let joined = format!(
+        r#"e."offset", {}, e.stream, e.stream_version, e.type, e.data, {}, e.recorded_at"#,
+        if id == "id" { "e.id" } else { id },
+        if metadata == "metadata" {
+            "e.metadata"
+        } else {
+            metadata
+        }
+    );
+    sql.replace(COLUMNS, &columns)
+        .replace(JOINED_COLUMNS, &joined)
 }
 
 /// The first event recorded at or after `?1` (µs): events are in time order, so every
@@ -99,35 +121,69 @@ pub(super) const STREAM_HEAD_SQL: &str = "SELECT version FROM streams WHERE name
 pub(super) const WRITE_STREAM_HEAD_SQL: &str = "INSERT INTO streams (name, version) VALUES (?1, ?2) \
     ON CONFLICT (name) DO UPDATE SET version = excluded.version";
 
-/// The newest version of stream `?1` that is still in the log.
-pub(super) const STREAM_VERSION_SQL: &str = "SELECT stream_version FROM events INDEXED BY events_stream_version \
-    WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1";
+/// The id and head version of stream `?1`. The head is the newest version still in the
+/// log too: retention never removes a stream's newest event.
+const STREAM_ID_VERSION_SQL: &str = "SELECT id, version FROM streams WHERE name = ?1";
 
-/// The offset of version `?2` of stream `?1` or, if retention removed it, of the next
-/// version still there (the stream's newest version always is).
-const VERSION_OFFSET_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_stream_version
-    WHERE stream = ?1 AND stream_version >= ?2 ORDER BY stream_version LIMIT 1"#;
+/// The newest indexed version of the stream with id `?1`.
+const INDEXED_MAX_VERSION_SQL: &str =
+    "SELECT version FROM stream_index WHERE stream = ?1 ORDER BY version DESC LIMIT 1";
 
-/// Events of stream `?1` with versions in `[?2, ?3]` and type `?4`.
-const COUNT_STREAM_TYPE_SQL: &str = "SELECT count(*) FROM events INDEXED BY events_stream_version \
-    WHERE stream = ?1 AND stream_version BETWEEN ?2 AND ?3 AND type = ?4";
+/// The offset of indexed version `?2` of the stream with id `?1` or, if retention
+/// removed it, of the next indexed version still there.
+const INDEXED_VERSION_OFFSET_SQL: &str = r#"SELECT "offset" FROM stream_index
+    WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT 1"#;
+
+/// The version of the first event of stream `?2` at or after offset `?1`, which is
+/// above the watermark: a scan of the tail by offset.
+const TAIL_FIRST_VERSION_SQL: &str = r#"SELECT stream_version FROM events NOT INDEXED
+    WHERE "offset" >= ?1 AND stream = ?2 ORDER BY "offset" LIMIT 1"#;
+
+/// The version of the last event of stream `?3` with an offset in `(?1, ?2]`, `?1` the
+/// watermark: a scan of the tail by offset.
+const TAIL_LAST_VERSION_SQL: &str = r#"SELECT stream_version FROM events NOT INDEXED
+    WHERE "offset" > ?1 AND "offset" <= ?2 AND stream = ?3 ORDER BY "offset" DESC LIMIT 1"#;
+
+/// Events of stream `?1` with versions in `[?2, ?3]` and type `?4`: indexed, then in
+/// the tail.
+const COUNT_STREAM_TYPE_SQL: &str = r#"SELECT
+    (SELECT count(*) FROM stream_index AS i CROSS JOIN events AS e NOT INDEXED ON e."offset" = i."offset"
+      WHERE i.stream = (SELECT id FROM streams WHERE name = ?1)
+        AND i.version BETWEEN ?2 AND ?3 AND e.type = ?4)
+  + (SELECT count(*) FROM events NOT INDEXED
+      WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
+        AND stream = ?1 AND stream_version BETWEEN ?2 AND ?3 AND type = ?4)"#;
 
 /// Events of stream `?1` with versions in `[?2, ?3]` (versions may have gaps once
-/// retention removed some).
-const COUNT_STREAM_VERSIONS_SQL: &str = "SELECT count(*) FROM events INDEXED BY events_stream_version \
-    WHERE stream = ?1 AND stream_version BETWEEN ?2 AND ?3";
+/// retention removed some): indexed, then in the tail.
+const COUNT_STREAM_VERSIONS_SQL: &str = r#"SELECT
+    (SELECT count(*) FROM stream_index
+      WHERE stream = (SELECT id FROM streams WHERE name = ?1) AND version BETWEEN ?2 AND ?3)
+  + (SELECT count(*) FROM events NOT INDEXED
+      WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
+        AND stream = ?1 AND stream_version BETWEEN ?2 AND ?3)"#;
 
 /// Events with offsets in `[?1, ?2]` (offsets may have gaps once retention removed some).
 const COUNT_OFFSET_RANGE_SQL: &str =
     r#"SELECT count(*) FROM events WHERE "offset" BETWEEN ?1 AND ?2"#;
 
-/// Events of streams in `[?1, ?2)` with offsets in `[?3, ?4]`.
-const COUNT_STREAM_RANGE_SQL: &str = r#"SELECT count(*) FROM events INDEXED BY events_stream_version
-    WHERE stream >= ?1 AND stream < ?2 AND "offset" BETWEEN ?3 AND ?4"#;
+/// Events of streams in `[?1, ?2)` with offsets in `[?3, ?4]`: the streams' indexed
+/// entries in the range (every one of them is at or below the watermark), then the
+/// tail above the watermark.
+const COUNT_STREAM_RANGE_SQL: &str = r#"SELECT
+    (SELECT count(*) FROM streams AS s CROSS JOIN stream_index AS i ON i.stream = s.id
+      WHERE s.name >= ?1 AND s.name < ?2 AND i."offset" BETWEEN ?3 AND ?4)
+  + (SELECT count(*) FROM events NOT INDEXED
+      WHERE "offset" > max((SELECT indexed_through FROM stream_indexed WHERE singleton = 1), ?3 - 1)
+        AND "offset" <= ?4 AND stream >= ?1 AND stream < ?2)"#;
 
-/// Events of streams from `?1` on with offsets in `[?2, ?3]`.
-const COUNT_STREAM_FROM_SQL: &str = r#"SELECT count(*) FROM events INDEXED BY events_stream_version
-    WHERE stream >= ?1 AND "offset" BETWEEN ?2 AND ?3"#;
+/// Events of streams from `?1` on with offsets in `[?2, ?3]`, as above.
+const COUNT_STREAM_FROM_SQL: &str = r#"SELECT
+    (SELECT count(*) FROM streams AS s CROSS JOIN stream_index AS i ON i.stream = s.id
+      WHERE s.name >= ?1 AND i."offset" BETWEEN ?2 AND ?3)
+  + (SELECT count(*) FROM events NOT INDEXED
+      WHERE "offset" > max((SELECT indexed_through FROM stream_indexed WHERE singleton = 1), ?2 - 1)
+        AND "offset" <= ?3 AND stream >= ?1)"#;
 
 /// What a page query's cursor counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,18 +257,37 @@ impl Plan {
         let mut scan_sql = None;
         let (key, windowed) = if let Some(stream) = &stream {
             params.push(stream.clone());
-            sql.push_str(&format!(
-                "SELECT {COLUMNS} FROM events INDEXED BY events_stream_version \
-                 WHERE stream = ?4 AND stream_version > ?1 AND stream_version <= ?2"
-            ));
-            if !types.is_empty() {
+            let (indexed_types, tail_types) = if types.is_empty() {
+                (String::new(), String::new())
+            } else {
                 let first = params.len() + 4;
                 params.extend(types.iter().cloned());
-                sql.push_str(" AND type IN (");
-                push_placeholders(&mut sql, first, types.len());
-                sql.push(')');
-            }
-            sql.push_str(" ORDER BY stream_version LIMIT ?3");
+                let mut placeholders = String::new();
+                push_placeholders(&mut placeholders, first, types.len());
+                (
+                    format!(" AND e.type IN ({placeholders})"),
+                    format!(" AND type IN ({placeholders})"),
+                )
+            };
+            // The indexed versions first, in key order, then the tail's, which are all
+            // newer, in offset order (= version order within a stream). UNION ALL with a
+            // LIMIT stops as soon as the page is full, so the tail is scanned only by a
+            // page that reaches past the indexed versions (the constant term below
+            // skips it when the page's range ends inside them).
+            sql.push_str(&format!(
+                r#"SELECT * FROM (SELECT {JOINED_COLUMNS}
+                     FROM stream_index AS i CROSS JOIN events AS e NOT INDEXED ON e."offset" = i."offset"
+                     WHERE i.stream = (SELECT id FROM streams WHERE name = ?4)
+                       AND i.version > ?1 AND i.version <= ?2{indexed_types})
+                   UNION ALL
+                   SELECT * FROM (SELECT {COLUMNS} FROM events NOT INDEXED
+                     WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
+                       AND stream = ?4 AND stream_version > ?1 AND stream_version <= ?2{tail_types}
+                       AND ?2 > coalesce((SELECT version FROM stream_index
+                         WHERE stream = (SELECT id FROM streams WHERE name = ?4)
+                         ORDER BY version DESC LIMIT 1), 0))
+                   LIMIT ?3"#
+            ));
             (Key::Version, !types.is_empty())
         } else {
             let residual = prefix_condition(&prefixes, 4, &mut params);
@@ -415,8 +490,17 @@ impl Plan {
             all.push(LAST_BEFORE_SQL.to_owned());
         }
         if self.stream.is_some() {
-            all.push(STREAM_VERSION_SQL.to_owned());
-            all.push(VERSION_OFFSET_SQL.to_owned());
+            all.extend(
+                [
+                    STREAM_ID_VERSION_SQL,
+                    INDEXED_THROUGH_SQL,
+                    INDEXED_MAX_VERSION_SQL,
+                    INDEXED_VERSION_OFFSET_SQL,
+                    TAIL_FIRST_VERSION_SQL,
+                    TAIL_LAST_VERSION_SQL,
+                ]
+                .map(str::to_owned),
+            );
         }
         all.push(self.sql.clone());
         all.extend(self.scan_sql.clone());
@@ -426,6 +510,7 @@ impl Plan {
             self.prefixes.is_empty(),
         ) {
             (Some(_), false, _) => all.push(COUNT_STREAM_TYPE_SQL.to_owned()),
+            (Some(_), true, _) => all.push(COUNT_STREAM_VERSIONS_SQL.to_owned()),
             (None, true, false) => {
                 all.push(COUNT_STREAM_RANGE_SQL.to_owned());
                 all.push(COUNT_STREAM_FROM_SQL.to_owned());
@@ -449,7 +534,7 @@ fn push_placeholders(sql: &mut String, first: usize, count: usize) {
 
 /// The residual stream-prefix condition (` AND (...)`, or empty), adding its parameters
 /// to `params`, whose first element is SQL parameter `?first`. `+stream` keeps SQLite from
-/// using the stream index for it: the plan has already chosen its driving index.
+/// using any index for it: the plan has already chosen its driving index.
 fn prefix_condition(
     prefixes: &[(String, Option<String>)],
     first: usize,
@@ -570,9 +655,10 @@ fn offset_bounds(
     Ok((lo <= hi).then_some((lo, hi)))
 }
 
-/// Turns the offset range `[lo, hi]` into the versions of `stream` inside it. Offsets grow
-/// with versions within a stream, so a binary search over versions (each probe one lookup
-/// in the unique `(stream, stream_version)` index) finds both ends in O(log² n).
+/// Turns the offset range `[lo, hi]` into the versions of `stream` inside it. Offsets
+/// grow with versions within a stream. Over the indexed versions a binary search (each
+/// probe one lookup in `stream_index`) finds an end in O(log² n); an end in the tail
+/// (above the watermark, `through`) is found by one bounded scan of it by offset.
 fn version_bounds(
     conn: &Connection,
     stream: &str,
@@ -580,28 +666,52 @@ fn version_bounds(
     hi: u64,
     head: u64,
 ) -> rusqlite::Result<Option<Span>> {
-    let max_version: Option<u64> = conn
-        .prepare_cached(STREAM_VERSION_SQL)?
-        .query_row([stream], |row| get_u64(row, 0))
+    let found: Option<(i64, u64)> = conn
+        .prepare_cached(STREAM_ID_VERSION_SQL)?
+        .query_row([stream], |row| Ok((row.get(0)?, get_u64(row, 1)?)))
         .optional()?;
-    let Some(max_version) = max_version else {
+    let Some((id, max_version)) = found else {
         return Ok(None);
     };
+    let through = indexed_through(conn)?;
+    let indexed_max: Option<u64> = conn
+        .prepare_cached(INDEXED_MAX_VERSION_SQL)?
+        .query_row([id], |row| get_u64(row, 0))
+        .optional()?;
+    // Every version below this is indexed; every version of the tail is at or above it.
+    let past_indexed = indexed_max.map_or(1, |max| max + 1);
     let offset_of = |version: u64| -> rusqlite::Result<u64> {
-        conn.prepare_cached(VERSION_OFFSET_SQL)?
-            .query_row((stream, to_sql_int(version)), |row| get_u64(row, 0))
+        conn.prepare_cached(INDEXED_VERSION_OFFSET_SQL)?
+            .query_row((id, to_sql_int(version)), |row| get_u64(row, 0))
     };
     // The first version whose offset is >= lo.
     let first = if lo <= 1 {
         1
+    } else if lo <= through {
+        // If no indexed version is at or after `lo`, the tail's versions all are.
+        partition_point(1, past_indexed, |v| Ok(offset_of(v)? < lo))?
     } else {
-        partition_point(1, max_version + 1, |v| Ok(offset_of(v)? < lo))?
+        let first_in_tail: Option<u64> = conn
+            .prepare_cached(TAIL_FIRST_VERSION_SQL)?
+            .query_row((to_sql_int(lo), stream), |row| get_u64(row, 0))
+            .optional()?;
+        first_in_tail.unwrap_or(max_version + 1)
     };
     // One past the last version whose offset is <= hi.
     let past_last = if hi >= head {
         max_version + 1
+    } else if hi > through {
+        let last_in_tail: Option<u64> = conn
+            .prepare_cached(TAIL_LAST_VERSION_SQL)?
+            .query_row((to_sql_int(through), to_sql_int(hi), stream), |row| {
+                get_u64(row, 0)
+            })
+            .optional()?;
+        last_in_tail.map_or(past_indexed, |last| last + 1)
     } else {
-        partition_point(first, max_version + 1, |v| Ok(offset_of(v)? <= hi))?
+        partition_point(first.min(past_indexed), past_indexed, |v| {
+            Ok(offset_of(v)? <= hi)
+        })?
     };
     Ok((first < past_last).then_some(Span {
         cursor: first - 1,

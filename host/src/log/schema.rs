@@ -83,6 +83,32 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO streams (name, version)
         SELECT stream, max(stream_version) FROM events GROUP BY stream ORDER BY min("offset");
     "#,
+    // 5: the deferred stream index (see `stream_index.rs`). The UNIQUE
+    // `events_stream_version` index dirtied a leaf page per stream per commit; instead,
+    // `(stream id, version) -> offset` is written in sorted chunks, and the watermark
+    // says how far: events above it (the tail) are found by a bounded scan by offset.
+    // Versions stay unique per stream without the UNIQUE index: the writer assigns them
+    // from `streams.version` inside its write transaction (one writer at a time, in any
+    // process), and the index's primary key refuses a duplicate when it is indexed.
+    // Filled from the events already here, so a migrated log starts fully indexed.
+    r#"
+    DROP INDEX events_stream_version;
+    CREATE TABLE stream_index (
+        stream    INTEGER NOT NULL, -- streams.id
+        version   INTEGER NOT NULL,
+        "offset"  INTEGER NOT NULL,
+        PRIMARY KEY (stream, version)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE stream_indexed (
+        singleton       INTEGER PRIMARY KEY CHECK (singleton = 1),
+        indexed_through INTEGER NOT NULL -- every event at or below this offset is indexed
+    ) STRICT;
+    INSERT INTO stream_index (stream, version, "offset")
+        SELECT s.id, e.stream_version, e."offset"
+        FROM events AS e NOT INDEXED CROSS JOIN streams AS s ON s.name = e.stream
+        ORDER BY 1, 2;
+    INSERT INTO stream_indexed VALUES (1, (SELECT coalesce(max("offset"), 0) FROM events));
+    "#,
 ];
 
 /// The first 16 bytes of every SQLite 3 database file.

@@ -216,13 +216,7 @@ impl StreamSnapshots {
             .optional()
             .map_err(&sqlite)?;
         let after = snapshot.as_ref().map_or(0, |(version, _, _)| *version);
-        let mut statement = tx
-            .prepare(
-                r#"SELECT "offset", id, stream, stream_version, type, data, metadata, recorded_at
-                     FROM events WHERE stream = ?1 AND stream_version > ?2
-                    ORDER BY stream_version LIMIT ?3"#,
-            )
-            .map_err(&sqlite)?;
+        let mut statement = tx.prepare(STREAM_EVENTS_AFTER_SQL).map_err(&sqlite)?;
         let limit = i64::try_from(MAX_LOAD_EVENTS + 1).unwrap_or(i64::MAX);
         let mut events: Vec<Event> = statement
             .query_map(params![stream, after, limit], |row| {
@@ -311,14 +305,31 @@ impl StreamSnapshots {
         let conn = open_read_only(&self.events_db).map_err(&sqlite)?;
         let head: Option<i64> = conn
             .query_row(
-                "SELECT max(stream_version) FROM events WHERE stream = ?1",
+                "SELECT version FROM streams WHERE name = ?1",
                 [stream],
                 |row| row.get(0),
             )
+            .optional()
             .map_err(&sqlite)?;
         Ok(head.map_or(0, to_u64))
     }
 }
+
+/// The events of stream `?1` after version `?2`, at most `?3`, in version order: the
+/// log's stream index up to its watermark, then the unindexed tail above it by offset
+/// (the log's schema 5; see `crate::log`'s `stream_index.rs`). UNION ALL with a LIMIT
+/// reads the tail only when the indexed events leave the page short.
+const STREAM_EVENTS_AFTER_SQL: &str = r#"
+    SELECT * FROM (SELECT e."offset", e.id, e.stream, e.stream_version, e.type, e.data,
+                          e.metadata, e.recorded_at
+        FROM stream_index AS i CROSS JOIN events AS e NOT INDEXED ON e."offset" = i."offset"
+        WHERE i.stream = (SELECT id FROM streams WHERE name = ?1) AND i.version > ?2)
+    UNION ALL
+    SELECT * FROM (SELECT "offset", id, stream, stream_version, type, data, metadata, recorded_at
+        FROM events NOT INDEXED
+        WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
+          AND stream = ?1 AND stream_version > ?2)
+    LIMIT ?3"#;
 
 fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
