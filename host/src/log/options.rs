@@ -134,6 +134,10 @@ pub struct LogOptions {
     /// while the writer starts on the next group. Default on; `refract bench` turns it
     /// off to measure it.
     pub reply_thread: bool,
+    /// Whether a group commit of several requests is first written without a savepoint
+    /// per request, and written again with savepoints only if one of its requests fails
+    /// (see `append.rs`). Default on; `refract bench` turns it off to measure it.
+    pub optimistic_groups: bool,
 }
 
 impl Default for LogOptions {
@@ -149,6 +153,7 @@ impl Default for LogOptions {
             stream_version_cache: true,
             checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
             reply_thread: true,
+            optimistic_groups: true,
         }
     }
 }
