@@ -699,9 +699,12 @@ mod tests {
             .collect()
     }
 
+    /// Pairs of a stream and a version.
+    type Versions = Vec<(String, u64)>;
+
     /// `(stream, stream_version)` of every event in offset order, and `streams`' heads.
-    fn stored(writer: &Writer) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
-        let rows = |sql: &str| -> Vec<(String, u64)> {
+    fn stored(writer: &Writer) -> (Versions, Versions) {
+        let rows = |sql: &str| -> Versions {
             let mut statement = writer.conn.prepare(sql).expect("prepare");
             statement
                 .query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))
@@ -749,7 +752,7 @@ mod tests {
             );
             assert_eq!(replies[2].as_ref().ok(), Some(&vec![2, 3]), "{optimistic}");
             let (events, heads) = stored(&writer);
-            let owned = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            let owned = |pairs: &[(&str, u64)]| -> Versions {
                 pairs.iter().map(|(s, v)| ((*s).to_owned(), *v)).collect()
             };
             assert_eq!(events, owned(&[("a", 1), ("a", 2), ("c", 1)]));
