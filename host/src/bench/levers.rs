@@ -9,7 +9,8 @@
 //!   started over at every group (as before issue 16); WAL checkpoints every
 //!   [`LogOptions::checkpoint_pages`] pages, or every 1000 (SQLite's default, as before).
 //! - Single-event appends from 16 threads: the reply thread, or the writer waking every
-//!   appender itself; larger checkpoints, or SQLite's default.
+//!   appender itself; larger checkpoints, or SQLite's default; groups written whole
+//!   first ([`LogOptions::optimistic_groups`]), or with a savepoint per request always.
 //! - The contract ([`contract_round`]): the same `balances` source built for
 //!   `refract:projector@0.1.0` (writes as `execute-batch`), for 0.2.0 reading every
 //!   field (packed writes on), and for 0.2.0 reading neither ids nor metadata (packed
@@ -144,9 +145,15 @@ pub struct SingleLevers {
     pub reply_thread_off: f64,
     /// Checkpoints every [`SQLITE_CHECKPOINT_PAGES`] (SQLite's default).
     pub checkpoints_off: f64,
+    /// Every group of several requests written with a savepoint per request (as before
+    /// [`LogOptions::optimistic_groups`]).
+    pub optimistic_groups_off: f64,
 }
 
-/// One repetition of single-event appends in the three settings, in an order that
+/// Single-event settings of [`single_round`].
+const SINGLE_SETTINGS: usize = 4;
+
+/// One repetition of single-event appends in the four settings, in an order that
 /// rotates with `rep`.
 pub fn single_round(
     path: &Path,
@@ -156,10 +163,11 @@ pub fn single_round(
     rep: usize,
 ) -> Result<SingleLevers> {
     let mut levers = SingleLevers::default();
-    for turn in 0..3 {
-        let setting = (rep + turn) % 3;
+    for turn in 0..SINGLE_SETTINGS {
+        let setting = (rep + turn) % SINGLE_SETTINGS;
         let options = LogOptions {
             reply_thread: setting != 1,
+            optimistic_groups: setting != 3,
             checkpoint_pages: if setting == 2 {
                 SQLITE_CHECKPOINT_PAGES
             } else {
@@ -171,7 +179,8 @@ pub fn single_round(
         match setting {
             0 => levers.all_on = eps,
             1 => levers.reply_thread_off = eps,
-            _ => levers.checkpoints_off = eps,
+            2 => levers.checkpoints_off = eps,
+            _ => levers.optimistic_groups_off = eps,
         }
     }
     append::remove_log(path)?;

@@ -927,7 +927,7 @@ impl Harness<'_> {
         let mut singles = Vec::with_capacity(reps);
         for rep in 1..=reps {
             self.note(&format!(
-                "levers: {single_events} single events from {SINGLE_APPEND_THREADS} threads, reply thread and larger checkpoints each off (rep {rep}/{reps})"
+                "levers: {single_events} single events from {SINGLE_APPEND_THREADS} threads, reply thread, larger checkpoints and optimistic groups each off (rep {rep}/{reps})"
             ));
             singles.push(levers::single_round(
                 &path,
@@ -951,6 +951,12 @@ impl Harness<'_> {
                 "events/s",
                 0,
                 pick(|r| r.checkpoints_off),
+            ),
+            Figure::measured(
+                "lever_single_optimistic_groups_off_eps",
+                "events/s",
+                0,
+                pick(|r| r.optimistic_groups_off),
             ),
         ]);
         let _ = std::fs::remove_dir_all(&dir);

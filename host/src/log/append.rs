@@ -3,9 +3,9 @@
 //! One thread owns the only write connection of an [`EventLog`](super::EventLog).
 //! Appenders validate their batch on their own thread (so JSON checking runs in parallel),
 //! send it over a channel and block on the reply. The writer takes everything queued, up
-//! to [`LogOptions::max_group_events`], into ONE `BEGIN IMMEDIATE` transaction, runs each
-//! request inside its own SAVEPOINT (a request that fails is rolled back alone; a lone
-//! request needs none), commits once (one fsync for the whole group), then replies to
+//! to [`LogOptions::max_group_events`], into ONE `BEGIN IMMEDIATE` transaction, writes
+//! every request (a request that fails is rolled back alone: the group is then written
+//! again with a SAVEPOINT per request, see `Writer::write_group`), commits once (one fsync for the whole group), then replies to
 //! every request and publishes the new head. While it waits for the disk, the next group queues up by itself, so the more
 //! appenders there are, the bigger the groups and the fewer fsyncs per event.
 //!
@@ -155,8 +155,11 @@ pub(super) fn spawn_writer(
     let mirror = super::mirror::stored_position(&conn)
         .map_err(|source| sqlite_error(&path, "reading the mirror position", source))?;
     let stream_index = StreamIndexer::open(&conn, &path, options)?;
-    let (max_group_events, keep_versions) =
-        (options.max_group_events, options.stream_version_cache);
+    let (max_group_events, keep_versions, optimistic_groups) = (
+        options.max_group_events,
+        options.stream_version_cache,
+        options.optimistic_groups,
+    );
     let replier = if options.reply_thread {
         Some(spawn_replier(&path)?)
     } else {
@@ -180,6 +183,8 @@ pub(super) fn spawn_writer(
                 mirror,
                 replier,
                 stream_index,
+                optimistic_groups,
+                savepoint_groups_left: 0,
             };
             writer.run(&receiver);
         })
@@ -234,7 +239,22 @@ pub(super) struct Writer {
     replier: Option<mpsc::Sender<Vec<(ReplyTo, Reply)>>>,
     /// When to add the unindexed tail to the stream index (see `stream_index.rs`).
     stream_index: StreamIndexer,
+    /// [`LogOptions::optimistic_groups`]: whether a group is first written without a
+    /// savepoint per request.
+    optimistic_groups: bool,
+    /// Groups still to be written with savepoints straight away, after a failed
+    /// whole-group attempt (see [`SAVEPOINT_GROUPS_AFTER_FAILURE`]).
+    savepoint_groups_left: u32,
 }
+
+/// What a committed group transaction returns: one reply per request, the head before
+/// the group and the head after it.
+type GroupOutcome = (Vec<Reply>, u64, u64);
+
+/// Groups written with a savepoint per request, straight away, after a group whose
+/// whole-group attempt failed (see [`Writer::write_group`]): conflicts tend to come in
+/// runs (clients racing on one stream), and each failed attempt is work done twice.
+pub(super) const SAVEPOINT_GROUPS_AFTER_FAILURE: u32 = 16;
 
 /// What a group transaction tracks while it runs.
 pub(super) struct GroupState {
@@ -382,28 +402,60 @@ impl Writer {
     /// Runs the group's transaction. `Err` means the group as a whole failed and nothing
     /// was committed; a single request's failure is an `Err` inside the returned replies.
     ///
+    /// A group is first written whole, without a savepoint per request (a savepoint is
+    /// not free: SQLite copies each page into the statement journal before its first
+    /// change inside it, and every request of a group changes the same right-edge pages
+    /// again). Only if one of its requests fails is the whole transaction rolled back
+    /// and the group written again with a savepoint per request, so the failing request
+    /// rolls back alone. That redo costs at most the failed attempt's work once more;
+    /// after one, the next [`SAVEPOINT_GROUPS_AFTER_FAILURE`] groups go straight to
+    /// savepoints, so a stream of conflicting requests does not pay it group after group.
+    fn write_group(&mut self, group: &[Request]) -> Result<GroupOutcome, rusqlite::Error> {
+        let whole = match group {
+            [_] => true,
+            _ if !self.optimistic_groups => false,
+            _ if self.savepoint_groups_left > 0 => {
+                self.savepoint_groups_left -= 1;
+                false
+            }
+            _ => true,
+        };
+        if whole {
+            match self.write_group_whole(group)? {
+                Ok(done) => return Ok(done),
+                // A lone request's failure is its own outcome: nothing else to keep.
+                Err((head, failure)) if group.len() == 1 => {
+                    return Ok((vec![Err(failure)], head, head));
+                }
+                Err(_) => self.savepoint_groups_left = SAVEPOINT_GROUPS_AFTER_FAILURE,
+            }
+        }
+        self.write_group_with_savepoints(group)
+    }
+
+    /// Starts a group's transaction: `BEGIN IMMEDIATE`, the head and the time of the
+    /// newest event, and whether the stream-version cache still matches the file.
+    ///
     /// Transaction control goes through cached statements (rusqlite's `Transaction` and
     /// `Savepoint` re-parse `BEGIN`/`SAVEPOINT`/`RELEASE`/`COMMIT` on every use, which is
-    /// a visible cost at thousands of small groups per second).
-    fn write_group(
-        &mut self,
-        group: &[Request],
-    ) -> Result<(Vec<Reply>, u64, u64), rusqlite::Error> {
+    /// a visible cost at thousands of small groups per second). On success the
+    /// transaction is open and the caller must finish it.
+    fn begin_group(&mut self) -> Result<(u64, GroupState), rusqlite::Error> {
         let conn = &self.conn;
-        let control = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
-        control("BEGIN IMMEDIATE")?;
-        // Rolls the transaction back on every early return; disarmed by COMMIT.
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        // Rolls the transaction back if reading the head fails.
         let mut open = OpenTransaction {
             conn,
             finished: false,
         };
-
         let last: Option<(u64, i64)> = conn
             .prepare_cached(
                 r#"SELECT "offset", recorded_at FROM events ORDER BY "offset" DESC LIMIT 1"#,
             )?
             .query_row([], |row| Ok((get_u64(row, 0)?, row.get(1)?)))
             .optional()?;
+        // The caller's own guard takes over.
+        open.finished = true;
         let (head, last_recorded) = last.unwrap_or((0, i64::MIN));
         // Another appender (another process) moved the head: its streams' versions are
         // not in the cache. Nobody else did: the cache is exactly what the file says.
@@ -415,34 +467,68 @@ impl Writer {
         }
         self.versions_valid_at = None;
         let now = super::model::timestamp_to_micros(jiff::Timestamp::now());
-        let mut state = GroupState {
+        let state = GroupState {
             next_offset: head + 1,
             recorded_at: now.max(last_recorded),
         };
+        Ok((head, state))
+    }
 
-        // A lone request needs no savepoint: if it fails, the transaction rolls back.
-        // (A savepoint is not free: SQLite copies each page before its first change in it.)
-        if let [request] = group {
-            let reply = append_request(
+    /// Writes every request of `group` in one transaction with no savepoint. If a
+    /// request fails, the whole transaction is rolled back (nothing of the group is
+    /// written) and the inner `Err` holds the head and that request's error.
+    fn write_group_whole(
+        &mut self,
+        group: &[Request],
+    ) -> Result<Result<GroupOutcome, (u64, LogError)>, rusqlite::Error> {
+        let (head, mut state) = self.begin_group()?;
+        let conn = &self.conn;
+        let control = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
+        // Rolls the transaction back on every early return; disarmed by COMMIT.
+        let mut open = OpenTransaction {
+            conn,
+            finished: false,
+        };
+        let mut replies = Vec::with_capacity(group.len());
+        for request in group {
+            match append_request(
                 conn,
                 &self.path,
                 &mut state,
                 &mut self.versions,
                 &mut self.ids,
                 &request.events,
-            );
-            if reply.is_err() {
-                control("ROLLBACK")?;
-                open.finished = true;
-                self.versions.clear();
-                return Ok((vec![reply], head, head));
+            ) {
+                Ok(offsets) => replies.push(Ok(offsets)),
+                Err(failure) => {
+                    control("ROLLBACK")?;
+                    open.finished = true;
+                    // The rolled-back requests may have cached versions never committed.
+                    self.versions.clear();
+                    return Ok(Err((head, failure)));
+                }
             }
-            control("COMMIT")?;
-            open.finished = true;
-            self.versions_valid_at = Some(state.next_offset - 1);
-            return Ok((vec![reply], head, state.next_offset - 1));
         }
+        control("COMMIT")?;
+        open.finished = true;
+        self.versions_valid_at = Some(state.next_offset - 1);
+        Ok(Ok((replies, head, state.next_offset - 1)))
+    }
 
+    /// Writes `group` with each request inside its own savepoint, so a request that
+    /// fails rolls back alone and the others commit.
+    fn write_group_with_savepoints(
+        &mut self,
+        group: &[Request],
+    ) -> Result<GroupOutcome, rusqlite::Error> {
+        let (head, mut state) = self.begin_group()?;
+        let conn = &self.conn;
+        let control = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
+        // Rolls the transaction back on every early return; disarmed by COMMIT.
+        let mut open = OpenTransaction {
+            conn,
+            finished: false,
+        };
         let mut replies = Vec::with_capacity(group.len());
         for request in group {
             control("SAVEPOINT request")?;
@@ -601,4 +687,170 @@ pub(super) fn append_request(
         }
     }
     Ok(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Durability;
+
+    /// A writer on a fresh log, driven directly so a test chooses each group exactly.
+    fn writer(dir: &Path, optimistic_groups: bool) -> Writer {
+        let path = dir.join("events.db");
+        let options = LogOptions {
+            durability: Durability::Normal,
+            optimistic_groups,
+            ..LogOptions::default()
+        };
+        let conn = super::super::schema::open_writer(&path, &options).expect("open the log");
+        let stream_index =
+            StreamIndexer::open(&conn, &path, &options).expect("open the stream index");
+        Writer {
+            conn,
+            path,
+            max_group_events: options.max_group_events,
+            head: watch::channel(0).0,
+            appended: Arc::new(AtomicU64::new(0)),
+            versions: HashMap::new(),
+            versions_valid_at: None,
+            keep_versions: true,
+            ids: IdGenerator::new(),
+            mirror: None,
+            replier: None,
+            stream_index,
+            optimistic_groups,
+            savepoint_groups_left: 0,
+        }
+    }
+
+    /// A group of requests, and the receivers of their replies.
+    fn group(requests: Vec<Vec<NewEvent>>) -> (Vec<Request>, Vec<Receiver<Reply>>) {
+        requests
+            .into_iter()
+            .map(|events| {
+                let (sender, receiver) = mpsc::sync_channel(1);
+                let request = Request {
+                    events,
+                    reply: ReplyTo::Blocking(sender),
+                };
+                (request, receiver)
+            })
+            .unzip()
+    }
+
+    fn commit(writer: &mut Writer, requests: Vec<Vec<NewEvent>>) -> Vec<Reply> {
+        let (mut requests, replies) = group(requests);
+        writer.commit_group(&mut requests);
+        replies
+            .into_iter()
+            .map(|reply| reply.recv().expect("every request is answered"))
+            .collect()
+    }
+
+    /// Pairs of a stream and a version.
+    type Versions = Vec<(String, u64)>;
+
+    /// `(stream, stream_version)` of every event in offset order, and `streams`' heads.
+    fn stored(writer: &Writer) -> (Versions, Versions) {
+        let rows = |sql: &str| -> Versions {
+            let mut statement = writer.conn.prepare(sql).expect("prepare");
+            statement
+                .query_map([], |row| Ok((row.get(0)?, get_u64(row, 1)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        (
+            rows(r#"SELECT stream, stream_version FROM events ORDER BY "offset""#),
+            rows("SELECT name, version FROM streams ORDER BY name"),
+        )
+    }
+
+    fn event(stream: &str) -> NewEvent {
+        NewEvent::new(stream, "E", "{}")
+    }
+
+    #[test]
+    fn a_failing_request_in_a_group_rolls_back_alone_with_or_without_optimistic_groups() {
+        for optimistic in [true, false] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut writer = writer(dir.path(), optimistic);
+            // The second request writes its first event, then fails on its second: the
+            // group's whole attempt is rolled back and redone with savepoints.
+            let replies = commit(
+                &mut writer,
+                vec![
+                    vec![event("a")],
+                    vec![event("b"), event("a").with_expected_version(7)],
+                    vec![event("a"), event("c")],
+                ],
+            );
+            assert_eq!(replies[0].as_ref().ok(), Some(&vec![1]), "{optimistic}");
+            assert!(
+                matches!(
+                    &replies[1],
+                    Err(LogError::VersionConflict {
+                        expected: 7,
+                        actual: 1,
+                        ..
+                    })
+                ),
+                "{optimistic}: {:?}",
+                replies[1]
+            );
+            assert_eq!(replies[2].as_ref().ok(), Some(&vec![2, 3]), "{optimistic}");
+            let (events, heads) = stored(&writer);
+            let owned = |pairs: &[(&str, u64)]| -> Versions {
+                pairs.iter().map(|(s, v)| ((*s).to_owned(), *v)).collect()
+            };
+            assert_eq!(events, owned(&[("a", 1), ("a", 2), ("c", 1)]));
+            assert_eq!(heads, owned(&[("a", 2), ("c", 1)]));
+            assert_eq!(*writer.head.borrow(), 3);
+            assert_eq!(writer.appended.load(Ordering::Relaxed), 3);
+            let expected_left = if optimistic {
+                SAVEPOINT_GROUPS_AFTER_FAILURE
+            } else {
+                0
+            };
+            assert_eq!(writer.savepoint_groups_left, expected_left);
+
+            // The next group goes straight to savepoints (one fewer left), and the
+            // versions the failed attempt had cached are not used.
+            let replies = commit(&mut writer, vec![vec![event("b")], vec![event("a")]]);
+            assert_eq!(replies[0].as_ref().ok(), Some(&vec![4]));
+            assert_eq!(replies[1].as_ref().ok(), Some(&vec![5]));
+            let (events, _) = stored(&writer);
+            assert_eq!(&events[3..], owned(&[("b", 1), ("a", 3)]));
+            assert_eq!(
+                writer.savepoint_groups_left,
+                expected_left.saturating_sub(1)
+            );
+        }
+    }
+
+    #[test]
+    fn a_group_without_failures_is_written_whole_and_keeps_ids_idempotent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut writer = writer(dir.path(), true);
+        let replies = commit(
+            &mut writer,
+            vec![
+                vec![event("a").with_id("x")],
+                vec![event("a"), event("b")],
+                // A repeat of an id written earlier in the same group: its first offset.
+                vec![event("a").with_id("x")],
+            ],
+        );
+        let offsets: Vec<_> = replies.into_iter().map(Result::unwrap_or_default).collect();
+        assert_eq!(offsets, vec![vec![1], vec![2, 3], vec![1]]);
+        assert_eq!(writer.savepoint_groups_left, 0);
+        let (events, heads) = stored(&writer);
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            heads,
+            vec![("a".to_owned(), 2), ("b".to_owned(), 1)],
+            "stream heads follow the group"
+        );
+        assert_eq!(writer.versions_valid_at, Some(3));
+    }
 }

@@ -160,6 +160,10 @@ pub struct LogOptions {
     /// [`STREAM_INDEX_IDLE_AFTER`], and when it shuts down. Default on; tests turn it
     /// off to keep a tail unindexed.
     pub stream_index_when_idle: bool,
+    /// Whether a group commit of several requests is first written without a savepoint
+    /// per request, and written again with savepoints only if one of its requests fails
+    /// (see `append.rs`). Default on; `refract bench` turns it off to measure it.
+    pub optimistic_groups: bool,
 }
 
 impl Default for LogOptions {
@@ -177,6 +181,7 @@ impl Default for LogOptions {
             reply_thread: true,
             stream_index_chunk: DEFAULT_STREAM_INDEX_CHUNK,
             stream_index_when_idle: true,
+            optimistic_groups: true,
         }
     }
 }
