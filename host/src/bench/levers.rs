@@ -16,6 +16,10 @@
 //!   field (packed writes on), and for 0.2.0 reading neither ids nor metadata (packed
 //!   writes, and the log read without those columns). Each read model is checked
 //!   against the run's agreed checksum.
+//! - Replay commits ([`batch_round`]): the WASM `balances` replay with the engine's
+//!   batch of [`crate::config::DEFAULT_BATCH_EVENTS`] events (one guest call and one
+//!   commit each), or of [`LARGE_BATCH_EVENTS`]: fewer commits, so fewer WAL frames of
+//!   the same hot pages, and fewer calls.
 
 use std::path::Path;
 
@@ -29,6 +33,63 @@ use crate::log::{EventLog, LogOptions};
 /// SQLite's own `wal_autocheckpoint`, the setting before issue 16.
 pub const SQLITE_CHECKPOINT_PAGES: u32 = 1_000;
 use crate::runtime::LoadedProjector;
+
+/// The larger replay batch of [`batch_round`]: four times the default, and still
+/// within the Rust SDK's `FLUSH_WRITES` (4096), so the guest sends one `execute-packed`
+/// per batch in both settings.
+pub const LARGE_BATCH_EVENTS: usize = 4_000;
+
+/// The two batch sizes of [`batch_round`], in events per second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchLevers {
+    /// The run's batch (`--batch-size`, by default [`crate::config::DEFAULT_BATCH_EVENTS`]).
+    pub default_batch: f64,
+    /// [`LARGE_BATCH_EVENTS`] per batch.
+    pub large_batch: f64,
+}
+
+/// One repetition of the WASM replay with the run's batch and with
+/// [`LARGE_BATCH_EVENTS`], in an order that rotates with `rep`, read-ahead and the
+/// sequential scan on. Each read model is checked against the run's agreed checksum.
+pub fn batch_round(
+    loaded: &LoadedProjector,
+    log: &EventLog,
+    dir: &Path,
+    batch: BatchLimits,
+    head: u64,
+    rep: usize,
+    agreed: &Checksum,
+) -> Result<BatchLevers> {
+    let mut levers = BatchLevers::default();
+    for turn in 0..2 {
+        let setting = (rep + turn) % 2;
+        let limits = if setting == 0 {
+            batch
+        } else {
+            BatchLimits {
+                max_events: LARGE_BATCH_EVENTS,
+                ..batch
+            }
+        };
+        let db = dir.join(format!("batch-{rep}-{setting}.db"));
+        let took = replay::replay_wasm_with(loaded, log, &db, limits, head, true)?;
+        let checksum = replay::checksum(&db)?;
+        ensure!(
+            checksum == *agreed,
+            "the replay with {} events per batch built a different read model ({checksum}) \
+             than the run's replays ({agreed})",
+            limits.max_events
+        );
+        remove_db(&db)?;
+        let eps = head as f64 / took.as_secs_f64();
+        if setting == 0 {
+            levers.default_batch = eps;
+        } else {
+            levers.large_batch = eps;
+        }
+    }
+    Ok(levers)
+}
 
 /// The four replay settings, in events per second.
 #[derive(Debug, Clone, Copy, Default)]

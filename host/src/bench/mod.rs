@@ -838,6 +838,38 @@ impl Harness<'_> {
                 pick(|r| r.both_off),
             ),
         ]);
+        let mut batches = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {head} events replayed in batches of {} and {} events (rep {rep}/{reps})",
+                self.batch.max_events,
+                levers::LARGE_BATCH_EVENTS
+            ));
+            batches.push(levers::batch_round(
+                &self.loaded,
+                log,
+                &dir,
+                self.batch,
+                head,
+                rep,
+                agreed,
+            )?);
+        }
+        let pick = |f: fn(&levers::BatchLevers) -> f64| batches.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured(
+                "lever_replay_batch_default_eps",
+                "events/s",
+                0,
+                pick(|r| r.default_batch),
+            ),
+            Figure::measured(
+                "lever_replay_batch_large_eps",
+                "events/s",
+                0,
+                pick(|r| r.large_batch),
+            ),
+        ]);
         let (events, seed) = (self.options.events, self.options.seed);
         let path = dir.join("append/events.db");
         std::fs::create_dir_all(dir.join("append"))?;
