@@ -8,8 +8,8 @@
 //! - Batched appends: the writer's stream-version cache kept across group commits, or
 //!   started over at every group (as before issue 16); WAL checkpoints every
 //!   [`LogOptions::checkpoint_pages`] pages, or every 1000 (SQLite's default, as before).
-//! - Single-event appends from 16 threads: the reply thread, or the writer waking every
-//!   appender itself; larger checkpoints, or SQLite's default; groups written whole
+//! - Single-event appends from 16 threads: the writer waking every appender itself (the
+//!   default), or a reply thread doing it; larger checkpoints, or SQLite's default; groups written whole
 //!   first ([`LogOptions::optimistic_groups`]), or with a savepoint per request always.
 //! - The contract ([`contract_round`]): the same `balances` source built for
 //!   `refract:projector@0.1.0` (writes as `execute-batch`), for 0.2.0 reading every
@@ -200,10 +200,10 @@ pub fn append_round(
 /// second.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SingleLevers {
-    /// Everything on (the default).
-    pub all_on: f64,
-    /// The appenders woken by the writer itself, between groups.
-    pub reply_thread_off: f64,
+    /// The shipped defaults: every lever on but the reply thread.
+    pub defaults: f64,
+    /// The appenders woken by a reply thread of their own (off by default).
+    pub reply_thread_on: f64,
     /// Checkpoints every [`SQLITE_CHECKPOINT_PAGES`] (SQLite's default).
     pub checkpoints_off: f64,
     /// Every group of several requests written with a savepoint per request (as before
@@ -227,7 +227,7 @@ pub fn single_round(
     for turn in 0..SINGLE_SETTINGS {
         let setting = (rep + turn) % SINGLE_SETTINGS;
         let options = LogOptions {
-            reply_thread: setting != 1,
+            reply_thread: setting == 1,
             optimistic_groups: setting != 3,
             checkpoint_pages: if setting == 2 {
                 SQLITE_CHECKPOINT_PAGES
@@ -238,8 +238,8 @@ pub fn single_round(
         };
         let eps = append::single_eps(path, &options, seed, events)?.events_per_second;
         match setting {
-            0 => levers.all_on = eps,
-            1 => levers.reply_thread_off = eps,
+            0 => levers.defaults = eps,
+            1 => levers.reply_thread_on = eps,
             2 => levers.checkpoints_off = eps,
             _ => levers.optimistic_groups_off = eps,
         }

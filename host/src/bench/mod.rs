@@ -959,7 +959,7 @@ impl Harness<'_> {
         let mut singles = Vec::with_capacity(reps);
         for rep in 1..=reps {
             self.note(&format!(
-                "levers: {single_events} single events from {SINGLE_APPEND_THREADS} threads, reply thread, larger checkpoints and optimistic groups each off (rep {rep}/{reps})"
+                "levers: {single_events} single events from {SINGLE_APPEND_THREADS} threads, the reply thread on, larger checkpoints and optimistic groups each off (rep {rep}/{reps})"
             ));
             singles.push(levers::single_round(
                 &path,
@@ -971,12 +971,17 @@ impl Harness<'_> {
         }
         let pick = |f: fn(&levers::SingleLevers) -> f64| singles.iter().map(f).collect();
         self.figures.extend([
-            Figure::measured("lever_single_all_on_eps", "events/s", 0, pick(|r| r.all_on)),
             Figure::measured(
-                "lever_single_reply_thread_off_eps",
+                "lever_single_defaults_eps",
                 "events/s",
                 0,
-                pick(|r| r.reply_thread_off),
+                pick(|r| r.defaults),
+            ),
+            Figure::measured(
+                "lever_single_reply_thread_on_eps",
+                "events/s",
+                0,
+                pick(|r| r.reply_thread_on),
             ),
             Figure::measured(
                 "lever_single_checkpoints_off_eps",

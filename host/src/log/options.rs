@@ -147,8 +147,9 @@ pub struct LogOptions {
     /// [`DEFAULT_CHECKPOINT_PAGES`]; `refract bench` measures SQLite's own 1000 against it.
     pub checkpoint_pages: u32,
     /// Whether the appenders of a committed group are woken by a thread of their own
-    /// while the writer starts on the next group. Default on; `refract bench` turns it
-    /// off to measure it.
+    /// while the writer starts on the next group. Default off: on two quiet-machine runs
+    /// of `refract bench --only levers` it did not pay (0.95× and 0.89× on single events
+    /// from 16 threads; BENCHMARKS.md); `refract bench` turns it on to measure it.
     pub reply_thread: bool,
     /// Unindexed events after which the writer adds them to the stream index, in one
     /// sorted pass (see `stream_index.rs`): the bound on the tail an exact-stream read
@@ -178,7 +179,7 @@ impl Default for LogOptions {
             sequential_scan: true,
             stream_version_cache: true,
             checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
-            reply_thread: true,
+            reply_thread: false,
             stream_index_chunk: DEFAULT_STREAM_INDEX_CHUNK,
             stream_index_when_idle: true,
             optimistic_groups: true,
