@@ -327,13 +327,15 @@ impl Writer {
     }
 
     /// Indexes the unindexed tail in its own transaction(s). A failure leaves the tail
-    /// as it was: reads stay exact (they scan it), and the next commit tries again.
+    /// as it was: reads stay exact (they scan it), and the next pass waits for one more
+    /// chunk of commits.
     fn index_tail(&mut self) {
         if let Err(error) = self.stream_index.index_tail(&self.conn) {
+            self.stream_index.failed();
             tracing::warn!(
                 path = %self.path.display(),
                 %error,
-                "could not add the unindexed tail to the stream index; retrying after the next commit"
+                "could not add the unindexed tail to the stream index; retrying after one more chunk of appends"
             );
         }
     }

@@ -73,6 +73,11 @@ pub(super) struct StreamIndexer {
     indexed_through: u64,
     /// The head as this writer last saw it.
     head: u64,
+    /// After a failed pass: the head at which the next one may run, one chunk further
+    /// on, so that a pass that keeps failing (a full disk) costs what passes cost when
+    /// they succeed, instead of one failed pass after every group commit. 0 when the
+    /// last pass succeeded.
+    retry_at: u64,
 }
 
 impl StreamIndexer {
@@ -89,16 +94,18 @@ impl StreamIndexer {
             when_idle: options.stream_index_when_idle,
             indexed_through: indexed_through(conn).map_err(sqlite)?,
             head: super::read::head(conn).map_err(sqlite)?,
+            retry_at: 0,
         };
         // Best effort: a log that cannot be written now (a full disk) still opens, and
         // its reads stay exact; they scan the longer tail until a pass succeeds.
         if indexer.due()
             && let Err(error) = indexer.index_tail(conn)
         {
+            indexer.failed();
             tracing::warn!(
                 path = %path.display(),
                 %error,
-                "could not index the stream index's tail at open; retrying after the next commit"
+                "could not index the stream index's tail at open; retrying after one more chunk of appends"
             );
         }
         Ok(indexer)
@@ -114,14 +121,22 @@ impl StreamIndexer {
         self.head = self.head.max(head);
     }
 
-    /// Whether the tail has reached the chunk.
+    /// Whether the tail has reached the chunk (and, after a failed pass, the head has
+    /// moved one more chunk).
     pub(super) fn due(&self) -> bool {
-        self.tail() >= self.chunk
+        self.tail() >= self.chunk && self.head >= self.retry_at
     }
 
-    /// Whether an idle writer has a tail to index.
+    /// Whether an idle writer has a tail to index. Not after a failed pass until the
+    /// head has moved one more chunk: an idle writer would otherwise retry (and warn)
+    /// every [`STREAM_INDEX_IDLE_AFTER`](super::STREAM_INDEX_IDLE_AFTER).
     pub(super) fn idle_work(&self) -> bool {
-        self.when_idle && self.tail() > 0
+        self.when_idle && self.tail() > 0 && self.head >= self.retry_at
+    }
+
+    /// Notes a failed pass: the next one waits for one more chunk of commits.
+    pub(super) fn failed(&mut self) {
+        self.retry_at = self.head.saturating_add(self.chunk);
     }
 
     /// Indexes every unindexed event in the file (whoever appended it), in transactions
@@ -154,9 +169,38 @@ impl StreamIndexer {
             control("COMMIT")?;
             open.finished = true;
             self.indexed_through = upto;
+            self.retry_at = 0;
             if upto == head {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamIndexer;
+
+    #[test]
+    fn a_failed_pass_waits_for_one_more_chunk_of_commits_then_tries_again() {
+        let mut indexer = StreamIndexer {
+            chunk: 10,
+            when_idle: true,
+            indexed_through: 0,
+            head: 10,
+            retry_at: 0,
+        };
+        assert!(indexer.due() && indexer.idle_work());
+
+        indexer.failed();
+        assert!(!indexer.due(), "retried at once after a failure");
+        assert!(
+            !indexer.idle_work(),
+            "an idle writer would retry every idle spell"
+        );
+        indexer.committed(19);
+        assert!(!indexer.due() && !indexer.idle_work());
+        indexer.committed(20);
+        assert!(indexer.due() && indexer.idle_work());
     }
 }
