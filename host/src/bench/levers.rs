@@ -9,8 +9,9 @@
 //!   started over at every group (as before issue 16); WAL checkpoints every
 //!   [`LogOptions::checkpoint_pages`] pages, or every 1000 (SQLite's default, as before).
 //! - Single-event appends from 16 threads: the writer waking every appender itself (the
-//!   default), or a reply thread doing it; larger checkpoints, or SQLite's default; groups written whole
-//!   first ([`LogOptions::optimistic_groups`]), or with a savepoint per request always.
+//!   default), or a reply thread doing it; larger checkpoints, or SQLite's default;
+//!   groups written whole first ([`LogOptions::optimistic_groups`]), or with a savepoint
+//!   per request always.
 //! - The contract ([`contract_round`]): the same `balances` source built for
 //!   `refract:projector@0.1.0` (writes as `execute-batch`), for 0.2.0 reading every
 //!   field (packed writes on), and for 0.2.0 reading neither ids nor metadata (packed
