@@ -73,16 +73,8 @@ pub fn batch_round(
             }
         };
         let db = dir.join(format!("batch-{rep}-{setting}.db"));
-        let took = replay::replay_wasm_with(loaded, log, &db, limits, head, true)?;
-        let checksum = replay::checksum(&db)?;
-        ensure!(
-            checksum == *agreed,
-            "the replay with {} events per batch built a different read model ({checksum}) \
-             than the run's replays ({agreed})",
-            limits.max_events
-        );
-        remove_db(&db)?;
-        let eps = head as f64 / took.as_secs_f64();
+        let what = format!("the replay with {} events per batch", limits.max_events);
+        let eps = checked_replay_eps(loaded, log, &db, limits, head, agreed, &what)?;
         if setting == 0 {
             levers.default_batch = eps;
         } else {
@@ -90,6 +82,28 @@ pub fn batch_round(
         }
     }
     Ok(levers)
+}
+
+/// Replays `log` up to `head` into a fresh `db` with read-ahead on, checks the read
+/// model against the run's `agreed` checksum (`what` names the setting in the error),
+/// removes it, and returns events per second.
+fn checked_replay_eps(
+    loaded: &LoadedProjector,
+    log: &EventLog,
+    db: &Path,
+    limits: BatchLimits,
+    head: u64,
+    agreed: &Checksum,
+    what: &str,
+) -> Result<f64> {
+    let took = replay::replay_wasm_with(loaded, log, db, limits, head, true)?;
+    let checksum = replay::checksum(db)?;
+    ensure!(
+        checksum == *agreed,
+        "{what} built a different read model ({checksum}) than the run's replays ({agreed})"
+    );
+    remove_db(db)?;
+    Ok(head as f64 / took.as_secs_f64())
 }
 
 /// The four replay settings, in events per second.
@@ -280,16 +294,8 @@ pub fn contract_round(
     for turn in 0..3 {
         let setting = (rep + turn) % 3;
         let db = dir.join(format!("contract-{rep}-{setting}.db"));
-        let took = replay::replay_wasm_with(&loaded[setting], log, &db, batch, head, true)?;
-        let checksum = replay::checksum(&db)?;
-        ensure!(
-            checksum == *agreed,
-            "the replay of `{}` built a different read model ({checksum}) than the run's \
-             replays ({agreed})",
-            CONTRACT_GUESTS[setting]
-        );
-        remove_db(&db)?;
-        let eps = head as f64 / took.as_secs_f64();
+        let what = format!("the replay of `{}`", CONTRACT_GUESTS[setting]);
+        let eps = checked_replay_eps(&loaded[setting], log, &db, batch, head, agreed, &what)?;
         match setting {
             0 => levers.packed_off = eps,
             1 => levers.packed_on = eps,
