@@ -59,6 +59,7 @@ mod reactors;
 mod replay;
 pub mod report;
 mod retention;
+mod row_indexes;
 mod snapshots;
 mod stream_index;
 pub mod swap;
@@ -953,6 +954,52 @@ impl Harness<'_> {
                 "ms",
                 2,
                 pick(|r| r.indexed_read_ms),
+            ),
+        ]);
+        let mut ablations = Vec::with_capacity(reps);
+        for rep in 1..=reps {
+            self.note(&format!(
+                "levers: {events} events in batches of {APPEND_BATCH_EVENTS} straight into the events table with each of its per-row indexes, all three, and none (rep {rep}/{reps})"
+            ));
+            ablations.push(row_indexes::round(
+                &path,
+                &self.log_options,
+                seed,
+                events,
+                rep,
+            )?);
+        }
+        let pick = |f: fn(&row_indexes::RowIndexLevers) -> f64| ablations.iter().map(f).collect();
+        self.figures.extend([
+            Figure::measured(
+                "lever_row_indexes_none_eps",
+                "events/s",
+                0,
+                pick(|r| r.none_eps),
+            ),
+            Figure::measured(
+                "lever_row_indexes_id_eps",
+                "events/s",
+                0,
+                pick(|r| r.id_eps),
+            ),
+            Figure::measured(
+                "lever_row_indexes_type_eps",
+                "events/s",
+                0,
+                pick(|r| r.type_eps),
+            ),
+            Figure::measured(
+                "lever_row_indexes_time_eps",
+                "events/s",
+                0,
+                pick(|r| r.time_eps),
+            ),
+            Figure::measured(
+                "lever_row_indexes_all_eps",
+                "events/s",
+                0,
+                pick(|r| r.all_eps),
             ),
         ]);
         let single_events = events.min(SINGLE_APPEND_MAX_EVENTS);
