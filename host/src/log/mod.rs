@@ -311,9 +311,17 @@ impl EventLog {
         self.inner.head.clone()
     }
 
+    /// The highest offset of an event recorded at or before `time`, as the file says now;
+    /// `None` if the log holds none that early. Offsets below retention's horizon may be
+    /// gone, so the event at the answer may be too; every later one is recorded after
+    /// `time`.
+    pub fn last_offset_recorded_by(&self, time: jiff::Timestamp) -> Result<Option<u64>, LogError> {
+        read::last_recorded_by(&self.inner.readers, time.as_microsecond())
+    }
+
     /// SQLite's `EXPLAIN QUERY PLAN` detail lines for every statement that reading or
-    /// counting `query` may run, e.g. `SEARCH events USING INDEX events_recorded_at
-    /// (recorded_at>?)`. For diagnostics, and for tests that hold the log to its promise
+    /// counting `query` may run, e.g. `SEARCH events USING INTEGER PRIMARY KEY
+    /// (rowid>?)`. For diagnostics, and for tests that hold the log to its promise
     /// that no filter scans the whole table.
     pub fn explain(&self, query: &ReadQuery) -> Result<Vec<String>, LogError> {
         read::explain(&self.inner.readers, query)

@@ -7,7 +7,7 @@
 //! | Filter | Driving index | Page cost |
 //! |---|---|---|
 //! | none, offsets | the table itself (rowid range) | O(page) |
-//! | time range | two probes on `recorded_at` turn it into an offset range | O(log n) once |
+//! | time range | two binary searches over offsets turn it into an offset range | O(log² n) once |
 //! | types | `(type, offset)`: one ordered, limited probe per type, merged | O(types × page) |
 //! | types matching most rows (replay) | rowid range, type checked per row | O(window) |
 //! | exact stream | `stream_index` up to its watermark, then the unindexed tail by offset: offsets become versions by binary search | O(page + tail) |
@@ -22,7 +22,8 @@
 //! indexed part leaves it short and its versions reach past the indexed ones.
 //!
 //! `recorded_at` never decreases along offsets (the writer makes sure of it), which is what
-//! lets a time range become an offset range.
+//! lets a time range become an offset range without an index on time: each step of the
+//! search is one rowid lookup.
 
 use rusqlite::{Connection, OptionalExtension, Row};
 
@@ -104,14 +105,10 @@ pub(super) fn with_optional_columns(sql: &str, id: bool, metadata: bool) -> Stri
         .replace(JOINED_COLUMNS, &joined)
 }
 
-/// The first event recorded at or after `?1` (µs): events are in time order, so every
-/// later offset is too.
-const FIRST_AT_OR_AFTER_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
-    WHERE recorded_at >= ?1 ORDER BY recorded_at, "offset" LIMIT 1"#;
-
-/// The last event recorded before `?1` (µs).
-const LAST_BEFORE_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
-    WHERE recorded_at < ?1 ORDER BY recorded_at DESC, "offset" DESC LIMIT 1"#;
+/// The recorded time of the first event at or after offset `?1`: one rowid lookup, the
+/// probe of the binary searches that turn a time bound into an offset bound.
+const RECORDED_AT_FROM_SQL: &str =
+    r#"SELECT recorded_at FROM events WHERE "offset" >= ?1 ORDER BY "offset" LIMIT 1"#;
 
 /// The head version of stream `?1`, as the writer keeps it in `streams`: it outlives the
 /// stream's events (retention may remove them), so versions are never reused.
@@ -483,11 +480,8 @@ impl Plan {
     /// for [`EventLog::explain`](super::EventLog::explain).
     pub(super) fn statements(&self, query: &ReadQuery) -> Vec<String> {
         let mut all = Vec::new();
-        if query.from_time.is_some() {
-            all.push(FIRST_AT_OR_AFTER_SQL.to_owned());
-        }
-        if query.until_time.is_some() {
-            all.push(LAST_BEFORE_SQL.to_owned());
+        if query.from_time.is_some() || query.until_time.is_some() {
+            all.push(RECORDED_AT_FROM_SQL.to_owned());
         }
         if self.stream.is_some() {
             all.extend(
@@ -631,28 +625,35 @@ fn offset_bounds(
         return Ok(None);
     }
     if let Some(from) = query.from_time {
-        // The first event at or after `from`: events are in time order, so everything
-        // after it is too.
-        let first: Option<u64> = conn
-            .prepare_cached(FIRST_AT_OR_AFTER_SQL)?
-            .query_row([ceil_micros(from)], |row| get_u64(row, 0))
-            .optional()?;
-        match first {
-            Some(first) => lo = lo.max(first),
-            None => return Ok(None),
-        }
+        // The first offset whose event is recorded at or after `from`: everything after
+        // it is too.
+        lo = first_recorded_at_or_after(conn, ceil_micros(from), lo, hi)?;
     }
     if let Some(until) = query.until_time {
-        let last: Option<u64> = conn
-            .prepare_cached(LAST_BEFORE_SQL)?
-            .query_row([ceil_micros(until)], |row| get_u64(row, 0))
-            .optional()?;
-        match last {
-            Some(last) => hi = hi.min(last),
-            None => return Ok(None),
-        }
+        hi = first_recorded_at_or_after(conn, ceil_micros(until), lo, hi)?.saturating_sub(1);
     }
     Ok((lo <= hi).then_some((lo, hi)))
+}
+
+/// The first offset in `[lo, hi]` at or after which every event is recorded at or after
+/// `micros`; `hi + 1` if none is. A binary search over offsets, each probe one rowid
+/// lookup of the first event at or after an offset (offsets may have gaps where
+/// retention removed events): O(log² n) page reads, however the events are spread in
+/// time.
+pub(super) fn first_recorded_at_or_after(
+    conn: &Connection,
+    micros: i64,
+    lo: u64,
+    hi: u64,
+) -> rusqlite::Result<u64> {
+    let mut probe = conn.prepare_cached(RECORDED_AT_FROM_SQL)?;
+    partition_point(lo, hi.saturating_add(1), |offset| {
+        let recorded_at: Option<i64> = probe
+            .query_row([to_sql_int(offset)], |row| row.get(0))
+            .optional()?;
+        // No event at or after `offset`: nothing there is before `micros`.
+        Ok(recorded_at.is_some_and(|at| at < micros))
+    })
 }
 
 /// Turns the offset range `[lo, hi]` into the versions of `stream` inside it. Offsets
@@ -757,6 +758,61 @@ pub(super) fn get_u64(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The binary search agrees with a plain filter on every bound, over offsets with
+    /// gaps (retention removed some) and runs of equal times (one group's events).
+    #[test]
+    fn time_bounds_are_found_by_offset_over_gaps_and_equal_times() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            r#"CREATE TABLE events ("offset" INTEGER PRIMARY KEY, recorded_at INTEGER NOT NULL)"#,
+        )
+        .unwrap();
+        let mut rows = Vec::new();
+        let mut at = 1_000;
+        for offset in 1..=300u64 {
+            // Gaps: every offset divisible by 7, and 40..=90 whole.
+            if offset % 7 == 0 || (40..=90).contains(&offset) {
+                continue;
+            }
+            // Equal times in runs of up to 5, then a jump.
+            if offset % 5 == 0 {
+                at += (offset % 3) as i64 * 10 + 1;
+            }
+            rows.push((offset, at));
+            conn.execute(
+                r#"INSERT INTO events ("offset", recorded_at) VALUES (?1, ?2)"#,
+                (to_sql_int(offset), at),
+            )
+            .unwrap();
+        }
+        for micros in 990..=at + 2 {
+            for (lo, hi) in [(1, 300), (45, 200), (100, 101), (300, 300), (5, 4)] {
+                let found = first_recorded_at_or_after(&conn, micros, lo, hi).unwrap();
+                // The first offset in [lo, hi] from which every event is at or after
+                // `micros`: one past the last event in range recorded before it.
+                let want = rows
+                    .iter()
+                    .filter(|(offset, t)| (lo..=hi).contains(offset) && *t < micros)
+                    .map(|(offset, _)| offset + 1)
+                    .max()
+                    .unwrap_or(lo)
+                    .max(lo);
+                let events_from = |from: u64| -> Vec<u64> {
+                    rows.iter()
+                        .map(|r| r.0)
+                        .filter(|o| (from..=hi).contains(o))
+                        .collect()
+                };
+                // Equal as event sets: offsets in a gap may differ.
+                assert_eq!(
+                    events_from(found),
+                    events_from(want),
+                    "micros {micros}, range [{lo}, {hi}]"
+                );
+            }
+        }
+    }
 
     #[test]
     fn prefix_upper_bounds() {

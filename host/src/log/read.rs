@@ -109,6 +109,22 @@ pub(super) fn count(pool: &ReaderPool, query: &ReadQuery) -> Result<u64, LogErro
     result
 }
 
+/// The highest offset recorded at or before `micros` (µs since the epoch), if any.
+pub(super) fn last_recorded_by(pool: &ReaderPool, micros: i64) -> Result<Option<u64>, LogError> {
+    let conn = pool.take()?;
+    let result = (|| {
+        let tx = conn.unchecked_transaction()?;
+        let head = head(&tx)?;
+        let past =
+            super::query::first_recorded_at_or_after(&tx, micros.saturating_add(1), 1, head)?;
+        tx.finish()?;
+        Ok((past > 1).then(|| past - 1))
+    })()
+    .map_err(pool.sqlite("finding the offset recorded by a time"));
+    pool.give_back(conn);
+    result
+}
+
 /// The `EXPLAIN QUERY PLAN` lines of every statement reading `query` may run.
 pub(super) fn explain(pool: &ReaderPool, query: &ReadQuery) -> Result<Vec<String>, LogError> {
     let plan = Plan::new(query)?;

@@ -109,6 +109,14 @@ const MIGRATIONS: &[&str] = &[
         ORDER BY 1, 2;
     INSERT INTO stream_indexed VALUES (1, (SELECT coalesce(max("offset"), 0) FROM events));
     "#,
+    // 6: no index on `recorded_at`. The writer stamps events in order (`recorded_at` never
+    // decreases along offsets), so a time bound is found by a binary search over offsets,
+    // a few rowid lookups per query (see `query.rs`), and the index only cost every
+    // append a b-tree insert per event (`refract bench --only levers`,
+    // `lever_row_indexes_*`).
+    r#"
+    DROP INDEX events_recorded_at;
+    "#,
 ];
 
 /// The first 16 bytes of every SQLite 3 database file.

@@ -180,29 +180,7 @@ impl PointInTime {
         log: &EventLog,
         time: jiff::Timestamp,
     ) -> Result<u64, PointInTimeError> {
-        let micros = time.as_microsecond();
-        let conn = rusqlite::Connection::open_with_flags(
-            log.path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| PointInTimeError::Io {
-            path: log.path().to_owned(),
-            source: std::io::Error::other(source),
-        })?;
-        // `recorded_at` is indexed; offsets grow with it (the writer stamps in order).
-        let offset: Option<i64> = conn
-            .query_row(
-                r#"SELECT max("offset") FROM events WHERE recorded_at <= ?1"#,
-                [micros],
-                |row| row.get(0),
-            )
-            .map_err(|source| PointInTimeError::Io {
-                path: log.path().to_owned(),
-                source: std::io::Error::other(source),
-            })?;
-        offset
-            .and_then(|offset| u64::try_from(offset).ok())
-            .filter(|offset| *offset > 0)
+        log.last_offset_recorded_by(time)?
             .ok_or_else(|| PointInTimeError::BeforeFirstEvent {
                 time: time.to_string(),
             })
