@@ -134,7 +134,7 @@ fn merge_live(
         && let Some(span) = plan.span(tx, &bounded, after, head)?
     {
         let mut stmt = tx.prepare_cached(&plan.sql)?;
-        bind_page(&mut stmt, &plan, span.cursor, span.end, max_events)?;
+        bind_page(&mut stmt, &plan, span.cursor, span.end, max_events, after)?;
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
             let live = event_ref(row)?;

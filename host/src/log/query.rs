@@ -211,6 +211,10 @@ pub(super) struct Plan {
     /// cheaper than the merged index probes when most rows match (see
     /// [`LogReader::read_batch`](super::LogReader::read_batch)), and always windowed.
     pub(super) scan_sql: Option<String>,
+    /// For [`Key::Version`] plans, the parameter that floors the tail's scan by offset:
+    /// the offset of the last event read (every later version is above it), so paging
+    /// through the tail scans it once rather than from the watermark on every page.
+    pub(super) offset_floor_param: Option<usize>,
     /// The exact stream, for [`Key::Version`] plans.
     stream: Option<String>,
     /// Distinct types, sorted.
@@ -252,6 +256,7 @@ impl Plan {
         let mut params = Vec::new();
         let mut sql = String::new();
         let mut scan_sql = None;
+        let mut offset_floor_param = None;
         let (key, windowed) = if let Some(stream) = &stream {
             params.push(stream.clone());
             let (indexed_types, tail_types) = if types.is_empty() {
@@ -266,23 +271,30 @@ impl Plan {
                     format!(" AND type IN ({placeholders})"),
                 )
             };
+            let floor = params.len() + 4;
+            offset_floor_param = Some(floor);
             // The indexed versions first, in key order, then the tail's, which are all
             // newer, in offset order (= version order within a stream). UNION ALL with a
             // LIMIT stops as soon as the page is full, so the tail is scanned only by a
             // page that reaches past the indexed versions (the constant term below
-            // skips it when the page's range ends inside them).
+            // skips it when the page's range ends inside them). Each part orders itself
+            // along the index it reads (no sort), so the page's order does not depend on
+            // how SQLite chooses to scan (`reverse_unordered_selects` would reverse an
+            // unordered one; tested in `read.rs`).
             sql.push_str(&format!(
                 r#"SELECT * FROM (SELECT {JOINED_COLUMNS}
                      FROM stream_index AS i CROSS JOIN events AS e NOT INDEXED ON e."offset" = i."offset"
                      WHERE i.stream = (SELECT id FROM streams WHERE name = ?4)
-                       AND i.version > ?1 AND i.version <= ?2{indexed_types})
+                       AND i.version > ?1 AND i.version <= ?2{indexed_types}
+                     ORDER BY i.version LIMIT ?3)
                    UNION ALL
                    SELECT * FROM (SELECT {COLUMNS} FROM events NOT INDEXED
-                     WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
+                     WHERE "offset" > max((SELECT indexed_through FROM stream_indexed WHERE singleton = 1), ?{floor})
                        AND stream = ?4 AND stream_version > ?1 AND stream_version <= ?2{tail_types}
                        AND ?2 > coalesce((SELECT version FROM stream_index
                          WHERE stream = (SELECT id FROM streams WHERE name = ?4)
-                         ORDER BY version DESC LIMIT 1), 0))
+                         ORDER BY version DESC LIMIT 1), 0)
+                     ORDER BY "offset" LIMIT ?3)
                    LIMIT ?3"#
             ));
             (Key::Version, !types.is_empty())
@@ -336,6 +348,7 @@ impl Plan {
             params,
             windowed,
             scan_sql,
+            offset_floor_param,
             stream,
             types,
             prefixes,

@@ -175,20 +175,26 @@ fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-/// Binds a page query's parameters: `?1` cursor, `?2` window end, `?3` limit, then the
-/// plan's own.
+/// Binds a page query's parameters: `?1` cursor, `?2` window end, `?3` limit, the plan's
+/// own from `?4`, and the offset floor if the plan has one. `offset_floor` is an offset
+/// every event of the page is above (the last one read, or the batch's `after`; 0 if
+/// none is known).
 pub(super) fn bind_page(
     stmt: &mut Statement<'_>,
     plan: &Plan,
     cursor: u64,
     end: u64,
     limit: usize,
+    offset_floor: u64,
 ) -> rusqlite::Result<()> {
     stmt.raw_bind_parameter(1, to_sql_int(cursor))?;
     stmt.raw_bind_parameter(2, to_sql_int(end))?;
     stmt.raw_bind_parameter(3, i64::try_from(limit).unwrap_or(i64::MAX))?;
     for (i, param) in plan.params.iter().enumerate() {
         stmt.raw_bind_parameter(i + 4, param)?;
+    }
+    if let Some(floor) = plan.offset_floor_param {
+        stmt.raw_bind_parameter(floor, to_sql_int(offset_floor))?;
     }
     Ok(())
 }
@@ -217,6 +223,8 @@ pub struct EventIter {
     remaining: u64,
     page_size: usize,
     page: VecDeque<Event>,
+    /// The offset of the last event read (0 before the first).
+    last_offset: u64,
 }
 
 impl EventIter {
@@ -249,6 +257,7 @@ impl EventIter {
             remaining: query.limit.unwrap_or(u64::MAX),
             page_size,
             page: VecDeque::new(),
+            last_offset: 0,
         })
     }
 
@@ -268,11 +277,19 @@ impl EventIter {
         let mut last_key = None;
         let result = (|| {
             let mut stmt = conn.prepare_cached(&self.plan.sql)?;
-            bind_page(&mut stmt, &self.plan, span.cursor, window_end, limit)?;
+            bind_page(
+                &mut stmt,
+                &self.plan,
+                span.cursor,
+                window_end,
+                limit,
+                self.last_offset,
+            )?;
             let mut rows = stmt.raw_query();
             while let Some(row) = rows.next()? {
                 let event = event(row)?;
                 last_key = Some(row_key(&self.plan, &event.as_event_ref()));
+                self.last_offset = event.offset;
                 self.page.push_back(event);
             }
             Ok(())
@@ -494,7 +511,7 @@ impl LogReader {
         };
         {
             let mut stmt = tx.prepare_cached(sql).map_err(sqlite)?;
-            bind_page(&mut stmt, &plan, span.cursor, end, max_events).map_err(sqlite)?;
+            bind_page(&mut stmt, &plan, span.cursor, end, max_events, after).map_err(sqlite)?;
             let mut rows = stmt.raw_query();
             while let Some(row) = rows.next().map_err(sqlite)? {
                 let event = event_ref(row).map_err(sqlite)?;
@@ -531,5 +548,145 @@ impl std::fmt::Debug for LogReader {
         f.debug_struct("LogReader")
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::log::{Durability, EventLog, LogOptions, NewEvent, StreamFilter};
+
+    /// The virtual-machine steps of reading stream `s` page by page with the plan's page
+    /// query, binding `floor(last offset read)` as the offset floor.
+    fn paged_read_steps(path: &Path, page: usize, floor: impl Fn(u64) -> u64) -> (i64, usize) {
+        let conn = Connection::open(path).expect("open");
+        let (steps, offsets) = paged_read(&conn, page, floor);
+        (steps, offsets.len())
+    }
+
+    /// Reads stream `s` page by page on `conn` with the plan's page query: the VM steps
+    /// and the offsets, in the order read.
+    fn paged_read(conn: &Connection, page: usize, floor: impl Fn(u64) -> u64) -> (i64, Vec<u64>) {
+        let query = ReadQuery {
+            stream: StreamFilter::Exact("s".into()),
+            ..ReadQuery::default()
+        };
+        let plan = Plan::new(&query).expect("plan");
+        let head = head(conn).expect("head");
+        let mut span = plan
+            .span(conn, &query, 0, head)
+            .expect("span")
+            .expect("the stream has events");
+        let (mut steps, mut read, mut last_offset) = (0i64, Vec::new(), 0u64);
+        let mut stmt = conn.prepare(&plan.sql).expect("prepare");
+        while span.cursor < span.end {
+            stmt.reset_status(StatementStatus::VmStep);
+            bind_page(
+                &mut stmt,
+                &plan,
+                span.cursor,
+                span.end,
+                page,
+                floor(last_offset),
+            )
+            .expect("bind");
+            let mut rows = stmt.raw_query();
+            let mut got = 0;
+            while let Some(row) = rows.next().expect("step") {
+                let event = event(row).expect("decode");
+                span.cursor = event.stream_version;
+                last_offset = event.offset;
+                read.push(event.offset);
+                got += 1;
+            }
+            drop(rows);
+            steps += i64::from(stmt.get_status(StatementStatus::VmStep));
+            if got < page {
+                break;
+            }
+        }
+        (steps, read)
+    }
+
+    /// Paging through an unindexed tail scans it about once, not once per page: the
+    /// page query starts the tail's scan at the last offset read.
+    #[test]
+    fn paging_through_the_unindexed_tail_scans_it_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.db");
+        let options = LogOptions {
+            durability: Durability::Normal,
+            stream_index_chunk: u64::MAX,
+            stream_index_when_idle: false,
+            ..LogOptions::default()
+        };
+        let log = EventLog::open(&path, options).expect("open");
+        // 4,000 events, one in ten of stream `s`; none indexed while the log is open.
+        let events: Vec<NewEvent> = (0..4000)
+            .map(|i| NewEvent::new(if i % 10 == 0 { "s" } else { "other" }, "T", "{}"))
+            .collect();
+        for chunk in events.chunks(500) {
+            log.append(chunk.to_vec()).expect("append");
+        }
+        let (floored, read) = paged_read_steps(&path, 5, |last| last);
+        let (unfloored, read_again) = paged_read_steps(&path, 5, |_| 0);
+        let (one_page, read_at_once) = paged_read_steps(&path, 1000, |last| last);
+        assert_eq!((read, read_again, read_at_once), (400, 400, 400));
+        // 80 pages: without the floor each rescans the tail from its start.
+        assert!(
+            floored * 10 < unfloored,
+            "floored {floored} steps, unfloored {unfloored}"
+        );
+        assert!(
+            floored < one_page * 2,
+            "80 pages took {floored} steps, one page {one_page}"
+        );
+        drop(log);
+    }
+
+    /// A page spanning the stream index and the tail comes back in version order even
+    /// when SQLite is free to return unordered selects backwards: the order does not
+    /// depend on how SQLite happens to scan.
+    #[test]
+    fn pages_across_the_index_and_the_tail_keep_their_order_whatever_the_scan_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.db");
+        let events = |n: usize| -> Vec<NewEvent> {
+            (0..n)
+                .map(|i| NewEvent::new(if i % 3 == 0 { "s" } else { "other" }, "T", "{}"))
+                .collect()
+        };
+        // 300 events indexed (a chunk of 1 indexes after every group), then 300 more
+        // left in the tail.
+        let indexed = LogOptions {
+            durability: Durability::Normal,
+            stream_index_chunk: 1,
+            ..LogOptions::default()
+        };
+        EventLog::open(&path, indexed)
+            .expect("open")
+            .append(events(300))
+            .expect("append");
+        let unindexed = LogOptions {
+            durability: Durability::Normal,
+            stream_index_chunk: u64::MAX,
+            stream_index_when_idle: false,
+            ..LogOptions::default()
+        };
+        let log = EventLog::open(&path, unindexed).expect("reopen");
+        log.append(events(300)).expect("append");
+        let conn = Connection::open(&path).expect("open");
+        let (_, forward) = paged_read(&conn, 7, |last| last);
+        conn.pragma_update(None, "reverse_unordered_selects", true)
+            .expect("reverse");
+        for page in [1, 7, 150, 1000] {
+            let (_, offsets) = paged_read(&conn, page, |last| last);
+            assert_eq!(offsets, forward, "pages of {page}");
+        }
+        assert_eq!(forward.len(), 200);
+        assert!(forward.windows(2).all(|w| w[0] < w[1]), "{forward:?}");
+        drop(log);
     }
 }

@@ -318,17 +318,20 @@ impl StreamSnapshots {
 /// The events of stream `?1` after version `?2`, at most `?3`, in version order: the
 /// log's stream index up to its watermark, then the unindexed tail above it by offset
 /// (the log's schema 5; see `crate::log`'s `stream_index.rs`). UNION ALL with a LIMIT
-/// reads the tail only when the indexed events leave the page short.
+/// reads the tail only when the indexed events leave the page short; each part orders
+/// itself along the index it reads, so the order does not depend on SQLite's scan order.
 const STREAM_EVENTS_AFTER_SQL: &str = r#"
     SELECT * FROM (SELECT e."offset", e.id, e.stream, e.stream_version, e.type, e.data,
                           e.metadata, e.recorded_at
         FROM stream_index AS i CROSS JOIN events AS e NOT INDEXED ON e."offset" = i."offset"
-        WHERE i.stream = (SELECT id FROM streams WHERE name = ?1) AND i.version > ?2)
+        WHERE i.stream = (SELECT id FROM streams WHERE name = ?1) AND i.version > ?2
+        ORDER BY i.version LIMIT ?3)
     UNION ALL
     SELECT * FROM (SELECT "offset", id, stream, stream_version, type, data, metadata, recorded_at
         FROM events NOT INDEXED
         WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
-          AND stream = ?1 AND stream_version > ?2)
+          AND stream = ?1 AND stream_version > ?2
+        ORDER BY "offset" LIMIT ?3)
     LIMIT ?3"#;
 
 fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
