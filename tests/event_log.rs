@@ -2035,7 +2035,11 @@ mod stream_index {
         for stream in streams {
             for &from in &cuts {
                 for &to in &cuts {
-                    for types in [vec![], vec!["B".to_owned()]] {
+                    for types in [
+                        vec![],
+                        vec!["B".to_owned()],
+                        vec!["A".to_owned(), "B".to_owned(), "C".to_owned()],
+                    ] {
                         let query = ReadQuery {
                             stream: StreamFilter::Exact((*stream).to_owned()),
                             from_offset: from,

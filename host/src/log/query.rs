@@ -15,6 +15,9 @@
 //! | types + prefixes | `(type, offset)`, prefix checked per row | O(types × window) |
 //! | stream + types | `stream_index` and the tail, type checked per row | O(window + tail) |
 //!
+//! Counts follow the same plans; a count of a stream's events of several types reads the
+//! stream's index range and the tail once, checking the types per row.
+//!
 //! The tail is what the writer has not indexed yet (see `stream_index.rs`): fewer than
 //! [`LogOptions::stream_index_chunk`](super::LogOptions::stream_index_chunk) events plus
 //! one group while a writer runs. Each statement reads the watermark itself, so the index
@@ -141,15 +144,22 @@ const TAIL_FIRST_VERSION_SQL: &str = r#"SELECT stream_version FROM events NOT IN
 const TAIL_LAST_VERSION_SQL: &str = r#"SELECT stream_version FROM events NOT INDEXED
     WHERE "offset" > ?1 AND "offset" <= ?2 AND stream = ?3 ORDER BY "offset" DESC LIMIT 1"#;
 
-/// Events of stream `?1` with versions in `[?2, ?3]` and type `?4`: indexed, then in
-/// the tail.
-const COUNT_STREAM_TYPE_SQL: &str = r#"SELECT
+/// Events of stream `?1` with versions in `[?2, ?3]` whose type is one of `types`
+/// (bound from `?4` on): indexed, then in the tail, each read once whatever the number
+/// of types.
+fn count_stream_types_sql(types: usize) -> String {
+    let mut placeholders = String::new();
+    push_placeholders(&mut placeholders, 4, types);
+    format!(
+        r#"SELECT
     (SELECT count(*) FROM stream_index AS i CROSS JOIN events AS e NOT INDEXED ON e."offset" = i."offset"
       WHERE i.stream = (SELECT id FROM streams WHERE name = ?1)
-        AND i.version BETWEEN ?2 AND ?3 AND e.type = ?4)
+        AND i.version BETWEEN ?2 AND ?3 AND e.type IN ({placeholders}))
   + (SELECT count(*) FROM events NOT INDEXED
       WHERE "offset" > (SELECT indexed_through FROM stream_indexed WHERE singleton = 1)
-        AND stream = ?1 AND stream_version BETWEEN ?2 AND ?3 AND type = ?4)"#;
+        AND stream = ?1 AND stream_version BETWEEN ?2 AND ?3 AND type IN ({placeholders}))"#
+    )
+}
 
 /// Events of stream `?1` with versions in `[?2, ?3]` (versions may have gaps once
 /// retention removed some): indexed, then in the tail.
@@ -401,11 +411,18 @@ impl Plan {
                 if self.types.is_empty() {
                     return Ok(whole_range);
                 }
-                let mut total = 0;
-                for ty in &self.types {
-                    total += query_count(COUNT_STREAM_TYPE_SQL, &[stream, &lo, &hi, ty])?;
+                let mut stmt = conn.prepare_cached(&count_stream_types_sql(self.types.len()))?;
+                stmt.raw_bind_parameter(1, stream)?;
+                stmt.raw_bind_parameter(2, lo)?;
+                stmt.raw_bind_parameter(3, hi)?;
+                for (i, ty) in self.types.iter().enumerate() {
+                    stmt.raw_bind_parameter(i + 4, ty)?;
                 }
-                Ok(total)
+                let mut rows = stmt.raw_query();
+                match rows.next()? {
+                    Some(row) => get_u64(row, 0),
+                    None => Ok(0),
+                }
             }
             _ => match (self.types.is_empty(), self.prefixes.is_empty()) {
                 (true, true) if span.cursor >= removed_through => Ok(whole_range),
@@ -516,7 +533,7 @@ impl Plan {
             self.types.is_empty(),
             self.prefixes.is_empty(),
         ) {
-            (Some(_), false, _) => all.push(COUNT_STREAM_TYPE_SQL.to_owned()),
+            (Some(_), false, _) => all.push(count_stream_types_sql(self.types.len())),
             (Some(_), true, _) => all.push(COUNT_STREAM_VERSIONS_SQL.to_owned()),
             (None, true, false) => {
                 all.push(COUNT_STREAM_RANGE_SQL.to_owned());
