@@ -1448,6 +1448,9 @@ fn metrics_are_valid_prometheus_text() -> Result {
     };
     assert_eq!(value("refract_events_appended_total", None), Some(4.0));
     assert_eq!(value("refract_log_head", None), Some(4.0));
+    // The stream index's tail: the four events, or none once the idle writer indexed them.
+    let unindexed = value("refract_log_unindexed_events", None).ok_or("no unindexed gauge")?;
+    assert!((0.0..=4.0).contains(&unindexed), "{unindexed}");
     assert_eq!(
         value("refract_events_projected_total", Some("balances")),
         Some(4.0)

@@ -2105,6 +2105,12 @@ mod stream_index {
                 entries, through,
                 "every event up to the watermark is indexed"
             );
+            // What status and metrics show of it, read the same way by the log itself.
+            let shown = log.unindexed_tail()?;
+            assert!(
+                shown < chunk + len as u64,
+                "unindexed_tail {shown} at round {round}"
+            );
             saw_tail |= head > through;
             saw_index |= through > 0;
             if round % 6 == 5 {

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `refract_events_appended_total` | counter | |
 //! | `refract_log_head` | gauge | |
+//! | `refract_log_unindexed_events` | gauge | |
 //! | `refract_events_projected_total` | counter | projector, version |
 //! | `refract_projector_checkpoint` | gauge | projector, version |
 //! | `refract_projector_lag_events` | gauge | projector, version |
@@ -78,6 +79,8 @@ pub(crate) struct EngineSnapshot {
     /// Events appended through the host's log (API and engine alike) since it started;
     /// idempotent repeats are not counted.
     pub appended: u64,
+    /// Events above the stream index's watermark (`EventLog::unindexed_tail`).
+    pub unindexed: u64,
     /// Consumer groups and retention, when the host serves them.
     pub consumers: Option<super::consumer_metrics::ConsumerSnapshot>,
     /// The node's cluster status, in cluster mode.
@@ -238,6 +241,12 @@ impl Collector for Scrape {
             "refract_log_head",
             "The highest offset in the event log",
             &ConstGauge::new(self.head as f64),
+        )?;
+        single(
+            e,
+            "refract_log_unindexed_events",
+            "Events not yet in the log's stream index: what an exact-stream read scans by offset (below [log] stream_index_chunk plus one group while the writer runs)",
+            &ConstGauge::new(self.engine.unindexed as f64),
         )?;
         single(
             e,

@@ -209,6 +209,7 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
             rejected: engine.rejected().len(),
             swaps: engine.swaps_total(),
             appended: engine.log().appended_total(),
+            unindexed: engine.log().unindexed_tail()?,
             consumers,
             cluster,
         })

@@ -311,6 +311,13 @@ impl EventLog {
         self.inner.head.clone()
     }
 
+    /// Events not yet in the stream index (its unindexed tail), as the file says now:
+    /// what an exact-stream read scans by offset. Below
+    /// [`LogOptions::stream_index_chunk`] plus one group commit while a writer runs.
+    pub fn unindexed_tail(&self) -> Result<u64, LogError> {
+        read::unindexed_tail(&self.inner.readers)
+    }
+
     /// The highest offset of an event recorded at or before `time`, as the file says now;
     /// `None` if the log holds none that early. Offsets below retention's horizon may be
     /// gone, so the event at the answer may be too; every later one is recorded after

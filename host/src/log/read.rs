@@ -109,6 +109,20 @@ pub(super) fn count(pool: &ReaderPool, query: &ReadQuery) -> Result<u64, LogErro
     result
 }
 
+/// Events above the stream index's watermark (the unindexed tail), in one snapshot.
+pub(super) fn unindexed_tail(pool: &ReaderPool) -> Result<u64, LogError> {
+    let conn = pool.take()?;
+    let result = (|| {
+        let tx = conn.unchecked_transaction()?;
+        let tail = head(&tx)?.saturating_sub(super::stream_index::indexed_through(&tx)?);
+        tx.finish()?;
+        Ok(tail)
+    })()
+    .map_err(pool.sqlite("reading the stream index's watermark"));
+    pool.give_back(conn);
+    result
+}
+
 /// The highest offset recorded at or before `micros` (µs since the epoch), if any.
 pub(super) fn last_recorded_by(pool: &ReaderPool, micros: i64) -> Result<Option<u64>, LogError> {
     let conn = pool.take()?;
