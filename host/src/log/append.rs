@@ -423,7 +423,7 @@ impl Writer {
             _ => true,
         };
         if whole {
-            match self.write_group_whole(group)? {
+            match self.write_group_once(group, false)? {
                 Ok(done) => return Ok(done),
                 // A lone request's failure is its own outcome: nothing else to keep.
                 Err((head, failure)) if group.len() == 1 => {
@@ -432,7 +432,11 @@ impl Writer {
                 Err(_) => self.savepoint_groups_left = SAVEPOINT_GROUPS_AFTER_FAILURE,
             }
         }
-        self.write_group_with_savepoints(group)
+        match self.write_group_once(group, true)? {
+            Ok(done) => Ok(done),
+            // Not reached: with savepoints a request's failure is its own reply.
+            Err((head, failure)) => Ok((vec![Err(failure)], head, head)),
+        }
     }
 
     /// Starts a group's transaction: `BEGIN IMMEDIATE`, the head and the time of the
@@ -476,12 +480,16 @@ impl Writer {
         Ok((head, state))
     }
 
-    /// Writes every request of `group` in one transaction with no savepoint. If a
-    /// request fails, the whole transaction is rolled back (nothing of the group is
-    /// written) and the inner `Err` holds the head and that request's error.
-    fn write_group_whole(
+    /// Writes `group` in one transaction. Without `savepoints`, every request is written
+    /// straight into it: if one fails, the whole transaction is rolled back (nothing of
+    /// the group is written) and the inner `Err` holds the head and that request's
+    /// error. With `savepoints`, each request is inside its own savepoint, so a request
+    /// that fails rolls back alone and the others commit (the inner result is always
+    /// `Ok`).
+    fn write_group_once(
         &mut self,
         group: &[Request],
+        savepoints: bool,
     ) -> Result<Result<GroupOutcome, (u64, LogError)>, rusqlite::Error> {
         let (head, mut state) = self.begin_group()?;
         let conn = &self.conn;
@@ -493,47 +501,9 @@ impl Writer {
         };
         let mut replies = Vec::with_capacity(group.len());
         for request in group {
-            match append_request(
-                conn,
-                &self.path,
-                &mut state,
-                &mut self.versions,
-                &mut self.ids,
-                &request.events,
-            ) {
-                Ok(offsets) => replies.push(Ok(offsets)),
-                Err(failure) => {
-                    control("ROLLBACK")?;
-                    open.finished = true;
-                    // The rolled-back requests may have cached versions never committed.
-                    self.versions.clear();
-                    return Ok(Err((head, failure)));
-                }
+            if savepoints {
+                control("SAVEPOINT request")?;
             }
-        }
-        control("COMMIT")?;
-        open.finished = true;
-        self.versions_valid_at = Some(state.next_offset - 1);
-        Ok(Ok((replies, head, state.next_offset - 1)))
-    }
-
-    /// Writes `group` with each request inside its own savepoint, so a request that
-    /// fails rolls back alone and the others commit.
-    fn write_group_with_savepoints(
-        &mut self,
-        group: &[Request],
-    ) -> Result<GroupOutcome, rusqlite::Error> {
-        let (head, mut state) = self.begin_group()?;
-        let conn = &self.conn;
-        let control = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
-        // Rolls the transaction back on every early return; disarmed by COMMIT.
-        let mut open = OpenTransaction {
-            conn,
-            finished: false,
-        };
-        let mut replies = Vec::with_capacity(group.len());
-        for request in group {
-            control("SAVEPOINT request")?;
             let before = state.next_offset;
             let reply = append_request(
                 conn,
@@ -543,18 +513,30 @@ impl Writer {
                 &mut self.ids,
                 &request.events,
             );
-            if reply.is_err() {
-                control("ROLLBACK TO request")?;
-                state.next_offset = before;
-                self.versions.clear();
+            match reply {
+                Err(failure) if !savepoints => {
+                    control("ROLLBACK")?;
+                    open.finished = true;
+                    // The rolled-back writes may have cached versions never committed.
+                    self.versions.clear();
+                    return Ok(Err((head, failure)));
+                }
+                Err(_) => {
+                    control("ROLLBACK TO request")?;
+                    state.next_offset = before;
+                    self.versions.clear();
+                }
+                Ok(_) => {}
             }
-            control("RELEASE request")?;
+            if savepoints {
+                control("RELEASE request")?;
+            }
             replies.push(reply);
         }
         control("COMMIT")?;
         open.finished = true;
         self.versions_valid_at = Some(state.next_offset - 1);
-        Ok((replies, head, state.next_offset - 1))
+        Ok(Ok((replies, head, state.next_offset - 1)))
     }
 
     /// Empties the stream-version cache: after a rollback it may hold versions that were
