@@ -5,6 +5,10 @@
 //! that it builds the same read model as the Rust and Python `balances` is in
 //! `tests/sdk_python.rs`, which builds all three.
 //!
+//! The reactor `order-saga-ts`, built from source against the reactor world and
+//! deployed on a real engine, runs the order saga's happy, failure and timeout paths,
+//! emit for emit like its Rust and Python twins (`support::saga`).
+//!
 //! The `ts-probe` fixture proves the packed writes of `refract:projector@0.2.0` end to
 //! end: integer extremes, reals bit for bit, empty and multi-byte text, blobs, NULLs, a
 //! write of 998 parameters and writes spanning several flushes come back from the read
@@ -339,16 +343,60 @@ fn the_typescript_sdk_native_tests_pass() -> Result {
 }
 
 #[test]
-fn balances_ts_native_tests_pass() -> Result {
-    // Building installs the example's toolchain.
-    let component: PathBuf = guests_ts::ts_guest("balances-ts");
-    let dir = component
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("the component is not in <example>/dist")?;
-    let output = guests_ts::npm(dir, &["test"])?;
-    assert!(output.contains("# fail 0"), "{output}");
+fn the_typescript_examples_native_tests_pass() -> Result {
+    for example in ["balances-ts", "order-saga-ts"] {
+        // Building installs the example's toolchain.
+        let component: PathBuf = guests_ts::ts_guest(example);
+        let dir = component
+            .parent()
+            .and_then(Path::parent)
+            .ok_or("the component is not in <example>/dist")?;
+        let output = guests_ts::npm(dir, &["test"])?;
+        assert!(
+            output.contains("# fail 0") && !output.contains("# pass 0"),
+            "{example}:\n{output}"
+        );
+    }
     Ok(())
+}
+
+/// The TypeScript reactor, built from source against the reactor world and deployed on
+/// a real engine from its plugins folder, runs the order saga as its Rust twin does:
+/// a payment is requested and a timeout scheduled per order; a success confirms (and
+/// cancels the timeout); a failure and a fired timeout each cancel the order and
+/// release its stock; a late payment changes nothing.
+#[test]
+fn the_typescript_order_saga_reactor_confirms_cancels_and_times_out() -> Result {
+    let component = guests_ts::ts_guest("order-saga-ts");
+    // Compiled here first, into the cache the engine then reads (see
+    // `support::saga::assert_order_saga`); the load also proves the host takes it
+    // as a reactor of the 0.1.0 projector contract.
+    let loaded = runtime(SandboxLimits::default())?.load(&std::fs::read(&component)?)?;
+    assert_eq!(loaded.info().contract, ContractVersion::V0_1);
+    assert_eq!(loaded.info().name, "order-saga-ts");
+    assert_eq!(
+        loaded.reactor().map(|r| r.emits.clone()),
+        Some(
+            [
+                "payment.requested",
+                "order.confirmed",
+                "order.cancelled",
+                "stock.released"
+            ]
+            .map(String::from)
+            .to_vec()
+        ),
+        "the reactor-info export declares the saga's emits"
+    );
+    let dir = tempfile::tempdir()?;
+    support::saga::assert_order_saga(
+        dir.path(),
+        "order-saga-ts",
+        &component,
+        &guests_ts::workspace_root()
+            .join("target")
+            .join("ts-guest-cache"),
+    )
 }
 
 #[test]
