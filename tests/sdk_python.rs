@@ -604,142 +604,21 @@ fn the_python_unit_tests_pass() -> Result {
     Ok(())
 }
 
-/// Events `order-saga-py` emitted (ids `rx:…`), as (type, stream, data).
-fn saga_emits(log: &EventLog) -> Result<Vec<(String, String, serde_json::Value)>> {
-    let mut emitted = Vec::new();
-    for event in log.read(&refract::log::ReadQuery::default())? {
-        let event = event?;
-        if event.id.starts_with("rx:") {
-            emitted.push((
-                event.event_type,
-                event.stream,
-                serde_json::from_str(&event.data)?,
-            ));
-        }
-    }
-    Ok(emitted)
-}
-
 /// The Python reactor, deployed on a real engine from its plugins folder, runs the
-/// order saga as its Rust twin does: a payment is requested and a timeout scheduled
-/// per order; a success confirms (and cancels the timeout); a failure and a fired
-/// timeout each cancel the order and release its stock, and a late payment changes
-/// nothing.
+/// order saga as its Rust twin does (`support::saga::assert_order_saga`): a payment is
+/// requested and a timeout scheduled per order; a success confirms (and cancels the
+/// timeout); a failure and a fired timeout each cancel the order and release its
+/// stock, and a late payment changes nothing.
 #[test]
 fn the_python_order_saga_reactor_confirms_cancels_and_times_out() -> Result {
-    use serde_json::json;
     let dir = tempfile::tempdir()?;
-    let data = refract::data_dir::DataDir::new(dir.path().join("data"));
-    std::fs::create_dir_all(data.plugins())?;
-    std::fs::copy(
-        python_guest("order-saga-py"),
-        data.plugins().join("order-saga-py.wasm"),
-    )?;
     // Compiled once, in turn with the other tests' compilations, into the shared
-    // compile cache, which the engine then reads: a cold compile of a Python
-    // component beside the others' could overrun the compile timeout on a loaded
-    // machine.
+    // compile cache, which the engine then reads.
     load("order-saga-py")?;
-    std::os::unix::fs::symlink(compile_cache_dir(), data.cache())?;
-    let config = refract::config::Config::parse("", Path::new("refract.toml"))?;
-    let host = support::host::start_engine(&data, config)?;
-    let patience = std::time::Duration::from_secs(300);
-    let checkpoint = |engine: &refract::engine::Engine| {
-        let view = engine.projector("order-saga-py")?;
-        let active = view.active_version.clone()?;
-        let version = view.versions.iter().find(|v| v.version == active)?;
-        Some(version.status.as_ref()?.checkpoint)
-    };
-    support::host::wait_until(patience, "the Python saga to start", || {
-        checkpoint(&host.engine).is_some()
-    });
-    let placed = |order: &str, timeout_ms: u64| {
-        NewEvent::new(
-            order,
-            "order.placed",
-            json!({"customer": "ann", "total": 1200, "payment_timeout_ms": timeout_ms}).to_string(),
-        )
-    };
-    let payment = |order: &str, outcome: &str| {
-        NewEvent::new(
-            format!("payment-{order}"),
-            outcome,
-            json!({"order_id": order, "reason": "card declined"}).to_string(),
-        )
-    };
-    let hour = 3_600_000;
-    host.log.append(vec![
-        placed("order-1", hour),
-        placed("order-2", hour),
-        placed("order-3", 300),
-    ])?;
-    host.log.append(vec![
-        payment("order-1", "payment.succeeded"),
-        payment("order-2", "payment.failed"),
-    ])?;
-    // 3 payment requests, 1 confirmation, 2 cancellations each with a stock release.
-    let mut emitted = support::host::wait_for(patience, "8 emitted events", || {
-        saga_emits(&host.log).ok().filter(|e| e.len() >= 8)
-    });
-    host.log
-        .append(vec![payment("order-3", "payment.succeeded")])?;
-    let head = host.log.head()?;
-    support::host::wait_until(patience, "the saga to catch up", || {
-        checkpoint(&host.engine).is_some_and(|c| c >= head)
-    });
-    assert_eq!(
-        saga_emits(&host.log)?.len(),
-        8,
-        "a late payment emits nothing"
-    );
-    emitted.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let request = |order: &str| {
-        (
-            "payment.requested".to_owned(),
-            format!("payment-{order}"),
-            json!({"order_id": order, "amount": 1200, "customer": "ann"}),
-        )
-    };
-    let expected = vec![
-        (
-            "order.cancelled".to_owned(),
-            "order-2".to_owned(),
-            json!({"reason": "card declined"}),
-        ),
-        (
-            "order.cancelled".to_owned(),
-            "order-3".to_owned(),
-            json!({"reason": "payment timed out"}),
-        ),
-        (
-            "order.confirmed".to_owned(),
-            "order-1".to_owned(),
-            json!({"order_id": "order-1"}),
-        ),
-        request("order-1"),
-        request("order-2"),
-        request("order-3"),
-        (
-            "stock.released".to_owned(),
-            "stock-order-2".to_owned(),
-            json!({"order_id": "order-2", "reason": "card declined"}),
-        ),
-        (
-            "stock.released".to_owned(),
-            "stock-order-3".to_owned(),
-            json!({"order_id": "order-3", "reason": "payment timed out"}),
-        ),
-    ];
-    assert_eq!(emitted, expected);
-    // The timeout fired once, on the reactor's own timer stream.
-    let timers = host
-        .log
-        .read(&refract::log::ReadQuery::default())?
-        .filter_map(std::result::Result::ok)
-        .filter(|e| e.event_type == "refract.timer")
-        .map(|e| e.stream)
-        .collect::<Vec<_>>();
-    assert_eq!(timers, ["refract.timer/order-saga-py"]);
-    host.engine.shutdown();
-    Ok(())
+    support::saga::assert_order_saga(
+        dir.path(),
+        "order-saga-py",
+        &python_guest("order-saga-py"),
+        &compile_cache_dir(),
+    )
 }

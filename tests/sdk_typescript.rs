@@ -5,6 +5,10 @@
 //! that it builds the same read model as the Rust and Python `balances` is in
 //! `tests/sdk_python.rs`, which builds all three.
 //!
+//! The reactor `order-saga-ts`, built from source against the reactor world and
+//! deployed on a real engine, runs the order saga's happy, failure and timeout paths,
+//! emit for emit like its Rust and Python twins (`support::saga`).
+//!
 //! The `ts-probe` fixture proves the packed writes of `refract:projector@0.2.0` end to
 //! end: integer extremes, reals bit for bit, empty and multi-byte text, blobs, NULLs, a
 //! write of 998 parameters and writes spanning several flushes come back from the read
@@ -339,16 +343,200 @@ fn the_typescript_sdk_native_tests_pass() -> Result {
 }
 
 #[test]
-fn balances_ts_native_tests_pass() -> Result {
-    // Building installs the example's toolchain.
-    let component: PathBuf = guests_ts::ts_guest("balances-ts");
-    let dir = component
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("the component is not in <example>/dist")?;
-    let output = guests_ts::npm(dir, &["test"])?;
-    assert!(output.contains("# fail 0"), "{output}");
+fn the_typescript_examples_native_tests_pass() -> Result {
+    for example in ["balances-ts", "order-saga-ts"] {
+        // Building installs the example's toolchain.
+        let component: PathBuf = guests_ts::ts_guest(example);
+        let dir = component
+            .parent()
+            .and_then(Path::parent)
+            .ok_or("the component is not in <example>/dist")?;
+        let output = guests_ts::npm(dir, &["test"])?;
+        assert!(
+            output.contains("# fail 0") && !output.contains("# pass 0"),
+            "{example}:\n{output}"
+        );
+    }
     Ok(())
+}
+
+/// `order-saga-ts`, built from source and loaded once per process with default limits:
+/// the load compiles it into the cache the engine of the saga test then reads.
+fn order_saga_ts() -> Result<LoadedProjector> {
+    static LOADED: OnceLock<std::result::Result<LoadedProjector, String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let bytes = guests_ts::ts_guest_bytes("order-saga-ts");
+            runtime(SandboxLimits::default())
+                .and_then(|runtime| Ok(runtime.load(&bytes)?))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(Into::into)
+}
+
+/// One `order.placed` for `order`, at `offset`, with `data`.
+fn order_batch(offset: u64, order: &str, data: &str) -> EventBatch {
+    let mut batch = EventBatch::new();
+    batch.push(
+        offset,
+        &format!("e-{offset}"),
+        order,
+        1,
+        "order.placed",
+        data,
+        None,
+        1_700_000_000_000_000,
+    );
+    batch
+}
+
+/// The TypeScript reactor through the host's runtime, one batch at a time: the host
+/// takes it as a reactor of the 0.1.0 contract with its declared emits; its emits
+/// reach the host with their cause; and its failures surface as the projector side's
+/// do, as handle errors naming the event: the engine's own `TypeError`, an effect the
+/// host refuses (`EffectRefused` with the host's message), and a value the contract
+/// cannot carry. A failed batch emits nothing and keeps no state.
+#[test]
+fn the_typescript_reactor_emits_through_the_host_and_its_errors_name_the_event() -> Result {
+    let loaded = order_saga_ts()?;
+    assert_eq!(loaded.info().contract, ContractVersion::V0_1);
+    assert_eq!(loaded.info().name, "order-saga-ts");
+    assert_eq!(
+        loaded.reactor().map(|r| r.emits.clone()),
+        Some(
+            [
+                "payment.requested",
+                "order.confirmed",
+                "order.cancelled",
+                "stock.released"
+            ]
+            .map(String::from)
+            .to_vec()
+        ),
+        "the reactor-info export declares the saga's emits"
+    );
+    let dir = tempfile::tempdir()?;
+    let mut instance = loaded.instantiate(&dir.path().join("saga.db"), DbOptions::live())?;
+    // The reactor's host tables, as the engine creates them with its `init`
+    // (`refract::reactors::state::create`, crate-private): the `timers` import writes
+    // to them.
+    instance.init(|conn| {
+        conn.execute_batch(
+            "CREATE TABLE _refract_timers (
+                 key TEXT PRIMARY KEY, due_at INTEGER NOT NULL, payload TEXT NOT NULL,
+                 cause INTEGER NOT NULL, fired INTEGER
+             );
+             CREATE TABLE _refract_reactor (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )
+    })?;
+
+    let mut emitted = Vec::new();
+    instance.apply_with_effects(
+        &order_batch(7, "order-7", r#"{"customer":"ann","total":1200}"#),
+        |_, emits| {
+            emitted = emits;
+            Ok(())
+        },
+    )?;
+    let emitted: Vec<_> = emitted
+        .iter()
+        .map(|e| {
+            (
+                e.cause,
+                e.index,
+                e.event.stream.as_str(),
+                e.event.event_type.as_str(),
+                e.event.data.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        emitted,
+        [(
+            7,
+            0,
+            "payment-order-7",
+            "payment.requested",
+            r#"{"order_id":"order-7","amount":1200,"customer":"ann"}"#
+        )]
+    );
+
+    let ten_years_and_more = 11 * 366 * 24 * 3_600_000_u64;
+    for (data, expected) in [
+        ("null", "TypeError: "),
+        (
+            &*format!(
+                r#"{{"customer":"bob","total":1,"payment_timeout_ms":{ten_years_and_more}}}"#
+            ),
+            "EffectRefused: a delay of ",
+        ),
+        (
+            r#"{"customer":"bob","total":1,"payment_timeout_ms":-1}"#,
+            "RangeError: delayMs is -1",
+        ),
+    ] {
+        let mut emits = 0;
+        let outcome = instance.apply_with_effects(&order_batch(8, "order-8", data), |_, e| {
+            emits = e.len();
+            Ok(())
+        });
+        match outcome {
+            Err(ProjectorError::Handler {
+                offset, message, ..
+            }) => {
+                assert_eq!(offset, 8, "{message}");
+                assert!(message.starts_with(expected), "{expected}: {message}");
+            }
+            other => panic!("expected a handle error at offset 8 for {data}, got {other:?}"),
+        }
+        assert_eq!(emits, 0, "a failed batch emits nothing");
+    }
+    let orders: Vec<String> = instance
+        .host_connection()
+        .prepare("SELECT order_id FROM sagas")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert_eq!(orders, ["order-7"], "the failed batches rolled back");
+    let timers: Vec<(String, i64, String, i64)> = instance
+        .host_connection()
+        .prepare("SELECT key, due_at, payload, cause FROM _refract_timers")?
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    assert_eq!(
+        timers,
+        [(
+            "payment-timeout:order-7".to_owned(),
+            1_700_000_000_000_000 + 15 * 60 * 1_000_000,
+            r#"{"order_id":"order-7"}"#.to_owned(),
+            7
+        )],
+        "the default 15-minute timeout, due after the order's recorded time; none from the failed batches"
+    );
+    Ok(())
+}
+
+/// The TypeScript reactor, built from source against the reactor world and deployed on
+/// a real engine from its plugins folder, runs the order saga as its Rust twin does:
+/// a payment is requested and a timeout scheduled per order; a success confirms (and
+/// cancels the timeout); a failure and a fired timeout each cancel the order and
+/// release its stock; a late payment changes nothing.
+#[test]
+fn the_typescript_order_saga_reactor_confirms_cancels_and_times_out() -> Result {
+    // Compiled first, into the cache the engine then reads (see
+    // `support::saga::assert_order_saga`).
+    order_saga_ts()?;
+    let dir = tempfile::tempdir()?;
+    support::saga::assert_order_saga(
+        dir.path(),
+        "order-saga-ts",
+        &guests_ts::ts_guest("order-saga-ts"),
+        &guests_ts::workspace_root()
+            .join("target")
+            .join("ts-guest-cache"),
+    )
 }
 
 #[test]

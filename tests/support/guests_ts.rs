@@ -20,7 +20,10 @@ pub const INSTALL_HINT: &str =
 
 /// Every TypeScript guest: its folder under `example-plugins/` and the component its
 /// build writes, relative to that folder.
-pub const TS_GUESTS: &[(&str, &str)] = &[("balances-ts", "dist/balances.wasm")];
+pub const TS_GUESTS: &[(&str, &str)] = &[
+    ("balances-ts", "dist/balances.wasm"),
+    ("order-saga-ts", "dist/order-saga-ts.wasm"),
+];
 
 /// TypeScript test fixtures: projectors under `tests/fixtures/<name>/src/index.ts` that
 /// import the SDK from the source tree, built with the SDK's own `refract-build` and

@@ -13,4 +13,5 @@ pub mod host;
 pub mod js;
 pub mod nats;
 pub mod probe_values;
+pub mod saga;
 pub mod tiny_disk;

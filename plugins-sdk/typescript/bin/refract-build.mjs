@@ -1,12 +1,15 @@
 #!/usr/bin/env node
-// Builds a TypeScript projector into a WebAssembly component:
+// Builds a TypeScript projector (or, with --reactor, a reactor) into a
+// WebAssembly component:
 //
 //   refract-build src/index.ts --out dist/my-projector.wasm --wit ../refract/wit
+//   refract-build src/index.ts --reactor --out dist/my-saga.wasm --wit ../refract/wit
 //
 // 1. esbuild bundles the projector (its default export) and the SDK's component
 //    glue into one ES module, with the contract's imports left to the engine.
 // 2. componentize-js embeds that module in the SpiderMonkey engine and makes a
-//    component of the `projector` world, with every engine feature that reaches
+//    component of the `projector` world (or the `reactor` world), with every
+//    engine feature that reaches
 //    outside the sandbox switched off (no fetch, no clocks, no randomness):
 //    the component imports only the contract and the little WASI the engine
 //    itself needs (stdio, for error messages), all of which the host links.
@@ -19,12 +22,35 @@ import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
-/** The WIT world every projector implements. */
-const WORLD = "projector";
-
-/** The contract version this SDK builds against, and where it sits in Refract's `wit/` folder. */
-const CONTRACT = "refract:projector@0.2.0";
-const CONTRACT_DIR = "projector-0.2";
+/**
+ * What this SDK builds, by kind: the WIT world, the contract (its package, its
+ * folder in Refract's `wit/` and the file that declares it), the SDK's glue for
+ * it, the exports of the world, and the contract modules left to the engine.
+ */
+const KINDS = {
+  projector: {
+    world: "projector",
+    contract: "refract:projector@0.2.0",
+    dir: "projector-0.2",
+    file: "projector.wit",
+    glue: "../src/component.ts",
+    exportWith: "exportProjector",
+    exports: ["metadata", "init", "handle"],
+    external: ["refract:projector/*"],
+  },
+  // The reactor world includes the projector world of refract:projector@0.1.0,
+  // which its folder reaches through `deps/`.
+  reactor: {
+    world: "reactor",
+    contract: "refract:reactor@0.1.0",
+    dir: "reactor",
+    file: "reactor.wit",
+    glue: "../src/reactor-component.ts",
+    exportWith: "exportReactor",
+    exports: ["metadata", "init", "handle", "reactorInfo"],
+    external: ["refract:projector/*", "refract:reactor/*"],
+  },
+};
 
 /**
  * componentize-js engine features a projector never needs. A projector reaches
@@ -35,11 +61,13 @@ const CONTRACT_DIR = "projector-0.2";
  */
 const DISABLED_FEATURES = ["http", "fetch-event", "clocks", "random"];
 
-const usage = `usage: refract-build <entry.ts> --out <component.wasm> --wit <wit dir>
+const usage = `usage: refract-build <entry.ts> [--reactor] --out <component.wasm> --wit <wit dir>
 
 Bundles the projector exported by default from <entry.ts> and builds it into a
 WebAssembly component for Refract. --wit is the Refract source tree's wit/ folder
-(the build uses its ${CONTRACT_DIR}/ contract, ${CONTRACT}), or that contract's own folder.`;
+(the build uses its ${KINDS.projector.dir}/ contract, ${KINDS.projector.contract}), or that contract's own folder.
+--reactor builds a reactor (a \`reactor({...})\` default export) against the
+${KINDS.reactor.contract} contract (wit/${KINDS.reactor.dir}/) instead.`;
 
 async function main() {
   const { values, positionals } = parseArgs({
@@ -47,6 +75,7 @@ async function main() {
     options: {
       out: { type: "string", short: "o" },
       wit: { type: "string" },
+      reactor: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -57,16 +86,17 @@ async function main() {
   if (positionals.length !== 1 || !values.out || !values.wit) {
     fail(usage);
   }
+  const kind = KINDS[values.reactor ? "reactor" : "projector"];
   const entry = resolve(positionals[0]);
   const out = resolve(values.out);
-  const wit = await contractDir(resolve(values.wit));
+  const wit = await contractDir(resolve(values.wit), kind);
   const bundle = join(dirname(out), `${basename(out, extname(out))}.js`);
   await mkdir(dirname(out), { recursive: true });
 
   const started = performance.now();
-  await bundleProjector(entry, bundle);
+  await bundleProjector(entry, bundle, kind);
   const bundled = performance.now();
-  const component = await componentizeBundle(bundle, wit);
+  const component = await componentizeBundle(bundle, wit, kind);
   await writeFile(out, component);
   const done = performance.now();
   console.error(
@@ -77,29 +107,30 @@ async function main() {
 }
 
 /**
- * The folder holding the contract this SDK speaks: `<wit>/projector-0.2`, or
- * `<wit>` itself when it is that folder. Anything else fails with what to fix,
- * rather than building a component against a contract the SDK does not match.
+ * The folder holding the contract this SDK speaks for `kind`: for a projector
+ * `<wit>/projector-0.2`, for a reactor `<wit>/reactor`, or `<wit>` itself when
+ * it is that folder. Anything else fails with what to fix, rather than
+ * building a component against a contract the SDK does not match.
  */
-async function contractDir(wit) {
-  for (const dir of [join(wit, CONTRACT_DIR), wit]) {
-    const text = await readFile(join(dir, "projector.wit"), "utf8").catch(() => "");
-    if (new RegExp(`^\\s*package\\s+${CONTRACT.replace(/[.]/g, "\\.")}\\s*;`, "m").test(text)) return dir;
+async function contractDir(wit, kind) {
+  for (const dir of [join(wit, kind.dir), wit]) {
+    const text = await readFile(join(dir, kind.file), "utf8").catch(() => "");
+    if (new RegExp(`^\\s*package\\s+${kind.contract.replace(/[.]/g, "\\.")}\\s*;`, "m").test(text)) return dir;
   }
   fail(
-    `refract-build: ${wit} holds no ${CONTRACT} contract (looked for ${join(wit, CONTRACT_DIR, "projector.wit")}); ` +
+    `refract-build: ${wit} holds no ${kind.contract} contract (looked for ${join(wit, kind.dir, kind.file)}); ` +
       "pass --wit the wit/ folder of a Refract source tree that has it",
   );
 }
 
-/** Bundles the projector and the SDK's component glue into one ES module at `bundle`. */
-async function bundleProjector(entry, bundle) {
+/** Bundles the projector (or reactor) and the SDK's component glue for it into one ES module at `bundle`. */
+async function bundleProjector(entry, bundle, kind) {
   const esbuild = await import("esbuild");
-  const glue = fileURLToPath(new URL("../src/component.ts", import.meta.url));
+  const glue = fileURLToPath(new URL(kind.glue, import.meta.url));
   const source = [
-    `import projector from ${JSON.stringify(entry)};`,
-    `import { exportProjector } from ${JSON.stringify(glue)};`,
-    `export const { metadata, init, handle } = exportProjector(projector);`,
+    `import definition from ${JSON.stringify(entry)};`,
+    `import { ${kind.exportWith} } from ${JSON.stringify(glue)};`,
+    `export const { ${kind.exports.join(", ")} } = ${kind.exportWith}(definition);`,
   ].join("\n");
   try {
     await esbuild.build({
@@ -109,7 +140,7 @@ async function bundleProjector(entry, bundle) {
       platform: "neutral",
       mainFields: ["module", "main"],
       target: "es2022",
-      external: ["refract:projector/*"],
+      external: kind.external,
       outfile: bundle,
       logLevel: "silent",
       legalComments: "none",
@@ -123,14 +154,14 @@ async function bundleProjector(entry, bundle) {
   }
 }
 
-/** Makes a component of the `projector` world from the bundled module. */
-async function componentizeBundle(bundle, wit) {
+/** Makes a component of the `projector` (or `reactor`) world from the bundled module. */
+async function componentizeBundle(bundle, wit, kind) {
   const { componentize } = await import("@bytecodealliance/componentize-js");
   try {
     const { component } = await componentize({
       sourcePath: bundle,
       witPath: wit,
-      worldName: WORLD,
+      worldName: kind.world,
       disableFeatures: DISABLED_FEATURES,
     });
     return component;

@@ -102,8 +102,8 @@ function describeWrite(failure: WriteFailure): string {
   return `deferred write failed: ${failure.error.message} (statement: ${failure.sql})`;
 }
 
-/** Refuses a Promise: the host calls `init` and `handle` synchronously, and SQL calls are synchronous. */
-function mustBeSynchronous(returned: unknown, what: string): void {
+/** Refuses a Promise: the host calls `init` and `handle` (and a reactor's `react`) synchronously, and SQL calls are synchronous. */
+export function mustBeSynchronous(returned: unknown, what: string): void {
   if (
     returned !== null &&
     (typeof returned === "object" || typeof returned === "function") &&

@@ -9,7 +9,8 @@
 // `numbers[j]`: the integer, the real's IEEE 754 bits, or for text and blobs
 // the end of its bytes in `bytes`.
 
-import { Real, type Param } from "./values.ts";
+import { decodeUtf8 } from "./utf8.ts";
+import { Real, type Param, type WireValue } from "./values.ts";
 
 /** The contract's `write-batch`, as the component bindings take it. */
 export interface WriteBatch {
@@ -233,4 +234,84 @@ function kindOf(value: unknown): string {
   if (typeof value !== "object") return `a ${typeof value}`;
   const name = (value as { constructor?: { name?: string } }).constructor?.name;
   return name ? `a ${name}` : "an object";
+}
+
+/** One write of a `write-batch`, decoded; `error` says why it breaks the layout, if it does. */
+export interface UnpackedWrite {
+  statement: number;
+  params: WireValue[];
+  error?: string;
+}
+
+/**
+ * @internal Decodes a `write-batch` as the host does, following the layout in
+ * the contract's doc comment: the native harness runs the SDK's packed writes
+ * through it, so the encoder is checked against the specification, not
+ * against itself; a reactor's component glue sends them through it as the
+ * `refract:projector@0.1.0` `execute-batch` that the reactor world speaks.
+ * Decoding stops at the first write that breaks the layout, which carries
+ * the error.
+ */
+export function unpackWrites(batch: WriteBatch): UnpackedWrite[] {
+  const { statements, paramEnds, kinds, numbers, bytes } = batch;
+  const writes: UnpackedWrite[] = [];
+  if (paramEnds.length !== statements.length || numbers.length !== kinds.length) {
+    writes.push({
+      statement: statements[0] ?? 0,
+      params: [],
+      error: `mismatched lists: ${statements.length} statements, ${paramEnds.length} parameter ends, ${kinds.length} kinds, ${numbers.length} numbers`,
+    });
+    return writes;
+  }
+  const reals = new Float64Array(1);
+  const bits = new BigInt64Array(reals.buffer);
+  let param = 0;
+  let byteStart = 0;
+  for (let i = 0; i < statements.length; i++) {
+    const statement = statements[i] as number;
+    const end = paramEnds[i] as number;
+    const params: WireValue[] = [];
+    const fail = (error: string): UnpackedWrite[] => {
+      writes.push({ statement, params, error });
+      return writes;
+    };
+    if (end < param || end > kinds.length) return fail(`parameters ${param}..${end} of ${kinds.length}`);
+    for (; param < end; param++) {
+      const number = numbers[param] as bigint;
+      switch (kinds[param]) {
+        case KIND_NULL:
+          params.push({ tag: "null" });
+          break;
+        case KIND_INTEGER:
+          params.push({ tag: "integer", val: number });
+          break;
+        case KIND_REAL:
+          bits[0] = number;
+          params.push({ tag: "real", val: reals[0] as number });
+          break;
+        case KIND_TEXT:
+        case KIND_BLOB: {
+          if (number < BigInt(byteStart) || number > BigInt(bytes.length)) {
+            return fail(`parameter ${param} spans bytes ${byteStart}..${number} of ${bytes.length}`);
+          }
+          const byteEnd = Number(number);
+          if (kinds[param] === KIND_BLOB) {
+            params.push({ tag: "blob", val: bytes.slice(byteStart, byteEnd) });
+          } else {
+            try {
+              params.push({ tag: "text", val: decodeUtf8(bytes, byteStart, byteEnd) });
+            } catch {
+              return fail(`parameter ${param} is not UTF-8`);
+            }
+          }
+          byteStart = byteEnd;
+          break;
+        }
+        default:
+          return fail(`parameter ${param} has kind ${kinds[param]}`);
+      }
+    }
+    writes.push({ statement, params });
+  }
+  return writes;
 }

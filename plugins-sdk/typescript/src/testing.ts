@@ -1,4 +1,5 @@
-// Native tests for projectors: run a projector's real `init` and `handle`
+// Native tests for projectors and reactors: run a projector's real `init` and `handle`
+// (a reactor's `init` and `react`, its effects recorded by `TestReactor`)
 // against an in-memory SQLite (the official SQLite WebAssembly build, so no
 // native addon and nothing downloaded at install), with no component build.
 //
@@ -27,11 +28,23 @@ import { runHandle, runInit } from "./batch.ts";
 import { Db } from "./db.ts";
 import { SqlError, type SqlErrorKind } from "./errors.ts";
 import { type EventBatch, FIELDS } from "./event.ts";
-import { stringifyJson } from "./json.ts";
-import { KIND_BLOB, KIND_INTEGER, KIND_NULL, KIND_REAL, KIND_TEXT, type WriteBatch } from "./packed.ts";
+import { parseJson, stringifyJson } from "./json.ts";
+import { type UnpackedWrite, unpackWrites, type WriteBatch } from "./packed.ts";
 import { accepts, type EventFields, type Projector, readsOf, validateName } from "./projector.ts";
+import {
+  asProjector,
+  EffectRefused,
+  Effects,
+  type EffectsBackend,
+  isReactor,
+  type NewEvent,
+  type Reactor,
+  reactorProblem,
+  TIMER_EVENT_TYPE,
+  timerStream,
+} from "./reactor.ts";
 import { Rows } from "./rows.ts";
-import { decodeUtf8, encodeUtf8 } from "./utf8.ts";
+import { encodeUtf8 } from "./utf8.ts";
 import { fromWire, type SqlValue, type WireValue } from "./values.ts";
 
 /** The default `recordedAt` of the event at offset 0: 2024-01-01T00:00:00Z. Each later offset adds one second, so timestamps are deterministic. */
@@ -119,48 +132,48 @@ export class BatchError extends Error {
 }
 
 /**
- * A projector running natively, as the host would run it: `init` once, then
- * batches of events, each in one transaction that rolls back if the batch
- * fails. Only subscribed events are delivered.
+ * The host's side of one projector or reactor, natively: a fresh in-memory
+ * database after `init`, then batches of the delivered events, each in one
+ * transaction that rolls back if the batch fails.
  */
-export class TestProjector {
+class Harness {
   readonly #projector: Projector;
   readonly #backend: SqliteBackend;
   readonly #db: Db;
+  readonly #delivers: (type: string, stream: string) => boolean;
   #lastOffset = 0n;
   readonly #versions = new Map<string, bigint>();
 
-  private constructor(projector: Projector, backend: SqliteBackend) {
+  private constructor(projector: Projector, backend: SqliteBackend, delivers: (type: string, stream: string) => boolean) {
     this.#projector = projector;
     this.#backend = backend;
     this.#db = new Db(backend);
+    this.#delivers = delivers;
   }
 
-  /** A fresh in-memory read model after the projector's `init`. Fails if its name breaks the host's rule or `init` fails. */
-  static async create(projector: Projector): Promise<TestProjector> {
+  /** Opens the database and runs `init`; `what` names the component in errors (`projector "x"`). */
+  static async open(
+    projector: Projector,
+    what: string,
+    delivers: (type: string, stream: string) => boolean,
+  ): Promise<Harness> {
     const invalid = validateName(projector.name);
     if (invalid !== undefined) throw new Error(invalid);
-    const t = new TestProjector(projector, await SqliteBackend.open());
-    t.#backend.trusted("BEGIN");
-    const result = runInit(projector, t.#db);
+    const h = new Harness(projector, await SqliteBackend.open(), delivers);
+    h.#backend.trusted("BEGIN");
+    const result = runInit(projector, h.#db);
     if (result.tag === "err") {
-      t.#backend.trusted("ROLLBACK");
-      throw new Error(`init of projector ${JSON.stringify(projector.name)} failed: ${result.val}`);
+      h.#backend.trusted("ROLLBACK");
+      throw new Error(`init of ${what} ${JSON.stringify(projector.name)} failed: ${result.val}`);
     }
-    t.#backend.trusted("COMMIT");
-    return t;
+    h.#backend.trusted("COMMIT");
+    return h;
   }
 
-  /** The offset of the last event applied so far, delivered or not; 0 before any. */
   get lastOffset(): bigint {
     return this.#lastOffset;
   }
 
-  /**
-   * Appends `events` to the test's log and delivers the subscribed ones as one
-   * batch, in one transaction. Returns how many were delivered. On failure the
-   * transaction rolls back and a {@link BatchError} names the event.
-   */
   apply(events: Iterable<TestEvent>): number {
     const packer = new Packer(readsOf(this.#projector));
     for (const e of events) {
@@ -172,7 +185,7 @@ export class TestProjector {
       const stream = e.stream ?? "test";
       const version = e.streamVersion === undefined ? (this.#versions.get(stream) ?? 0n) + 1n : BigInt(e.streamVersion);
       this.#versions.set(stream, version);
-      if (accepts(this.#projector, e.type, stream)) packer.push(e, stream, offset, version);
+      if (this.#delivers(e.type, stream)) packer.push(e, stream, offset, version);
     }
     if (packer.count === 0) return 0;
     const batch = packer.batch();
@@ -186,9 +199,211 @@ export class TestProjector {
     return packer.count;
   }
 
-  /** Runs any SQL query against the read model, outside the sandbox. */
   query(sql: string): Rows {
     return this.#backend.trustedQuery(sql);
+  }
+}
+
+/**
+ * A projector running natively, as the host would run it: `init` once, then
+ * batches of events, each in one transaction that rolls back if the batch
+ * fails. Only subscribed events are delivered.
+ */
+export class TestProjector {
+  readonly #harness: Harness;
+
+  private constructor(harness: Harness) {
+    this.#harness = harness;
+  }
+
+  /** A fresh in-memory read model after the projector's `init`. Fails if its name breaks the host's rule or `init` fails. */
+  static async create(projector: Projector): Promise<TestProjector> {
+    if (isReactor(projector)) {
+      throw new TypeError(`${JSON.stringify(projector.name)} is a reactor (it has \`react\`): test it with \`TestReactor\``);
+    }
+    return new TestProjector(
+      await Harness.open(projector, "projector", (type, stream) => accepts(projector, type, stream)),
+    );
+  }
+
+  /** The offset of the last event applied so far, delivered or not; 0 before any. */
+  get lastOffset(): bigint {
+    return this.#harness.lastOffset;
+  }
+
+  /**
+   * Appends `events` to the test's log and delivers the subscribed ones as one
+   * batch, in one transaction. Returns how many were delivered. On failure the
+   * transaction rolls back and a {@link BatchError} names the event.
+   */
+  apply(events: Iterable<TestEvent>): number {
+    return this.#harness.apply(events);
+  }
+
+  /** Runs any SQL query against the read model, outside the sandbox. */
+  query(sql: string): Rows {
+    return this.#harness.query(sql);
+  }
+
+  /** Runs a query and returns its rows as arrays of values (integers as `bigint`), for `assert.deepEqual`. */
+  rows(sql: string): SqlValue[][] {
+    return this.query(sql).values.map((row) => [...row]);
+  }
+}
+
+/**
+ * An effect a reactor requested, as {@link TestReactor} records it. Data,
+ * metadata and payloads are parsed back from the JSON the host would receive
+ * (integers beyond 2^53 as `bigint`s); `cause` is the offset of the event being
+ * handled. Optional fields are present only when the reactor set them, so a
+ * test can `assert.deepEqual` against plain literals.
+ */
+export type RecordedEffect =
+  | {
+      kind: "emit";
+      cause: bigint;
+      stream: string;
+      type: string;
+      data: unknown;
+      metadata?: unknown;
+      expectedVersion?: bigint;
+    }
+  | { kind: "schedule"; cause: bigint; key: string; delayMs: bigint; payload: unknown }
+  | { kind: "cancel"; key: string };
+
+/** The longest timer key the host accepts, in UTF-8 bytes (`refract::reactors::MAX_TIMER_KEY_BYTES`). */
+export const MAX_TIMER_KEY_BYTES = 256;
+
+/** The longest timer delay the host accepts: about ten years (`refract::reactors::MAX_TIMER_DELAY_MS`). */
+export const MAX_TIMER_DELAY_MS = 10n * 366n * 24n * 3600n * 1000n;
+
+/**
+ * A native stand-in for the host's `emit` and `timers` imports: it records each
+ * request and refuses, with the host's message, what the host refuses as a
+ * value (an undeclared event type, a bad timer key, a delay too long).
+ */
+class RecordingEffects implements EffectsBackend {
+  readonly recorded: RecordedEffect[] = [];
+
+  constructor(readonly emits: readonly string[]) {}
+
+  emit(cause: bigint, event: NewEvent): void {
+    if (!this.emits.includes(event.eventType)) {
+      throw new EffectRefused(
+        `the type \`${[...event.eventType].slice(0, 80).join("")}\` is not among the types this reactor declares in \`reactor-info\` (${this.emits.join(", ")})`,
+      );
+    }
+    this.recorded.push({
+      kind: "emit",
+      cause,
+      stream: event.stream,
+      type: event.eventType,
+      data: parseJson(event.data),
+      ...(event.metadata === undefined ? {} : { metadata: parseJson(event.metadata) }),
+      ...(event.expectedVersion === undefined ? {} : { expectedVersion: event.expectedVersion }),
+    });
+  }
+
+  schedule(cause: bigint, key: string, delayMs: bigint, payload: string): void {
+    checkTimerKey(key);
+    if (delayMs > MAX_TIMER_DELAY_MS) {
+      throw new EffectRefused(`a delay of ${delayMs} ms is longer than ${MAX_TIMER_DELAY_MS} ms`);
+    }
+    this.recorded.push({ kind: "schedule", cause, key, delayMs, payload: parseJson(payload) });
+  }
+
+  cancel(key: string): void {
+    checkTimerKey(key);
+    this.recorded.push({ kind: "cancel", key });
+  }
+}
+
+function checkTimerKey(key: string): void {
+  // Control characters as Rust's `char::is_control` sees them: C0, DEL and C1.
+  if (key === "" || encodeUtf8(key).length > MAX_TIMER_KEY_BYTES || /[\u0000-\u001f\u007f-\u009f]/.test(key)) {
+    throw new EffectRefused(`a timer key must be 1 to ${MAX_TIMER_KEY_BYTES} bytes without control characters`);
+  }
+}
+
+/**
+ * A reactor running natively, as {@link TestProjector} runs a projector, with
+ * its effects recorded in {@link effects} instead of applied. A failed batch's
+ * effects are dropped, as the host drops them. The reactor's own timer events
+ * ({@link timerEvent}) are delivered whatever its subscriptions.
+ *
+ * ```ts
+ * const saga = await TestReactor.create(orderSaga);
+ * saga.apply([event("order.placed", { stream: "order-1", data: { customer: "ann", total: 1200 } })]);
+ * assert.deepEqual(saga.effects[0], { kind: "emit", cause: 1n, stream: "payment-order-1", … });
+ * saga.apply([saga.timerEvent("payment-timeout:order-1", { order_id: "order-1" })]);
+ * ```
+ */
+export class TestReactor {
+  readonly #harness: Harness;
+  readonly #recorder: RecordingEffects;
+  readonly #name: string;
+
+  private constructor(harness: Harness, recorder: RecordingEffects, name: string) {
+    this.#harness = harness;
+    this.#recorder = recorder;
+    this.#name = name;
+  }
+
+  /** A fresh in-memory state database after the reactor's `init`. Fails if it is not a reactor, its name breaks the host's rule, or `init` fails. */
+  static async create(r: Reactor): Promise<TestReactor> {
+    const problem = reactorProblem(r);
+    if (problem !== undefined) throw new TypeError(problem);
+    const recorder = new RecordingEffects([...r.emits]);
+    const p = asProjector(r, new Effects(recorder));
+    const timers = timerStream(r.name);
+    const harness = await Harness.open(
+      p,
+      "reactor",
+      (type, stream) => (type === TIMER_EVENT_TYPE && stream === timers) || accepts(p, type, stream),
+    );
+    return new TestReactor(harness, recorder, r.name);
+  }
+
+  /** Every effect requested by the batches that succeeded, in order. Clear it with `effects.length = 0`. */
+  get effects(): RecordedEffect[] {
+    return this.#recorder.recorded;
+  }
+
+  /** The offset of the last event applied so far, delivered or not; 0 before any. */
+  get lastOffset(): bigint {
+    return this.#harness.lastOffset;
+  }
+
+  /**
+   * Appends `events` and delivers the subscribed ones (and the reactor's own
+   * timer events) as one batch. Returns how many were delivered. On failure the
+   * state rolls back, the batch's effects are dropped, and a
+   * {@link BatchError} names the event.
+   */
+  apply(events: Iterable<TestEvent>): number {
+    const recorded = this.#recorder.recorded.length;
+    try {
+      return this.#harness.apply(events);
+    } catch (e) {
+      this.#recorder.recorded.length = recorded;
+      throw e;
+    }
+  }
+
+  /**
+   * The `refract.timer` event the host appends when timer `key` is due, on the
+   * reactor's timer stream, with the payload given to `schedule`.
+   */
+  timerEvent(key: string, payload: unknown = null, dueAtMicros: bigint | number = 0n): TestEvent {
+    return event(TIMER_EVENT_TYPE, {
+      stream: timerStream(this.#name),
+      data: { key, due_at: BigInt(dueAtMicros), payload },
+    });
+  }
+
+  /** Runs any SQL query against the reactor's state, outside the sandbox. */
+  query(sql: string): Rows {
+    return this.#harness.query(sql);
   }
 
   /** Runs a query and returns its rows as arrays of values (integers as `bigint`), for `assert.deepEqual`. */
@@ -457,84 +672,6 @@ class SqliteBackend implements Backend {
   #error(code: number, message: string): SqlError {
     return new SqlError(kindOf(code), message);
   }
-}
-
-/** One write of a `write-batch`, decoded; `error` says why it breaks the layout, if it does. */
-export interface UnpackedWrite {
-  statement: number;
-  params: WireValue[];
-  error?: string;
-}
-
-/**
- * @internal Decodes a `write-batch` as the host does, following the layout in
- * the contract's doc comment: the native harness runs the SDK's packed writes
- * through it, so the encoder is checked against the specification, not
- * against itself. Decoding stops at the first write that breaks the layout,
- * which carries the error.
- */
-export function unpackWrites(batch: WriteBatch): UnpackedWrite[] {
-  const { statements, paramEnds, kinds, numbers, bytes } = batch;
-  const writes: UnpackedWrite[] = [];
-  if (paramEnds.length !== statements.length || numbers.length !== kinds.length) {
-    writes.push({
-      statement: statements[0] ?? 0,
-      params: [],
-      error: `mismatched lists: ${statements.length} statements, ${paramEnds.length} parameter ends, ${kinds.length} kinds, ${numbers.length} numbers`,
-    });
-    return writes;
-  }
-  const reals = new Float64Array(1);
-  const bits = new BigInt64Array(reals.buffer);
-  let param = 0;
-  let byteStart = 0;
-  for (let i = 0; i < statements.length; i++) {
-    const statement = statements[i] as number;
-    const end = paramEnds[i] as number;
-    const params: WireValue[] = [];
-    const fail = (error: string): UnpackedWrite[] => {
-      writes.push({ statement, params, error });
-      return writes;
-    };
-    if (end < param || end > kinds.length) return fail(`parameters ${param}..${end} of ${kinds.length}`);
-    for (; param < end; param++) {
-      const number = numbers[param] as bigint;
-      switch (kinds[param]) {
-        case KIND_NULL:
-          params.push({ tag: "null" });
-          break;
-        case KIND_INTEGER:
-          params.push({ tag: "integer", val: number });
-          break;
-        case KIND_REAL:
-          bits[0] = number;
-          params.push({ tag: "real", val: reals[0] as number });
-          break;
-        case KIND_TEXT:
-        case KIND_BLOB: {
-          if (number < BigInt(byteStart) || number > BigInt(bytes.length)) {
-            return fail(`parameter ${param} spans bytes ${byteStart}..${number} of ${bytes.length}`);
-          }
-          const byteEnd = Number(number);
-          if (kinds[param] === KIND_BLOB) {
-            params.push({ tag: "blob", val: bytes.slice(byteStart, byteEnd) });
-          } else {
-            try {
-              params.push({ tag: "text", val: decodeUtf8(bytes, byteStart, byteEnd) });
-            } catch {
-              return fail(`parameter ${param} is not UTF-8`);
-            }
-          }
-          byteStart = byteEnd;
-          break;
-        }
-        default:
-          return fail(`parameter ${param} has kind ${kinds[param]}`);
-      }
-    }
-    writes.push({ statement, params });
-  }
-  return writes;
 }
 
 function kindOf(code: number): SqlErrorKind {

@@ -11,7 +11,8 @@ import { info } from "../src/projector.ts";
 import { KIND_BLOB, KIND_INTEGER, KIND_NULL, KIND_REAL, KIND_TEXT, PackedWrites, type WriteBatch } from "../src/packed.ts";
 import { runHandle } from "../src/batch.ts";
 import { Db } from "../src/db.ts";
-import { event, TestProjector, unpackWrites } from "../src/testing.ts";
+import { unpackWrites } from "../src/packed.ts";
+import { event, TestProjector } from "../src/testing.ts";
 import type { Param, WireValue } from "../src/values.ts";
 
 const I64_MIN = -(2n ** 63n);
