@@ -550,13 +550,23 @@ fn refract_new_python_scaffolds_a_project_that_refract_test_passes() -> Result {
 #[test]
 fn the_python_example_and_its_rust_twin_pass_its_golden_fixture() -> Result {
     let project = workspace_root().join("example-plugins/balances-py");
+    // A componentize-py component takes Cranelift tens of seconds on a loaded 2-core
+    // machine (the whole suite runs at once): the fixture is what is tested here, not
+    // the compile limit (which `sandbox.rs` holds to its word).
+    let config_dir = tempfile::tempdir()?;
+    let config = config_dir.path().join("refract.toml");
+    std::fs::write(&config, "[limits]\ncompile_timeout_ms = 600000\n")?;
+    let config = config.to_str().ok_or("a non-UTF-8 path")?.to_owned();
     // The same fixture through both: the expectations hold for each.
     for plugin in [
         python_guest("balances-py"),
         support::guests::guest("balances"),
     ] {
         let plugin = plugin.to_str().ok_or("a non-UTF-8 path")?.to_owned();
-        let tested = cli::refract_ok(&project, &["test", "--plugin", &plugin])?;
+        let tested = cli::refract_ok(
+            &project,
+            &["test", "--plugin", &plugin, "--config", &config],
+        )?;
         assert!(
             tested.contains("testing `balances`") && tested.contains(" 0 failed"),
             "{tested}"
