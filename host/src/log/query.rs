@@ -106,11 +106,11 @@ pub(super) fn with_optional_columns(sql: &str, id: bool, metadata: bool) -> Stri
 
 /// The first event recorded at or after `?1` (µs): events are in time order, so every
 /// later offset is too.
-const FIRST_AT_OR_AFTER_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
+pub(super) const FIRST_AT_OR_AFTER_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
     WHERE recorded_at >= ?1 ORDER BY recorded_at, "offset" LIMIT 1"#;
 
 /// The last event recorded before `?1` (µs).
-const LAST_BEFORE_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
+pub(super) const LAST_BEFORE_SQL: &str = r#"SELECT "offset" FROM events INDEXED BY events_recorded_at
     WHERE recorded_at < ?1 ORDER BY recorded_at DESC, "offset" DESC LIMIT 1"#;
 
 /// The head version of stream `?1`, as the writer keeps it in `streams`: it outlives the

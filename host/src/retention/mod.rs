@@ -361,15 +361,25 @@ impl Shared {
                 held_by: None,
             },
         };
-        let outcome = pass::Pass {
-            log: &self.log,
+        // A pass that failed between writing a segment and removing its events left
+        // them in both places: remove them here first, so this pass does not archive
+        // them into a second segment (every archived offset is in one segment only,
+        // which counts of the archive rely on).
+        let settled = match &self.archive {
+            Some(archive) => archive.reconcile(pruner).map(drop),
+            None => Ok(()),
+        };
+        let outcome = settled.map_err(RetentionError::from).and_then(|()| {
+            pass::Pass {
+                log: &self.log,
             pruner,
             archive: self.archive.as_deref(),
             policies: &self.policies,
             floor: floor.offset,
             now: SystemTime::now(),
-        }
-        .run(cursor);
+            }
+            .run(cursor)
+        });
         match outcome {
             Ok((report, next)) => {
                 if report.deleted > 0 {
