@@ -139,7 +139,10 @@ impl From<LogError> for ApiError {
                      refract.toml)"
                 ),
             ),
-            LogError::Archive { ref path, ref reason } => {
+            LogError::Archive {
+                ref path,
+                ref reason,
+            } => {
                 tracing::error!(error = %DisplayChain(&error), "reading the archive failed");
                 // The file's name, not its path: the data directory's place is the host's.
                 let name = path

@@ -158,7 +158,9 @@ pub(super) fn matches(query: &ReadQuery, event: &Event) -> bool {
     }
     // As the live log's time index compares them (see `query.rs`).
     let micros = timestamp_to_micros(event.recorded_at);
-    if query.from_time.is_some_and(|from| micros < ceil_micros(from))
+    if query
+        .from_time
+        .is_some_and(|from| micros < ceil_micros(from))
         || query
             .until_time
             .is_some_and(|until| micros >= ceil_micros(until))

@@ -87,8 +87,8 @@ pub use options::{
 };
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};
-pub use tiered::{TieredCount, TieredRead};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use tiered::{TieredCount, TieredRead};
 
 /// The file name of the log inside a data directory.
 pub const LOG_FILE_NAME: &str = "events.db";

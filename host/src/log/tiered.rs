@@ -44,6 +44,8 @@ struct Merged {
     query: ReadQuery,
     /// Every matching event at or below this offset has been read.
     after: u64,
+    /// `after` when the read began.
+    started_after: u64,
     /// The last offset to read.
     end: u64,
     remaining: u64,
@@ -90,6 +92,7 @@ impl TieredRead {
                 reader: Some(reader),
                 query: fixed,
                 after,
+                started_after: after,
                 end,
                 remaining,
                 page_size,
@@ -126,19 +129,22 @@ impl Merged {
         let moved = scan.visited > 0 || scan.scanned_through > self.after;
         self.after = self.after.max(scan.scanned_through);
         self.remaining = self.remaining.saturating_sub(scan.visited as u64);
-        let exhausted = reader.archive_budget().is_some_and(ArchiveBudget::exhausted);
-        if self.remaining == 0 || self.after >= self.end || !moved {
+        let budget = reader.archive_budget();
+        if self.remaining == 0 || self.after >= self.end {
             self.done = true;
-        } else if exhausted {
+        } else if let Some(budget) = budget.filter(|b| b.exhausted()) {
             self.done = true;
-            self.stopped_at = Some(self.after);
-        }
-        if exhausted && !moved && self.after < self.end && self.remaining > 0 {
-            let limit = reader.archive_budget().map_or(0, ArchiveBudget::limit);
-            return Err(LogError::ArchiveBudget {
-                from_offset: self.after + 1,
-                segments: limit,
-            });
+            // Complete up to here; a read that could not answer a single offset fails.
+            if self.after > self.started_after {
+                self.stopped_at = Some(self.after);
+            } else {
+                return Err(LogError::ArchiveBudget {
+                    from_offset: self.after + 1,
+                    segments: budget.limit(),
+                });
+            }
+        } else if !moved {
+            self.done = true;
         }
         Ok(())
     }
@@ -223,8 +229,15 @@ pub(super) fn count(
         let mut archived = 0u64;
         let mut complete_through = None;
         if let Some(cold) = cold.filter(|_| lo <= through) {
-            let range = time_narrowed(&tx, query, ColdRange { after: lo - 1, through })
-                .map_err(sqlite)?;
+            let range = time_narrowed(
+                &tx,
+                query,
+                ColdRange {
+                    after: lo - 1,
+                    through,
+                },
+            )
+            .map_err(sqlite)?;
             if range.through > range.after {
                 let mut live = tx.prepare_cached(LIVE_OFFSET_SQL).map_err(sqlite)?;
                 let mut failure = None;

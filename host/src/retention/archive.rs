@@ -29,7 +29,7 @@ pub struct Archive {
     dir: PathBuf,
     /// Every segment with its size in bytes, by sequence number.
     segments: RwLock<Vec<(SegmentId, u64)>>,
-    /// Recently decoded segments, newest last.
+    /// Recently decoded segments, most recently used last.
     decoded: Mutex<VecDeque<(SegmentId, Arc<Vec<Event>>)>>,
 }
 
@@ -144,9 +144,15 @@ impl Archive {
         budget: Option<&mut ArchiveBudget>,
     ) -> Result<Option<Arc<Vec<Event>>>, LogError> {
         {
-            let decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((_, events)) = decoded.iter().find(|(cached, _)| *cached == id) {
-                return Ok(Some(Arc::clone(events)));
+            // Least recently used goes first: a segment that overlaps many others is
+            // needed by every batch, and stays.
+            let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = decoded.iter().position(|(cached, _)| *cached == id)
+                && let Some(hit) = decoded.remove(at)
+            {
+                let events = Arc::clone(&hit.1);
+                decoded.push_back(hit);
+                return Ok(Some(events));
             }
         }
         if let Some(budget) = budget
@@ -155,12 +161,12 @@ impl Archive {
             return Ok(None);
         }
         let path = self.dir.join(id.file_name());
-        let events = Arc::new(segment::read(&path, id).map_err(|reason| {
-            LogError::Archive {
+        let events = Arc::new(
+            segment::read(&path, id).map_err(|reason| LogError::Archive {
                 path: path.clone(),
                 reason,
-            }
-        })?);
+            })?,
+        );
         let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
         if decoded.len() >= DECODED_SEGMENTS_CACHED {
             decoded.pop_front();
@@ -194,8 +200,25 @@ impl Archive {
                 });
             }
         }
-        let mut meeting: Vec<SegmentId> = self
-            .segments()
+        // Sequence numbers run from 1 without a gap (a segment takes the next one only
+        // once it is in place): a gap is a segment someone removed, whose events a read
+        // would otherwise silently lack.
+        let segments = self.segments();
+        if let Some(gap) = segments
+            .iter()
+            .enumerate()
+            .find_map(|(i, (id, _))| (id.seq != i as u64 + 1).then_some(i as u64 + 1))
+        {
+            return Err(LogError::Archive {
+                path: self.dir.join(format!("seg-{gap:08}-*.zst")),
+                reason: format!(
+                    "segment {gap} is missing (segments are numbered from 1 without a gap, \
+                     and this folder has them up to {}): its events are gone from the log",
+                    segments.last().map_or(0, |(id, _)| id.seq)
+                ),
+            });
+        }
+        let mut meeting: Vec<SegmentId> = segments
             .into_iter()
             .map(|(id, _)| id)
             .filter(|id| id.last > after && id.first <= through)

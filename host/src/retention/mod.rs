@@ -372,11 +372,11 @@ impl Shared {
         let outcome = settled.map_err(RetentionError::from).and_then(|()| {
             pass::Pass {
                 log: &self.log,
-            pruner,
-            archive: self.archive.as_deref(),
-            policies: &self.policies,
-            floor: floor.offset,
-            now: SystemTime::now(),
+                pruner,
+                archive: self.archive.as_deref(),
+                policies: &self.policies,
+                floor: floor.offset,
+                now: SystemTime::now(),
             }
             .run(cursor)
         });
