@@ -670,7 +670,7 @@ fn tiered_log(data: &DataDir) -> Result<(Vec<Event>, BTreeSet<u64>)> {
 fn json(events: &[&Event]) -> Result<Vec<serde_json::Value>> {
     Ok(events
         .iter()
-        .map(|e| serde_json::to_value(e))
+        .map(serde_json::to_value)
         .collect::<std::result::Result<_, _>>()?)
 }
 

@@ -1,5 +1,5 @@
 //! The cold tier: events that retention moved out of `events.db` into an archive, read
-//! back by replays as if they had never left.
+//! back by replays, reads and counts (`tiered.rs`) as if they had never left.
 //!
 //! The log knows only the [`ColdTier`] trait; the archive itself (segment files, zstd,
 //! checksums) lives in [`crate::retention`]. A [`LogReader`](super::LogReader) with a

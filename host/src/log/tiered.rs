@@ -31,7 +31,7 @@ pub struct TieredRead {
 
 enum Source {
     /// No archive is attached: the live log is everything there is.
-    Live(EventIter),
+    Live(Box<EventIter>),
     /// The archive and the live log, merged.
     Merged(Box<Merged>),
 }
@@ -63,7 +63,7 @@ impl TieredRead {
     ) -> Result<TieredRead, LogError> {
         if pool.cold.get().is_none() {
             return Ok(TieredRead {
-                source: Source::Live(EventIter::new(Arc::clone(pool), query)?),
+                source: Source::Live(Box::new(EventIter::new(Arc::clone(pool), query)?)),
             });
         }
         // Refuse a bad query before taking a connection.
