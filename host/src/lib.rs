@@ -14,7 +14,8 @@
 //! - [`groups`]: consumer groups: members, partitions, leases, acks, dead letters and
 //!   committed positions (in `control.db`).
 //! - [`retention`]: retention policies per stream prefix, in the background: events
-//!   past them are archived (zstd segments that replays still read) or deleted.
+//!   past them are archived (zstd segments that replays, reads and counts still
+//!   see) or deleted.
 //! - [`cluster`]: cluster mode: the log replicated by NATS JetStream, appends on any
 //!   node, every node a read replica with its own mirror of the log; one deploy for
 //!   the whole cluster, coordinated swaps and cluster-wide status (`cluster::deploys`).

@@ -131,6 +131,33 @@ impl From<LogError> for ApiError {
                      (the host's log has the details)",
                 )
             }
+            LogError::ArchiveBudget { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "archive_budget_exceeded",
+                format!(
+                    "{error} (the budget is the `server.archive_read_segments` key of \
+                     refract.toml)"
+                ),
+            ),
+            LogError::Archive {
+                ref path,
+                ref reason,
+            } => {
+                tracing::error!(error = %DisplayChain(&error), "reading the archive failed");
+                // The file's name, not its path: the data directory's place is the host's.
+                let name = path
+                    .file_name()
+                    .map_or_else(|| "archive".into(), |n| n.to_string_lossy());
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "archive_unreadable",
+                    format!(
+                        "cannot read `{name}` in the data directory's archive: {reason}; \
+                         restore the archive folder from a backup (never delete segments \
+                         while the log refers to them)"
+                    ),
+                )
+            }
             other => ApiError::internal("the event log", &other),
         }
     }

@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, Params};
 use super::state::{ApiState, blocking};
-use crate::log::{Event, NewEvent, ReadQuery, StreamFilter, correlation_id};
+use crate::log::{ArchiveBudget, Event, NewEvent, ReadQuery, StreamFilter, correlation_id};
 
 /// The query parameters that select events, shared by read, count and subscribe.
 pub(crate) const FILTER_KEYS: &[&str] = &[
@@ -252,20 +252,32 @@ fn parse_batch(body: &str) -> Result<AppendBatch, ApiError> {
 /// A page of events.
 #[derive(Debug, Serialize)]
 pub(crate) struct Page {
-    /// The events, in offset order.
+    /// The events, in offset order, archived ones included.
     events: Vec<Event>,
-    /// Where the next page starts, when this one was cut short by its limit or byte
-    /// budget; `null` when it reached the end of the log as of the request.
+    /// Where the next page starts, when this one was cut short by its limit, its byte
+    /// budget or its archive budget; `null` when it reached the end of the log as of the
+    /// request.
     next_from_offset: Option<u64>,
-    /// Present when the read reaches below the retention horizon: events before this
-    /// offset may have been removed (archived or deleted) and are not in this answer.
+    /// Present (`true`) when the archive budget (`server.archive_read_segments`) ended
+    /// the page: every matching event before `next_from_offset` is in it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    archive_budget_reached: bool,
+    /// Present when the read reaches below offsets retention deleted: events before this
+    /// offset may be gone for good (archived events are read back, and do not count).
     #[serde(skip_serializing_if = "Option::is_none")]
     truncated_before: Option<u64>,
 }
 
-/// The retention horizon a read starting at `from_offset` reaches below, if any.
+/// The deletion horizon a read starting at `from_offset` reaches below, if any. Archived
+/// events are read back from the archive; only deleted ones are missing. Without an
+/// archive attached, archived ones are missing too.
 fn truncated_before(log: &crate::log::EventLog, from_offset: u64) -> Result<Option<u64>, ApiError> {
-    let before = log.horizon()?.truncated_before();
+    let horizon = log.horizon()?;
+    let before = if log.has_cold_tier() {
+        horizon.deleted_through + 1
+    } else {
+        horizon.truncated_before()
+    };
     Ok((before > 1 && from_offset < before).then_some(before))
 }
 
@@ -277,17 +289,21 @@ pub(crate) async fn read(
     params.only(FILTER_KEYS)?;
     let config = state.config();
     let limit = params.limit(config.default_page_rows, config.max_page_rows)?;
+    let budget = ArchiveBudget::segments(config.archive_read_segments);
     let mut query = filters(&params)?;
     query.limit = Some(limit);
     query.batch_size =
         usize::try_from(limit).map_or(READ_CHUNK_EVENTS, |l| l.min(READ_CHUNK_EVENTS));
     let log = state.log().clone();
+    // Reading the log and decompressing archive segments both block: off the async
+    // workers.
     let page = blocking(move || {
         let truncated_before = truncated_before(&log, query.from_offset)?;
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut cut = false;
-        for event in log.read(&query)? {
+        let mut read = log.read_with_archive(&query, Some(budget))?;
+        for event in read.by_ref() {
             let event = event?;
             bytes += event.data.len() + event.metadata.as_ref().map_or(0, String::len);
             events.push(event);
@@ -297,10 +313,15 @@ pub(crate) async fn read(
             }
         }
         let full = cut || events.len() as u64 == limit;
-        let next_from_offset = events.last().filter(|_| full).map(|e| e.offset + 1);
+        let stopped = read.stopped_at().filter(|_| !full);
+        let next_from_offset = match stopped {
+            Some(through) => Some(through + 1),
+            None => events.last().filter(|_| full).map(|e| e.offset + 1),
+        };
         Ok(Page {
             events,
             next_from_offset,
+            archive_budget_reached: stopped.is_some(),
             truncated_before,
         })
     })
@@ -311,19 +332,28 @@ pub(crate) async fn read(
 /// The answer to a count.
 #[derive(Debug, Serialize)]
 pub(crate) struct Count {
-    /// Matching events (at most `limit`, if one was given).
+    /// Matching events, archived ones included (at most `limit`, if one was given).
     count: u64,
     /// The log's head: the offset of the newest event, 0 for an empty log. Offsets are
     /// never reused; once retention has removed events, the count of the whole log is
     /// below the head, so a client that wants to start "from now" starts after this.
     head: u64,
-    /// Present when the count reaches below the retention horizon: events before this
-    /// offset may have been removed and are not counted.
+    /// Present when the archive budget (`server.archive_read_segments`) ended the count
+    /// early: `count` covers the events before this offset; count again from here and
+    /// add.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_from_offset: Option<u64>,
+    /// Present (`true`) with `next_from_offset`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    archive_budget_reached: bool,
+    /// Present when the count reaches below offsets retention deleted: events before
+    /// this offset may be gone for good and are not counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     truncated_before: Option<u64>,
 }
 
-/// `GET /v1/events/count`: how many events match the filters, counted from indexes.
+/// `GET /v1/events/count`: how many events match the filters: live ones counted from
+/// indexes, archived ones from the segments that meet the range.
 pub(crate) async fn count(
     State(state): State<ApiState>,
     params: Params,
@@ -331,15 +361,19 @@ pub(crate) async fn count(
     params.only(FILTER_KEYS)?;
     let mut query = filters(&params)?;
     query.limit = params.number("limit")?;
+    let budget = ArchiveBudget::segments(state.config().archive_read_segments);
     let log = state.log().clone();
-    let (count, head, truncated_before) = blocking(move || {
+    let (counted, head, truncated_before) = blocking(move || {
         let truncated = truncated_before(&log, query.from_offset)?;
-        Ok((log.count(&query)?, log.head()?, truncated))
+        let counted = log.count_with_archive(&query, Some(budget))?;
+        Ok((counted, log.head()?, truncated))
     })
     .await?;
     Ok(Json(Count {
-        count,
+        count: counted.count,
         head,
+        next_from_offset: counted.complete_through.map(|through| through + 1),
+        archive_budget_reached: counted.complete_through.is_some(),
         truncated_before,
     }))
 }

@@ -8,6 +8,7 @@
 //! max_upload_bytes = 67108864       # uploaded projector components
 //! default_page_rows = 1000          # events or dead letters per list without `limit`
 //! max_page_rows = 10000             # the largest `limit` a list accepts
+//! archive_read_segments = 16        # archive segments one event read or count may decompress
 //! max_query_rows = 10000            # rows one read-model query returns at most
 //! max_query_result_bytes = 16777216 # bytes of JSON one query's answer holds at most
 //! query_timeout_ms = 5000           # a read-model query is interrupted after this
@@ -137,6 +138,13 @@ pub const SUBSCRIBE_POLL: Duration = Duration::from_secs(1);
 /// a quiet stream from a dead connection.
 pub const SUBSCRIBE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Default cap on the archive segments one `GET /v1/events` or `GET /v1/events/count`
+/// may decompress. A segment holds at most 5,000 events and 8 MiB of event text, so this
+/// bounds a request to about 80,000 archived events and 128 MiB of decompression,
+/// however sparse its filter or wide its range; past it the answer stops where it is
+/// complete and says where to go on (`next_from_offset`).
+pub const DEFAULT_ARCHIVE_READ_SEGMENTS: usize = 16;
+
 /// The progress handler of a read-model query runs every this many SQLite VM
 /// instructions: often enough to stop within a millisecond or so of the deadline.
 pub const QUERY_PROGRESS_OPS: i32 = 1_000;
@@ -155,6 +163,8 @@ pub struct ServerConfig {
     pub default_page_rows: u64,
     /// The largest `limit` a list accepts.
     pub max_page_rows: u64,
+    /// Archive segments one event read or count may decompress.
+    pub archive_read_segments: usize,
     /// Rows a read-model query returns at most.
     pub max_query_rows: usize,
     /// Bytes of JSON a read-model query's answer holds at most.
@@ -189,6 +199,7 @@ impl Default for ServerConfig {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             default_page_rows: DEFAULT_PAGE_ROWS,
             max_page_rows: DEFAULT_MAX_PAGE_ROWS,
+            archive_read_segments: DEFAULT_ARCHIVE_READ_SEGMENTS,
             max_query_rows: DEFAULT_MAX_QUERY_ROWS,
             max_query_result_bytes: DEFAULT_MAX_QUERY_RESULT_BYTES,
             query_timeout_ms: millis(DEFAULT_QUERY_TIMEOUT),
@@ -233,6 +244,10 @@ impl ServerConfig {
             ("server.max_upload_bytes", self.max_upload_bytes as u64),
             ("server.default_page_rows", self.default_page_rows),
             ("server.max_page_rows", self.max_page_rows),
+            (
+                "server.archive_read_segments",
+                self.archive_read_segments as u64,
+            ),
             ("server.max_query_rows", self.max_query_rows as u64),
             (
                 "server.max_query_result_bytes",

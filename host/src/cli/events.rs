@@ -87,19 +87,26 @@ impl EventsArgs {
 pub fn run(data: &DataDir, config: &Config, args: &EventsArgs) -> anyhow::Result<()> {
     let log = super::open_log(data, config)?;
     let query = args.query();
-    // Never silence: a read reaching below the retention horizon says what it lacks.
-    let before = log.horizon()?.truncated_before();
+    // Never silence: a read reaching below what retention deleted says what it lacks.
+    // Archived events are read back (the whole archive: this is the operator's own
+    // process, as a replay is, so no per-request budget applies).
+    let horizon = log.horizon()?;
+    let before = if log.has_cold_tier() {
+        horizon.deleted_through + 1
+    } else {
+        horizon.truncated_before()
+    };
     if before > 1 && query.from_offset < before {
         eprintln!(
-            "truncated_before: {before} (retention removed events before offset {before}: \
-             archived ones are read by replays, not here; deleted ones are gone)"
+            "truncated_before: {before} (retention deleted events before offset {before}; \
+             they are gone)"
         );
     }
     let mut out = BufWriter::new(io::stdout().lock());
     if args.count {
-        writeln!(out, "{}", log.count(&query)?)?;
+        writeln!(out, "{}", log.count_with_archive(&query, None)?.count)?;
     } else {
-        for event in log.read(&query)? {
+        for event in log.read_with_archive(&query, None)? {
             // Through io::Error, so that a closed stdout is recognisable as one.
             serde_json::to_writer(&mut out, &event?).map_err(io::Error::from)?;
             out.write_all(b"\n")?;

@@ -1,5 +1,5 @@
 //! The cold tier: events that retention moved out of `events.db` into an archive, read
-//! back by replays as if they had never left.
+//! back by replays, reads and counts (`tiered.rs`) as if they had never left.
 //!
 //! The log knows only the [`ColdTier`] trait; the archive itself (segment files, zstd,
 //! checksums) lives in [`crate::retention`]. A [`LogReader`](super::LogReader) with a
@@ -15,9 +15,10 @@
 use std::fmt;
 use std::ops::ControlFlow;
 
-use rusqlite::Transaction;
+use rusqlite::{OptionalExtension, Transaction};
 
-use super::query::{Plan, StreamFilter};
+use super::model::ceil_micros;
+use super::query::{Plan, StreamFilter, first_recorded_at_or_after, get_u64, to_sql_int};
 use super::read::{ScanResult, bind_page, event_ref};
 use super::{Event, EventRef, LogError, ReadQuery, timestamp_to_micros};
 
@@ -27,29 +28,152 @@ pub trait ColdTier: Send + Sync + fmt::Debug {
     /// `(after, through]`. `through` never exceeds the horizon's `archived_through` as
     /// seen in the caller's snapshot, so every event it covers is durably archived.
     ///
+    /// With a `budget`, a segment that would have to be decompressed once the budget is
+    /// spent is not: the read stops before it. Returns how far the answer is complete:
+    /// every archived event at or below the returned offset (and in the range) is in
+    /// `out` or past `max`; `through` when the budget did not stop it.
+    ///
     /// # Errors
     /// [`LogError::Archive`] when a segment is missing, damaged or fails its checksum.
     fn read(
         &self,
-        after: u64,
-        through: u64,
+        range: ColdRange,
         max: usize,
+        budget: Option<&mut ArchiveBudget>,
         out: &mut Vec<Event>,
-    ) -> Result<(), LogError>;
+    ) -> Result<u64, LogError>;
+
+    /// Visits every archived event with an offset in `(after, through]`, a segment at a
+    /// time (segments may overlap, so not in global offset order), with the sequence
+    /// number of its segment. A `budget` stops it as in [`read`](ColdTier::read); the
+    /// visitor may then have seen events above the returned offset, which the caller
+    /// must leave out.
+    ///
+    /// # Errors
+    /// As [`read`](ColdTier::read).
+    fn scan(
+        &self,
+        range: ColdRange,
+        budget: Option<&mut ArchiveBudget>,
+        visit: &mut dyn FnMut(u64, &Event),
+    ) -> Result<u64, LogError>;
 }
+
+/// The offsets `(after, through]` a cold-tier read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdRange {
+    /// Exclusive lower bound.
+    pub after: u64,
+    /// Inclusive upper bound.
+    pub through: u64,
+}
+
+/// How many archive segments one request may decompress: a client-controlled read or
+/// count over the archive stops (or fails, when it cannot move at all) rather than
+/// decode an unbounded part of it. A segment found in the archive's decoded cache
+/// costs nothing. Replays, which must see every event, read without a budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveBudget {
+    /// Decompressions allowed in all.
+    limit: usize,
+    /// Decompressions done so far.
+    spent: usize,
+    /// Whether a segment was refused for want of budget.
+    exhausted: bool,
+}
+
+impl ArchiveBudget {
+    /// A budget of `segments` decompressions (at least 1).
+    pub fn segments(segments: usize) -> ArchiveBudget {
+        ArchiveBudget {
+            limit: segments.max(1),
+            spent: 0,
+            exhausted: false,
+        }
+    }
+
+    /// Takes one decompression from the budget; `false` (and the budget is marked
+    /// exhausted) when none is left.
+    pub fn charge(&mut self) -> bool {
+        if self.spent < self.limit {
+            self.spent += 1;
+            true
+        } else {
+            self.exhausted = true;
+            false
+        }
+    }
+
+    /// Whether a read stopped because the budget was spent.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+
+    /// Decompressions allowed in all.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Decompressions done so far.
+    pub fn spent(&self) -> usize {
+        self.spent
+    }
+}
+
+/// Narrows the archived offsets a time-filtered query can match, from the live log's
+/// times: `recorded_at` never decreases along offsets, so every event at or below the
+/// last live event recorded before `from_time` is too early, and every event at or
+/// above the first live event recorded at or after `until_time` too late. Archived
+/// segments outside that range are then never decompressed.
+pub(super) fn time_narrowed(
+    tx: &Transaction<'_>,
+    query: &ReadQuery,
+    range: ColdRange,
+) -> rusqlite::Result<ColdRange> {
+    let mut narrowed = range;
+    if query.from_time.is_none() && query.until_time.is_none() {
+        return Ok(narrowed);
+    }
+    let head = super::read::head(tx)?;
+    if let Some(from) = query.from_time {
+        // The live event just before this offset (if any) is the last one recorded
+        // before `from` (see `first_recorded_at_or_after`).
+        let first = first_recorded_at_or_after(tx, ceil_micros(from), 1, head)?;
+        narrowed.after = narrowed.after.max(first - 1);
+    }
+    if let Some(until) = query.until_time {
+        // The first live event at or after the offset found: offsets between them may
+        // be archived, and those may be early enough.
+        let first = first_recorded_at_or_after(tx, ceil_micros(until), 1, head)?;
+        let first_too_late: Option<u64> = tx
+            .prepare_cached(FIRST_LIVE_FROM_SQL)?
+            .query_row([to_sql_int(first)], |row| get_u64(row, 0))
+            .optional()?;
+        if let Some(first_too_late) = first_too_late {
+            narrowed.through = narrowed.through.min(first_too_late.saturating_sub(1));
+        }
+    }
+    narrowed.through = narrowed.through.max(narrowed.after);
+    Ok(narrowed)
+}
+
+/// The first live event at or after offset `?1`.
+const FIRST_LIVE_FROM_SQL: &str =
+    r#"SELECT "offset" FROM events WHERE "offset" >= ?1 ORDER BY "offset" LIMIT 1"#;
 
 /// Whether an archived event matches `query` (the SQL plan's filters, in memory).
 pub(super) fn matches(query: &ReadQuery, event: &Event) -> bool {
     if event.offset < query.from_offset || query.to_offset.is_some_and(|to| event.offset > to) {
         return false;
     }
+    // As the live log's time bounds compare them (see `query.rs`).
     let micros = timestamp_to_micros(event.recorded_at);
     if query
         .from_time
-        .is_some_and(|from| micros < timestamp_to_micros(from))
+        .is_some_and(|from| micros < ceil_micros(from))
         || query
             .until_time
-            .is_some_and(|until| micros >= timestamp_to_micros(until))
+            .is_some_and(|until| micros >= ceil_micros(until))
     {
         return false;
     }
@@ -71,7 +195,7 @@ pub(super) fn matches(query: &ReadQuery, event: &Event) -> bool {
 /// `archived_through`.
 #[expect(
     clippy::too_many_arguments,
-    reason = "the read_batch arguments plus the snapshot's transaction, head and horizon"
+    reason = "the read_batch arguments plus the snapshot's transaction, head, horizon and budget"
 )]
 pub(super) fn read_merged(
     tx: &Transaction<'_>,
@@ -81,17 +205,31 @@ pub(super) fn read_merged(
     head: u64,
     archived_through: u64,
     max_events: usize,
+    budget: Option<&mut ArchiveBudget>,
     visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<Result<ScanResult, rusqlite::Error>, LogError> {
     let mut archived = Vec::new();
     let through = archived_through.min(head);
-    cold.read(after, through, max_events, &mut archived)?;
+    let range = match time_narrowed(tx, query, ColdRange { after, through }) {
+        Ok(range) => range,
+        Err(e) => return Ok(Err(e)),
+    };
+    let complete_through = if range.through > range.after {
+        cold.read(range, max_events, budget, &mut archived)?
+    } else {
+        range.through
+    };
     // With a full page of archived events, live events past the last of them wait for
-    // the next call; otherwise everything up to the archive's end is merged now.
-    let bound = match archived.last() {
+    // the next call; otherwise everything up to the archive's end is merged now (no
+    // archived event past the narrowed range can match). A spent budget ends the merge
+    // where the archive's answer stops being complete.
+    let mut bound = match archived.last() {
         Some(last) if archived.len() >= max_events => last.offset,
         _ => through,
     };
+    if complete_through < range.through {
+        bound = bound.min(complete_through);
+    }
     archived.retain(|event| matches(query, event));
     Ok(merge_live(
         tx, query, after, head, bound, max_events, &archived, visit,

@@ -165,6 +165,21 @@ pub enum LogError {
         reason: String,
     },
 
+    /// A read or count of archived events would decompress more archive segments than
+    /// its [`ArchiveBudget`](super::ArchiveBudget) allows before it could answer even
+    /// its first offset (segments overlap there more deeply than the budget).
+    #[error(
+        "answering from offset {from_offset} needs more than the {segments} archive \
+         segments one request may decompress (the archive's segments overlap there); \
+         raise the budget, or read with `refract events`, which reads the whole archive"
+    )]
+    ArchiveBudget {
+        /// Where the read or count had to start.
+        from_offset: u64,
+        /// The budget, in segments.
+        segments: usize,
+    },
+
     /// The log's writer thread is gone (it panicked or the process is shutting down).
     #[error("the event log writer for `{}` has stopped; reopen the log", path.display())]
     WriterStopped {

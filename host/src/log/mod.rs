@@ -37,6 +37,8 @@
 //! - `horizon.rs`: the retention [`Horizon`] and the [`Pruner`] that removes events
 //!   under it in small transactions (retention's policies live in [`crate::retention`]).
 //! - `cold.rs`: the [`ColdTier`] seam: replays read archived events, merged by offset.
+//! - `tiered.rs`: reads and counts of both tiers at once ([`EventLog::read_with_archive`],
+//!   [`EventLog::count_with_archive`]), within an [`ArchiveBudget`].
 //! - [`jsonl`]: events as JSON Lines (`refract append --file`, golden fixtures).
 //!
 //! # Threads and blocking
@@ -57,6 +59,7 @@ mod query;
 mod read;
 mod schema;
 mod stream_index;
+mod tiered;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,7 +69,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
-pub use cold::ColdTier;
+pub use cold::{ArchiveBudget, ColdRange, ColdTier};
 pub use error::{EventField, LogError};
 pub use horizon::{Horizon, PRUNE_CHUNK_EVENTS, Pruner, Removal, VACUUM_STEP_PAGES};
 pub use mirror::{MirrorBatch, MirrorOutcome, MirrorPosition, OrderedMessage, OrderedRequest};
@@ -85,6 +88,7 @@ pub use options::{
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use tiered::{TieredCount, TieredRead};
 
 /// The file name of the log inside a data directory.
 pub const LOG_FILE_NAME: &str = "events.db";
@@ -284,12 +288,45 @@ impl EventLog {
         }
     }
 
-    /// The events matching `query`, in offset order, as of now, read page by page.
+    /// The events matching `query` in the live log (never the archive), in offset
+    /// order, as of now, read page by page.
     pub fn read(&self, query: &ReadQuery) -> Result<EventIter, LogError> {
         EventIter::new(Arc::clone(&self.inner.readers), query)
     }
 
-    /// How many events match `query` (at most its `limit`), counted from indexes.
+    /// The events matching `query`, in offset order, archived ones included: below the
+    /// horizon's `archived_through` they are read from the attached archive (if any),
+    /// merged with what is still live, as if they had never left. With a `budget` the
+    /// read decompresses at most that many archive segments: it then ends early, and
+    /// [`TieredRead::stopped_at`] says where (or, if it could not answer its first
+    /// offset, yields [`LogError::ArchiveBudget`]).
+    pub fn read_with_archive(
+        &self,
+        query: &ReadQuery,
+        budget: Option<ArchiveBudget>,
+    ) -> Result<TieredRead, LogError> {
+        TieredRead::new(&self.inner.readers, query, budget)
+    }
+
+    /// How many events match `query` (at most its `limit`), archived ones included; see
+    /// [`read_with_archive`](EventLog::read_with_archive) for the `budget`. Live events
+    /// are counted from indexes; archived ones by decompressing the segments that meet
+    /// the range (found by their names).
+    pub fn count_with_archive(
+        &self,
+        query: &ReadQuery,
+        budget: Option<ArchiveBudget>,
+    ) -> Result<TieredCount, LogError> {
+        tiered::count(&self.inner.readers, query, budget)
+    }
+
+    /// Whether an archive is attached (see [`attach_cold_tier`](EventLog::attach_cold_tier)).
+    pub fn has_cold_tier(&self) -> bool {
+        self.inner.readers.cold.get().is_some()
+    }
+
+    /// How many events match `query` in the live log (at most its `limit`), counted
+    /// from indexes.
     pub fn count(&self, query: &ReadQuery) -> Result<u64, LogError> {
         read::count(&self.inner.readers, query)
     }

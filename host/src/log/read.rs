@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rusqlite::{Connection, Row, Statement};
 
-use super::cold::ColdTier;
+use super::cold::{ArchiveBudget, ColdTier};
 use super::model::micros_to_timestamp;
 use super::query::{Key, Plan, Span, get_u64, to_sql_int};
 use super::schema::{open_reader, sqlite_error};
@@ -388,9 +388,47 @@ pub struct LogReader {
     optional_columns: (bool, bool),
     /// The last page query rewritten for `optional_columns`, keyed by the plan's.
     rewritten: Option<(String, String)>,
+    /// What reading the archive may still decompress; `None`: no limit (replays).
+    archive_budget: Option<ArchiveBudget>,
 }
 
 impl LogReader {
+    /// Limits what [`read_batch`](Self::read_batch) may decompress from the archive from
+    /// now on (see [`ArchiveBudget`]); `None` lifts the limit.
+    pub fn set_archive_budget(&mut self, budget: Option<ArchiveBudget>) {
+        self.archive_budget = budget;
+    }
+
+    /// The archive budget, as spent so far.
+    pub fn archive_budget(&self) -> Option<&ArchiveBudget> {
+        self.archive_budget.as_ref()
+    }
+
+    /// A reader on a connection taken from `pool` (give it back with
+    /// [`into_connection`](Self::into_connection)), for a read that lasts one request.
+    pub(super) fn pooled(pool: &ReaderPool) -> Result<LogReader, LogError> {
+        let conn = pool.take()?;
+        Ok(LogReader::with_connection(pool, conn))
+    }
+
+    /// The connection back, for its pool.
+    pub(super) fn into_connection(self) -> Connection {
+        self.conn
+    }
+
+    fn with_connection(pool: &ReaderPool, conn: Connection) -> LogReader {
+        LogReader {
+            conn,
+            path: pool.path().to_path_buf(),
+            cold: pool.cold.get().cloned(),
+            density: None,
+            sequential_scan: pool.options.sequential_scan,
+            optional_columns: (true, true),
+            rewritten: None,
+            archive_budget: None,
+        }
+    }
+
     /// Whether [`read_batch`](Self::read_batch) reads each event's `id` and `metadata`
     /// (both, by default). A column left out is handed to the visitor as an empty id or
     /// no metadata, and is not read from the rows, for a consumer that never looks at
@@ -402,15 +440,7 @@ impl LogReader {
     }
 
     pub(super) fn new(pool: &ReaderPool) -> Result<LogReader, LogError> {
-        Ok(LogReader {
-            conn: pool.open()?,
-            path: pool.path().to_path_buf(),
-            cold: pool.cold.get().cloned(),
-            density: None,
-            sequential_scan: pool.options.sequential_scan,
-            optional_columns: (true, true),
-            rewritten: None,
-        })
+        Ok(LogReader::with_connection(pool, pool.open()?))
     }
 
     /// Whether to read the next batch of a type filter as a sequential scan: from the
@@ -478,6 +508,7 @@ impl LogReader {
                     head,
                     archived_through,
                     max_events,
+                    self.archive_budget.as_mut(),
                     &mut visit,
                 )?
                 .map_err(sqlite)?;

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crate::log::{ColdTier, Event, LogError, Pruner, Removal};
+use crate::log::{ArchiveBudget, ColdRange, ColdTier, Event, LogError, Pruner, Removal};
 
 use super::segment::{self, SegmentId, TEMP_SUFFIX};
 
@@ -29,7 +29,7 @@ pub struct Archive {
     dir: PathBuf,
     /// Every segment with its size in bytes, by sequence number.
     segments: RwLock<Vec<(SegmentId, u64)>>,
-    /// Recently decoded segments, newest last.
+    /// Recently decoded segments, most recently used last.
     decoded: Mutex<VecDeque<(SegmentId, Arc<Vec<Event>>)>>,
 }
 
@@ -132,11 +132,33 @@ impl Archive {
 
     /// A segment's events, decoded (from the cache when it was read lately).
     fn load(&self, id: SegmentId) -> Result<Arc<Vec<Event>>, LogError> {
+        self.load_within(id, None)
+            .map(|loaded| loaded.unwrap_or_default())
+    }
+
+    /// [`load`](Self::load), charging a decompression (not a cache hit) to `budget`;
+    /// `None` when the budget is spent.
+    fn load_within(
+        &self,
+        id: SegmentId,
+        budget: Option<&mut ArchiveBudget>,
+    ) -> Result<Option<Arc<Vec<Event>>>, LogError> {
         {
-            let decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((_, events)) = decoded.iter().find(|(cached, _)| *cached == id) {
-                return Ok(Arc::clone(events));
+            // Least recently used goes first: a segment that overlaps many others is
+            // needed by every batch, and stays.
+            let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = decoded.iter().position(|(cached, _)| *cached == id)
+                && let Some(hit) = decoded.remove(at)
+            {
+                let events = Arc::clone(&hit.1);
+                decoded.push_back(hit);
+                return Ok(Some(events));
             }
+        }
+        if let Some(budget) = budget
+            && !budget.charge()
+        {
+            return Ok(None);
         }
         let path = self.dir.join(id.file_name());
         let events = Arc::new(
@@ -150,18 +172,14 @@ impl Archive {
             decoded.pop_front();
         }
         decoded.push_back((id, Arc::clone(&events)));
-        Ok(events)
+        Ok(Some(events))
     }
-}
 
-impl ColdTier for Archive {
-    fn read(
-        &self,
-        after: u64,
-        through: u64,
-        max: usize,
-        out: &mut Vec<Event>,
-    ) -> Result<(), LogError> {
+    /// The segments that meet `range`, lowest first offset first (found from their
+    /// names: nothing is decompressed), after checking that the folder has every
+    /// segment the log says it archived.
+    fn meeting(&self, range: ColdRange) -> Result<Vec<SegmentId>, LogError> {
+        let ColdRange { after, through } = range;
         let known_end = |segments: &[(SegmentId, u64)]| {
             segments.iter().map(|(id, _)| id.last).max().unwrap_or(0)
         };
@@ -182,22 +200,65 @@ impl ColdTier for Archive {
                 });
             }
         }
-        // The segments that meet (after, through], lowest first offset first: once `max`
-        // events are picked below the next segment's first offset, the rest can wait
-        // for the next call (and are not decoded now).
-        let mut meeting: Vec<SegmentId> = self
-            .segments()
+        // Sequence numbers run from 1 without a gap (a segment takes the next one only
+        // once it is in place): a gap is a segment someone removed, whose events a read
+        // would otherwise silently lack.
+        let segments = self.segments();
+        if let Some(gap) = segments
+            .iter()
+            .enumerate()
+            .find_map(|(i, (id, _))| (id.seq != i as u64 + 1).then_some(i as u64 + 1))
+        {
+            return Err(LogError::Archive {
+                path: self.dir.join(format!("seg-{gap:08}-*.zst")),
+                reason: format!(
+                    "segment {gap} is missing (segments are numbered from 1 without a gap, \
+                     and this folder has them up to {}): its events are gone from the log",
+                    segments.last().map_or(0, |(id, _)| id.seq)
+                ),
+            });
+        }
+        let mut meeting: Vec<SegmentId> = segments
             .into_iter()
             .map(|(id, _)| id)
             .filter(|id| id.last > after && id.first <= through)
             .collect();
         meeting.sort_unstable_by_key(|id| id.first);
+        Ok(meeting)
+    }
+}
+
+/// How far an answer is complete when the budget refused segment `refused`: every
+/// segment that can hold an offset below its first was read.
+fn complete_before(refused: SegmentId, range: ColdRange) -> u64 {
+    refused
+        .first
+        .saturating_sub(1)
+        .clamp(range.after, range.through)
+}
+
+impl ColdTier for Archive {
+    fn read(
+        &self,
+        range: ColdRange,
+        max: usize,
+        mut budget: Option<&mut ArchiveBudget>,
+        out: &mut Vec<Event>,
+    ) -> Result<u64, LogError> {
+        let ColdRange { after, through } = range;
+        // Lowest first offset first: once `max` events are picked below the next
+        // segment's first offset, the rest can wait for the next call (and are not
+        // decoded now).
         let mut picked: Vec<Event> = Vec::new();
-        for id in meeting {
+        let mut complete = through;
+        for id in self.meeting(range)? {
             if picked.len() >= max && picked.last().is_some_and(|e| e.offset < id.first) {
                 break;
             }
-            let events = self.load(id)?;
+            let Some(events) = self.load_within(id, budget.as_deref_mut())? else {
+                complete = complete_before(id, range);
+                break;
+            };
             let start = events.partition_point(|e| e.offset <= after);
             picked.extend(
                 events[start..]
@@ -206,11 +267,34 @@ impl ColdTier for Archive {
                     .take(max)
                     .cloned(),
             );
-            // Segments may overlap: keep the smallest offsets.
+            // Segments may overlap: keep the smallest offsets, each once.
             picked.sort_unstable_by_key(|e| e.offset);
+            picked.dedup_by_key(|e| e.offset);
             picked.truncate(max);
         }
+        picked.retain(|e| e.offset <= complete);
         out.append(&mut picked);
-        Ok(())
+        Ok(complete)
+    }
+
+    fn scan(
+        &self,
+        range: ColdRange,
+        mut budget: Option<&mut ArchiveBudget>,
+        visit: &mut dyn FnMut(u64, &Event),
+    ) -> Result<u64, LogError> {
+        for id in self.meeting(range)? {
+            let Some(events) = self.load_within(id, budget.as_deref_mut())? else {
+                return Ok(complete_before(id, range));
+            };
+            let start = events.partition_point(|e| e.offset <= range.after);
+            for event in events[start..]
+                .iter()
+                .take_while(|e| e.offset <= range.through)
+            {
+                visit(id.seq, event);
+            }
+        }
+        Ok(range.through)
     }
 }

@@ -70,7 +70,7 @@ pub struct PolicySection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Move it to the archive, where replays still read it.
+    /// Move it to the archive, where replays, reads and counts still see it.
     #[default]
     Archive,
     /// Drop it for good.

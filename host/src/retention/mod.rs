@@ -1,5 +1,5 @@
 //! Retention: policies per stream prefix that keep the log from growing forever, with an
-//! archive that full replays still read (tiered storage).
+//! archive that replays, reads and counts still read (tiered storage).
 //!
 //! - **Policies** (`[retention.prefixes."<prefix>"]`, see [`config`]): `max_age`,
 //!   `max_events_per_stream`, `max_bytes`, and `mode = "archive" | "delete"`. No policy
@@ -7,7 +7,9 @@
 //! - **Archive mode** moves events past their policy into immutable zstd segments under
 //!   `<data-dir>/archive/` ([`segment`], [`archive`]). The log reads them back through its
 //!   [`ColdTier`](crate::log::ColdTier) seam, so a new projector version's shadow replay,
-//!   `refract project` and a consumer replay from offset 1 see the whole history.
+//!   `refract project` and a consumer replay from offset 1 see the whole history, and so
+//!   do `refract events` and `GET /v1/events` (and their counts), within a per-request
+//!   budget of segments decompressed ([`ArchiveBudget`](crate::log::ArchiveBudget)).
 //! - **Delete mode** drops them for good. Versions deployed after the first deletion are
 //!   reported as built from partial history.
 //! - **Safety**: nothing above the [`Floor`] leaves the log: the lowest checkpoint of any
@@ -361,15 +363,25 @@ impl Shared {
                 held_by: None,
             },
         };
-        let outcome = pass::Pass {
-            log: &self.log,
-            pruner,
-            archive: self.archive.as_deref(),
-            policies: &self.policies,
-            floor: floor.offset,
-            now: SystemTime::now(),
-        }
-        .run(cursor);
+        // A pass that failed between writing a segment and removing its events left
+        // them in both places: remove them here first, so this pass does not archive
+        // them into a second segment (every archived offset is in one segment only,
+        // which counts of the archive rely on).
+        let settled = match &self.archive {
+            Some(archive) => archive.reconcile(pruner).map(drop),
+            None => Ok(()),
+        };
+        let outcome = settled.map_err(RetentionError::from).and_then(|()| {
+            pass::Pass {
+                log: &self.log,
+                pruner,
+                archive: self.archive.as_deref(),
+                policies: &self.policies,
+                floor: floor.offset,
+                now: SystemTime::now(),
+            }
+            .run(cursor)
+        });
         match outcome {
             Ok((report, next)) => {
                 if report.deleted > 0 {
