@@ -753,15 +753,121 @@ fn lease_holder(from: &Node, projector: &str) -> Option<String> {
         .flatten()
 }
 
+/// `node`'s shared-snapshot status (`GET /v1/cluster`).
+fn shared_snapshots(node: &Node) -> Value {
+    node.get("/v1/cluster").json["shared_snapshots"].clone()
+}
+
+/// Waits until `node` has published a snapshot of `cars` at offset `at`; its id.
+fn wait_published(node: &Node, at: u64) -> String {
+    let mut id = String::new();
+    wait_until_showing(
+        LIVENESS,
+        &format!(
+            "{} to publish its snapshot of cars at offset {at}",
+            node.spec.name
+        ),
+        || {
+            let published = shared_snapshots(node)["last_published"]["cars"].clone();
+            match published.as_str() {
+                Some(found) if found.ends_with(&format!("/{at}")) => {
+                    id = found.to_owned();
+                    true
+                }
+                _ => false,
+            }
+        },
+        || format!("{}\n{}", shared_snapshots(node), node.tail()),
+    );
+    id
+}
+
+/// Which snapshot `node`'s read model of `projector` was seeded from, if any.
+fn seeded_from(node: &Node, projector: &str) -> Result<Option<String>> {
+    let path = node
+        .spec
+        .data
+        .join("projections")
+        .join(format!("{projector}.db"));
+    let conn = rusqlite::Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut statement =
+        conn.prepare("SELECT value FROM _refract_meta WHERE key = 'seeded_from'")?;
+    let mut rows = statement.query([])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
+    })
+}
+
+/// Overwrites every shared snapshot of `projector` in `stream`'s bucket with its bytes
+/// flipped in the middle, keeping its name, size and metadata (its recorded sha256):
+/// what a damaged or forged object looks like to a restoring node. Returns their names.
+fn corrupt_shared_snapshots(stream: &str, projector: &str) -> Result<Vec<String>> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncReadExt as _;
+    let urls = nats::shared().urls();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let addresses: Vec<&str> = urls.split(',').collect();
+        let client = async_nats::ConnectOptions::new()
+            .connect(addresses.as_slice())
+            .await?;
+        let jetstream = async_nats::jetstream::new(client);
+        let bucket = jetstream
+            .get_object_store(format!("{stream}-snapshots"))
+            .await?;
+        let mut infos = Vec::new();
+        let mut listed = bucket.list().await?;
+        while let Some(info) = listed.next().await {
+            let info = info?;
+            if info.name.starts_with(&format!("{projector}/")) {
+                infos.push(info);
+            }
+        }
+        let mut names = Vec::new();
+        for info in infos {
+            let mut bytes = Vec::new();
+            bucket
+                .get(&info.name)
+                .await?
+                .read_to_end(&mut bytes)
+                .await?;
+            let middle = bytes.len() / 2;
+            for byte in &mut bytes[middle..middle + 64] {
+                *byte ^= 0xff;
+            }
+            let meta = async_nats::jetstream::object_store::ObjectMetadata {
+                name: info.name.clone(),
+                description: info.description.clone(),
+                metadata: info.metadata.clone(),
+                ..Default::default()
+            };
+            bucket.put(meta, &mut bytes.as_slice()).await?;
+            names.push(info.name);
+        }
+        Ok::<_, Box<dyn std::error::Error>>(names)
+    })
+}
+
 /// Placement: with `nodes = 1`, one node holds `cars`'s lease and runs it; the others
-/// do not, and proxy its queries to it (the API and `refract query`). Killing that
-/// node moves the lease to a live node within the lease timeout; it replays `cars`
-/// (no snapshots here: from offset 1), and queries sent to the surviving nodes keep
-/// being answered, new events included.
+/// do not, and proxy its queries to it (the API and `refract query`). Its policy
+/// snapshots are published to the shared snapshots bucket. Killing that node moves the
+/// lease to a live node within the lease timeout; it restores the owner's shared
+/// snapshot (its read model records it) and replays only what follows, and queries
+/// sent to the surviving nodes keep being answered, new events included. Then the
+/// shared snapshots are corrupted and the new owner killed: the last node refuses the
+/// corrupt object, says why, and replays from offset 1 to the same rows.
 #[test]
 fn with_nodes_1_killing_the_owner_moves_the_projector_and_queries_keep_being_answered() -> Result {
     let dir = tempfile::tempdir()?;
-    let config = format!("lease_timeout_ms = {LEASE_TIMEOUT_MS}\n[projectors.cars]\nnodes = 1\n");
+    let config = format!(
+        "lease_timeout_ms = {LEASE_TIMEOUT_MS}\n[projectors.cars]\nnodes = 1\n[projectors.cars.snapshots]\nevery_events = 1\n"
+    );
     let mut nodes = three_nodes(dir.path(), "T_PLACEMENT", &["cars-v1"], &config);
     let all: Vec<&Node> = nodes.iter().collect();
     let mut owner = String::new();
@@ -794,6 +900,7 @@ fn with_nodes_1_killing_the_owner_moves_the_projector_and_queries_keep_being_ans
         || tails(&all),
     );
     let (_, rows) = owner_node.query("cars", CARS).expect("the owner answers");
+    let published = wait_published(owner_node, 6);
     // Every node answers: the owner from its read model, the others through it.
     for node in &all {
         wait_until_showing(
@@ -877,6 +984,20 @@ fn with_nodes_1_killing_the_owner_moves_the_projector_and_queries_keep_being_ans
             },
         );
     }
+    // The heir started from the owner's shared snapshot, not from offset 1.
+    let heir_node = survivors
+        .iter()
+        .find(|n| n.spec.name == heir)
+        .expect("the heir");
+    let restored = shared_snapshots(heir_node)["restores"]["cars"].clone();
+    assert_eq!(restored["outcome"], "restored", "{restored}");
+    assert_eq!(restored["snapshot"], published.as_str(), "{restored}");
+    assert_eq!(restored["started_from"], 6, "{restored}");
+    assert_eq!(restored["published_by"], owner.as_str(), "{restored}");
+    assert_eq!(
+        seeded_from(heir_node, "cars")?.as_deref(),
+        Some(published.as_str())
+    );
     // The new owner projects new events; the other survivor's answers come from it.
     let (stream, event_type, data) = story_part_two()[0].clone();
     let answer = survivors[0].append(stream, car(event_type, &data), None);
@@ -891,6 +1012,51 @@ fn with_nodes_1_killing_the_owner_moves_the_projector_and_queries_keep_being_ans
         let runs = version_in(node, "cars", "active").is_some();
         assert_eq!(runs, node.spec.name == heir, "only {heir} runs cars");
     }
+    let (_, rows_at_7) = survivors[0].query("cars", CARS).expect("an answer at 7");
+
+    // The heir publishes its snapshot at 7; every shared snapshot of cars is then
+    // corrupted and the heir killed: the last node refuses the newest and replays.
+    wait_published(heir_node, 7);
+    let corrupted = corrupt_shared_snapshots("T_PLACEMENT", "cars")?;
+    assert!(!corrupted.is_empty(), "shared snapshots of cars to corrupt");
+    let heir_index = nodes
+        .iter()
+        .position(|n| n.spec.name == heir)
+        .expect("the heir");
+    nodes[heir_index].kill_9();
+    let last = nodes
+        .iter()
+        .find(|n| n.spec.name != owner && n.spec.name != heir)
+        .expect("the last node");
+    wait_until_showing(
+        Duration::from_millis(LEASE_TIMEOUT_MS) + LIVENESS,
+        "the last node to take cars over and answer at offset 7",
+        || last.query("cars", CARS) == Some((7, rows_at_7.clone())),
+        || format!("{}\n{}", shared_snapshots(last), last.tail()),
+    );
+    let fell_back = shared_snapshots(last)["restores"]["cars"].clone();
+    assert_eq!(fell_back["outcome"], "fell_back", "{fell_back}");
+    assert_eq!(fell_back["started_from"], 0, "{fell_back}");
+    assert!(
+        fell_back["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("sha256")),
+        "the reason names the checksum: {fell_back}"
+    );
+    assert!(
+        fell_back["snapshot"]
+            .as_str()
+            .is_some_and(|id| id.ends_with("/7")),
+        "the newest shared snapshot, at 7, was tried and refused: {fell_back}"
+    );
+    assert_eq!(seeded_from(last, "cars")?, None, "replayed from offset 1");
+    let metrics = last.get("/metrics").text;
+    assert!(
+        metrics.lines().any(|line| line
+            .starts_with("refract_cluster_shared_snapshot_restore_fallbacks_total")
+            && line.ends_with(" 1")),
+        "{metrics}"
+    );
     for node in &mut nodes {
         node.stop();
     }

@@ -18,7 +18,8 @@
 //!   see) or deleted.
 //! - [`cluster`]: cluster mode: the log replicated by NATS JetStream, appends on any
 //!   node, every node a read replica with its own mirror of the log; one deploy for
-//!   the whole cluster, coordinated swaps and cluster-wide status (`cluster::deploys`).
+//!   the whole cluster, coordinated swaps and cluster-wide status (`cluster::deploys`);
+//!   read-model snapshots shared between nodes for placement (`cluster::shared_snapshots`).
 //! - [`reactors`]: reactors (sagas): components that react to events by emitting
 //!   events, exactly once, with timers that need no clock.
 //! - [`snapshots`]: read-model snapshots (recovery, rollback to a pruned version,

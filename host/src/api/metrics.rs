@@ -32,6 +32,10 @@
 //! | `refract_cluster_mirror_position` | gauge | node |
 //! | `refract_cluster_stream_head` | gauge | node |
 //! | `refract_cluster_mirror_lag_messages` | gauge | node |
+//! | `refract_cluster_shared_snapshots_published_total` | counter | node |
+//! | `refract_cluster_shared_snapshot_publish_failures_total` | counter | node |
+//! | `refract_cluster_shared_snapshots_restored_total` | counter | node |
+//! | `refract_cluster_shared_snapshot_restore_fallbacks_total` | counter | node |
 //! | `refract_http_open_connections` | gauge | |
 //! | `refract_http_unauthenticated_connections` | gauge | |
 //! | `refract_http_evicted_connections_total` | counter | |
@@ -219,6 +223,33 @@ impl Scrape {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&labels)?)?;
+        }
+        let shared = &cluster.shared_snapshots;
+        let counters: [(&str, &str, u64); 4] = [
+            (
+                "refract_cluster_shared_snapshots_published",
+                "Read-model snapshots this node published to the shared snapshots bucket",
+                shared.published,
+            ),
+            (
+                "refract_cluster_shared_snapshot_publish_failures",
+                "Publishes to the shared snapshots bucket that failed (the local snapshot is kept)",
+                shared.publish_failures,
+            ),
+            (
+                "refract_cluster_shared_snapshots_restored",
+                "Placed projectors this node started from another node's shared snapshot",
+                shared.restored,
+            ),
+            (
+                "refract_cluster_shared_snapshot_restore_fallbacks",
+                "Shared snapshots refused (corrupt, too big, NATS down), the projector started from a local snapshot or offset 1",
+                shared.restore_fallbacks,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

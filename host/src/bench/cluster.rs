@@ -164,6 +164,7 @@ impl Nodes {
                 publish_timeout: Duration::from_secs(30),
                 lease_timeout: crate::cluster::config::DEFAULT_LEASE_TIMEOUT,
                 api_url: None,
+                shared_snapshots: crate::cluster::config::SharedSnapshotLimits::default(),
             };
             let (node, tasks) = ClusterNode::start(config, log.clone()).await?;
             nodes.push((node, tasks, log));

@@ -11,6 +11,9 @@
 //! publish_timeout_ms = 5000
 //! lease_timeout_ms = 10000     # a placed projector moves after its holder is silent this long
 //! api_url = "http://10.0.0.1:7070"  # where the other nodes reach this node's API
+//! shared_snapshot_max_bytes = 1073741824   # largest snapshot published or fetched
+//! shared_snapshot_fetch_timeout_ms = 120000
+//! shared_snapshot_keep = 2     # shared snapshots kept per projector version
 //! ```
 
 use std::path::PathBuf;
@@ -77,6 +80,22 @@ pub const MIN_LEASE_TIMEOUT: Duration = Duration::from_secs(3);
 /// further appends wait for a slot (back-pressure rather than unbounded memory).
 pub const MAX_PUBLISHES_IN_FLIGHT: usize = 4096;
 
+/// The largest read-model snapshot a node publishes to, or fetches from, the shared
+/// snapshots bucket (`cluster.shared_snapshot_max_bytes`): a snapshot is a whole
+/// database, and a fetch writes it to this node's disk, so a hostile or runaway object
+/// must not fill it. Larger snapshots stay local (counted as publish failures).
+pub const DEFAULT_SHARED_SNAPSHOT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// How long fetching one shared snapshot may take before the node gives up and starts
+/// the projector from its own snapshot or offset 1
+/// (`cluster.shared_snapshot_fetch_timeout_ms`).
+pub const DEFAULT_SHARED_SNAPSHOT_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Shared snapshots kept per projector version in the bucket
+/// (`cluster.shared_snapshot_keep`): a restore only wants the newest one its mirror has
+/// reached, so two cover a node whose mirror lags the publisher's.
+pub const DEFAULT_SHARED_SNAPSHOT_KEEP: usize = 2;
+
 /// `[cluster]`: present means cluster mode (as does `refract run --cluster`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +128,12 @@ pub struct ClusterSection {
     /// The URL the other nodes reach this node's HTTP API at, to proxy queries for a
     /// projector placed here (default: `http://` and the address the API is bound to).
     pub api_url: Option<String>,
+    /// See [`DEFAULT_SHARED_SNAPSHOT_MAX_BYTES`].
+    pub shared_snapshot_max_bytes: u64,
+    /// See [`DEFAULT_SHARED_SNAPSHOT_FETCH_TIMEOUT`].
+    pub shared_snapshot_fetch_timeout_ms: u64,
+    /// See [`DEFAULT_SHARED_SNAPSHOT_KEEP`].
+    pub shared_snapshot_keep: usize,
 }
 
 impl Default for ClusterSection {
@@ -126,6 +151,12 @@ impl Default for ClusterSection {
                 .unwrap_or(u64::MAX),
             lease_timeout_ms: u64::try_from(DEFAULT_LEASE_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
             api_url: None,
+            shared_snapshot_max_bytes: DEFAULT_SHARED_SNAPSHOT_MAX_BYTES,
+            shared_snapshot_fetch_timeout_ms: u64::try_from(
+                DEFAULT_SHARED_SNAPSHOT_FETCH_TIMEOUT.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+            shared_snapshot_keep: DEFAULT_SHARED_SNAPSHOT_KEEP,
         }
     }
 }
@@ -162,6 +193,30 @@ pub struct ClusterConfig {
     pub lease_timeout: Duration,
     /// See [`ClusterSection::api_url`]; `refract run` fills in the default.
     pub api_url: Option<String>,
+    /// The bounds of shared snapshots.
+    pub shared_snapshots: SharedSnapshotLimits,
+}
+
+/// The bounds of snapshots shared between nodes (see
+/// [`crate::cluster::shared_snapshots`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedSnapshotLimits {
+    /// See [`DEFAULT_SHARED_SNAPSHOT_MAX_BYTES`].
+    pub max_bytes: u64,
+    /// See [`DEFAULT_SHARED_SNAPSHOT_FETCH_TIMEOUT`].
+    pub fetch_timeout: Duration,
+    /// See [`DEFAULT_SHARED_SNAPSHOT_KEEP`].
+    pub keep: usize,
+}
+
+impl Default for SharedSnapshotLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_SHARED_SNAPSHOT_MAX_BYTES,
+            fetch_timeout: DEFAULT_SHARED_SNAPSHOT_FETCH_TIMEOUT,
+            keep: DEFAULT_SHARED_SNAPSHOT_KEEP,
+        }
+    }
 }
 
 /// Why a cluster configuration cannot be used.
@@ -246,6 +301,21 @@ impl ClusterSection {
                 "cluster.api_url is {url:?}; use the URL of this node's API, e.g. http://10.0.0.1:7070"
             )));
         }
+        if self.shared_snapshot_fetch_timeout_ms == 0 {
+            return Err(invalid(
+                "cluster.shared_snapshot_fetch_timeout_ms must be at least 1",
+            ));
+        }
+        if self.shared_snapshot_keep == 0 {
+            return Err(invalid(
+                "cluster.shared_snapshot_keep must be at least 1 (the newest is what a failover restores)",
+            ));
+        }
+        let shared_snapshots = SharedSnapshotLimits {
+            max_bytes: self.shared_snapshot_max_bytes,
+            fetch_timeout: Duration::from_millis(self.shared_snapshot_fetch_timeout_ms),
+            keep: self.shared_snapshot_keep,
+        };
         let credentials = match (self.token, self.user, self.password, self.credentials_file) {
             (None, None, None, None) => Credentials::None,
             (Some(token), None, None, None) => Credentials::Token(token),
@@ -271,6 +341,7 @@ impl ClusterSection {
             publish_timeout: Duration::from_millis(self.publish_timeout_ms),
             lease_timeout,
             api_url: self.api_url,
+            shared_snapshots,
         })
     }
 }

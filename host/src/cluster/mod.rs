@@ -36,6 +36,7 @@ pub mod connection;
 pub mod deploys;
 pub mod migrate;
 pub mod mirror;
+pub mod shared_snapshots;
 pub mod status;
 pub mod wire;
 
@@ -131,6 +132,8 @@ pub(crate) struct Shared {
     pub(crate) progress: Mutex<status::Progress>,
     /// The deploy tasks' state, once started ([`ClusterNode::start_deploys`]).
     pub(crate) deploys: std::sync::OnceLock<Arc<deploys::Deploys>>,
+    /// What this node published to and restored from the shared snapshots.
+    pub(crate) shared_snapshots: shared_snapshots::Tracker,
 }
 
 impl Shared {
@@ -203,6 +206,7 @@ impl ClusterNode {
             queue,
             progress: Mutex::new(progress),
             deploys: std::sync::OnceLock::new(),
+            shared_snapshots: shared_snapshots::Tracker::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
@@ -262,6 +266,10 @@ impl ClusterNode {
             tokio::spawn(deploys::apply::reconcile(Arc::clone(&state), stop.clone())),
             tokio::spawn(deploys::heartbeat::beat(Arc::clone(&state), stop.clone())),
             tokio::spawn(deploys::placement::run(Arc::clone(&state), stop.clone())),
+            tokio::spawn(shared_snapshots::publish::run(
+                Arc::clone(&state),
+                stop.clone(),
+            )),
             tokio::spawn(deploys::promote::record_swaps(
                 Arc::clone(&state),
                 swaps,

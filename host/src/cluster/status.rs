@@ -115,6 +115,9 @@ pub struct ClusterStatus {
     pub skipped_messages: u64,
     /// The last problem, until the mirror follows again.
     pub last_error: Option<String>,
+    /// Snapshots published to and restored from the other nodes (placement).
+    #[serde(default)]
+    pub shared_snapshots: super::shared_snapshots::SharedSnapshotsStatus,
 }
 
 impl ClusterStatus {
@@ -173,6 +176,7 @@ pub(crate) fn snapshot(shared: &Shared) -> ClusterStatus {
             .map(|head| head.saturating_sub(progress.position)),
         skipped_messages: progress.skipped,
         last_error: progress.last_error.clone(),
+        shared_snapshots: shared.shared_snapshots.status(),
     }
 }
 

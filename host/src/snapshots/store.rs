@@ -122,6 +122,9 @@ pub enum Reason {
     BeforeSwap,
     /// Before a rollback swapped the previous version back, of the version it replaced.
     BeforeRollback,
+    /// Fetched from another cluster node's shared snapshots (see
+    /// [`crate::cluster::shared_snapshots`]).
+    Shared,
 }
 
 /// One snapshot, as the manifest records it.
@@ -452,6 +455,99 @@ impl Store {
         Ok(entry)
     }
 
+    /// Adds a snapshot made elsewhere (another cluster node's, fetched to `file`) to
+    /// this store, as if taken here: `file` must be `entry`'s snapshot, checked by its
+    /// sha256 and by what the database says about itself (projector, version,
+    /// checkpoint), before it is renamed into place and listed. `file` must be on the
+    /// same file system (inside [`Store::projector_dir`]); it is consumed either way.
+    /// Keeps the newest `keep` of the version.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Checksum`], [`SnapshotError::Foreign`], or an I/O failure;
+    /// nothing is then listed and `file` is deleted.
+    pub fn import(
+        &self,
+        projector: &str,
+        entry: &SnapshotEntry,
+        file: &Path,
+        keep: usize,
+    ) -> Result<SnapshotEntry, SnapshotError> {
+        let imported = self.import_checked(projector, entry, file, keep);
+        if imported.is_err() {
+            let _ = fs::remove_file(file);
+        }
+        imported
+    }
+
+    fn import_checked(
+        &self,
+        projector: &str,
+        entry: &SnapshotEntry,
+        file: &Path,
+        keep: usize,
+    ) -> Result<SnapshotEntry, SnapshotError> {
+        let actual = sha256_file(file)?;
+        if actual != entry.sha256 {
+            return Err(SnapshotError::Checksum {
+                path: file.to_owned(),
+                expected: entry.sha256.clone(),
+                actual,
+            });
+        }
+        let (found_projector, found_version, found_checkpoint) =
+            identity(file).map_err(|source| SnapshotError::Sqlite {
+                path: file.to_owned(),
+                source,
+            })?;
+        if (
+            found_projector.as_str(),
+            found_version.as_str(),
+            found_checkpoint,
+        ) != (projector, entry.version.as_str(), entry.checkpoint)
+        {
+            return Err(SnapshotError::Foreign {
+                path: file.to_owned(),
+                projector: projector.to_owned(),
+                found: format!(
+                    "it holds projector `{found_projector}` version {found_version} at offset {found_checkpoint}, not version {} at offset {}",
+                    entry.version, entry.checkpoint
+                ),
+            });
+        }
+        let lock = manifest_lock(&self.projector_dir(projector));
+        let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut manifest = self.read_manifest(projector)?;
+        let path = self.snapshot_path(projector, entry);
+        if let Some(folder) = path.parent() {
+            fs::create_dir_all(folder).map_err(|source| SnapshotError::Io {
+                path: folder.to_owned(),
+                source,
+            })?;
+        }
+        File::open(file)
+            .and_then(|opened| opened.sync_all())
+            .map_err(|source| SnapshotError::Io {
+                path: file.to_owned(),
+                source,
+            })?;
+        fs::rename(file, &path).map_err(|source| SnapshotError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        sync_parent(&path)?;
+        manifest.snapshots.retain(|other| {
+            !(other.version == entry.version && other.checkpoint == entry.checkpoint)
+        });
+        manifest.snapshots.push(entry.clone());
+        let dropped = prune(&mut manifest, &entry.version, keep);
+        self.write_manifest(projector, &manifest)?;
+        for old in dropped {
+            let _ = fs::remove_file(self.snapshot_path(projector, &old));
+        }
+        tracing::info!(projector, snapshot = %entry.id(), bytes = entry.bytes, "shared snapshot imported");
+        Ok(entry.clone())
+    }
+
     /// `VACUUM INTO` `temp`, synced; returns its checkpoint, size and checksum.
     fn copy_into(
         &self,
@@ -747,6 +843,77 @@ mod tests {
             taken_at: String::new(),
             reason: Reason::Policy,
         }
+    }
+
+    /// A read model of `cars` version `v1` at `checkpoint`, as the engine builds one.
+    fn read_model(path: &Path, checkpoint: u64) -> rusqlite::Result<()> {
+        let conn = Connection::open(path)?;
+        crate::engine::checkpoint::create(
+            &conn,
+            &crate::engine::checkpoint::Identity {
+                projector: "cars",
+                version: "v1",
+                sha256: "00",
+            },
+        )?;
+        crate::engine::checkpoint::write(&conn, checkpoint)?;
+        conn.execute_batch("CREATE TABLE cars (id TEXT); INSERT INTO cars VALUES ('hrxs21');")
+    }
+
+    #[test]
+    fn an_import_checks_checksum_and_identity_and_leaves_nothing_behind_when_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store {
+            root: dir.path().join("snapshots"),
+        };
+        let folder = store.projector_dir("cars").join("v1");
+        fs::create_dir_all(&folder)?;
+        let fetched = |name: &str| -> Result<PathBuf, Box<dyn std::error::Error>> {
+            let path = folder.join(name);
+            read_model(&path, 42)?;
+            Ok(path)
+        };
+        let file = fetched(".a.db.tmp")?;
+        let good = SnapshotEntry {
+            sha256: sha256_file(&file)?,
+            bytes: fs::metadata(&file)?.len(),
+            ..entry("v1", 42)
+        };
+        // A checksum that does not match: refused, the fetched file deleted.
+        let wrong_sum = SnapshotEntry {
+            sha256: "ab".repeat(32),
+            ..good.clone()
+        };
+        let error = store.import("cars", &wrong_sum, &file, 2).unwrap_err();
+        assert!(matches!(error, SnapshotError::Checksum { .. }), "{error}");
+        assert!(!file.exists());
+        // The right bytes under another checkpoint's name: refused as foreign.
+        let file = fetched(".b.db.tmp")?;
+        let wrong_offset = SnapshotEntry {
+            checkpoint: 43,
+            ..good.clone()
+        };
+        let error = store.import("cars", &wrong_offset, &file, 2).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("at offset 42, not version v1 at offset 43"),
+            "{error}"
+        );
+        assert!(!file.exists());
+        assert!(store.list("cars")?.is_empty());
+        // The right one is listed, in place, and verifies.
+        let file = fetched(".c.db.tmp")?;
+        store.import("cars", &good, &file, 2)?;
+        assert_eq!(store.list("cars")?, vec![good.clone()]);
+        store.verify("cars", &good)?;
+        let left: Vec<_> = fs::read_dir(&folder)?
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec!["42.db".to_owned()]);
+        Ok(())
     }
 
     #[test]

@@ -248,6 +248,16 @@ async fn apply_one(deploys: &Deploys, record: &Desired) -> Result<(), Failure> {
         }
         Action::Rollback | Action::Deploy | Action::Abort { .. } => {
             let wasm = fetch(deploys, record).await?;
+            if !runs && placement(deploys, name) == Placement::Here {
+                // The lease just came here: start from the newest shared snapshot
+                // rather than offset 1, where one is usable.
+                crate::cluster::shared_snapshots::restore::before_deploy(
+                    deploys,
+                    name,
+                    &record.version,
+                )
+                .await;
+            }
             let engine = Arc::clone(&deploys.engine);
             let name = name.to_owned();
             let deployment = blocking(move || engine.deploy_replicated(&name, &wasm)).await?;
