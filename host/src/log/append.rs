@@ -434,8 +434,7 @@ impl Writer {
         }
         match self.write_group_once(group, true)? {
             Ok(done) => Ok(done),
-            // Not reached: with savepoints a request's failure is its own reply.
-            Err((head, failure)) => Ok((vec![Err(failure)], head, head)),
+            Err(_) => unreachable!("with savepoints a request's failure is its own reply"),
         }
     }
 
