@@ -142,7 +142,9 @@ pub const SUBSCRIBE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// may decompress. A segment holds at most 5,000 events and 8 MiB of event text, so this
 /// bounds a request to about 80,000 archived events and 128 MiB of decompression,
 /// however sparse its filter or wide its range; past it the answer stops where it is
-/// complete and says where to go on (`next_from_offset`).
+/// complete and says where to go on (`next_from_offset`). The segments that reach the
+/// request's first offset are decompressed even past it (so every request progresses):
+/// the honest bound is the larger of this and the overlap depth at that offset.
 pub const DEFAULT_ARCHIVE_READ_SEGMENTS: usize = 16;
 
 /// The progress handler of a read-model query runs every this many SQLite VM
@@ -163,7 +165,9 @@ pub struct ServerConfig {
     pub default_page_rows: u64,
     /// The largest `limit` a list accepts.
     pub max_page_rows: u64,
-    /// Archive segments one event read or count may decompress.
+    /// Archive segments one event read or count may decompress, beyond those that
+    /// reach its first offset (always allowed, so every request makes progress): a
+    /// request decompresses at most the larger of this and the overlap depth there.
     pub archive_read_segments: usize,
     /// Rows a read-model query returns at most.
     pub max_query_rows: usize,

@@ -69,9 +69,16 @@ pub struct ColdRange {
 }
 
 /// How many archive segments one request may decompress: a client-controlled read or
-/// count over the archive stops (or fails, when it cannot move at all) rather than
-/// decode an unbounded part of it. A segment found in the archive's decoded cache
-/// costs nothing. Replays, which must see every event, read without a budget.
+/// count over the archive stops where its answer is complete rather than decode an
+/// unbounded part of it. A segment found in the archive's decoded cache costs nothing.
+/// Replays, which must see every event, read without a budget.
+///
+/// The first cold-tier call of a request may always decompress the segments that reach
+/// the first offset it asks for ([`charge_needed`](ArchiveBudget::charge_needed)), even
+/// past the limit: otherwise, once more segments overlap one offset than the limit
+/// allows (each retention pass of a `max_events_per_stream` policy can add one), every
+/// request from there would be refused for good. So a request decompresses at most
+/// `max(limit, overlap depth at its first offset)` segments, and always moves on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveBudget {
     /// Decompressions allowed in all.
@@ -80,6 +87,9 @@ pub struct ArchiveBudget {
     spent: usize,
     /// Whether a segment was refused for want of budget.
     exhausted: bool,
+    /// Whether the request's first cold-tier call is over: from then on, every
+    /// decompression is within `limit`.
+    first_call_done: bool,
 }
 
 impl ArchiveBudget {
@@ -89,7 +99,26 @@ impl ArchiveBudget {
             limit: segments.max(1),
             spent: 0,
             exhausted: false,
+            first_call_done: false,
         }
+    }
+
+    /// Takes one decompression of a segment that reaches the first offset a cold-tier
+    /// call asks for: granted regardless of the limit during the request's first call
+    /// (so that the request answers at least that offset), as
+    /// [`charge`](ArchiveBudget::charge) after it.
+    pub fn charge_needed(&mut self) -> bool {
+        if self.first_call_done {
+            return self.charge();
+        }
+        self.spent += 1;
+        true
+    }
+
+    /// Marks the end of a cold-tier call: later calls of the request get no free
+    /// decompressions.
+    pub fn end_call(&mut self) {
+        self.first_call_done = true;
     }
 
     /// Takes one decompression from the budget; `false` (and the budget is marked

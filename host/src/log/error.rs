@@ -167,7 +167,9 @@ pub enum LogError {
 
     /// A read or count of archived events would decompress more archive segments than
     /// its [`ArchiveBudget`](super::ArchiveBudget) allows before it could answer even
-    /// its first offset (segments overlap there more deeply than the budget).
+    /// its first offset. The archive always allows the segments reaching the first
+    /// offset ([`ArchiveBudget::charge_needed`](super::ArchiveBudget::charge_needed)),
+    /// so only a cold tier that does not can cause it.
     #[error(
         "answering from offset {from_offset} needs more than the {segments} archive \
          segments one request may decompress (the archive's segments overlap there); \

@@ -297,9 +297,9 @@ impl EventLog {
     /// The events matching `query`, in offset order, archived ones included: below the
     /// horizon's `archived_through` they are read from the attached archive (if any),
     /// merged with what is still live, as if they had never left. With a `budget` the
-    /// read decompresses at most that many archive segments: it then ends early, and
-    /// [`TieredRead::stopped_at`] says where (or, if it could not answer its first
-    /// offset, yields [`LogError::ArchiveBudget`]).
+    /// read decompresses at most that many archive segments beyond those reaching its
+    /// first offset: it then ends early, and [`TieredRead::stopped_at`] says where (or,
+    /// if it could not answer its first offset, yields [`LogError::ArchiveBudget`]).
     pub fn read_with_archive(
         &self,
         query: &ReadQuery,

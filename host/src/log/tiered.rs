@@ -8,12 +8,13 @@
 //! by decompressing the segments that meet the range (found by name); both in one
 //! snapshot of the log, so an event moving between the tiers is counted once.
 //!
-//! With an [`ArchiveBudget`], neither decompresses more than its segments: the answer
-//! stops where it is complete and says so ([`TieredRead::stopped_at`],
-//! [`TieredCount::complete_through`]), or, when not even the first offset can be
-//! answered within it, fails with [`LogError::ArchiveBudget`].
+//! With an [`ArchiveBudget`], neither decompresses more than its segments beyond those
+//! that reach its first offset (always allowed, so that every request progresses): the
+//! answer stops where it is complete and says so ([`TieredRead::stopped_at`],
+//! [`TieredCount::complete_through`]). [`LogError::ArchiveBudget`] remains for a cold
+//! tier that cannot answer even the first offset within its budget.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -241,12 +242,19 @@ pub(super) fn count(
             if range.through > range.after {
                 let mut live = tx.prepare_cached(LIVE_OFFSET_SQL).map_err(sqlite)?;
                 let mut failure = None;
-                // Offsets counted, kept only under a budget (at most its segments' worth)
-                // so that a count it stops can leave out what lies past where it stopped.
+                // Every matching offset seen, so that one stored in two segments (an
+                // archive written before `Archive::reconcile`, when a pass failed
+                // between writing a segment and removing its events) counts once, as a
+                // read shows it once. Its memory is the decompressed segments' matching
+                // events: under a budget at most max(limit, overlap depth at the first
+                // offset) segments' worth (see `ArchiveBudget`).
+                let mut seen = HashSet::new();
+                // Offsets counted in the archive, kept only under a budget so that a
+                // count it stops can leave out what lies past where it stopped.
                 let mut counted = Vec::new();
                 let keep_offsets = budget.is_some();
                 let mut visit = |seq: u64, event: &Event| {
-                    if !matches(query, event) {
+                    if !matches(query, event) || !seen.insert(event.offset) {
                         return;
                     }
                     // A segment not yet settled may still have its events in the live

@@ -132,16 +132,18 @@ impl Archive {
 
     /// A segment's events, decoded (from the cache when it was read lately).
     fn load(&self, id: SegmentId) -> Result<Arc<Vec<Event>>, LogError> {
-        self.load_within(id, None)
+        self.load_within(id, None, false)
             .map(|loaded| loaded.unwrap_or_default())
     }
 
     /// [`load`](Self::load), charging a decompression (not a cache hit) to `budget`;
-    /// `None` when the budget is spent.
+    /// `None` when the budget is spent. A segment `needed` to answer the first offset
+    /// of the call is charged with [`ArchiveBudget::charge_needed`].
     fn load_within(
         &self,
         id: SegmentId,
         budget: Option<&mut ArchiveBudget>,
+        needed: bool,
     ) -> Result<Option<Arc<Vec<Event>>>, LogError> {
         {
             // Least recently used goes first: a segment that overlaps many others is
@@ -156,7 +158,11 @@ impl Archive {
             }
         }
         if let Some(budget) = budget
-            && !budget.charge()
+            && !(if needed {
+                budget.charge_needed()
+            } else {
+                budget.charge()
+            })
         {
             return Ok(None);
         }
@@ -237,8 +243,45 @@ fn complete_before(refused: SegmentId, range: ColdRange) -> u64 {
         .clamp(range.after, range.through)
 }
 
+/// Whether segment `id` can hold the first offset `range` asks for: the segments a
+/// call must read to answer anything at all (see [`ArchiveBudget::charge_needed`]).
+/// `meeting` lists them first, as no other segment starts that low.
+fn needed_first(id: SegmentId, range: ColdRange) -> bool {
+    id.first <= range.after.saturating_add(1)
+}
+
 impl ColdTier for Archive {
     fn read(
+        &self,
+        range: ColdRange,
+        max: usize,
+        mut budget: Option<&mut ArchiveBudget>,
+        out: &mut Vec<Event>,
+    ) -> Result<u64, LogError> {
+        let result = self.read_picked(range, max, budget.as_deref_mut(), out);
+        if let Some(budget) = budget {
+            budget.end_call();
+        }
+        result
+    }
+
+    fn scan(
+        &self,
+        range: ColdRange,
+        mut budget: Option<&mut ArchiveBudget>,
+        visit: &mut dyn FnMut(u64, &Event),
+    ) -> Result<u64, LogError> {
+        let result = self.scan_segments(range, budget.as_deref_mut(), visit);
+        if let Some(budget) = budget {
+            budget.end_call();
+        }
+        result
+    }
+}
+
+impl Archive {
+    /// [`ColdTier::read`], before the call's end is marked on the budget.
+    fn read_picked(
         &self,
         range: ColdRange,
         max: usize,
@@ -255,7 +298,9 @@ impl ColdTier for Archive {
             if picked.len() >= max && picked.last().is_some_and(|e| e.offset < id.first) {
                 break;
             }
-            let Some(events) = self.load_within(id, budget.as_deref_mut())? else {
+            let Some(events) =
+                self.load_within(id, budget.as_deref_mut(), needed_first(id, range))?
+            else {
                 complete = complete_before(id, range);
                 break;
             };
@@ -277,14 +322,16 @@ impl ColdTier for Archive {
         Ok(complete)
     }
 
-    fn scan(
+    /// [`ColdTier::scan`], before the call's end is marked on the budget.
+    fn scan_segments(
         &self,
         range: ColdRange,
         mut budget: Option<&mut ArchiveBudget>,
         visit: &mut dyn FnMut(u64, &Event),
     ) -> Result<u64, LogError> {
         for id in self.meeting(range)? {
-            let Some(events) = self.load_within(id, budget.as_deref_mut())? else {
+            let needed = needed_first(id, range);
+            let Some(events) = self.load_within(id, budget.as_deref_mut(), needed)? else {
                 return Ok(complete_before(id, range));
             };
             let start = events.partition_point(|e| e.offset <= range.after);
