@@ -14,6 +14,7 @@
 //! shared_snapshot_max_bytes = 1073741824   # largest snapshot published or fetched
 //! shared_snapshot_fetch_timeout_ms = 120000
 //! shared_snapshot_keep = 2     # shared snapshots kept per projector version
+//! shared_snapshot_bucket_max_bytes = 3221225472   # the whole bucket (default: max_bytes × (keep + 1))
 //! ```
 
 use std::path::PathBuf;
@@ -96,6 +97,19 @@ pub const DEFAULT_SHARED_SNAPSHOT_FETCH_TIMEOUT: Duration = Duration::from_secs(
 /// reached, so two cover a node whose mirror lags the publisher's.
 pub const DEFAULT_SHARED_SNAPSHOT_KEEP: usize = 2;
 
+/// The most bytes the shared snapshots bucket may hold, when
+/// `cluster.shared_snapshot_bucket_max_bytes` is not set: `shared_snapshot_max_bytes ×
+/// (shared_snapshot_keep + 1)`, room for `keep` full-size snapshots and one upload in
+/// flight. The bucket lives on the JetStream servers that hold the log: an upload that
+/// fails or times out leaves its chunks behind (the client publishes them before the
+/// object's metadata), so without a cap a snapshot that never uploads could fill their
+/// disk and stop appends cluster-wide. A full bucket refuses further uploads (counted as
+/// publish failures); the log is not touched. Raise it for many placed projectors with
+/// large snapshots.
+pub fn default_shared_snapshot_bucket_max_bytes(max_bytes: u64, keep: usize) -> u64 {
+    max_bytes.saturating_mul(u64::try_from(keep).unwrap_or(u64::MAX).saturating_add(1))
+}
+
 /// `[cluster]`: present means cluster mode (as does `refract run --cluster`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -134,6 +148,8 @@ pub struct ClusterSection {
     pub shared_snapshot_fetch_timeout_ms: u64,
     /// See [`DEFAULT_SHARED_SNAPSHOT_KEEP`].
     pub shared_snapshot_keep: usize,
+    /// See [`default_shared_snapshot_bucket_max_bytes`].
+    pub shared_snapshot_bucket_max_bytes: Option<u64>,
 }
 
 impl Default for ClusterSection {
@@ -157,6 +173,7 @@ impl Default for ClusterSection {
             )
             .unwrap_or(u64::MAX),
             shared_snapshot_keep: DEFAULT_SHARED_SNAPSHOT_KEEP,
+            shared_snapshot_bucket_max_bytes: None,
         }
     }
 }
@@ -207,6 +224,8 @@ pub struct SharedSnapshotLimits {
     pub fetch_timeout: Duration,
     /// See [`DEFAULT_SHARED_SNAPSHOT_KEEP`].
     pub keep: usize,
+    /// See [`default_shared_snapshot_bucket_max_bytes`].
+    pub bucket_max_bytes: u64,
 }
 
 impl Default for SharedSnapshotLimits {
@@ -215,6 +234,10 @@ impl Default for SharedSnapshotLimits {
             max_bytes: DEFAULT_SHARED_SNAPSHOT_MAX_BYTES,
             fetch_timeout: DEFAULT_SHARED_SNAPSHOT_FETCH_TIMEOUT,
             keep: DEFAULT_SHARED_SNAPSHOT_KEEP,
+            bucket_max_bytes: default_shared_snapshot_bucket_max_bytes(
+                DEFAULT_SHARED_SNAPSHOT_MAX_BYTES,
+                DEFAULT_SHARED_SNAPSHOT_KEEP,
+            ),
         }
     }
 }
@@ -311,10 +334,26 @@ impl ClusterSection {
                 "cluster.shared_snapshot_keep must be at least 1 (the newest is what a failover restores)",
             ));
         }
+        let bucket_max_bytes = self.shared_snapshot_bucket_max_bytes.unwrap_or_else(|| {
+            default_shared_snapshot_bucket_max_bytes(
+                self.shared_snapshot_max_bytes,
+                self.shared_snapshot_keep,
+            )
+        });
+        if bucket_max_bytes < self.shared_snapshot_max_bytes
+            || i64::try_from(bucket_max_bytes).is_err()
+        {
+            return Err(invalid(&format!(
+                "cluster.shared_snapshot_bucket_max_bytes is {bucket_max_bytes}; use at least cluster.shared_snapshot_max_bytes ({}) and at most {}",
+                self.shared_snapshot_max_bytes,
+                i64::MAX
+            )));
+        }
         let shared_snapshots = SharedSnapshotLimits {
             max_bytes: self.shared_snapshot_max_bytes,
             fetch_timeout: Duration::from_millis(self.shared_snapshot_fetch_timeout_ms),
             keep: self.shared_snapshot_keep,
+            bucket_max_bytes,
         };
         let credentials = match (self.token, self.user, self.password, self.credentials_file) {
             (None, None, None, None) => Credentials::None,
@@ -439,5 +478,43 @@ mod tests {
         };
         let error = ClusterConfig::resolve(Some(&both), None, None).unwrap_err();
         assert!(error.to_string().contains("choose one way"), "{error}");
+    }
+
+    #[test]
+    fn the_bucket_cap_defaults_to_keep_plus_one_snapshots_and_must_hold_one() {
+        let section = ClusterSection {
+            urls: vec!["nats://a:1".into()],
+            node: Some("n1".into()),
+            shared_snapshot_max_bytes: 100,
+            shared_snapshot_keep: 3,
+            ..ClusterSection::default()
+        };
+        let config = ClusterConfig::resolve(Some(&section), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.shared_snapshots.bucket_max_bytes, 400);
+        assert_eq!(
+            SharedSnapshotLimits::default().bucket_max_bytes,
+            3 * DEFAULT_SHARED_SNAPSHOT_MAX_BYTES
+        );
+        let too_small = ClusterSection {
+            shared_snapshot_bucket_max_bytes: Some(99),
+            ..section.clone()
+        };
+        let error = ClusterConfig::resolve(Some(&too_small), None, None).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cluster.shared_snapshot_bucket_max_bytes is 99"),
+            "{error}"
+        );
+        let set = ClusterSection {
+            shared_snapshot_bucket_max_bytes: Some(1000),
+            ..section
+        };
+        let config = ClusterConfig::resolve(Some(&set), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.shared_snapshots.bucket_max_bytes, 1000);
     }
 }

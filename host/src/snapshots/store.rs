@@ -97,6 +97,17 @@ pub enum SnapshotError {
         /// The file's checksum now.
         actual: String,
     },
+    /// An import of a snapshot the store lists already (taken here meanwhile, or
+    /// imported before); the listed one is kept as it is.
+    #[error(
+        "projector `{projector}` already has snapshot {id}; it is kept and nothing was imported"
+    )]
+    AlreadyListed {
+        /// The projector.
+        projector: String,
+        /// The snapshot's id.
+        id: String,
+    },
     /// The manifest is not valid JSON of the expected shape.
     #[error(
         "the snapshot manifest {path} cannot be read: {message}; move it aside and the \
@@ -517,6 +528,18 @@ impl Store {
         let lock = manifest_lock(&self.projector_dir(projector));
         let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut manifest = self.read_manifest(projector)?;
+        // Replacing a listed file would leave its manifest entry naming another file's
+        // sha256 if the manifest write below failed: refused instead.
+        if manifest
+            .snapshots
+            .iter()
+            .any(|other| other.version == entry.version && other.checkpoint == entry.checkpoint)
+        {
+            return Err(SnapshotError::AlreadyListed {
+                projector: projector.to_owned(),
+                id: entry.id(),
+            });
+        }
         let path = self.snapshot_path(projector, entry);
         if let Some(folder) = path.parent() {
             fs::create_dir_all(folder).map_err(|source| SnapshotError::Io {
@@ -534,13 +557,21 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        sync_parent(&path)?;
-        manifest.snapshots.retain(|other| {
-            !(other.version == entry.version && other.checkpoint == entry.checkpoint)
+        // From here the file is at its listed name but not listed: any failure removes
+        // it, so the store is as it was (the path was unlisted, see above).
+        let listed = sync_parent(&path).and_then(|()| {
+            manifest.snapshots.push(entry.clone());
+            let dropped = prune(&mut manifest, &entry.version, keep);
+            self.write_manifest(projector, &manifest)?;
+            Ok(dropped)
         });
-        manifest.snapshots.push(entry.clone());
-        let dropped = prune(&mut manifest, &entry.version, keep);
-        self.write_manifest(projector, &manifest)?;
+        let dropped = match listed {
+            Ok(dropped) => dropped,
+            Err(error) => {
+                let _ = fs::remove_file(&path);
+                return Err(error);
+            }
+        };
         for old in dropped {
             let _ = fs::remove_file(self.snapshot_path(projector, &old));
         }
@@ -913,6 +944,56 @@ mod tests {
             .map(|f| f.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, vec!["42.db".to_owned()]);
+        // The same checkpoint again: refused, the listed file untouched.
+        let file = fetched(".d.db.tmp")?;
+        let error = store.import("cars", &good, &file, 2).unwrap_err();
+        assert!(
+            matches!(error, SnapshotError::AlreadyListed { .. }),
+            "{error}"
+        );
+        assert!(!file.exists());
+        assert_eq!(store.list("cars")?, vec![good.clone()]);
+        store.verify("cars", &good)?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_import_whose_manifest_write_fails_leaves_the_store_as_it_was()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store {
+            root: dir.path().join("snapshots"),
+        };
+        let folder = store.projector_dir("cars").join("v1");
+        fs::create_dir_all(&folder)?;
+        let file = folder.join(".a.db.tmp");
+        read_model(&file, 42)?;
+        let good = SnapshotEntry {
+            sha256: sha256_file(&file)?,
+            bytes: fs::metadata(&file)?.len(),
+            ..entry("v1", 42)
+        };
+        // A folder where the manifest's temporary file goes: its write fails after
+        // the snapshot was renamed into place.
+        let blocker = temp_beside(&store.manifest_path("cars"));
+        fs::create_dir_all(&blocker)?;
+        let error = store.import("cars", &good, &file, 2).unwrap_err();
+        assert!(matches!(error, SnapshotError::Io { .. }), "{error}");
+        assert!(!file.exists());
+        assert!(!store.snapshot_path("cars", &good).exists());
+        assert!(fs::read_dir(&folder)?.next().is_none());
+        assert!(store.list("cars")?.is_empty());
+        // With the manifest writable again, the same import succeeds.
+        fs::remove_dir(&blocker)?;
+        read_model(&file, 42)?;
+        let good = SnapshotEntry {
+            sha256: sha256_file(&file)?,
+            bytes: fs::metadata(&file)?.len(),
+            ..good
+        };
+        store.import("cars", &good, &file, 2)?;
+        assert_eq!(store.list("cars")?, vec![good.clone()]);
+        store.verify("cars", &good)?;
         Ok(())
     }
 

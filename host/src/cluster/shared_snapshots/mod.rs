@@ -21,6 +21,12 @@
 //! the schedule know nothing of it; a NATS failure is logged, counted and shown in
 //! `GET /v1/cluster` and `/metrics`, and never touches the local snapshot.
 //!
+//! An upload that began and failed or timed out is not retried for that snapshot (see
+//! `publish::Next`): the client leaves the chunks it published, so one attempt per
+//! snapshot bounds them, and the bucket's size cap
+//! (`cluster.shared_snapshot_bucket_max_bytes`, [`open_bucket`]) bounds the total, so
+//! the bucket can never fill the disk of the servers holding the log.
+//!
 //! # Restore ([`restore`])
 //! When the cluster's desired version of a placed projector is deployed on a node that
 //! holds its lease and does not run it, the node first looks in the bucket for the
@@ -193,7 +199,10 @@ pub fn to_prune<'a>(
     of_version.into_iter().skip(keep.max(1)).collect()
 }
 
-/// Opens the bucket, creating it when missing.
+/// Opens the bucket, creating it when missing, capped at `max_bytes`
+/// (`cluster.shared_snapshot_bucket_max_bytes`). A bucket an earlier build created
+/// without a cap gets it here (its stream's `max_bytes` is updated); if NATS refuses,
+/// the bucket is used uncapped and a warning says how to cap it by hand.
 ///
 /// # Errors
 /// JetStream unreachable or refusing, as text naming the bucket.
@@ -201,10 +210,13 @@ pub(crate) async fn open_bucket(
     jetstream: &jetstream::Context,
     stream: &str,
     replicas: usize,
+    max_bytes: u64,
 ) -> Result<object_store::ObjectStore, String> {
     let name = bucket_name(stream);
+    let cap = i64::try_from(max_bytes).unwrap_or(i64::MAX);
     let opened = async {
         if let Ok(store) = jetstream.get_object_store(&name).await {
+            cap_existing(jetstream, &name, cap).await;
             return Ok(store);
         }
         jetstream
@@ -212,6 +224,7 @@ pub(crate) async fn open_bucket(
                 bucket: name.clone(),
                 description: Some("Refract read-model snapshots shared between nodes".into()),
                 num_replicas: replicas,
+                max_bytes: cap,
                 ..object_store::Config::default()
             })
             .await
@@ -222,6 +235,39 @@ pub(crate) async fn open_bucket(
         .map_err(|_| {
             format!("object store `{name}`: NATS did not answer within {BUCKET_TIMEOUT:?}")
         })?
+}
+
+/// Gives an existing bucket created without a size cap (JetStream's `max_bytes` of -1
+/// or 0) the configured one. A bucket that has a cap keeps it: an operator may have set
+/// it on purpose, and nodes configured differently must not fight over it.
+async fn cap_existing(jetstream: &jetstream::Context, bucket: &str, cap: i64) {
+    let stream_name = format!("OBJ_{bucket}");
+    let mut stream = match jetstream.get_stream(&stream_name).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%bucket, "shared snapshots: cannot read the bucket's size cap: {error}");
+            return;
+        }
+    };
+    let mut config = match stream.info().await {
+        Ok(info) => info.config.clone(),
+        Err(error) => {
+            tracing::warn!(%bucket, "shared snapshots: cannot read the bucket's size cap: {error}");
+            return;
+        }
+    };
+    if config.max_bytes > 0 {
+        return;
+    }
+    config.max_bytes = cap;
+    match jetstream.update_stream(config).await {
+        Ok(_) => {
+            tracing::info!(%bucket, max_bytes = cap, "shared snapshots: capped a bucket created without a size cap");
+        }
+        Err(error) => {
+            tracing::warn!(%bucket, "shared snapshots: the bucket has no size cap and NATS refused one ({error}); cap it by hand: nats stream edit {stream_name} --max-bytes {cap}");
+        }
+    }
 }
 
 /// Every shared snapshot of `projector` in the bucket; objects that are not usable
@@ -321,12 +367,13 @@ impl Tracker {
         jetstream: &jetstream::Context,
         stream: &str,
         replicas: usize,
+        max_bytes: u64,
     ) -> Result<object_store::ObjectStore, String> {
         let mut bucket = self.bucket.lock().await;
         if let Some(opened) = bucket.as_ref() {
             return Ok(opened.clone());
         }
-        let opened = open_bucket(jetstream, stream, replicas).await?;
+        let opened = open_bucket(jetstream, stream, replicas, max_bytes).await?;
         *bucket = Some(opened.clone());
         Ok(opened)
     }

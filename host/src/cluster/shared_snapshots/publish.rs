@@ -19,10 +19,40 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// What the publisher remembers of one projector version.
 #[derive(Debug, Default)]
 struct Published {
-    /// The checkpoint known to be in the bucket (or refused for good: too big).
+    /// The checkpoint done with: in the bucket, or given up on (too big, or an upload
+    /// that started and failed); only a newer snapshot is published.
     checkpoint: u64,
-    /// After a failure: when to try again, and the pause after that.
+    /// After a failure before any upload began: when to try again, and the pause after
+    /// that.
     retry: Option<(Instant, Duration)>,
+}
+
+impl Published {
+    /// Whether the snapshot at `checkpoint` is to be published now.
+    fn due(&self, checkpoint: u64, now: Instant) -> bool {
+        checkpoint > self.checkpoint && self.retry.is_none_or(|(at, _)| now >= at)
+    }
+
+    /// The snapshot at `checkpoint` is in the bucket.
+    fn done(&mut self, checkpoint: u64) {
+        *self = Published {
+            checkpoint,
+            retry: None,
+        };
+    }
+
+    /// Publishing the snapshot at `checkpoint` failed.
+    fn failed(&mut self, checkpoint: u64, next: Next, now: Instant) {
+        match next {
+            Next::NewerSnapshot => self.done(checkpoint),
+            Next::RetrySoon => {
+                let pause = self
+                    .retry
+                    .map_or(PUBLISH_TICK, |(_, pause)| (pause * 2).min(RETRY_MAX));
+                self.retry = Some((now + pause, pause));
+            }
+        }
+    }
 }
 
 /// Publishes new local snapshots of the projectors placed here, every [`PUBLISH_TICK`].
@@ -42,34 +72,19 @@ pub(crate) async fn run(deploys: Arc<Deploys>, mut stop: watch::Receiver<bool>) 
             for entry in newest_per_version(&deploys, &projector).await {
                 let key = (projector.clone(), entry.version.clone());
                 let state = published.entry(key).or_default();
-                if entry.checkpoint <= state.checkpoint
-                    || state.retry.is_some_and(|(at, _)| Instant::now() < at)
-                {
+                if !state.due(entry.checkpoint, Instant::now()) {
                     continue;
                 }
                 match publish_one(&deploys, &projector, &entry).await {
-                    Ok(Outcome::Published | Outcome::AlreadyThere) => {
-                        *state = Published {
-                            checkpoint: entry.checkpoint,
-                            retry: None,
-                        };
-                    }
+                    Ok(Outcome::Published | Outcome::AlreadyThere) => state.done(entry.checkpoint),
                     Ok(Outcome::Vanished) => {}
-                    Err(Failure { message, lasting }) => {
+                    Err(Failure { message, next }) => {
                         tracing::warn!(node = %deploys.cluster.config.node, %projector, snapshot = %entry.id(), "shared snapshots: cannot publish ({message}); the local snapshot is kept");
                         deploys
                             .cluster
                             .shared_snapshots
                             .publish_failed(format!("{projector} {}: {message}", entry.id()));
-                        if lasting {
-                            state.checkpoint = entry.checkpoint;
-                            state.retry = None;
-                        } else {
-                            let pause = state
-                                .retry
-                                .map_or(PUBLISH_TICK, |(_, pause)| (pause * 2).min(RETRY_MAX));
-                            state.retry = Some((Instant::now() + pause, pause));
-                        }
+                        state.failed(entry.checkpoint, next, Instant::now());
                     }
                 }
             }
@@ -108,14 +123,35 @@ enum Outcome {
 
 struct Failure {
     message: String,
-    /// It will not succeed on a retry (too big): not tried again.
-    lasting: bool,
+    next: Next,
+}
+
+/// What follows a failed publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nothing was uploaded (NATS unreachable, the file unreadable): the same snapshot
+    /// again after a pause.
+    RetrySoon,
+    /// Not this snapshot again: it is too big, or its upload began and failed or timed
+    /// out. The client publishes an object's chunks before its metadata and does not
+    /// remove them when it fails or is dropped, so each such attempt may leave up to
+    /// the snapshot's size in orphan chunks; one attempt per snapshot bounds that (and
+    /// the bucket's `shared_snapshot_bucket_max_bytes` bounds the total). A newer
+    /// snapshot gets its own attempt.
+    NewerSnapshot,
 }
 
 fn retry(message: String) -> Failure {
     Failure {
         message,
-        lasting: false,
+        next: Next::RetrySoon,
+    }
+}
+
+fn give_up(message: String) -> Failure {
+    Failure {
+        message,
+        next: Next::NewerSnapshot,
     }
 }
 
@@ -128,13 +164,10 @@ async fn publish_one(
     let config = &deploys.cluster.config;
     let limits = config.shared_snapshots;
     if entry.bytes > limits.max_bytes {
-        return Err(Failure {
-            message: format!(
-                "it is {} bytes, more than cluster.shared_snapshot_max_bytes = {}; raise it on every node to share it",
-                entry.bytes, limits.max_bytes
-            ),
-            lasting: true,
-        });
+        return Err(give_up(format!(
+            "it is {} bytes, more than cluster.shared_snapshot_max_bytes = {}; raise it on every node to share it",
+            entry.bytes, limits.max_bytes
+        )));
     }
     let path = Store::new(deploys.engine.data_dir()).snapshot_path(projector, entry);
     let mut file = match tokio::fs::File::open(&path).await {
@@ -147,7 +180,12 @@ async fn publish_one(
     let bucket = deploys
         .cluster
         .shared_snapshots
-        .bucket(&deploys.cluster.jetstream, &config.stream, config.replicas)
+        .bucket(
+            &deploys.cluster.jetstream,
+            &config.stream,
+            config.replicas,
+            config.shared_snapshots.bucket_max_bytes,
+        )
         .await
         .map_err(retry)?;
     let shared = SharedSnapshot {
@@ -158,6 +196,7 @@ async fn publish_one(
     };
     if let Ok(Ok(info)) =
         tokio::time::timeout(super::BUCKET_TIMEOUT, bucket.info(&shared.name)).await
+        && !info.deleted
         && info.metadata.get("sha256") == Some(&entry.sha256)
     {
         return Ok(Outcome::AlreadyThere);
@@ -173,10 +212,14 @@ async fn publish_one(
     };
     match tokio::time::timeout(limits.fetch_timeout, bucket.put(meta, &mut file)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(error)) => return Err(retry(format!("NATS refused the object: {error}"))),
+        Ok(Err(error)) => {
+            return Err(give_up(format!(
+                "NATS refused the object ({error}); this snapshot is not tried again, the next one is (a full bucket: raise cluster.shared_snapshot_bucket_max_bytes)"
+            )));
+        }
         Err(_) => {
-            return Err(retry(format!(
-                "the upload took more than cluster.shared_snapshot_fetch_timeout_ms = {}",
+            return Err(give_up(format!(
+                "the upload took more than cluster.shared_snapshot_fetch_timeout_ms = {}; this snapshot is not tried again, the next one is",
                 limits.fetch_timeout.as_millis()
             )));
         }
@@ -204,5 +247,45 @@ async fn prune(bucket: &object_store::ObjectStore, projector: &str, version: &st
         if let Err(error) = bucket.delete(&old.name).await {
             tracing::debug!(%projector, object = %old.name, "shared snapshots: cannot delete an old one: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_upload_waits_for_a_newer_snapshot_and_an_unreachable_bucket_retries_soon() {
+        let start = Instant::now();
+        let much_later = start + RETRY_MAX * 10;
+
+        // An upload that began and failed (timeout, refusal) or a snapshot too big:
+        // never the same snapshot again, however long we wait; the next one at once.
+        let mut state = Published::default();
+        assert!(state.due(10, start));
+        state.failed(10, Next::NewerSnapshot, start);
+        assert!(!state.due(10, start));
+        assert!(!state.due(10, much_later));
+        assert!(state.due(11, start));
+
+        // Nothing uploaded (NATS down): the same snapshot again after a pause that
+        // doubles up to RETRY_MAX.
+        let mut state = Published::default();
+        state.failed(10, Next::RetrySoon, start);
+        assert!(!state.due(10, start));
+        assert!(state.due(10, start + PUBLISH_TICK));
+        state.failed(10, Next::RetrySoon, start);
+        assert!(!state.due(10, start + PUBLISH_TICK));
+        assert!(state.due(10, start + PUBLISH_TICK * 2));
+        for _ in 0..20 {
+            state.failed(10, Next::RetrySoon, start);
+        }
+        assert!(!state.due(10, start + RETRY_MAX - PUBLISH_TICK));
+        assert!(state.due(10, start + RETRY_MAX));
+
+        // Once published, only newer snapshots, and the pause is forgotten.
+        state.done(10);
+        assert!(!state.due(10, much_later));
+        assert!(state.due(12, start));
     }
 }

@@ -103,7 +103,12 @@ async fn attempt(
     let bucket = deploys
         .cluster
         .shared_snapshots
-        .bucket(&deploys.cluster.jetstream, &config.stream, config.replicas)
+        .bucket(
+            &deploys.cluster.jetstream,
+            &config.stream,
+            config.replicas,
+            config.shared_snapshots.bucket_max_bytes,
+        )
         .await
         .map_err(|error| refused(None, error))?;
     let all = list(&bucket, projector)
