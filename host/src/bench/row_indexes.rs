@@ -15,10 +15,10 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
 use super::append::{self, APPEND_BATCH_EVENTS};
-use crate::log::{Durability, LogOptions, NewEvent};
+use crate::log::{LogOptions, NewEvent};
 use crate::workload;
 
 /// The events table's columns, as in the log's schema, without any index but the rowid.
@@ -122,15 +122,7 @@ fn rows(seed: u64, events: usize) -> Vec<Row> {
 /// Inserts `rows` into a fresh events table with `indexes`, [`APPEND_BATCH_EVENTS`] per
 /// transaction, with the log's pragmas; events per second.
 fn insert_eps(path: &Path, options: &LogOptions, indexes: &[&str], rows: &[Row]) -> Result<f64> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-    let synchronous = match options.durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "wal_autocheckpoint", options.checkpoint_pages.max(1))?;
-    conn.pragma_update(None, "cache_size", -i64::from(options.cache_size_kib))?;
+    let conn = super::stream_index::open_with_log_pragmas(path, options)?;
     conn.execute_batch(EVENTS_TABLE)?;
     for index in indexes {
         conn.execute_batch(index)?;

@@ -141,15 +141,7 @@ fn read_ms(log: &EventLog, stream: &str) -> Result<(f64, usize)> {
 /// transaction; events per second.
 fn minimal_eps(path: &Path, options: &LogOptions, seed: u64, events: usize) -> Result<f64> {
     let all: Vec<NewEvent> = workload::balances(seed, events).collect();
-    let conn = Connection::open(path)?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-    let synchronous = match options.durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "wal_autocheckpoint", options.checkpoint_pages.max(1))?;
-    conn.pragma_update(None, "cache_size", -i64::from(options.cache_size_kib))?;
+    let conn = open_with_log_pragmas(path, options)?;
     conn.execute_batch(
         r#"CREATE TABLE events ("offset" INTEGER PRIMARY KEY, stream TEXT, type TEXT, data TEXT)"#,
     )?;
@@ -169,4 +161,19 @@ fn minimal_eps(path: &Path, options: &LogOptions, seed: u64, events: usize) -> R
         conn.prepare_cached("COMMIT")?.execute([])?;
     }
     Ok(offset as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A plain SQLite connection to a fresh file at `path`, with the log's durability,
+/// checkpoint and cache settings: what the bench's bare-SQLite references write with.
+pub(super) fn open_with_log_pragmas(path: &Path, options: &LogOptions) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "wal_autocheckpoint", options.checkpoint_pages.max(1))?;
+    conn.pragma_update(None, "cache_size", -i64::from(options.cache_size_kib))?;
+    Ok(conn)
 }
