@@ -413,6 +413,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The node's `<stream>-snapshots` bucket, opened once (and capped) with this node's
+/// cluster configuration: what publishing and restoring both write to and read from.
+pub(crate) async fn node_bucket(
+    deploys: &crate::cluster::deploys::Deploys,
+) -> Result<object_store::ObjectStore, String> {
+    let config = &deploys.cluster.config;
+    deploys
+        .cluster
+        .shared_snapshots
+        .bucket(
+            &deploys.cluster.jetstream,
+            &config.stream,
+            config.replicas,
+            config.shared_snapshots.bucket_max_bytes,
+        )
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

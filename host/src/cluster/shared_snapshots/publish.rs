@@ -177,17 +177,7 @@ async fn publish_one(
         }
         Err(error) => return Err(retry(format!("{}: {error}", path.display()))),
     };
-    let bucket = deploys
-        .cluster
-        .shared_snapshots
-        .bucket(
-            &deploys.cluster.jetstream,
-            &config.stream,
-            config.replicas,
-            config.shared_snapshots.bucket_max_bytes,
-        )
-        .await
-        .map_err(retry)?;
+    let bucket = super::node_bucket(deploys).await.map_err(retry)?;
     let shared = SharedSnapshot {
         name: super::object_name(projector, &entry.version, entry.checkpoint),
         projector: projector.to_owned(),

@@ -100,15 +100,7 @@ async fn attempt(
         shared: shared.cloned(),
         reason,
     };
-    let bucket = deploys
-        .cluster
-        .shared_snapshots
-        .bucket(
-            &deploys.cluster.jetstream,
-            &config.stream,
-            config.replicas,
-            config.shared_snapshots.bucket_max_bytes,
-        )
+    let bucket = super::node_bucket(deploys)
         .await
         .map_err(|error| refused(None, error))?;
     let all = list(&bucket, projector)
