@@ -40,6 +40,9 @@ pub const MAX_EVENTS: u64 = 200_000;
 /// The group's name.
 const GROUP: &str = "bench";
 
+/// How long one socket read, write or connect of a member may take before it gives up.
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Consumes the log at `log_path` (its first [`MAX_EVENTS`] events) with [`MEMBERS`]
 /// members over HTTP and returns events delivered and acked per second.
 pub fn run(root: &Path, log_path: &Path, config: &Config) -> Result<f64> {
@@ -81,9 +84,14 @@ pub fn run(root: &Path, log_path: &Path, config: &Config) -> Result<f64> {
     let members: Vec<_> = (0..MEMBERS)
         .map(|index| {
             let member = Member {
+                // Per-socket timeouts, not a global one: with a global timeout ureq
+                // resolves the host on a new thread for every request (see
+                // `super::http`), CPU charged to the cores the server is measured on.
                 agent: ureq::Agent::config_builder()
                     .proxy(None)
-                    .timeout_global(Some(Duration::from_secs(60)))
+                    .timeout_connect(Some(MEMBER_TIMEOUT))
+                    .timeout_per_read(Some(MEMBER_TIMEOUT))
+                    .timeout_per_write(Some(MEMBER_TIMEOUT))
                     .build()
                     .new_agent(),
                 url: url.clone(),

@@ -3,6 +3,11 @@
 //! hidden load-generator mode), so the clients' own work is not charged to the server's
 //! two cores' bookkeeping inside one process and the figure is what an outside client
 //! sees. Concurrency and events per request are swept.
+//!
+//! Both sides also report the CPU time they spent per event (the process CPU clock,
+//! every thread), so the figure can be split between the server and its clients: on a
+//! machine where both share the cores, that split is what says which one a faster
+//! figure needs.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -13,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 
+use super::cpu::CpuSpent;
 use crate::api::{self, ApiState, Token};
 use crate::config::Config;
 use crate::data_dir::DataDir;
@@ -35,7 +41,8 @@ pub const BATCH_SWEEP_CLIENTS: [usize; 2] = [2, 8];
 /// command line, which other users of the machine can read).
 pub const TOKEN_ENV: &str = "REFRACT_BENCH_LOAD_TOKEN";
 
-/// How long one request may take before the load generator gives up.
+/// How long one socket read, write or connect of the load generator may take before it
+/// gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the load generator is asked to do.
@@ -51,13 +58,26 @@ pub struct Load {
     pub batch: usize,
 }
 
+/// One HTTP run's throughput and where its CPU went.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRun {
+    /// Events per second, as the load generator timed them.
+    pub events_per_second: f64,
+    /// CPU time of the server's process (every thread) per event, in microseconds.
+    pub server_cpu_us_per_event: f64,
+    /// CPU time of the load generator's process per event, in microseconds.
+    pub client_cpu_us_per_event: f64,
+}
+
 /// The load generator's side (`refract bench --load-gen-url …`): posts `load.events`
-/// events from `load.clients` threads and prints one line, `<events> <seconds>`.
+/// events from `load.clients` threads and prints one line, `<events> <seconds>
+/// <cpu seconds>`, the last being this process's CPU time over the run.
 pub fn generate(load: &Load, token: &str) -> Result<String> {
     ensure!(
         load.clients >= 1 && load.batch >= 1,
         "the load generator needs at least one client and one event per request"
     );
+    let cpu = CpuSpent::now();
     let requests = load.events.div_ceil(load.batch);
     let per_client = requests.div_ceil(load.clients);
     let bearer = format!("Bearer {token}");
@@ -70,9 +90,16 @@ pub fn generate(load: &Load, token: &str) -> Result<String> {
             let last = requests.min(first + per_client);
             let total = load.events;
             thread::spawn(move || -> Result<usize> {
+                // Timeouts per socket read and write and per connect, not per request:
+                // with a global or per-call timeout ureq resolves the host on a thread
+                // of its own for every request, pooled connection or not, which cost
+                // this process a thread creation (~200 µs of CPU) per request on the
+                // very cores the server is measured on.
                 let agent = ureq::Agent::config_builder()
                     .proxy(None)
-                    .timeout_global(Some(REQUEST_TIMEOUT))
+                    .timeout_connect(Some(REQUEST_TIMEOUT))
+                    .timeout_per_read(Some(REQUEST_TIMEOUT))
+                    .timeout_per_write(Some(REQUEST_TIMEOUT))
                     .build()
                     .new_agent();
                 let endpoint = format!("{url}/v1/streams/bench-{client}/events");
@@ -120,13 +147,15 @@ pub fn generate(load: &Load, token: &str) -> Result<String> {
             .map_err(|_| anyhow!("an HTTP client panicked"))??;
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(format!("{sent} {seconds}"))
+    let cpu_seconds = cpu.elapsed().process;
+    Ok(format!("{sent} {seconds} {cpu_seconds}"))
 }
 
 /// Starts the server in this process over a fresh data directory at `root`, runs the
 /// load generator `exe` against it with `load` (its URL filled in), checks that the log
-/// holds every event, and returns events per second as the load generator timed them.
-pub fn run(root: &Path, config: &Config, exe: &Path, mut load: Load) -> Result<f64> {
+/// holds every event, and returns events per second as the load generator timed them,
+/// with both processes' CPU time per event.
+pub fn run(root: &Path, config: &Config, exe: &Path, mut load: Load) -> Result<HttpRun> {
     let data = DataDir::new(root);
     std::fs::create_dir_all(data.plugins())?;
     let log = EventLog::open(&data.events_db(), config.log_options())?;
@@ -156,22 +185,38 @@ pub fn run(root: &Path, config: &Config, exe: &Path, mut load: Load) -> Result<f
         let _ = stopped.await;
     }));
 
+    let cpu = CpuSpent::now();
     let measured = run_generator(exe, &load, token.secret());
+    let server_cpu_seconds = cpu.elapsed().process;
     let _ = stop.send(());
     runtime.block_on(server)??;
     engine.shutdown();
-    let (sent, seconds) = measured?;
+    let generated = measured?;
+    let sent = generated.events;
     ensure!(
         sent == load.events && log.head()? == sent as u64,
         "the load generator sent {sent} of {} events and the log holds {}",
         load.events,
         log.head()?
     );
-    Ok(sent as f64 / seconds)
+    let per_event_us = |cpu_seconds: f64| cpu_seconds * 1e6 / sent as f64;
+    Ok(HttpRun {
+        events_per_second: sent as f64 / generated.seconds,
+        server_cpu_us_per_event: per_event_us(server_cpu_seconds),
+        client_cpu_us_per_event: per_event_us(generated.cpu_seconds),
+    })
 }
 
-/// Runs the load generator process and reads its `<events> <seconds>` line.
-fn run_generator(exe: &Path, load: &Load, token: &str) -> Result<(usize, f64)> {
+/// What the load generator printed.
+struct Generated {
+    events: usize,
+    seconds: f64,
+    cpu_seconds: f64,
+}
+
+/// Runs the load generator process and reads its `<events> <seconds> <cpu seconds>`
+/// line.
+fn run_generator(exe: &Path, load: &Load, token: &str) -> Result<Generated> {
     let output = Command::new(exe)
         .args(["bench", "--load-gen-url", &load.url])
         .args(["--load-gen-clients", &load.clients.to_string()])
@@ -187,9 +232,16 @@ fn run_generator(exe: &Path, load: &Load, token: &str) -> Result<(usize, f64)> {
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    let parse = || -> Option<(usize, f64)> {
-        let (events, seconds) = line.split_once(' ')?;
-        Some((events.parse().ok()?, seconds.parse().ok()?))
+    let parse = || -> Option<Generated> {
+        let mut fields = line.split(' ');
+        let generated = Generated {
+            events: fields.next()?.parse().ok()?,
+            seconds: fields.next()?.parse().ok()?,
+            cpu_seconds: fields.next()?.parse().ok()?,
+        };
+        fields.next().is_none().then_some(generated)
     };
-    parse().ok_or_else(|| anyhow!("the load generator printed {line:?}, not `<events> <seconds>`"))
+    parse().ok_or_else(|| {
+        anyhow!("the load generator printed {line:?}, not `<events> <seconds> <cpu seconds>`")
+    })
 }

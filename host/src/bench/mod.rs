@@ -49,6 +49,7 @@ pub mod cluster;
 mod cold_start;
 pub mod components;
 mod consumers;
+mod cpu;
 pub mod http;
 mod levers;
 mod live;
@@ -74,6 +75,7 @@ pub use append::{APPEND_BATCH_EVENTS, SINGLE_APPEND_MAX_EVENTS, SINGLE_APPEND_TH
 pub use replay::{Checksum, checksum};
 pub use report::{Figure, Measurement, Report, Target, median, quantile};
 
+use self::cpu::CpuSpent;
 use crate::config::Config;
 use crate::engine::BatchLimits;
 use crate::log::{EventLog, LogOptions};
@@ -102,10 +104,12 @@ pub const SWAP_MAX_EVENTS: usize = 200_000;
 /// A group of figures, measured together; `--only` picks some.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
-    /// `append_batch_eps`, `append_single_eps`, `append_http_eps`.
+    /// `append_batch_eps`, `append_single_eps`, `append_http_eps` (with the server's and
+    /// the load generator's CPU per event, and the server's CPU bound).
     Append,
     /// `replay_wasm_eps`, `replay_native_eps`, `replay_ratio`, `replay_plain_native_eps`,
-    /// `replay_vs_plain_native`.
+    /// `replay_vs_plain_native`, and the CPU per event of the WASM replay's threads and
+    /// of the plain program.
     Replay,
     /// `floor_scan_ns_per_event`, `floor_upsert_ns_per_event`, and
     /// `replay_wasm_serial_eps` (the WASM replay with the engine's read-ahead off).
@@ -450,6 +454,7 @@ impl Harness<'_> {
             ));
         }
         for (name, subject, clients, events, batch) in runs {
+            let (mut server_cpu, mut client_cpu) = (Vec::new(), Vec::new());
             let eps = self.repeat(
                 &format!(
                     "append: {events} events through the HTTP API, {batch} per request, from {clients} clients in a separate process"
@@ -462,16 +467,48 @@ impl Harness<'_> {
                         events,
                         batch,
                     };
-                    let eps = http::run(&root, &h.options.config, &exe, load);
+                    let run = http::run(&root, &h.options.config, &exe, load);
                     let _ = std::fs::remove_dir_all(&root);
-                    eps
+                    let run = run?;
+                    server_cpu.push(run.server_cpu_us_per_event);
+                    client_cpu.push(run.client_cpu_us_per_event);
+                    Ok(run.events_per_second)
                 },
             )?;
-            let figure = Figure::measured(name, "events/s", 0, eps);
-            self.figures.push(match &subject {
+            let about = |figure: Figure| match &subject {
                 Some(subject) => figure.about(subject),
                 None => figure,
-            });
+            };
+            self.figures
+                .push(about(Figure::measured(name, "events/s", 0, eps)));
+            // Where the CPU went, for the headline and the batched runs (the sweep's
+            // single-event runs split like the headline).
+            if name == "append_http_eps" || batch > 1 {
+                self.figures.push(about(Figure::measured(
+                    "append_http_server_cpu_us",
+                    "µs/event",
+                    1,
+                    server_cpu.clone(),
+                )));
+                self.figures.push(about(Figure::measured(
+                    "append_http_client_cpu_us",
+                    "µs/event",
+                    1,
+                    client_cpu,
+                )));
+            }
+            if name == "append_http_eps" {
+                // What the server's own CPU allows on this machine's cores, were the
+                // clients elsewhere: the evidence for or against the server as the limit.
+                let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+                let bound = server_cpu.iter().map(|us| cores * 1e6 / us).collect();
+                self.figures.push(Figure::measured(
+                    "append_http_server_bound_eps",
+                    "events/s",
+                    0,
+                    bound,
+                ));
+            }
         }
         Ok(())
     }
@@ -483,6 +520,10 @@ impl Harness<'_> {
         let reps = if timed { self.options.reps } else { 1 };
         let (mut wasm_eps, mut native_eps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let (mut plain_eps, mut plain_ratios) = (Vec::new(), Vec::new());
+        // CPU per event: the replaying thread (the guest and the writes), the WASM
+        // replay's other threads (the read-ahead), and the plain program's one thread.
+        let (mut wasm_main_ns, mut wasm_other_ns, mut plain_main_ns) =
+            (Vec::new(), Vec::new(), Vec::new());
         let plain_log = self.scratch.path("replay/plain-log.db")?;
         self.note("replay: copying the events into the plain program's minimal log table");
         plain::write_plain_log(&self.log_path, &plain_log, head)?;
@@ -497,22 +538,33 @@ impl Harness<'_> {
             let mut wasm_time = Duration::ZERO;
             let mut native_time = Duration::ZERO;
             let mut plain_time = Duration::ZERO;
+            let (mut wasm_cpu, mut plain_cpu) = (None, None);
             // Rotate which goes first, so none always gets the warmer caches.
             for turn in 0..3 {
                 match (rep + turn) % 3 {
                     1 => {
+                        let cpu = CpuSpent::now();
                         wasm_time =
                             replay::replay_wasm(&self.loaded, log, &wasm_db, self.batch, head)?;
+                        wasm_cpu = Some(cpu.elapsed());
                     }
                     2 => {
                         native_time =
                             replay::replay_native(log, &native_db, &self.limits, self.batch, head)?;
                     }
                     _ => {
+                        let cpu = CpuSpent::now();
                         plain_time =
                             plain::replay_plain(&plain_log, &plain_db, &self.limits, head)?;
+                        plain_cpu = Some(cpu.elapsed());
                     }
                 }
+            }
+            let per_event_ns = |seconds: f64| seconds * 1e9 / head.max(1) as f64;
+            if let (Some(wasm), Some(plain)) = (wasm_cpu, plain_cpu) {
+                wasm_main_ns.push(per_event_ns(wasm.thread));
+                wasm_other_ns.push(per_event_ns(wasm.other_threads()));
+                plain_main_ns.push(per_event_ns(plain.thread));
             }
             let checksum = replay::verify_identical(&wasm_db, &native_db)?;
             let plain_checksum = replay::checksum(&plain_db)?;
@@ -570,6 +622,14 @@ impl Harness<'_> {
                 3,
                 plain_ratios,
             ));
+            for (name, values) in [
+                ("replay_wasm_main_thread_cpu_ns", wasm_main_ns),
+                ("replay_wasm_other_threads_cpu_ns", wasm_other_ns),
+                ("replay_plain_native_cpu_ns", plain_main_ns),
+            ] {
+                self.figures
+                    .push(Figure::measured(name, "ns/event", 0, values));
+            }
         }
         agreed.ok_or_else(|| anyhow!("no replay ran"))
     }

@@ -146,7 +146,7 @@ fn cluster(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The HTTP load generator's side: append, then print `<events> <seconds>`.
+/// The HTTP load generator's side: append, then print `<events> <seconds> <cpu seconds>`.
 fn load_generator(args: &BenchArgs, url: &str) -> Result<()> {
     let token = std::env::var(bench::http::TOKEN_ENV).with_context(|| {
         format!(
