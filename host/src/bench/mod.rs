@@ -409,8 +409,20 @@ impl Harness<'_> {
         let fsync = self.repeat("disk: 8 KiB write + fdatasync, median of 200", |_, _| {
             append::fsync_ms(&dir)
         })?;
+        // Each of the single-event appenders waits for its commit, and a commit for its
+        // fsync: the most they can reach, were a commit nothing but one fsync of this disk.
+        let fsync_bound = fsync
+            .iter()
+            .map(|ms| SINGLE_APPEND_THREADS as f64 * 1000.0 / ms)
+            .collect();
         self.figures
             .push(Figure::measured("disk_fsync_ms", "ms", 3, fsync));
+        self.figures.push(Figure::measured(
+            "append_single_fsync_bound_eps",
+            "events/s",
+            0,
+            fsync_bound,
+        ));
         self.http_appends()?;
         Ok(())
     }
