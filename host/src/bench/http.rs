@@ -54,7 +54,9 @@ pub struct Load {
     pub clients: usize,
     /// Events in all.
     pub events: usize,
-    /// Events per request.
+    /// Events per request; 0 for the floor: each request an empty batch, which the
+    /// server refuses (422) after authentication, admission and parsing, before the log.
+    /// `events` then counts requests.
     pub batch: usize,
 }
 
@@ -74,11 +76,11 @@ pub struct HttpRun {
 /// <cpu seconds>`, the last being this process's CPU time over the run.
 pub fn generate(load: &Load, token: &str) -> Result<String> {
     ensure!(
-        load.clients >= 1 && load.batch >= 1,
-        "the load generator needs at least one client and one event per request"
+        load.clients >= 1,
+        "the load generator needs at least one client"
     );
     let cpu = CpuSpent::now();
-    let requests = load.events.div_ceil(load.batch);
+    let requests = load.events.div_ceil(load.batch.max(1));
     let per_client = requests.div_ceil(load.clients);
     let bearer = format!("Bearer {token}");
     let start = Arc::new(std::sync::Barrier::new(load.clients + 1));
@@ -96,6 +98,7 @@ pub fn generate(load: &Load, token: &str) -> Result<String> {
                 // this process a thread creation (~200 µs of CPU) per request on the
                 // very cores the server is measured on.
                 let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
                     .proxy(None)
                     .timeout_connect(Some(REQUEST_TIMEOUT))
                     .timeout_per_read(Some(REQUEST_TIMEOUT))
@@ -107,7 +110,7 @@ pub fn generate(load: &Load, token: &str) -> Result<String> {
                 let mut sent = 0;
                 let mut body = String::new();
                 for request in first..last {
-                    let events = batch.min(total - request * batch);
+                    let events = batch.min(total.saturating_sub(request * batch));
                     body.clear();
                     body.push('[');
                     for index in 0..events {
@@ -125,6 +128,12 @@ pub fn generate(load: &Load, token: &str) -> Result<String> {
                         .header("Content-Type", "application/json")
                         .send(body.as_str())
                         .with_context(|| format!("client {client}: request {request} failed"))?;
+                    let status = response.status().as_u16();
+                    let expected = if batch == 0 { 422 } else { 200 };
+                    ensure!(
+                        status == expected,
+                        "client {client}: request {request} was answered {status}, not {expected}"
+                    );
                     // Reading the reply to its end is what hands the connection back to
                     // the agent's pool: an unread body closes it, and every request then
                     // pays a TCP connect and close, which no real client does.
@@ -132,7 +141,8 @@ pub fn generate(load: &Load, token: &str) -> Result<String> {
                         .into_body()
                         .read_to_vec()
                         .with_context(|| format!("client {client}: reply {request} failed"))?;
-                    sent += events;
+                    // The floor counts requests.
+                    sent += events.max(usize::from(batch == 0));
                 }
                 Ok(sent)
             })
@@ -193,10 +203,16 @@ pub fn run(root: &Path, config: &Config, exe: &Path, mut load: Load) -> Result<H
     engine.shutdown();
     let generated = measured?;
     let sent = generated.events;
+    let logged = if load.batch == 0 { 0 } else { sent as u64 };
     ensure!(
-        sent == load.events && log.head()? == sent as u64,
-        "the load generator sent {sent} of {} events and the log holds {}",
+        sent == load.events && log.head()? == logged,
+        "the load generator sent {sent} of {} {} and the log holds {} events",
         load.events,
+        if load.batch == 0 {
+            "empty requests"
+        } else {
+            "events"
+        },
         log.head()?
     );
     let per_event_us = |cpu_seconds: f64| cpu_seconds * 1e6 / sent as f64;

@@ -428,6 +428,7 @@ impl Harness<'_> {
     }
 
     /// Appends through the HTTP API from a load generator in a separate process: the
+    /// floor (the same clients sending empty batches, refused before the log), the
     /// headline at [`http::CLIENTS`] clients, single events swept over
     /// [`http::SWEEP_CLIENTS`], and [`http::BATCH_EVENTS`] events per request swept over
     /// [`http::BATCH_SWEEP_CLIENTS`].
@@ -442,8 +443,17 @@ impl Harness<'_> {
         };
         let single_events = self.options.events.min(SINGLE_APPEND_MAX_EVENTS);
         let batch_events = self.options.events.min(http::BATCH_EVENTS * 2_000);
-        let mut runs: Vec<(&'static str, Option<String>, usize, usize, usize)> =
-            vec![("append_http_eps", None, http::CLIENTS, single_events, 1)];
+        // The floor first: the same requests, empty, answered before the log.
+        let mut runs: Vec<(&'static str, Option<String>, usize, usize, usize)> = vec![
+            (
+                "append_http_floor_rps",
+                None,
+                http::CLIENTS,
+                single_events,
+                0,
+            ),
+            ("append_http_eps", None, http::CLIENTS, single_events, 1),
+        ];
         for clients in http::SWEEP_CLIENTS {
             runs.push((
                 "append_http_sweep_eps",
@@ -468,9 +478,15 @@ impl Harness<'_> {
         for (name, subject, clients, events, batch) in runs {
             let (mut server_cpu, mut client_cpu) = (Vec::new(), Vec::new());
             let eps = self.repeat(
-                &format!(
-                    "append: {events} events through the HTTP API, {batch} per request, from {clients} clients in a separate process"
-                ),
+                &if batch == 0 {
+                    format!(
+                        "append: {events} empty requests through the HTTP API (the floor), from {clients} clients in a separate process"
+                    )
+                } else {
+                    format!(
+                        "append: {events} events through the HTTP API, {batch} per request, from {clients} clients in a separate process"
+                    )
+                },
                 |h, rep| {
                     let root = h.scratch.dir(&format!("http-{clients}-{batch}-{rep}"))?;
                     let load = http::Load {
@@ -491,11 +507,19 @@ impl Harness<'_> {
                 Some(subject) => figure.about(subject),
                 None => figure,
             };
+            let unit = if batch == 0 { "requests/s" } else { "events/s" };
             self.figures
-                .push(about(Figure::measured(name, "events/s", 0, eps)));
-            // Where the CPU went, for the headline and the batched runs (the sweep's
-            // single-event runs split like the headline).
-            if name == "append_http_eps" || batch > 1 {
+                .push(about(Figure::measured(name, unit, 0, eps)));
+            // Where the CPU went, for the floor, the headline and the batched runs (the
+            // sweep's single-event runs split like the headline).
+            if name == "append_http_floor_rps" {
+                self.figures.push(Figure::measured(
+                    "append_http_floor_server_cpu_us",
+                    "µs/request",
+                    1,
+                    server_cpu.clone(),
+                ));
+            } else if name == "append_http_eps" || batch > 1 {
                 self.figures.push(about(Figure::measured(
                     "append_http_server_cpu_us",
                     "µs/event",
