@@ -38,7 +38,8 @@
 //!   under it in small transactions (retention's policies live in [`crate::retention`]).
 //! - `cold.rs`: the [`ColdTier`] seam: replays read archived events, merged by offset.
 //! - `tiered.rs`: reads and counts of both tiers at once ([`EventLog::read_with_archive`],
-//!   [`EventLog::count_with_archive`]), within an [`ArchiveBudget`].
+//!   [`EventLog::count_with_archive`]), within an [`ArchiveBudget`]; a client's read
+//!   ([`EventLog::read_one_window`]) scans one [`SCAN_WINDOW`] of the live log at most.
 //! - [`jsonl`]: events as JSON Lines (`refract append --file`, golden fixtures).
 //!
 //! # Threads and blocking
