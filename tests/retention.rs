@@ -10,7 +10,8 @@
 //! and duplicate nothing; reads and counts (API, CLI, in process) see archived events
 //! as before they were archived, by every filter, paged across the archive/live
 //! boundary, within the per-request archive budget (a hostile request stops or fails,
-//! named); a missing or damaged segment is named, never skipped.
+//! named); a sparse page scans one window of the live log and says where to go on; a
+//! missing or damaged segment is named, never skipped.
 
 mod support;
 
@@ -954,6 +955,69 @@ fn reads_and_counts_progress_over_an_overlap_deeper_than_the_budget_and_count_on
     assert_eq!((count.count, count.complete_through), (80, None));
     let (read, counted) = page_with_budget(&log, 1)?;
     assert_eq!((read.len() as u64, counted), (80, 80));
+    Ok(())
+}
+
+/// A sparse stream-prefix read over a live log longer than a scan window, with and
+/// without an archive: one page examines one window (`SCAN_WINDOW` offsets) of the live
+/// log, comes back short (here empty) with `next_from_offset`, not claiming the archive
+/// budget, and paging on finds every match once, in order. (The VM steps of a page are
+/// counted in `log::tiered::tests`.)
+#[test]
+fn a_sparse_page_stops_after_one_window_of_the_live_log() -> Result {
+    let dir = tempfile::tempdir()?;
+    let data = DataDir::new(dir.path().join("data"));
+    let window = refract::log::SCAN_WINDOW;
+    let events = window + window / 2;
+    let rare = [3, events - 5];
+    let log = open_log(&data)?;
+    let all: Vec<NewEvent> = (1..=events)
+        .map(|offset| {
+            let stream = if rare.contains(&offset) {
+                "rare-x"
+            } else {
+                "s"
+            };
+            NewEvent::new(stream, "E", "{}")
+        })
+        .collect();
+    for chunk in all.chunks(4096) {
+        log.append(chunk.to_vec())?;
+    }
+    let prefix = ReadQuery {
+        stream: StreamFilter::Prefixes(vec!["rare-".to_owned()]),
+        ..ReadQuery::default()
+    };
+    // No archive yet: the live log alone, in process.
+    assert!(!log.has_cold_tier());
+    let mut page = log.read_one_window(&prefix, None)?;
+    let offsets: Vec<u64> = page
+        .by_ref()
+        .map(|e| e.map(|e| e.offset))
+        .collect::<std::result::Result<_, _>>()?;
+    assert_eq!(offsets, [3]);
+    assert_eq!(
+        page.stop(),
+        Some((window, refract::log::StopReason::ScanWindow))
+    );
+    archive_segments(&data, &log, &[(1..=100).collect()])?;
+    drop(log);
+
+    let node = Node::start(&data, "")?;
+    let api = node.serve()?;
+    let first = api.get(&format!(
+        "/v1/events?stream_prefix=rare-&limit=10&from_offset={}",
+        rare[0] + 1
+    ))?;
+    assert_eq!(first["events"], serde_json::json!([]), "{first}");
+    assert_eq!(first["next_from_offset"], rare[0] + 1 + window, "{first}");
+    assert!(first.get("archive_budget_reached").is_none(), "{first}");
+    let (read, budget_ended) = api.read_pages("stream_prefix=rare-", 10)?;
+    let offsets: Vec<u64> = read.iter().filter_map(|e| e["offset"].as_u64()).collect();
+    assert_eq!((offsets.as_slice(), budget_ended), (rare.as_slice(), 0));
+    assert_eq!(api.count_all("stream_prefix=rare-")?, (2, 0));
+    drop(api);
+    node.stop();
     Ok(())
 }
 

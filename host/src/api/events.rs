@@ -14,7 +14,9 @@ use tracing::Instrument as _;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, Params};
 use super::state::{ApiState, blocking};
-use crate::log::{ArchiveBudget, Event, NewEvent, ReadQuery, StreamFilter, correlation_id};
+use crate::log::{
+    ArchiveBudget, Event, NewEvent, ReadQuery, StopReason, StreamFilter, correlation_id,
+};
 
 /// The query parameters that select events, shared by read, count and subscribe.
 pub(crate) const FILTER_KEYS: &[&str] = &[
@@ -255,8 +257,9 @@ pub(crate) struct Page {
     /// The events, in offset order, archived ones included.
     events: Vec<Event>,
     /// Where the next page starts, when this one was cut short by its limit, its byte
-    /// budget or its archive budget; `null` when it reached the end of the log as of the
-    /// request.
+    /// budget, its archive budget or its scan window (a filter checked row by row reads
+    /// at most [`SCAN_WINDOW`](crate::log::SCAN_WINDOW) live offsets a page); `null`
+    /// when it reached the end of the log as of the request.
     next_from_offset: Option<u64>,
     /// Present (`true`) when the archive budget (`server.archive_read_segments`) ended
     /// the page: every matching event before `next_from_offset` is in it.
@@ -302,7 +305,9 @@ pub(crate) async fn read(
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut cut = false;
-        let mut read = log.read_with_archive(&query, Some(budget))?;
+        // One window of the live log at most: a sparse filter checked row by row gets a
+        // short (even empty) page and `next_from_offset`, not a scan to the head.
+        let mut read = log.read_one_window(&query, Some(budget))?;
         for event in read.by_ref() {
             let event = event?;
             bytes += event.data.len() + event.metadata.as_ref().map_or(0, String::len);
@@ -313,15 +318,16 @@ pub(crate) async fn read(
             }
         }
         let full = cut || events.len() as u64 == limit;
-        let stopped = read.stopped_at().filter(|_| !full);
+        let stopped = read.stop().filter(|_| !full);
         let next_from_offset = match stopped {
-            Some(through) => Some(through + 1),
+            Some((through, _)) => Some(through + 1),
             None => events.last().filter(|_| full).map(|e| e.offset + 1),
         };
         Ok(Page {
             events,
             next_from_offset,
-            archive_budget_reached: stopped.is_some(),
+            archive_budget_reached: stopped
+                .is_some_and(|(_, reason)| reason == StopReason::ArchiveBudget),
             truncated_before,
         })
     })

@@ -38,7 +38,8 @@
 //!   under it in small transactions (retention's policies live in [`crate::retention`]).
 //! - `cold.rs`: the [`ColdTier`] seam: replays read archived events, merged by offset.
 //! - `tiered.rs`: reads and counts of both tiers at once ([`EventLog::read_with_archive`],
-//!   [`EventLog::count_with_archive`]), within an [`ArchiveBudget`].
+//!   [`EventLog::count_with_archive`]), within an [`ArchiveBudget`]; a client's read
+//!   ([`EventLog::read_one_window`]) scans one [`SCAN_WINDOW`] of the live log at most.
 //! - [`jsonl`]: events as JSON Lines (`refract append --file`, golden fixtures).
 //!
 //! # Threads and blocking
@@ -88,7 +89,7 @@ pub use options::{
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
-pub use tiered::{TieredCount, TieredRead};
+pub use tiered::{ReadScope, StopReason, TieredCount, TieredRead};
 
 /// The file name of the log inside a data directory.
 pub const LOG_FILE_NAME: &str = "events.db";
@@ -305,7 +306,20 @@ impl EventLog {
         query: &ReadQuery,
         budget: Option<ArchiveBudget>,
     ) -> Result<TieredRead, LogError> {
-        TieredRead::new(&self.inner.readers, query, budget)
+        TieredRead::new(&self.inner.readers, query, budget, ReadScope::Whole)
+    }
+
+    /// [`read_with_archive`](EventLog::read_with_archive) for one client request: over
+    /// a filter checked row by row (stream prefixes, a stream with types), the read
+    /// also ends once it has scanned [`SCAN_WINDOW`] offsets of the live log past its
+    /// first offset, however few events matched, and [`TieredRead::stopped_at`] says
+    /// where to go on ([`ReadScope::OneWindow`]). With or without an archive attached.
+    pub fn read_one_window(
+        &self,
+        query: &ReadQuery,
+        budget: Option<ArchiveBudget>,
+    ) -> Result<TieredRead, LogError> {
+        TieredRead::new(&self.inner.readers, query, budget, ReadScope::OneWindow)
     }
 
     /// How many events match `query` (at most its `limit`), archived ones included; see

@@ -416,6 +416,12 @@ impl LogReader {
         self.conn
     }
 
+    /// The connection, for a test that counts what a read costs SQLite.
+    #[cfg(test)]
+    pub(super) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     fn with_connection(pool: &ReaderPool, conn: Connection) -> LogReader {
         LogReader {
             conn,
