@@ -640,6 +640,29 @@ fn refract_new_ts_reactor_scaffolds_a_reactor_that_reacts_on_a_real_engine() -> 
     )
 }
 
+/// `example-plugins/order-saga-ts/projector.toml` names the saga, the build the tests
+/// run and the component it writes, and says it is a reactor, which `refract test`
+/// refuses with the way to run it.
+#[test]
+fn the_typescript_saga_manifest_names_its_build_and_refract_test_refuses_it() -> Result {
+    let project = guests_ts::workspace_root().join("example-plugins/order-saga-ts");
+    let manifest = refract::devkit::manifest::Manifest::load(&project)?;
+    assert_eq!(manifest.name, "order-saga-ts");
+    assert_eq!(manifest.kind, refract::devkit::manifest::Kind::Reactor);
+    assert_eq!(manifest.build, ["npm", "run", "--silent", "build"]);
+    assert_eq!(manifest.component, guests_ts::ts_guest("order-saga-ts"));
+    let refused = cli::refract(&project, &["test"]).output()?;
+    let out = cli::text(&refused);
+    assert_eq!(refused.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains(
+            "projector.toml says `kind = \"reactor\"`: `refract test` runs projectors only"
+        ),
+        "{out}"
+    );
+    Ok(())
+}
+
 #[test]
 fn the_template_lockfile_pins_what_the_example_is_tested_with() -> Result {
     let root = guests_ts::workspace_root();
