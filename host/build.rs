@@ -22,8 +22,16 @@ const SKIPPED_DIRS: &[&str] = &[
     ".ruff_cache",
 ];
 
-/// The template folders `refract new` knows, by language.
-const LANGUAGES: &[&str] = &["rust", "typescript", "python"];
+/// The template folders `refract new` knows: a projector's per language, then a
+/// reactor's.
+const LANGUAGES: &[&str] = &[
+    "rust",
+    "typescript",
+    "python",
+    "rust-reactor",
+    "typescript-reactor",
+    "python-reactor",
+];
 
 fn main() {
     let manifest_dir =

@@ -2,7 +2,9 @@
 //! Rust project outside this repository that builds and passes its test as generated;
 //! `refract test` runs golden fixtures (the examples' too) and explains failures;
 //! `refract dev` rebuilds on save, shows the diff, swaps, and keeps serving through a
-//! broken edit.
+//! broken edit. `refract new --kind reactor` makes a Rust reactor that passes its native
+//! tests, builds with its manifest's command, and reacts on a real engine; `refract
+//! test` and `refract dev` refuse it, saying how to run it.
 
 mod support;
 
@@ -319,7 +321,7 @@ fn new_refuses_to_overwrite_and_names_missing_templates() -> Result {
         text(&output)
     );
 
-    let embedded = refract::devkit::template::embedded_languages();
+    let embedded = refract::devkit::template::embedded_templates();
     for (lang, folder) in [("ts", "typescript"), ("python", "python")] {
         let output = refract(
             dir.path(),
@@ -346,6 +348,92 @@ fn new_refuses_to_overwrite_and_names_missing_templates() -> Result {
         }
     }
     Ok(())
+}
+
+/// `refract new --lang rust --kind reactor`: a reactor project outside the repository
+/// whose native tests (`TestReactor`) pass, whose manifest's build command makes a
+/// component the real engine loads as a reactor, and which reacts there (emits and a
+/// fired timer). `refract test` and `refract dev` refuse the project, and `refract test
+/// --plugin` the component, naming the manifest (or the component) and the way to run
+/// it.
+#[test]
+fn a_new_rust_reactor_passes_its_tests_builds_and_reacts_on_a_real_engine() -> Result {
+    let dir = scratch_root().join("reactor").join("demo-saga");
+    let new = refract(
+        scratch_root(),
+        &[
+            "new",
+            "demo-saga",
+            "--lang",
+            "rust",
+            "--kind",
+            "reactor",
+            "--dir",
+        ],
+    )
+    .arg(&dir)
+    .output()?;
+    let out = text(&new);
+    assert!(new.status.success(), "{out}");
+    assert!(
+        out.contains("created the rust reactor `demo-saga`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("refract deploy target/wasm32-wasip2/release/demo_saga.wasm"),
+        "{out}"
+    );
+
+    for (command, code) in [("test", 3), ("dev", 1)] {
+        let refused = refract(&dir, &[command]).output()?;
+        let out = text(&refused);
+        assert_eq!(refused.status.code(), Some(code), "{command}: {out}");
+        assert!(
+            out.contains("projector.toml says `kind = \"reactor\"`")
+                && out.contains(&format!("`refract {command}` runs projectors only"))
+                && out.contains("refract deploy"),
+            "{command}: {out}"
+        );
+    }
+    assert!(
+        !dir.join(refract::devkit::dev::DEFAULT_DEV_DIR).exists(),
+        "a refused `refract dev` starts no host"
+    );
+
+    let native = Command::new("cargo")
+        .args(["test", "--quiet"])
+        .current_dir(&dir)
+        .output()?;
+    let out = text(&native);
+    assert!(native.status.success(), "cargo test in the scaffold: {out}");
+    assert!(out.contains("1 passed"), "{out}");
+
+    let manifest = refract::devkit::manifest::Manifest::load(&dir)?;
+    let built = refract::devkit::builder::build(&manifest)?;
+
+    // A golden fixture cannot check a reactor: the component itself is refused too.
+    std::fs::create_dir_all(dir.join("fixtures"))?;
+    let fixture = write_fixture(
+        &dir.join("fixtures"),
+        "users",
+        &[
+            json!({"stream": "user-ann", "type": "user.registered", "data": {"user": "ann", "email": "a@b"}}),
+        ],
+        &json!([{"sql": "SELECT count(*) FROM users", "rows": [[1]]}]),
+    )?;
+    let refused = refract(&scratch_root().join("reactor"), &["test", "--plugin"])
+        .arg(&built.component)
+        .arg(&fixture)
+        .output()?;
+    let out = text(&refused);
+    assert_eq!(refused.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("is a reactor (it exports `reactor-info`)"),
+        "{out}"
+    );
+
+    let engine_dir = tempfile::tempdir()?;
+    support::saga::assert_scaffolded_reactor(engine_dir.path(), "demo-saga", &built.component, None)
 }
 
 /// The dev host's HTTP API, from its startup lines.

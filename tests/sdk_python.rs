@@ -15,6 +15,9 @@
 //!   sandbox; the example's fixture holds for it and for its Rust twin.
 //! - The Python reactor `order-saga-py`, deployed on a real engine, runs the order
 //!   saga's happy, failure and timeout paths, emit for emit like its Rust twin.
+//! - `refract new --lang python --kind reactor` scaffolds a reactor that passes its
+//!   native tests, builds with its manifest's command into a component the host loads
+//!   as a reactor, and reacts on a real engine (emits, and a fired timer).
 
 mod support;
 
@@ -630,5 +633,76 @@ fn the_python_order_saga_reactor_confirms_cancels_and_times_out() -> Result {
         "order-saga-py",
         &python_guest("order-saga-py"),
         &compile_cache_dir(),
+    )
+}
+
+/// `refract new --lang python --kind reactor`: the scaffold's native tests
+/// (`TestReactor`) pass; its manifest's build (componentize-py against the reactor
+/// world) makes a component the host loads as a reactor declaring its emits; deployed
+/// on a real engine, it welcomes a user once and turns its fired timer into a
+/// follow-up.
+#[test]
+fn refract_new_python_reactor_scaffolds_a_reactor_that_reacts_on_a_real_engine() -> Result {
+    let dir = tempfile::tempdir()?;
+    let project = dir.path().join("demo-saga-py");
+    let project_arg = project.to_str().ok_or("a non-UTF-8 temp path")?;
+    let created = cli::refract_ok(
+        dir.path(),
+        &[
+            "new",
+            "demo-saga-py",
+            "--lang",
+            "python",
+            "--kind",
+            "reactor",
+            "--dir",
+            project_arg,
+        ],
+    )?;
+    assert!(
+        created.contains("pip install --require-hashes")
+            && created.contains("refract deploy dist/demo-saga-py.wasm"),
+        "{created}"
+    );
+    // The project's `.venv` is the SDK's pinned toolchain, linked rather than installed
+    // again; the README's install command would create the same thing.
+    std::os::unix::fs::symlink(checked_venv(), project.join(".venv"))?;
+    let python = checked_venv()
+        .join("bin/python3")
+        .to_string_lossy()
+        .into_owned();
+    let unit = run_in(
+        &project,
+        &[
+            python,
+            "-m".into(),
+            "unittest".into(),
+            "discover".into(),
+            "-s".into(),
+            "tests".into(),
+        ],
+    )?;
+    assert!(unit.contains("Ran 1 test") && unit.contains("OK"), "{unit}");
+
+    let manifest = refract::devkit::manifest::Manifest::load(&project)?;
+    assert_eq!(manifest.kind, refract::devkit::manifest::Kind::Reactor);
+    let built = refract::devkit::builder::build(&manifest)?;
+    // Loaded once here, into the compile cache the engine then reads.
+    let loaded = runtime().load(&std::fs::read(&built.component)?)?;
+    assert_eq!(loaded.info().name, "demo-saga-py");
+    assert_eq!(
+        loaded.reactor().map(|r| r.emits.clone()),
+        Some(vec![
+            "welcome.requested".to_owned(),
+            "follow_up.requested".to_owned()
+        ]),
+        "loaded as a reactor"
+    );
+    let engine_dir = tempfile::tempdir()?;
+    support::saga::assert_scaffolded_reactor(
+        engine_dir.path(),
+        "demo-saga-py",
+        &built.component,
+        Some(&compile_cache_dir()),
     )
 }

@@ -15,6 +15,10 @@
 //! model exactly, an integer past 64 bits fails its event clearly, and a field left out
 //! of `reads` is not read.
 //!
+//! `refract new --lang ts --kind reactor` scaffolds a reactor whose native tests pass,
+//! which builds with its manifest's command into a component the host loads as a
+//! reactor, and which reacts on a real engine (emits, and a fired timer).
+//!
 //! Needs Node.js 20+ and npm; without them these tests fail with the install command.
 
 mod support;
@@ -576,6 +580,89 @@ fn refract_new_ts_scaffolds_a_project_that_refract_test_passes() -> Result {
     Ok(())
 }
 
+/// `refract new --lang ts --kind reactor`: the scaffold's native tests (`TestReactor`)
+/// pass; its manifest's build (`refract-build --reactor`) makes a component the host
+/// loads as a reactor declaring its emits; deployed on a real engine, it welcomes a
+/// user once and turns its fired timer into a follow-up.
+#[test]
+fn refract_new_ts_reactor_scaffolds_a_reactor_that_reacts_on_a_real_engine() -> Result {
+    let dir = tempfile::tempdir()?;
+    let project = dir.path().join("demo-saga-ts");
+    let project_arg = project.to_str().ok_or("a non-UTF-8 temp path")?;
+    let created = cli::refract_ok(
+        dir.path(),
+        &[
+            "new",
+            "demo-saga-ts",
+            "--lang",
+            "ts",
+            "--kind",
+            "reactor",
+            "--dir",
+            project_arg,
+        ],
+    )?;
+    assert!(
+        created.contains("npm ci") && created.contains("refract deploy dist/demo-saga-ts.wasm"),
+        "{created}"
+    );
+    guests_ts::install(&project)?;
+    let native = guests_ts::npm(&project, &["test"])?;
+    assert!(
+        native.contains("# pass 1") && native.contains("# fail 0"),
+        "{native}"
+    );
+
+    let manifest = refract::devkit::manifest::Manifest::load(&project)?;
+    assert_eq!(manifest.kind, refract::devkit::manifest::Kind::Reactor);
+    let built = refract::devkit::builder::build(&manifest)?;
+    // Loaded once here, into the compile cache the engine then reads.
+    let loaded = runtime(SandboxLimits::default())?.load(&std::fs::read(&built.component)?)?;
+    assert_eq!(loaded.info().name, "demo-saga-ts");
+    assert_eq!(
+        loaded.reactor().map(|r| r.emits.clone()),
+        Some(vec![
+            "welcome.requested".to_owned(),
+            "follow_up.requested".to_owned()
+        ]),
+        "loaded as a reactor"
+    );
+    let engine_dir = tempfile::tempdir()?;
+    support::saga::assert_scaffolded_reactor(
+        engine_dir.path(),
+        "demo-saga-ts",
+        &built.component,
+        Some(
+            &guests_ts::workspace_root()
+                .join("target")
+                .join("ts-guest-cache"),
+        ),
+    )
+}
+
+/// `example-plugins/order-saga-ts/projector.toml` names the saga, the build the tests
+/// run and the component it writes, and says it is a reactor, which `refract test`
+/// refuses with the way to run it.
+#[test]
+fn the_typescript_saga_manifest_names_its_build_and_refract_test_refuses_it() -> Result {
+    let project = guests_ts::workspace_root().join("example-plugins/order-saga-ts");
+    let manifest = refract::devkit::manifest::Manifest::load(&project)?;
+    assert_eq!(manifest.name, "order-saga-ts");
+    assert_eq!(manifest.kind, refract::devkit::manifest::Kind::Reactor);
+    assert_eq!(manifest.build, ["npm", "run", "--silent", "build"]);
+    assert_eq!(manifest.component, guests_ts::ts_guest("order-saga-ts"));
+    let refused = cli::refract(&project, &["test"]).output()?;
+    let out = cli::text(&refused);
+    assert_eq!(refused.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains(
+            "projector.toml says `kind = \"reactor\"`: `refract test` runs projectors only"
+        ),
+        "{out}"
+    );
+    Ok(())
+}
+
 #[test]
 fn the_template_lockfile_pins_what_the_example_is_tested_with() -> Result {
     let root = guests_ts::workspace_root();
@@ -585,7 +672,6 @@ fn the_template_lockfile_pins_what_the_example_is_tested_with() -> Result {
         )?)?)
     };
     let example = read("example-plugins/balances-ts/package-lock.json")?;
-    let template = read("plugins-sdk/templates/typescript/package-lock.json.tmpl")?;
     let packages =
         |lock: &serde_json::Value| -> Result<serde_json::Map<String, serde_json::Value>> {
             let mut packages = lock["packages"].as_object().ok_or("no packages")?.clone();
@@ -595,10 +681,16 @@ fn the_template_lockfile_pins_what_the_example_is_tested_with() -> Result {
             }
             Ok(packages)
         };
-    assert!(
-        packages(&example)? == packages(&template)?,
-        "the template's lockfile is out of date: run `node plugins-sdk/typescript/scripts/sync-template-lockfile.mjs`"
-    );
+    // The projector's and the reactor's templates pin the same toolchain.
+    for template in ["typescript", "typescript-reactor"] {
+        let lock = read(&format!(
+            "plugins-sdk/templates/{template}/package-lock.json.tmpl"
+        ))?;
+        assert!(
+            packages(&example)? == packages(&lock)?,
+            "the {template} template's lockfile is out of date: run `node plugins-sdk/typescript/scripts/sync-template-lockfile.mjs`"
+        );
+    }
     // And the example's lockfile records the SDK's current dependencies, so `npm ci`
     // installs what the SDK declares.
     let sdk: serde_json::Value = read("plugins-sdk/typescript/package.json")?;

@@ -54,6 +54,9 @@ pub struct Manifest {
     pub watch: Vec<String>,
     /// Fixture files or folders for `refract test`.
     pub tests: Vec<String>,
+    /// `"projector"` (the default) or `"reactor"`.
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 impl Manifest {

@@ -146,3 +146,93 @@ pub fn assert_order_saga(dir: &Path, name: &str, component: &Path, compile_cache
     host.engine.shutdown();
     Ok(())
 }
+
+/// Deploys the reactor `refract new --kind reactor` scaffolds (`component`, named
+/// `name`) on a real engine, from its plugins folder under `dir`, and checks that it
+/// reacts: a user registered twice is welcomed once (`welcome.requested`), and the
+/// follow-up timer fires on the reactor's own timer stream and is turned into
+/// `follow_up.requested`, each emit caused by its source event.
+///
+/// The engine compiles the component under a liveness-only compile budget; a
+/// `compile_cache` (shared by the test binary) keeps that compile for later runs.
+pub fn assert_scaffolded_reactor(
+    dir: &Path,
+    name: &str,
+    component: &Path,
+    compile_cache: Option<&Path>,
+) -> Result {
+    let data = refract::data_dir::DataDir::new(dir.join("data"));
+    std::fs::create_dir_all(data.plugins())?;
+    std::fs::copy(component, data.plugins().join(format!("{name}.wasm")))?;
+    if let Some(cache) = compile_cache {
+        std::fs::create_dir_all(cache)?;
+        std::os::unix::fs::symlink(cache, data.cache())?;
+    }
+    let config = refract::config::Config::parse(
+        "[limits]\ncompile_timeout_ms = 900000\n",
+        Path::new("refract.toml"),
+    )?;
+    let host = super::host::start_engine(&data, config)?;
+    // Its first version acts only on events appended after its state was created.
+    super::host::wait_until(PATIENCE, &format!("the reactor {name} to start"), || {
+        refract::reactors::state_created(&data.projector_dir(name))
+    });
+    let registered = || {
+        NewEvent::new(
+            "user-ann",
+            "user.registered",
+            json!({"user": "ann", "email": "ann@example.com", "follow_up_ms": 200}).to_string(),
+        )
+    };
+    let offsets = host.log.append(vec![registered(), registered()])?;
+    let emitted = super::host::wait_for(PATIENCE, "the welcome and the follow-up", || {
+        saga_emits(&host.log).ok().filter(|e| e.len() >= 2)
+    });
+    let mail = json!({"user": "ann", "email": "ann@example.com"});
+    assert_eq!(
+        emitted,
+        [
+            (
+                "welcome.requested".to_owned(),
+                "email-ann".to_owned(),
+                mail.clone()
+            ),
+            (
+                "follow_up.requested".to_owned(),
+                "email-ann".to_owned(),
+                mail
+            ),
+        ],
+        "the emits of {name}"
+    );
+    let events: Vec<_> = host
+        .log
+        .read(&ReadQuery::default())?
+        .collect::<std::result::Result<_, _>>()?;
+    let timers: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "refract.timer")
+        .collect();
+    assert_eq!(timers.len(), 1, "one follow-up timer fired: {timers:?}");
+    assert_eq!(timers[0].stream, format!("refract.timer/{name}"));
+    // Each emit names its source: the first registration, then the timer event.
+    let causes: Vec<String> = events
+        .iter()
+        .filter(|e| e.id.starts_with("rx:"))
+        .map(|e| {
+            let metadata: serde_json::Value =
+                serde_json::from_str(e.metadata.as_deref().unwrap_or("{}")).unwrap_or_default();
+            metadata["causation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let first = events
+        .iter()
+        .find(|e| e.offset == offsets[0])
+        .ok_or("the first registration")?;
+    assert_eq!(causes, [first.id.clone(), timers[0].id.clone()]);
+    host.engine.shutdown();
+    Ok(())
+}

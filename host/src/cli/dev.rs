@@ -44,6 +44,7 @@ pub fn run(
     token: Option<&str>,
 ) -> Result<()> {
     let manifest = Manifest::load(&args.dir)?;
+    manifest.require_projector("dev")?;
     let root = manifest
         .root
         .canonicalize()

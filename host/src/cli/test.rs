@@ -68,6 +68,13 @@ pub fn run(config: &Config, args: &TestArgs) -> Result<()> {
         .load(&wasm)
         .with_context(|| format!("cannot load {}", component.display()))
         .map_err(cannot_run)?;
+    if loaded.reactor().is_some() {
+        return Err(cannot_run(anyhow!(
+            "{} is a reactor (it exports `{}`): `refract test` runs projectors only (its golden fixtures cannot check what a reactor emits); test the reactor with its SDK's native tests and deploy it with `refract deploy`",
+            component.display(),
+            crate::reactors::REACTOR_EXPORT
+        )));
+    }
     let name = loaded.info().name.clone();
     let limits = config
         .projector_limits(&name)
@@ -133,12 +140,14 @@ fn prepare(args: &TestArgs) -> Result<(PathBuf, Vec<PathBuf>, Option<PathBuf>)> 
             let manifest = Manifest::load(&dir).with_context(|| {
                 "with --plugin, name the fixtures, or run in a project whose projector.toml lists `tests`"
             })?;
+            manifest.require_projector("test")?;
             return Ok((plugin.clone(), manifest.tests, None));
         }
         return Ok((plugin.clone(), args.fixtures.clone(), None));
     }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let manifest = Manifest::load(&dir)?;
+    manifest.require_projector("test")?;
     let fixtures = if args.fixtures.is_empty() {
         if manifest.tests.is_empty() {
             bail!(

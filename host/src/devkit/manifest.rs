@@ -7,10 +7,19 @@
 //! component = "dist/demo.wasm"                # the component the build writes
 //! watch = ["src", "package.json"]             # what `refract dev` watches for rebuilds
 //! tests = ["tests"]                           # fixture files or folders for `refract test`
+//! kind = "projector"                          # optional: "projector" (the default) or "reactor"
 //! ```
 //!
 //! Relative paths are taken from the folder holding the manifest. Unknown keys are
 //! errors that name the key.
+//!
+//! A reactor project (`refract new --kind reactor`) keeps the same file, with
+//! `kind = "reactor"`, so that its name, build command and component are written down
+//! in one place. `refract test` and `refract dev` run projectors only: a golden fixture
+//! compares read-model rows and the dev loop diffs a read model, neither of which says
+//! what a reactor emitted. They refuse a reactor project with
+//! [`ManifestError::NotAProjector`], which names the manifest and the way a reactor is
+//! built, tested and deployed instead.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +48,20 @@ pub enum ManifestError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The project is a reactor, and the command runs projectors only.
+    #[error(
+        "{path} says `kind = \"reactor\"`: `refract {command}` runs projectors only (its golden fixtures and read-model diff cannot check what a reactor emits). Build the reactor with `{build}`, run its native tests (see its README.md), and deploy {component} with `refract deploy` to a running host (or into the plugins folder of `refract run`)"
+    )]
+    NotAProjector {
+        /// The manifest.
+        path: PathBuf,
+        /// The command that refused it (`test`, `dev`).
+        command: &'static str,
+        /// The project's build command, as one line.
+        build: String,
+        /// The component the build writes.
+        component: PathBuf,
+    },
     /// The file is not a valid manifest; the message names the key and line.
     #[error("invalid {path}: {message}")]
     Invalid {
@@ -49,13 +72,36 @@ pub enum ManifestError {
     },
 }
 
+/// What a project builds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A projector: events in, a read model out.
+    #[default]
+    Projector,
+    /// A reactor (a saga, a process manager): events in, events and timers out.
+    Reactor,
+}
+
+impl Kind {
+    /// The word for it, as `kind` in the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Projector => "projector",
+            Kind::Reactor => "reactor",
+        }
+    }
+}
+
 /// A parsed `projector.toml`, its paths resolved against its folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// The folder holding the manifest: the project's root, where `build` runs.
     pub root: PathBuf,
-    /// The projector's name.
+    /// The projector's (or reactor's) name.
     pub name: String,
+    /// A projector or a reactor.
+    pub kind: Kind,
     /// The build command, as argv.
     pub build: Vec<String>,
     /// The component the build writes.
@@ -77,6 +123,8 @@ struct RawManifest {
     watch: Vec<PathBuf>,
     #[serde(default)]
     tests: Vec<PathBuf>,
+    #[serde(default)]
+    kind: Kind,
 }
 
 impl Manifest {
@@ -120,12 +168,28 @@ impl Manifest {
         let resolve = |relative: PathBuf| root.join(relative);
         Ok(Manifest {
             name: raw.name,
+            kind: raw.kind,
             build: raw.build,
             component: resolve(raw.component),
             watch: raw.watch.into_iter().map(resolve).collect(),
             tests: raw.tests.into_iter().map(resolve).collect(),
             root: root.clone(),
         })
+    }
+}
+
+impl Manifest {
+    /// Refuses a reactor project for `refract <command>`, which runs projectors only.
+    pub fn require_projector(&self, command: &'static str) -> Result<(), ManifestError> {
+        match self.kind {
+            Kind::Projector => Ok(()),
+            Kind::Reactor => Err(ManifestError::NotAProjector {
+                path: self.root.join(MANIFEST_FILE),
+                command,
+                build: self.build.join(" "),
+                component: self.component.clone(),
+            }),
+        }
     }
 }
 
@@ -144,6 +208,35 @@ mod tests {
         assert_eq!(manifest.component, Path::new("/work/demo/dist/demo.wasm"));
         assert_eq!(manifest.watch, [PathBuf::from("/work/demo/src")]);
         assert_eq!(manifest.tests, [PathBuf::from("/work/demo/tests")]);
+        assert_eq!(manifest.kind, Kind::Projector, "the default");
+        assert!(manifest.require_projector("test").is_ok());
+    }
+
+    #[test]
+    fn a_reactor_project_is_refused_with_the_way_to_run_it() {
+        let manifest = Manifest::parse(
+            "name = \"saga\"\nkind = \"reactor\"\nbuild = [\"npm\", \"run\", \"build\"]\ncomponent = \"dist/saga.wasm\"\n",
+            Path::new("/work/saga/projector.toml"),
+        )
+        .expect("valid");
+        assert_eq!(manifest.kind, Kind::Reactor);
+        let refused = manifest.require_projector("dev").expect_err("a reactor");
+        let message = refused.to_string();
+        for part in [
+            "/work/saga/projector.toml",
+            "`refract dev` runs projectors only",
+            "`npm run build`",
+            "/work/saga/dist/saga.wasm",
+            "refract deploy",
+        ] {
+            assert!(message.contains(part), "{part:?} in {message}");
+        }
+        let error = Manifest::parse(
+            "name = \"d\"\nkind = \"saga\"\nbuild = [\"x\"]\ncomponent = \"a.wasm\"\n",
+            Path::new("p/projector.toml"),
+        )
+        .expect_err("no such kind");
+        assert!(error.to_string().contains("reactor"), "{error}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! `refract new`: a projector project from a template embedded in the binary.
+//! `refract new`: a projector or reactor project from a template embedded in the binary.
 //!
-//! The templates are the folders `plugins-sdk/templates/<language>/` of the source tree
-//! this binary was built from, embedded at build time (`host/build.rs`). A project
+//! The templates are the folders `plugins-sdk/templates/<language>/` (projectors) and
+//! `plugins-sdk/templates/<language>-reactor/` (reactors) of the source tree this binary
+//! was built from, embedded at build time (`host/build.rs`). A project
 //! references the SDK in that source tree by absolute path (nothing is published to a
 //! registry), so `new` needs the tree to still be there.
 //!
@@ -13,12 +14,14 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::MAX_NAME_BYTES;
 
+pub use super::manifest::Kind;
+
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
 /// A template folder embedded in the binary.
 #[derive(Debug)]
 pub(crate) struct EmbeddedTemplate {
-    /// The folder's name under `plugins-sdk/templates/`.
+    /// The folder's name under `plugins-sdk/templates/` (see [`template_folder`]).
     language: &'static str,
     /// Its files, by path relative to the folder.
     files: &'static [EmbeddedFile],
@@ -53,6 +56,26 @@ impl Language {
             Language::Python => "python",
         }
     }
+
+    /// The language's name, for people.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Language::Rust => "Rust",
+            Language::TypeScript => "TypeScript",
+            Language::Python => "Python",
+        }
+    }
+}
+
+/// The template folder under `plugins-sdk/templates/` for a project of `kind` in
+/// `language`: the language's folder for a projector, `<folder>-reactor` for a reactor.
+pub fn template_folder(language: Language, kind: Kind) -> &'static str {
+    match (kind, language) {
+        (Kind::Projector, language) => language.folder(),
+        (Kind::Reactor, Language::Rust) => "rust-reactor",
+        (Kind::Reactor, Language::TypeScript) => "typescript-reactor",
+        (Kind::Reactor, Language::Python) => "python-reactor",
+    }
 }
 
 /// Why a project could not be created.
@@ -64,13 +87,15 @@ pub enum ScaffoldError {
         "`{0}` is not a usable projector name: use 1 to {MAX_NAME_BYTES} characters of a-z, 0-9, `_` and `-`, starting with a letter"
     )]
     InvalidName(String),
-    /// This binary was built without the language's template.
+    /// This binary was built without the language's template for the kind of project.
     #[error(
-        "this refract binary has no {language} template: plugins-sdk/templates/{folder}/ was missing when it was built; add the template and rebuild refract (`cargo build --release`)"
+        "this refract binary has no {language} {kind} template: plugins-sdk/templates/{folder}/ was missing when it was built; add the template and rebuild refract (`cargo build --release`)"
     )]
     NoTemplate {
         /// The language asked for.
         language: &'static str,
+        /// The kind of project asked for (`projector`, `reactor`).
+        kind: &'static str,
         /// The folder it would come from.
         folder: &'static str,
     },
@@ -104,8 +129,8 @@ pub struct Scaffolded {
     pub files: Vec<PathBuf>,
 }
 
-/// The languages whose templates this binary embeds.
-pub fn embedded_languages() -> Vec<&'static str> {
+/// The template folders this binary embeds (see [`template_folder`]).
+pub fn embedded_templates() -> Vec<&'static str> {
     TEMPLATES.iter().map(|template| template.language).collect()
 }
 
@@ -126,26 +151,26 @@ pub fn check_name(name: &str) -> Result<(), ScaffoldError> {
 }
 
 /// Creates the project `name` in `dir` (which must not exist, or be empty) from the
-/// `language` template, referencing the SDK and WIT of the source tree at `source_root`.
+/// template for a `kind` project in `language`, referencing the SDK and WIT of the
+/// source tree at `source_root`.
 /// The project appears whole or not at all: it is written to a sibling folder first and
 /// renamed into place.
 pub fn scaffold(
     name: &str,
     language: Language,
+    kind: Kind,
     dir: &Path,
     source_root: &Path,
 ) -> Result<Scaffolded, ScaffoldError> {
     check_name(name)?;
+    let folder = template_folder(language, kind);
     let template = TEMPLATES
         .iter()
-        .find(|template| template.language == language.folder())
+        .find(|template| template.language == folder)
         .ok_or(ScaffoldError::NoTemplate {
-            language: match language {
-                Language::Rust => "Rust",
-                Language::TypeScript => "TypeScript",
-                Language::Python => "Python",
-            },
-            folder: language.folder(),
+            language: language.display_name(),
+            kind: kind.as_str(),
+            folder,
         })?;
     let sdk_dir = source_root.join("plugins-sdk");
     let wit_dir = source_root.join("wit");
@@ -224,6 +249,7 @@ pub fn scaffold(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devkit::manifest::{MANIFEST_FILE, Manifest};
 
     #[test]
     fn names_must_suit_every_toolchain() {
@@ -236,8 +262,37 @@ mod tests {
     }
 
     #[test]
-    fn the_rust_template_is_embedded() {
-        assert!(embedded_languages().contains(&"rust"));
+    fn every_language_and_kind_has_an_embedded_template() {
+        let embedded = embedded_templates();
+        for language in [Language::Rust, Language::TypeScript, Language::Python] {
+            for kind in [Kind::Projector, Kind::Reactor] {
+                let folder = template_folder(language, kind);
+                assert!(embedded.contains(&folder), "{folder} in {embedded:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reactor_project_comes_from_its_own_template() {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let root = crate::guest_build::workspace_root();
+        for (language, source) in [
+            (Language::Rust, "src/lib.rs"),
+            (Language::TypeScript, "src/index.ts"),
+            (Language::Python, "src/app.py"),
+        ] {
+            let dir = scratch.path().join(language.folder());
+            scaffold("demo-saga", language, Kind::Reactor, &dir, &root).expect("scaffolded");
+            let path = dir.join(MANIFEST_FILE);
+            let text = std::fs::read_to_string(&path).expect("a manifest");
+            let manifest = Manifest::parse(&text, &path).expect("a valid manifest");
+            assert_eq!(manifest.name, "demo-saga");
+            assert_eq!(manifest.kind, Kind::Reactor, "{language:?}");
+            let code = std::fs::read_to_string(dir.join(source)).expect("the source");
+            assert!(code.contains("\"demo-saga\""), "named: {code}");
+            assert!(!code.contains("{{"), "{code}");
+            assert!(dir.join("README.md").is_file());
+        }
     }
 
     #[test]
@@ -245,7 +300,8 @@ mod tests {
         let scratch = tempfile::tempdir().expect("temp dir");
         let root = crate::guest_build::workspace_root();
         let dir = scratch.path().join("demo-x");
-        let made = scaffold("demo-x", Language::Rust, &dir, &root).expect("scaffolded");
+        let made =
+            scaffold("demo-x", Language::Rust, Kind::Projector, &dir, &root).expect("scaffolded");
         assert!(
             made.files.contains(&PathBuf::from("Cargo.toml")),
             "{:?}",
@@ -258,11 +314,13 @@ mod tests {
         assert!(manifest.contains("demo_x.wasm"), "{manifest}");
         assert!(!manifest.contains("{{"), "{manifest}");
 
-        let again = scaffold("demo-x", Language::Rust, &dir, &root).expect_err("not empty");
+        let again = scaffold("demo-x", Language::Rust, Kind::Projector, &dir, &root)
+            .expect_err("not empty");
         assert!(matches!(again, ScaffoldError::NotEmpty(_)), "{again}");
         let gone = scaffold(
             "demo-y",
             Language::Rust,
+            Kind::Projector,
             &scratch.path().join("y"),
             scratch.path(),
         )

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Writes the TypeScript scaffold's lockfile from the balances-ts example's:
+// Writes the TypeScript scaffolds' lockfiles (the projector's and the reactor's)
+// from the balances-ts example's:
 //
 //   node plugins-sdk/typescript/scripts/sync-template-lockfile.mjs
 //
@@ -15,7 +16,9 @@ import { readFile, writeFile } from "node:fs/promises";
 
 const root = new URL("../../../", import.meta.url);
 const example = new URL("example-plugins/balances-ts/package-lock.json", root);
-const template = new URL("plugins-sdk/templates/typescript/package-lock.json.tmpl", root);
+const templates = ["typescript", "typescript-reactor"].map(
+  (folder) => new URL(`plugins-sdk/templates/${folder}/package-lock.json.tmpl`, root),
+);
 
 /** The example's path to the SDK, and the scaffold's. */
 const EXAMPLE_SDK = "file:../../plugins-sdk/typescript";
@@ -33,5 +36,7 @@ lock.packages[""] = {
   dependencies: { "refract-sdk": TEMPLATE_SDK },
 };
 sdk.resolved = TEMPLATE_SDK;
-await writeFile(template, `${JSON.stringify(lock, null, 2)}\n`);
-console.error(`wrote ${template.pathname}`);
+for (const template of templates) {
+  await writeFile(template, `${JSON.stringify(lock, null, 2)}\n`);
+  console.error(`wrote ${template.pathname}`);
+}
