@@ -69,7 +69,9 @@ export function mount(main, { showBanner }) {
           'p',
           { className: 'muted' },
           page.events.length === 0
-            ? 'No events match.'
+            ? next === null
+              ? 'No events match.'
+              : `No match in this stretch of the log (from offset ${fromOffset} to ${next - 1}); Next looks further.`
             : `Offsets ${first} to ${last}${next === null ? ' (the end of the log as of now)' : ''}.`,
         ),
       );

@@ -344,12 +344,14 @@ pub(crate) struct Count {
     /// never reused; once retention has removed events, the count of the whole log is
     /// below the head, so a client that wants to start "from now" starts after this.
     head: u64,
-    /// Present when the archive budget (`server.archive_read_segments`) ended the count
-    /// early: `count` covers the events before this offset; count again from here and
-    /// add.
+    /// Present when the count ended early: `count` covers the events before this
+    /// offset; count again from here and add. Either the archive budget
+    /// (`server.archive_read_segments`) ended it, or a filter checked row by row (stream
+    /// prefixes, a stream with types) reached [`COUNT_SCAN_WINDOW`](crate::log::COUNT_SCAN_WINDOW)
+    /// live offsets.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_from_offset: Option<u64>,
-    /// Present (`true`) with `next_from_offset`.
+    /// Present (`true`) when the archive budget ended the count.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     archive_budget_reached: bool,
     /// Present when the count reaches below offsets retention deleted: events before
@@ -371,7 +373,9 @@ pub(crate) async fn count(
     let log = state.log().clone();
     let (counted, head, truncated_before) = blocking(move || {
         let truncated = truncated_before(&log, query.from_offset)?;
-        let counted = log.count_with_archive(&query, Some(budget))?;
+        // At most a window of the live log for a filter checked row by row (see
+        // `COUNT_SCAN_WINDOW`): a sparse count answers `next_from_offset` to count on.
+        let counted = log.count_one_window(&query, Some(budget))?;
         Ok((counted, log.head()?, truncated))
     })
     .await?;
@@ -379,7 +383,7 @@ pub(crate) async fn count(
         count: counted.count,
         head,
         next_from_offset: counted.complete_through.map(|through| through + 1),
-        archive_budget_reached: counted.complete_through.is_some(),
+        archive_budget_reached: counted.stopped_by == Some(StopReason::ArchiveBudget),
         truncated_before,
     }))
 }

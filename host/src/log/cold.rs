@@ -15,10 +15,10 @@
 use std::fmt;
 use std::ops::ControlFlow;
 
-use rusqlite::{OptionalExtension, Transaction};
+use rusqlite::Transaction;
 
 use super::model::ceil_micros;
-use super::query::{Plan, StreamFilter, first_recorded_at_or_after, get_u64, to_sql_int};
+use super::query::{Plan, StreamFilter, first_live_at_or_after, first_recorded_at_or_after};
 use super::read::{ScanResult, bind_page, event_ref};
 use super::{Event, EventRef, LogError, ReadQuery, timestamp_to_micros};
 
@@ -174,21 +174,13 @@ pub(super) fn time_narrowed(
         // The first live event at or after the offset found: offsets between them may
         // be archived, and those may be early enough.
         let first = first_recorded_at_or_after(tx, ceil_micros(until), 1, head)?;
-        let first_too_late: Option<u64> = tx
-            .prepare_cached(FIRST_LIVE_FROM_SQL)?
-            .query_row([to_sql_int(first)], |row| get_u64(row, 0))
-            .optional()?;
-        if let Some(first_too_late) = first_too_late {
+        if let Some(first_too_late) = first_live_at_or_after(tx, first)? {
             narrowed.through = narrowed.through.min(first_too_late.saturating_sub(1));
         }
     }
     narrowed.through = narrowed.through.max(narrowed.after);
     Ok(narrowed)
 }
-
-/// The first live event at or after offset `?1`.
-const FIRST_LIVE_FROM_SQL: &str =
-    r#"SELECT "offset" FROM events WHERE "offset" >= ?1 ORDER BY "offset" LIMIT 1"#;
 
 /// Whether an archived event matches `query` (the SQL plan's filters, in memory).
 pub(super) fn matches(query: &ReadQuery, event: &Event) -> bool {

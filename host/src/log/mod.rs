@@ -79,12 +79,12 @@ pub use model::{
     timestamp_to_micros,
 };
 pub use options::{
-    DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB, DEFAULT_CHECKPOINT_PAGES,
-    DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_METADATA_BYTES,
-    DEFAULT_STREAM_INDEX_CHUNK, DENSITY_SAMPLE_OFFSETS, Durability, LogOptions, MAX_BATCH_SIZE,
-    MAX_CACHED_STREAM_VERSIONS, MAX_FILTER_TERMS, MAX_IDLE_READERS, MAX_NAME_CHARS,
-    READER_CACHE_SIZE_KIB, SCAN_WINDOW, SEQUENTIAL_SCAN_MIN_DENSITY, STREAM_INDEX_IDLE_AFTER,
-    STREAM_INDEX_PIECE_EVENTS,
+    COUNT_SCAN_WINDOW, DEFAULT_BATCH_SIZE, DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_SIZE_KIB,
+    DEFAULT_CHECKPOINT_PAGES, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_GROUP_EVENTS,
+    DEFAULT_MAX_METADATA_BYTES, DEFAULT_STREAM_INDEX_CHUNK, DENSITY_SAMPLE_OFFSETS, Durability,
+    LogOptions, MAX_BATCH_SIZE, MAX_CACHED_STREAM_VERSIONS, MAX_FILTER_TERMS, MAX_IDLE_READERS,
+    MAX_NAME_CHARS, READER_CACHE_SIZE_KIB, SCAN_WINDOW, SEQUENTIAL_SCAN_MIN_DENSITY,
+    STREAM_INDEX_IDLE_AFTER, STREAM_INDEX_PIECE_EVENTS,
 };
 pub use query::{ReadQuery, StreamFilter};
 pub use read::{EventIter, LogReader, ScanResult};
@@ -331,7 +331,19 @@ impl EventLog {
         query: &ReadQuery,
         budget: Option<ArchiveBudget>,
     ) -> Result<TieredCount, LogError> {
-        tiered::count(&self.inner.readers, query, budget)
+        tiered::count(&self.inner.readers, query, budget, ReadScope::Whole)
+    }
+
+    /// [`count_with_archive`](EventLog::count_with_archive) for one client request: over
+    /// a filter checked row by row (stream prefixes, a stream with types), the live part
+    /// covers at most [`COUNT_SCAN_WINDOW`] offsets from the first that may be live, and
+    /// [`TieredCount::complete_through`] says where to count on.
+    pub fn count_one_window(
+        &self,
+        query: &ReadQuery,
+        budget: Option<ArchiveBudget>,
+    ) -> Result<TieredCount, LogError> {
+        tiered::count(&self.inner.readers, query, budget, ReadScope::OneWindow)
     }
 
     /// Whether an archive is attached (see [`attach_cold_tier`](EventLog::attach_cold_tier)).

@@ -76,6 +76,12 @@ pub const MAX_BATCH_SIZE: usize = 100_000;
 /// transaction short however sparse the matches are.
 pub const SCAN_WINDOW: u64 = 16 * 1024;
 
+/// How many live-log offsets one client's count examines at most when its filter is
+/// checked row by row (stream prefixes, a stream with types): sixteen
+/// [`SCAN_WINDOW`]s. A count that reaches it stops where it is complete and says where
+/// to count on, so no request scans the live log from its start offset to the head.
+pub const COUNT_SCAN_WINDOW: u64 = 16 * SCAN_WINDOW;
+
 /// The share of log rows a type filter must match for [`LogReader::read_batch`] to read
 /// a batch as a sequential scan in offset order (types checked per row) rather than as
 /// index probes merged per type. Measured on the `balances` replay (every row matches):

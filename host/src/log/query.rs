@@ -643,7 +643,7 @@ pub(super) fn prefix_upper_bound(prefix: &str) -> Option<String> {
 }
 
 /// The query's offset range `[lo, hi]` (with `lo >= 1`, `hi <= head`), or `None` if empty.
-fn offset_bounds(
+pub(super) fn offset_bounds(
     conn: &Connection,
     query: &ReadQuery,
     after: u64,
@@ -663,6 +663,36 @@ fn offset_bounds(
         hi = first_recorded_at_or_after(conn, ceil_micros(until), lo, hi)?.saturating_sub(1);
     }
     Ok((lo <= hi).then_some((lo, hi)))
+}
+
+/// The first live event at or after offset `?1`.
+const FIRST_LIVE_FROM_SQL: &str =
+    r#"SELECT "offset" FROM events WHERE "offset" >= ?1 ORDER BY "offset" LIMIT 1"#;
+
+/// The offset of the first live event at or after `offset`, if any: one rowid seek.
+pub(super) fn first_live_at_or_after(
+    conn: &Connection,
+    offset: u64,
+) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached(FIRST_LIVE_FROM_SQL)?
+        .query_row([to_sql_int(offset)], |row| get_u64(row, 0))
+        .optional()
+}
+
+/// Where a one-window read or count of `query` past `after` counts its window from:
+/// the offset before the first live event that can match by offset alone (past the
+/// query's time bound and any gap retention left). A window counted from `after` could
+/// be spent on offsets that hold no row, and come back empty however near the first
+/// match is.
+pub(super) fn window_anchor(
+    conn: &Connection,
+    query: &ReadQuery,
+    after: u64,
+    head: u64,
+) -> rusqlite::Result<u64> {
+    let first = offset_bounds(conn, query, after, head)?.map_or(after + 1, |(lo, _)| lo);
+    let first_live = first_live_at_or_after(conn, first)?.unwrap_or(first);
+    Ok(after.max(first_live - 1))
 }
 
 /// The first offset in `[lo, hi]` at or after which every event is recorded at or after

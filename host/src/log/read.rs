@@ -592,6 +592,18 @@ impl LogReader {
     pub fn head(&mut self) -> Result<u64, LogError> {
         head(&self.conn).map_err(|source| sqlite_error(&self.path, "reading the head", source))
     }
+
+    /// Where a one-window read of `query` past `after` counts its window from (see
+    /// [`window_anchor`](super::query::window_anchor)).
+    pub(super) fn window_anchor(
+        &mut self,
+        query: &ReadQuery,
+        after: u64,
+        head: u64,
+    ) -> Result<u64, LogError> {
+        super::query::window_anchor(&self.conn, query, after, head)
+            .map_err(|source| sqlite_error(&self.path, "finding where a read starts", source))
+    }
 }
 
 impl std::fmt::Debug for LogReader {

@@ -20,9 +20,11 @@
 //! transaction scans the live log from the start offset to the head. A read for a
 //! client's request ([`ReadScope::OneWindow`]) ends after its first window, and
 //! [`TieredRead::stopped_at`] says where to go on: one request examines at most a window
-//! of the live log. A count is not windowed: its live part is counted from indexes as
+//! of the live log. A count's live part is counted from indexes as
 //! [`EventLog::count`](super::EventLog::count) counts it, in one transaction (see
-//! [`count`]).
+//! [`count`]); a count for a client's request over a filter checked row by row counts
+//! at most [`COUNT_SCAN_WINDOW`] live offsets and says where to count on
+//! ([`TieredCount::complete_through`], [`StopReason::ScanWindow`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::ControlFlow;
@@ -32,7 +34,9 @@ use super::cold::{ArchiveBudget, ColdRange, matches, time_narrowed};
 use super::horizon;
 use super::query::{Plan, to_sql_int};
 use super::read::{EventIter, LogReader, ReaderPool, head};
-use super::{DEFAULT_BATCH_SIZE, Event, LogError, MAX_BATCH_SIZE, ReadQuery, SCAN_WINDOW};
+use super::{
+    COUNT_SCAN_WINDOW, DEFAULT_BATCH_SIZE, Event, LogError, MAX_BATCH_SIZE, ReadQuery, SCAN_WINDOW,
+};
 
 /// How much of the live log a [`TieredRead`] may scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +56,8 @@ pub enum ReadScope {
 pub enum StopReason {
     /// The archive budget was spent.
     ArchiveBudget,
-    /// A [`ReadScope::OneWindow`] read scanned its window of the live log.
+    /// A [`ReadScope::OneWindow`] read scanned its window of the live log (a count: its
+    /// [`COUNT_SCAN_WINDOW`]).
     ScanWindow,
 }
 
@@ -132,7 +137,16 @@ impl TieredRead {
         };
         let window = SCAN_WINDOW.max(page_size as u64);
         let end = match scope {
-            ReadScope::OneWindow if windowed => query_end.min(after.saturating_add(window)),
+            ReadScope::OneWindow if windowed => {
+                let anchor = match reader.window_anchor(&fixed, after, head) {
+                    Ok(anchor) => anchor,
+                    Err(e) => {
+                        pool.give_back(reader.into_connection());
+                        return Err(e);
+                    }
+                };
+                query_end.min(anchor.saturating_add(window))
+            }
             _ => query_end,
         };
         let remaining = query.limit.unwrap_or(u64::MAX);
@@ -275,19 +289,35 @@ impl std::fmt::Debug for TieredRead {
 pub struct TieredCount {
     /// Matching events (at most the query's `limit`).
     pub count: u64,
-    /// `Some(offset)` when the archive budget stopped the count: it covers the events at
-    /// or below `offset`; count on from `offset + 1` and add.
+    /// `Some(offset)` when the count stopped early: it covers the events at or below
+    /// `offset`; count on from `offset + 1` and add.
     pub complete_through: Option<u64>,
+    /// What stopped it, when it stopped early.
+    pub stopped_by: Option<StopReason>,
 }
 
 /// Whether an event is still in the live log, as `tx` sees it.
 const LIVE_OFFSET_SQL: &str = r#"SELECT 1 FROM events WHERE "offset" = ?1"#;
 
-/// Counts the events matching `query` in both tiers, in one snapshot of the log.
+/// Counts the events matching `query` in both tiers, in one snapshot of the log. With
+/// [`ReadScope::OneWindow`] and a filter checked row by row, the live part covers at
+/// most [`COUNT_SCAN_WINDOW`] offsets from the first that may be live.
 pub(super) fn count(
     pool: &ReaderPool,
     query: &ReadQuery,
+    budget: Option<ArchiveBudget>,
+    scope: ReadScope,
+) -> Result<TieredCount, LogError> {
+    count_within(pool, query, budget, scope, COUNT_SCAN_WINDOW)
+}
+
+/// [`count`], with the live window as a parameter (tests use a small one).
+fn count_within(
+    pool: &ReaderPool,
+    query: &ReadQuery,
     mut budget: Option<ArchiveBudget>,
+    scope: ReadScope,
+    window: u64,
 ) -> Result<TieredCount, LogError> {
     let plan = Plan::new(query)?;
     let cold = pool.cold.get().cloned();
@@ -300,8 +330,25 @@ pub(super) fn count(
         let lo = query.from_offset.max(1);
         let hi = query.to_offset.map_or(head, |to| to.min(head));
         let through = hi.min(horizon.archived_through);
+        let removed_through = horizon.truncated_before() - 1;
+        // The last offset this count may cover: for a client's count over a filter
+        // checked row by row, one window of offsets from the first that may be live.
+        let window_end = match scope {
+            ReadScope::OneWindow if plan.windowed => {
+                // Counted from the first live event that can match, as a one-window
+                // read counts its window.
+                let anchor =
+                    super::query::window_anchor(&tx, query, lo - 1, head).map_err(sqlite)?;
+                Some(anchor.saturating_add(window)).filter(|&end| end < hi)
+            }
+            _ => None,
+        };
         let mut archived = 0u64;
         let mut complete_through = None;
+        let mut stopped_by = None;
+        // Offsets counted in the archive, kept when the count may stop early so that it
+        // can leave out what lies past where it stopped.
+        let mut counted = Vec::new();
         if let Some(cold) = cold.filter(|_| lo <= through) {
             let range = time_narrowed(
                 &tx,
@@ -322,10 +369,7 @@ pub(super) fn count(
                 // events: under a budget at most max(limit, overlap depth at the first
                 // offset) segments' worth (see `ArchiveBudget`).
                 let mut seen = HashSet::new();
-                // Offsets counted in the archive, kept only under a budget so that a
-                // count it stops can leave out what lies past where it stopped.
-                let mut counted = Vec::new();
-                let keep_offsets = budget.is_some();
+                let keep_offsets = budget.is_some() || window_end.is_some();
                 let mut visit = |seq: u64, event: &Event| {
                     if !matches(query, event) || !seen.insert(event.offset) {
                         return;
@@ -360,14 +404,21 @@ pub(super) fn count(
                     }
                     archived = counted.iter().filter(|&&o| o <= complete).count() as u64;
                     complete_through = Some(complete);
+                    stopped_by = Some(StopReason::ArchiveBudget);
                 }
             }
+        }
+        if let Some(end) = window_end
+            && complete_through.is_none_or(|complete| end < complete)
+        {
+            archived = counted.iter().filter(|&&o| o <= end).count() as u64;
+            complete_through = Some(end);
+            stopped_by = Some(StopReason::ScanWindow);
         }
         let mut live_query = query.clone();
         if let Some(complete) = complete_through {
             live_query.to_offset = Some(hi.min(complete));
         }
-        let removed_through = horizon.truncated_before() - 1;
         let live = match plan.span(&tx, &live_query, 0, head).map_err(sqlite)? {
             Some(span) => plan.count(&tx, span, removed_through).map_err(sqlite)?,
             None => 0,
@@ -377,6 +428,7 @@ pub(super) fn count(
         Ok(TieredCount {
             count: query.limit.map_or(total, |limit| total.min(limit)),
             complete_through,
+            stopped_by,
         })
     })();
     pool.give_back(conn);
@@ -548,8 +600,10 @@ mod tests {
                 Some((at, reason)) => {
                     assert_eq!(reason, StopReason::ScanWindow);
                     assert!(at >= from, "a request from {from} made no progress");
+                    // The window counts from the first live event at or after `from`:
+                    // here `from` itself or the next offset.
                     assert!(
-                        at - from < SCAN_WINDOW,
+                        at - from <= SCAN_WINDOW,
                         "a request from {from} read to {at}"
                     );
                     stops.push(at);
@@ -629,6 +683,69 @@ mod tests {
 
             let count = log.count_with_archive(&query, None).expect("count");
             assert_eq!((count.count, count.complete_through), (3, None));
+        }
+    }
+
+    // The API's count window is larger than this log, so one request counts it all.
+    const _: () = assert!(EVENTS < COUNT_SCAN_WINDOW);
+
+    /// A client's count over a sparse filter covers at most its window of the live log
+    /// (here one `SCAN_WINDOW`, so that the log holds several) and says where to count
+    /// on; counting on from each stop adds up to the exact count, and the operator's
+    /// count of the whole range does not stop.
+    #[test]
+    fn a_client_count_over_a_sparse_filter_covers_a_window_and_counting_on_is_exact() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = sparse_log(dir.path());
+        let queries = [
+            ReadQuery {
+                stream: StreamFilter::Prefixes(vec!["rare-".into()]),
+                ..ReadQuery::default()
+            },
+            ReadQuery {
+                stream: StreamFilter::Exact("s".into()),
+                types: vec!["Rare".into()],
+                ..ReadQuery::default()
+            },
+        ];
+        for query in queries {
+            let (mut total, mut stops, mut from) = (0, Vec::new(), 1);
+            loop {
+                let request = ReadQuery {
+                    from_offset: from,
+                    ..query.clone()
+                };
+                let counted = count_within(
+                    &log.inner.readers,
+                    &request,
+                    Some(ArchiveBudget::segments(16)),
+                    ReadScope::OneWindow,
+                    SCAN_WINDOW,
+                )
+                .expect("count");
+                total += counted.count;
+                let Some(through) = counted.complete_through else {
+                    assert_eq!(counted.stopped_by, None);
+                    break;
+                };
+                assert_eq!(counted.stopped_by, Some(StopReason::ScanWindow));
+                // The window counts from the first live event at or after `from`: here
+                // `from` itself or the next offset.
+                assert!(
+                    through >= from && through - from <= SCAN_WINDOW,
+                    "a count from {from} covered up to {through}"
+                );
+                stops.push(through);
+                from = through + 1;
+            }
+            assert_eq!(total, 3, "{query:?}: stops {stops:?}");
+            assert!(stops.len() >= 3, "{stops:?}");
+            let whole = log.count_with_archive(&query, None).expect("count");
+            assert_eq!((whole.count, whole.stopped_by), (3, None));
+            let client = log
+                .count_one_window(&query, Some(ArchiveBudget::segments(16)))
+                .expect("count");
+            assert_eq!((client.count, client.complete_through), (3, None));
         }
     }
 }
