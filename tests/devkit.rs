@@ -316,7 +316,7 @@ fn new_refuses_to_overwrite_and_names_missing_templates() -> Result {
 
     let output = refract(dir.path(), &["new", "9lives"]).output()?;
     assert!(
-        text(&output).contains("not a usable projector name"),
+        text(&output).contains("not a usable projector or reactor name"),
         "{}",
         text(&output)
     );

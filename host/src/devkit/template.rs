@@ -82,9 +82,9 @@ pub fn template_folder(language: Language, kind: Kind) -> &'static str {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScaffoldError {
-    /// The name is not a usable projector name.
+    /// The name is not a usable projector or reactor name.
     #[error(
-        "`{0}` is not a usable projector name: use 1 to {MAX_NAME_BYTES} characters of a-z, 0-9, `_` and `-`, starting with a letter"
+        "`{0}` is not a usable projector or reactor name: use 1 to {MAX_NAME_BYTES} characters of a-z, 0-9, `_` and `-`, starting with a letter"
     )]
     InvalidName(String),
     /// This binary was built without the language's template for the kind of project.
