@@ -899,13 +899,13 @@ fn a_rollback_interrupted_by_a_restart_is_still_a_rollback() -> Result {
         },
         || host.describe(),
     );
-    // A few controller ticks.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        host.active().as_deref(),
-        Some(v1.as_str()),
-        "the rollback completed despite promote = \"manual\": {}",
-        host.describe()
+    // Caught up, the rollback swaps in on a controller tick of its own, promote =
+    // "manual" or not: waited for, not slept on (a loaded machine's ticks run late).
+    wait_until_showing(
+        LIVENESS,
+        "the rollback to complete despite promote = \"manual\"",
+        || host.active().as_deref() == Some(v1.as_str()),
+        || host.describe(),
     );
     Ok(())
 }
