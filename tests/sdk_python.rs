@@ -684,25 +684,12 @@ fn refract_new_python_reactor_scaffolds_a_reactor_that_reacts_on_a_real_engine()
     )?;
     assert!(unit.contains("Ran 1 test") && unit.contains("OK"), "{unit}");
 
-    let manifest = refract::devkit::manifest::Manifest::load(&project)?;
-    assert_eq!(manifest.kind, refract::devkit::manifest::Kind::Reactor);
-    let built = refract::devkit::builder::build(&manifest)?;
-    // Loaded once here, into the compile cache the engine then reads.
-    let loaded = runtime().load(&std::fs::read(&built.component)?)?;
-    assert_eq!(loaded.info().name, "demo-saga-py");
-    assert_eq!(
-        loaded.reactor().map(|r| r.emits.clone()),
-        Some(vec![
-            "welcome.requested".to_owned(),
-            "follow_up.requested".to_owned()
-        ]),
-        "loaded as a reactor"
-    );
+    let component = support::saga::build_scaffolded_reactor(&project, runtime(), "demo-saga-py")?;
     let engine_dir = tempfile::tempdir()?;
     support::saga::assert_scaffolded_reactor(
         engine_dir.path(),
         "demo-saga-py",
-        &built.component,
+        &component,
         Some(&compile_cache_dir()),
     )
 }

@@ -613,25 +613,16 @@ fn refract_new_ts_reactor_scaffolds_a_reactor_that_reacts_on_a_real_engine() -> 
         "{native}"
     );
 
-    let manifest = refract::devkit::manifest::Manifest::load(&project)?;
-    assert_eq!(manifest.kind, refract::devkit::manifest::Kind::Reactor);
-    let built = refract::devkit::builder::build(&manifest)?;
-    // Loaded once here, into the compile cache the engine then reads.
-    let loaded = runtime(SandboxLimits::default())?.load(&std::fs::read(&built.component)?)?;
-    assert_eq!(loaded.info().name, "demo-saga-ts");
-    assert_eq!(
-        loaded.reactor().map(|r| r.emits.clone()),
-        Some(vec![
-            "welcome.requested".to_owned(),
-            "follow_up.requested".to_owned()
-        ]),
-        "loaded as a reactor"
-    );
+    let component = support::saga::build_scaffolded_reactor(
+        &project,
+        &runtime(SandboxLimits::default())?,
+        "demo-saga-ts",
+    )?;
     let engine_dir = tempfile::tempdir()?;
     support::saga::assert_scaffolded_reactor(
         engine_dir.path(),
         "demo-saga-ts",
-        &built.component,
+        &component,
         Some(
             &guests_ts::workspace_root()
                 .join("target")

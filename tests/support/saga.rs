@@ -155,6 +155,31 @@ pub fn assert_order_saga(dir: &Path, name: &str, component: &Path, compile_cache
 ///
 /// The engine compiles the component under a liveness-only compile budget; a
 /// `compile_cache` (shared by the test binary) keeps that compile for later runs.
+/// Builds the reactor project at `project` with its manifest's command and loads the
+/// component once through `runtime` (filling the compile cache the engine then reads),
+/// checking that it is the reactor `name` declaring the scaffold's two emits. Returns
+/// the component's path.
+pub fn build_scaffolded_reactor(
+    project: &Path,
+    runtime: &refract::runtime::Runtime,
+    name: &str,
+) -> Result<std::path::PathBuf> {
+    let manifest = refract::devkit::manifest::Manifest::load(project)?;
+    assert_eq!(manifest.kind, refract::devkit::manifest::Kind::Reactor);
+    let built = refract::devkit::builder::build(&manifest)?;
+    let loaded = runtime.load(&std::fs::read(&built.component)?)?;
+    assert_eq!(loaded.info().name, name);
+    assert_eq!(
+        loaded.reactor().map(|r| r.emits.clone()),
+        Some(vec![
+            "welcome.requested".to_owned(),
+            "follow_up.requested".to_owned()
+        ]),
+        "loaded as a reactor"
+    );
+    Ok(built.component)
+}
+
 pub fn assert_scaffolded_reactor(
     dir: &Path,
     name: &str,
