@@ -545,6 +545,22 @@ mod tests {
         log
     }
 
+    /// The two sparse filters of [`sparse_log`], both checked row by row: the prefix of
+    /// the streams at [`RARE_STREAM`], and the stream `s` with the type at [`RARE_TYPE`].
+    fn sparse_queries() -> [ReadQuery; 2] {
+        [
+            ReadQuery {
+                stream: StreamFilter::Prefixes(vec!["rare-".into()]),
+                ..ReadQuery::default()
+            },
+            ReadQuery {
+                stream: StreamFilter::Exact("s".into()),
+                types: vec!["Rare".into()],
+                ..ReadQuery::default()
+            },
+        ]
+    }
+
     /// Counts the SQLite VM steps the reader of `read` runs from now on.
     fn count_steps(read: &mut TieredRead) -> Arc<AtomicU64> {
         let steps = Arc::new(AtomicU64::new(0));
@@ -623,23 +639,8 @@ mod tests {
     fn a_sparse_read_over_both_tiers_scans_a_window_per_request() {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = sparse_log(dir.path());
-        let queries = [
-            (
-                ReadQuery {
-                    stream: StreamFilter::Prefixes(vec!["rare-".into()]),
-                    ..ReadQuery::default()
-                },
-                RARE_STREAM,
-            ),
-            (
-                ReadQuery {
-                    stream: StreamFilter::Exact("s".into()),
-                    types: vec!["Rare".into()],
-                    ..ReadQuery::default()
-                },
-                RARE_TYPE,
-            ),
-        ];
+        let [by_prefix, by_stream_and_type] = sparse_queries();
+        let queries = [(by_prefix, RARE_STREAM), (by_stream_and_type, RARE_TYPE)];
         for (query, expected) in queries {
             let query = ReadQuery {
                 limit: Some(1000),
@@ -697,18 +698,7 @@ mod tests {
     fn a_client_count_over_a_sparse_filter_covers_a_window_and_counting_on_is_exact() {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = sparse_log(dir.path());
-        let queries = [
-            ReadQuery {
-                stream: StreamFilter::Prefixes(vec!["rare-".into()]),
-                ..ReadQuery::default()
-            },
-            ReadQuery {
-                stream: StreamFilter::Exact("s".into()),
-                types: vec!["Rare".into()],
-                ..ReadQuery::default()
-            },
-        ];
-        for query in queries {
+        for query in sparse_queries() {
             let (mut total, mut stops, mut from) = (0, Vec::new(), 1);
             loop {
                 let request = ReadQuery {
